@@ -1,0 +1,1 @@
+"""Tooling for the MLOps pipeline: CLI, docker-free local cloud, reports and sample data."""

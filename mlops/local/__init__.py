@@ -1,0 +1,1 @@
+"""The docker-free local cloud: moto plus a local SageMaker, driven by template.yaml."""
