@@ -1,0 +1,206 @@
+"""The docker-free local cloud: moto + the local Lambda runtime + a local SageMaker + the API.
+
+One `LocalCloud` owns everything it starts and stops all of it in `stop()`:
+
+- moto's ThreadedMotoServer on 127.0.0.1 (S3, Step Functions executing ASL, Lambda, Logs, SNS,
+  IAM), with `LambdaFunction.invoke` replaced by `LambdaRuntime` (real handlers, real processes);
+- the project's local SageMaker service (training, tuning and endpoints as local processes);
+- template.yaml deployed onto them by `LocalDeployer`, with parameter overrides from the `local`
+  environment of samconfig.toml, and the training source published to the artifacts bucket;
+- a local API Gateway that turns HTTP requests into proxy events for the API's functions.
+
+Lambdas find the services through the standard AWS_ENDPOINT_URL* variables, nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from moto.core.config import default_user_config
+from moto.server import ThreadedMotoServer
+
+from mlops.local.api import ApiConfig, LocalApiServer
+from mlops.local.deploy import API, Deployment, LocalDeployer
+from mlops.local.lambda_runtime import LambdaRuntime
+from mlops.local.template import REGION, read_parameter_overrides
+from mlops.packaging import REPO_ROOT, publish_training_source
+
+log = logging.getLogger(__name__)
+
+STACK_NAME = "mlops-local"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+@dataclass
+class CloudInfo:
+    """Where the running local cloud answers; written to <root>/cloud.json for the CLI."""
+
+    pid: int
+    moto_url: str
+    sagemaker_url: str
+    api_url: str
+    api_key: str
+    region: str
+    deployment: dict[str, Any]
+
+    def client_env(self) -> dict[str, str]:
+        """Variables that point the aws CLI, boto3 and the sagemaker SDK at the local cloud."""
+        return {
+            **CREDENTIALS,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_REGION": self.region,
+            "AWS_ENDPOINT_URL": self.moto_url,
+            "AWS_ENDPOINT_URL_SAGEMAKER": self.sagemaker_url,
+            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.sagemaker_url,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+class LocalCloud:
+    def __init__(
+        self,
+        root: Path,
+        template: Path = REPO_ROOT / "template.yaml",
+        config_env: str = "local",
+        parameter_overrides: dict[str, str] | None = None,
+    ) -> None:
+        self.root = root.resolve()
+        self.template = template
+        overrides = read_parameter_overrides(template.parent / "samconfig.toml", config_env)
+        self.overrides = {**overrides, **(parameter_overrides or {})}
+        self.moto: ThreadedMotoServer | None = None
+        self.lambdas: LambdaRuntime | None = None
+        self.sagemaker: Any = None
+        self.api: LocalApiServer | None = None
+        self.info: CloudInfo | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> CloudInfo:
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> CloudInfo:
+        moto_url = self._start_moto()
+        sagemaker_url = self._start_sagemaker(moto_url)
+        endpoint_env = {
+            **CREDENTIALS,
+            "AWS_ENDPOINT_URL": moto_url,
+            "AWS_ENDPOINT_URL_SAGEMAKER": sagemaker_url,
+            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": sagemaker_url,
+        }
+        self.lambdas = LambdaRuntime(self.root, endpoint_env)
+        self.lambdas.install()
+        session = boto3.Session(region_name=REGION, **_lower(CREDENTIALS))
+        deployer = LocalDeployer(self.template, STACK_NAME, self.overrides, session, moto_url)
+        deployment = deployer.deploy()
+        artifacts = deployment.outputs.get("ArtifactsBucketName")
+        if artifacts:
+            publish_training_source(session.client("s3", endpoint_url=moto_url), artifacts)
+        api_key = secrets.token_urlsafe(24)
+        self.api = LocalApiServer(
+            ApiConfig(
+                routes=deployment.routes,
+                api_key=api_key,
+                binary_media_types=_binary_media_types(deployer),
+            ),
+            invoke=self._invoke_function(session, moto_url),
+        )
+        self.api.start()
+        self.info = CloudInfo(
+            pid=os.getpid(),
+            moto_url=moto_url,
+            sagemaker_url=sagemaker_url,
+            api_url=self.api.url,
+            api_key=api_key,
+            region=REGION,
+            deployment=deployment.to_json(),
+        )
+        (self.root / "cloud.json").write_text(json.dumps(self.info.to_json(), indent=2))
+        return self.info
+
+    def _start_moto(self) -> str:
+        default_user_config["stepfunctions"]["execute_state_machine"] = True
+        for key, value in {**CREDENTIALS, "AWS_DEFAULT_REGION": REGION}.items():
+            os.environ.setdefault(key, value)
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.moto.start()
+        host, port = self.moto.get_host_and_port()
+        # moto's ASL interpreter calls Lambda (and SNS) at localhost:$MOTO_PORT.
+        os.environ["MOTO_PORT"] = str(port)
+        return f"http://{host}:{port}"
+
+    def _start_sagemaker(self, moto_url: str) -> str:
+        from mlops.local.sagemaker.service import LocalSageMaker
+
+        self.sagemaker = LocalSageMaker(
+            root=self.root / "sagemaker",
+            aws_env={**CREDENTIALS, "AWS_DEFAULT_REGION": REGION, "AWS_ENDPOINT_URL": moto_url},
+        )
+        self.sagemaker.start()
+        return self.sagemaker.url
+
+    @staticmethod
+    def _invoke_function(session: boto3.Session, moto_url: str):
+        client = session.client("lambda", endpoint_url=moto_url)
+
+        def invoke(function_name: str, event: dict[str, Any]) -> tuple[Any, bool]:
+            response = client.invoke(FunctionName=function_name, Payload=json.dumps(event).encode())
+            payload = json.loads(response["Payload"].read() or b"null")
+            return payload, "FunctionError" in response
+
+        return invoke
+
+    def stop(self) -> None:
+        """Stop everything this cloud started; safe to call twice and after a failed start."""
+        for stop in (
+            lambda: self.api and self.api.stop(),
+            lambda: self.sagemaker and self.sagemaker.shutdown(),
+            lambda: self.lambdas and self.lambdas.shutdown(),
+            lambda: self.moto and self.moto.stop(),
+        ):
+            try:
+                stop()
+            except Exception as exc:  # keep stopping the rest
+                log.warning("while stopping the local cloud: %s", exc)
+        self.api = self.sagemaker = self.lambdas = self.moto = None
+        (self.root / "cloud.json").unlink(missing_ok=True)
+
+
+def _lower(credentials: dict[str, str]) -> dict[str, str]:
+    return {
+        "aws_access_key_id": credentials["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": credentials["AWS_SECRET_ACCESS_KEY"],
+    }
+
+
+def _binary_media_types(deployer: LocalDeployer) -> list[str]:
+    types: list[str] = []
+    for resource in deployer.resources.values():
+        if resource["Type"] == API:
+            props = deployer.resolver.resolve(resource.get("Properties", {}))
+            types.extend(props.get("BinaryMediaTypes", []))
+    return types
+
+
+def load_info(root: Path) -> CloudInfo | None:
+    path = root / "cloud.json"
+    if not path.exists():
+        return None
+    return CloudInfo(**json.loads(path.read_text()))
+
+
+__all__ = ["CloudInfo", "Deployment", "LocalCloud", "load_info"]

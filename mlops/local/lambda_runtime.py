@@ -1,0 +1,296 @@
+"""The local cloud's Lambda runtime: moto stores functions, this runs them.
+
+moto's Lambda needs Docker to run code. We replace exactly one method,
+`moto.awslambda.models.LambdaFunction.invoke`, which serves both the Lambda Invoke API (what the
+Step Functions interpreter calls for Task states) and S3 bucket notifications. Each invocation
+runs the function's real handler from its deployed code package (the zip moto stores), with its
+layers on the path and its Environment, in a warm worker process of its own. Errors come back the
+way AWS Lambda returns them (X-Amz-Function-Error: Unhandled, errorType, errorMessage), so the
+state machine's Retry and Catch see what they would see on AWS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moto.awslambda.models import LambdaFunction
+from moto.awslambda.utils import get_backend
+
+log = logging.getLogger(__name__)
+
+ASYNC_RETRY_ATTEMPTS = 2  # AWS retries a failed asynchronous invocation twice.
+ASYNC_RETRY_DELAY_S = 1.0
+
+
+@dataclass
+class Worker:
+    """A warm execution environment for one function version."""
+
+    process: subprocess.Popen
+    requests: Any
+    responses: Any
+    log_stream: str
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.alive():
+            self.process.kill()
+        self.process.wait(timeout=10)
+        for pipe in (self.requests, self.responses):
+            pipe.close()
+
+
+class LambdaRuntime:
+    """Runs Lambda invocations in worker processes; one instance per local cloud."""
+
+    def __init__(self, root: Path, endpoint_env: dict[str, str]) -> None:
+        self.root = root
+        self.endpoint_env = endpoint_env
+        self._idle: dict[str, list[Worker]] = {}
+        self._all: list[Worker] = []
+        self._lock = threading.Lock()
+        self._original_invoke = None
+        self.invocation_count = 0
+
+    # -- installing the seam -------------------------------------------------------------------
+    def install(self) -> None:
+        runtime = self
+        self._original_invoke = LambdaFunction.invoke
+
+        def invoke(fn: LambdaFunction, body: Any, request_headers: Any, response_headers: Any):
+            return runtime.invoke(fn, body, request_headers, response_headers)
+
+        LambdaFunction.invoke = invoke  # type: ignore[method-assign]
+
+    def uninstall(self) -> None:
+        if self._original_invoke is not None:
+            LambdaFunction.invoke = self._original_invoke  # type: ignore[method-assign]
+            self._original_invoke = None
+
+    def shutdown(self) -> None:
+        self.uninstall()
+        with self._lock:
+            workers, self._all, self._idle = self._all, [], {}
+        for worker in workers:
+            worker.stop()
+
+    # -- invocation ----------------------------------------------------------------------------
+    def invoke(
+        self, fn: LambdaFunction, body: Any, request_headers: Any, response_headers: Any
+    ) -> bytes:
+        """Synchronous invocations answer now; asynchronous ones (S3 events) run in a thread."""
+        event = json.loads(body) if body else {}
+        invocation_type = request_headers.get("x-amz-invocation-type", "RequestResponse")
+        # moto's S3 notifications call invoke with empty headers: that is an async event on AWS.
+        from_s3_notification = isinstance(request_headers, dict) and not request_headers
+        if invocation_type == "Event" or from_s3_notification:
+            threading.Thread(target=self._invoke_async, args=(fn, event), daemon=True).start()
+            return b""
+        result, failed = self.run(fn, event)
+        if failed:
+            response_headers["x-amz-function-error"] = "Unhandled"
+        return json.dumps(result).encode()
+
+    def _invoke_async(self, fn: LambdaFunction, event: Any) -> None:
+        for attempt in range(1 + ASYNC_RETRY_ATTEMPTS):
+            result, failed = self.run(fn, event)
+            if not failed:
+                return
+            log.warning(
+                "async invocation of %s failed (attempt %d): %s",
+                fn.function_name,
+                attempt + 1,
+                result.get("errorMessage"),
+            )
+            time.sleep(ASYNC_RETRY_DELAY_S)
+
+    def run(self, fn: LambdaFunction, event: Any) -> tuple[Any, bool]:
+        """Run one invocation to completion; returns (payload, failed)."""
+        self.invocation_count += 1
+        key = self._worker_key(fn)
+        worker = self._acquire(fn, key)
+        request_id = str(uuid.uuid4())
+        timeout_s = float(fn.timeout)
+        request = {
+            "event": event,
+            "context": {
+                "function_name": fn.function_name,
+                "function_version": "$LATEST",
+                "invoked_function_arn": fn.function_arn,
+                "memory_limit_in_mb": int(fn.memory_size),
+                "aws_request_id": request_id,
+                "log_group_name": f"/aws/lambda/{fn.function_name}",
+                "log_stream_name": worker.log_stream,
+                "deadline_epoch_s": time.time() + timeout_s,
+            },
+        }
+        try:
+            worker.requests.write(json.dumps(request) + "\n")
+            worker.requests.flush()
+            ready, _, _ = select.select([worker.responses], [], [], timeout_s)
+            line = worker.responses.readline() if ready else ""
+        except (BrokenPipeError, ValueError):
+            line = ""
+        if not line:
+            return self._fail_and_discard(fn, worker, timed_out=not ready, timeout_s=timeout_s)
+        self._release(key, worker)
+        response = json.loads(line)
+        return response["result"], response["failed"]
+
+    def _fail_and_discard(
+        self, fn: LambdaFunction, worker: Worker, timed_out: bool, timeout_s: float
+    ) -> tuple[dict[str, str], bool]:
+        """A timed-out or crashed environment is thrown away, as Lambda does."""
+        code = worker.process.poll()
+        worker.stop()
+        with self._lock:
+            if worker in self._all:
+                self._all.remove(worker)
+        if timed_out:
+            message = f"Task timed out after {timeout_s:.2f} seconds"
+            return {"errorType": "Sandbox.Timedout", "errorMessage": message}, True
+        message = f"RequestId: worker exited with code {code} before answering ({fn.function_name})"
+        return {"errorType": "Runtime.ExitError", "errorMessage": message}, True
+
+    # -- workers -------------------------------------------------------------------------------
+    def _worker_key(self, fn: LambdaFunction) -> str:
+        env = json.dumps(fn.environment_vars, sort_keys=True)
+        layers = ",".join(layer["Arn"] for layer in fn.layers)
+        return (
+            f"{fn.function_arn}|{fn.code_sha_256}|{layers}|{hashlib.sha1(env.encode()).hexdigest()}"
+        )
+
+    def _acquire(self, fn: LambdaFunction, key: str) -> Worker:
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            while idle:
+                worker = idle.pop()
+                if worker.alive():
+                    return worker
+        return self._start_worker(fn)
+
+    def _release(self, key: str, worker: Worker) -> None:
+        with self._lock:
+            self._idle.setdefault(key, []).append(worker)
+
+    def _start_worker(self, fn: LambdaFunction) -> Worker:
+        code_dir = self._unpack(fn.code_bytes, "code")
+        layer_dirs = [
+            self._unpack(self._layer_bytes(fn, layer["Arn"]), "layers") for layer in fn.layers
+        ]
+        python_path = [str(code_dir)] + [str(d / "python") for d in layer_dirs]
+        log_stream = time.strftime("%Y/%m/%d/[$LATEST]") + uuid.uuid4().hex
+        env = self._environment(fn, python_path, code_dir, log_stream)
+        request_r, request_w = os.pipe()
+        response_r, response_w = os.pipe()
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlops.local.lambda_worker",
+                "--handler",
+                fn.handler,
+                "--in-fd",
+                str(request_r),
+                "--out-fd",
+                str(response_w),
+            ],
+            cwd=code_dir,
+            env=env,
+            pass_fds=(request_r, response_w),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        os.close(request_r)
+        os.close(response_w)
+        worker = Worker(
+            process=process,
+            requests=os.fdopen(request_w, "w"),
+            responses=os.fdopen(response_r, "r"),
+            log_stream=log_stream,
+        )
+        threading.Thread(
+            target=self._forward_logs, args=(fn, worker), daemon=True, name="lambda-logs"
+        ).start()
+        with self._lock:
+            self._all.append(worker)
+        return worker
+
+    def _environment(
+        self, fn: LambdaFunction, python_path: list[str], code_dir: Path, log_stream: str
+    ) -> dict[str, str]:
+        """What a Lambda sandbox sees: AWS's reserved variables, the function's, the endpoints."""
+        repo_root = str(Path(__file__).resolve().parents[2])  # for mlops.local.lambda_worker
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": os.pathsep.join([*python_path, repo_root]),
+            "PYTHONUNBUFFERED": "1",
+            "LAMBDA_TASK_ROOT": str(code_dir),
+            "_HANDLER": fn.handler,
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_{fn.run_time}",
+            "AWS_LAMBDA_FUNCTION_NAME": fn.function_name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_size),
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_TIMEOUT": str(fn.timeout),
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{fn.function_name}",
+            "AWS_LAMBDA_LOG_STREAM_NAME": log_stream,
+            "AWS_REGION": fn.region,
+            "AWS_DEFAULT_REGION": fn.region,
+            # There is no X-Ray daemon locally; Powertools Tracer would otherwise try to reach one.
+            "POWERTOOLS_TRACE_DISABLED": "true",
+        }
+        env.update(self.endpoint_env)
+        env.update({k: str(v) for k, v in fn.environment_vars.items()})
+        return env
+
+    def _unpack(self, zip_bytes: bytes, kind: str) -> Path:
+        """Extract a deployment package once per content hash, like Lambda caching a package."""
+        digest = hashlib.sha256(zip_bytes).hexdigest()[:16]
+        target = self.root / "lambda" / kind / digest
+        if not target.exists():
+            partial = target.with_suffix(f".{uuid.uuid4().hex}.partial")
+            with zipfile.ZipFile(io.BytesIO(zip_bytes)) as archive:
+                archive.extractall(partial)
+            try:
+                partial.rename(target)
+            except OSError:  # another worker unpacked it first
+                pass
+        return target
+
+    @staticmethod
+    def _layer_bytes(fn: LambdaFunction, layer_arn: str) -> bytes:
+        layer = get_backend(fn.account_id, fn.region).layers_versions_by_arn(layer_arn)
+        return layer.code_bytes
+
+    def _forward_logs(self, fn: LambdaFunction, worker: Worker) -> None:
+        """Copy the worker's stdout/stderr into CloudWatch Logs, one stream per environment."""
+        group = f"/aws/lambda/{fn.function_name}"
+        logs = fn.logs_backend
+        logs.ensure_log_group(group)
+        logs.ensure_log_stream(group, worker.log_stream)
+        for line in iter(worker.process.stdout.readline, b""):
+            message = line.decode("utf-8", "replace").rstrip("\n")
+            event = {"timestamp": int(time.time() * 1000), "message": message}
+            try:
+                logs.put_log_events(group, worker.log_stream, [event])
+            except Exception as exc:  # logging must never break an invocation
+                log.debug("could not store a log line of %s: %s", fn.function_name, exc)

@@ -1,0 +1,64 @@
+"""The local cloud as a process: `python -m mlops.local.server --root .mlops`.
+
+`mlops up` starts this in the background and `mlops down` sends it SIGTERM; tests start it the
+same way, so the state of moto's in-process backends never mixes with tests that use mock_aws.
+It prints one line `READY <json>` on stdout once every service answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from mlops.local.cloud import LocalCloud
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--root", type=Path, default=Path(".mlops"), help="state directory")
+    parser.add_argument(
+        "--config-env", default="local", help="samconfig.toml environment with parameter overrides"
+    )
+    parser.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="template parameter override (repeatable), applied after samconfig.toml",
+    )
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    args.root.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        filename=args.root / "cloud.log",
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    overrides = dict(item.split("=", 1) for item in args.parameter)
+    cloud = LocalCloud(args.root, config_env=args.config_env, parameter_overrides=overrides)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    try:
+        info = cloud.start()
+    except Exception as exc:
+        logging.exception("local cloud failed to start")
+        print(f"FAILED {type(exc).__name__}: {exc}", flush=True)
+        return 1
+    print("READY " + json.dumps(info.to_json()), flush=True)
+    try:
+        stopping.wait()
+    finally:
+        cloud.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))

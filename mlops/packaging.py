@@ -1,0 +1,48 @@
+"""Packing and publishing the training source, the same way for AWS and the local cloud.
+
+Training jobs run `training/train.py` from `s3://<artifacts>/code/training/sourcedir.tar.gz`
+(the SageMaker framework-container convention), and the Lambdas read the metric regexes from
+`metric_definitions.json` beside it, so the regexes always belong to the code that prints the
+lines. See docs/contracts.md.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TRAINING_DIR = REPO_ROOT / "training"
+SOURCE_KEY = "code/training/sourcedir.tar.gz"
+METRICS_KEY = "code/training/metric_definitions.json"
+
+
+def pack_training_source(source_dir: Path = TRAINING_DIR) -> bytes:
+    """training/ as a tar.gz with train.py at its root; caches and tests left out."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for path in sorted(source_dir.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                archive.add(path, arcname=str(path.relative_to(source_dir)), recursive=False)
+    return buffer.getvalue()
+
+
+def metric_definitions() -> list[dict[str, str]]:
+    from training.metrics import METRIC_DEFINITIONS
+
+    return [dict(item) for item in METRIC_DEFINITIONS]
+
+
+def publish_training_source(s3: Any, bucket: str) -> dict[str, str]:
+    """Upload the source archive and the metric definitions; returns their S3 URIs."""
+    s3.put_object(Bucket=bucket, Key=SOURCE_KEY, Body=pack_training_source())
+    s3.put_object(
+        Bucket=bucket,
+        Key=METRICS_KEY,
+        Body=json.dumps(metric_definitions(), indent=2).encode(),
+        ContentType="application/json",
+    )
+    return {"source": f"s3://{bucket}/{SOURCE_KEY}", "metrics": f"s3://{bucket}/{METRICS_KEY}"}
