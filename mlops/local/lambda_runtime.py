@@ -11,6 +11,7 @@ state machine's Retry and Catch see what they would see on AWS.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -270,10 +271,8 @@ class LambdaRuntime:
             partial = target.with_suffix(f".{uuid.uuid4().hex}.partial")
             with zipfile.ZipFile(io.BytesIO(zip_bytes)) as archive:
                 archive.extractall(partial)
-            try:
+            with contextlib.suppress(OSError):  # another worker unpacked it first
                 partial.rename(target)
-            except OSError:  # another worker unpacked it first
-                pass
         return target
 
     @staticmethod
