@@ -1,0 +1,61 @@
+# Everything a developer runs. `make demo` and `make test` install what they need first.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+SAM_VENV := .venv-sam
+PYTEST := $(BIN)/python -m pytest
+
+.PHONY: venv sam-venv demo test test-slow lint format sample-data build deploy bench clean
+
+$(VENV)/.installed: requirements/training.txt requirements/lambda.txt requirements/dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements/dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+$(SAM_VENV)/.installed: requirements/sam.txt
+	test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/sam.txt
+	touch $@
+
+venv: $(VENV)/.installed
+sam-venv: $(SAM_VENV)/.installed
+
+## The whole pipeline on the local cloud, ending in predictions through the HTTP API.
+demo: venv
+	$(BIN)/mlops demo
+
+## Unit, integration and the fast end-to-end tests, then lint and template checks.
+test: venv sam-venv
+	$(PYTEST) -m "not slow" --timeout 900
+	$(MAKE) lint
+
+## Slower tests (whole pipelines, many trainings). CI runs them after `make test`.
+test-slow: venv sam-venv
+	$(PYTEST) -m slow --timeout 1800
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/cfn-lint template.yaml
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+sample-data: venv
+	$(BIN)/mlops sample-data data/digits
+
+## AWS: build with SAM, deploy (guided the first time), publish the training source.
+build: sam-venv
+	$(SAM_VENV)/bin/sam build
+
+deploy: build venv
+	$(SAM_VENV)/bin/sam deploy --guided
+	$(BIN)/mlops publish-training --stack $${STACK:-mlops}
+
+bench: venv
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf .mlops .aws-sam data

@@ -1,0 +1,428 @@
+"""`mlops`: one tool for the local cloud and for a deployed AWS stack (`--stack NAME`).
+
+Every command prints something a person can read, and `--json` where a program reads it. Errors
+end with one line that says what to do, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import mimetypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mlops import executions as ex
+from mlops.local.cloud import load_info
+from mlops.manifest import (
+    DatasetFolderError,
+    build_manifest,
+    check_dataset_name,
+    list_dataset_files,
+)
+from mlops.target import DEFAULT_ROOT, Target, TargetError, resolve_target
+
+START_TIMEOUT_S = 120
+TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
+
+
+class CliError(RuntimeError):
+    """An error the user can fix; printed as one line."""
+
+
+def out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def progress(text: str) -> None:
+    """Progress on stderr, so that stdout stays clean for --json."""
+    print(text, file=sys.stderr, flush=True)
+
+
+# -- local cloud lifecycle ---------------------------------------------------------------------
+def cmd_up(args: argparse.Namespace) -> int:
+    info = load_info(args.root)
+    if info and _alive(info.pid):
+        out(f"The local cloud is already running (pid {info.pid}).")
+        return _print_status(args)
+    args.root.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "mlops.local.server", "--root", str(args.root)]
+    for item in args.parameter:
+        command += ["--parameter", item]
+    log = (args.root / "server.out").open("w")
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True
+    )
+    progress("Starting the local cloud (moto, Lambda runtime, SageMaker, API) ...")
+    line = _read_line_with_timeout(process, START_TIMEOUT_S)
+    if not line.startswith("READY"):
+        process.kill()
+        raise CliError(
+            f"The local cloud did not start: {line.strip() or 'no answer'}; "
+            f"see {args.root / 'cloud.log'} and {args.root / 'server.out'}"
+        )
+    return _print_status(args)
+
+
+def _read_line_with_timeout(process: subprocess.Popen, timeout_s: float) -> str:
+    import select
+
+    ready, _, _ = select.select([process.stdout], [], [], timeout_s)
+    return process.stdout.readline() if ready else ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    info = load_info(args.root)
+    if info is None or not _alive(info.pid):
+        out("No local cloud is running.")
+        (args.root / "cloud.json").unlink(missing_ok=True)
+        return 0
+    os.kill(info.pid, signal.SIGTERM)
+    deadline = time.time() + 60
+    while _alive(info.pid) and time.time() < deadline:
+        time.sleep(0.2)
+    if _alive(info.pid):
+        os.killpg(info.pid, signal.SIGKILL)
+    out(f"Stopped the local cloud (pid {info.pid}).")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    return _print_status(args)
+
+
+def _print_status(args: argparse.Namespace) -> int:
+    info = load_info(args.root)
+    if info is None or not _alive(info.pid):
+        out("No local cloud is running: `mlops up` starts one.")
+        return 1
+    if args.json:
+        out(json.dumps(info.to_json(), indent=2))
+        return 0
+    outputs = info.deployment["outputs"]
+    out(f"Local cloud running (pid {info.pid}), state in {args.root}/")
+    out(f"  AWS endpoint (S3, Step Functions, Lambda, Logs, SNS): {info.moto_url}")
+    out(f"  SageMaker endpoint:                                   {info.sagemaker_url}")
+    out(f"  API:  {info.api_url}   (x-api-key: {info.api_key})")
+    for key in sorted(outputs):
+        out(f"  {key}: {outputs[key]}")
+    if info.deployment.get("not_emulated"):
+        out("  Not emulated locally: " + ", ".join(info.deployment["not_emulated"]))
+    out("  `eval $(mlops env)` points the aws CLI, boto3 and the sagemaker SDK here.")
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    info = load_info(args.root)
+    if info is None:
+        raise CliError("No local cloud is running: run `mlops up` first")
+    for key, value in info.client_env().items():
+        out(f"export {key}={value}")
+    return 0
+
+
+# -- data ----------------------------------------------------------------------------------------
+def cmd_sample_data(args: argparse.Namespace) -> int:
+    from mlops.sample_data import write_digits
+
+    summary = write_digits(args.directory, per_class=args.per_class, seed=args.seed)
+    out(f"Wrote the digits data set to {args.directory}: {summary}")
+    return 0
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    name = check_dataset_name(args.name)
+    files = list_dataset_files(args.directory)
+    target = resolve_target(args.stack, args.root)
+    s3 = target.client("s3")
+    prefix = f"datasets/{name}"
+    started = datetime.now().astimezone()
+    total = len(files)
+    for index, item in enumerate(files, 1):
+        content_type = mimetypes.guess_type(item.path.name)[0] or "application/octet-stream"
+        s3.upload_file(
+            str(item.path),
+            target.data_bucket,
+            f"{prefix}/{item.key}",
+            ExtraArgs={"ContentType": content_type},
+        )
+        if index == total or index % 50 == 0:
+            progress(f"  uploaded {index}/{total} files ({100 * index // total}%)")
+    manifest = build_manifest(name, files, checksums=not args.no_checksums)
+    s3.put_object(
+        Bucket=target.data_bucket,
+        Key=f"{prefix}/manifest.json",
+        Body=json.dumps(manifest, indent=1).encode(),
+        ContentType="application/json",
+    )
+    out(f"Uploaded {total} files and manifest.json to s3://{target.data_bucket}/{prefix}/")
+    execution = _wait_for_new_execution(target, name, started, args.start_timeout)
+    if execution is None:
+        raise CliError(
+            f"No execution started within {args.start_timeout:.0f} s of the upload: check the "
+            "trigger function's logs"
+        )
+    out(f"Started execution {execution['name']}")
+    out(f"  follow it with: mlops wait {execution['name']}")
+    return 0
+
+
+def _wait_for_new_execution(
+    target: Target, dataset: str, since: datetime, timeout_s: float
+) -> dict[str, Any] | None:
+    sfn = target.client("stepfunctions")
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        for item in ex.list_executions(sfn, target.state_machine_arn):
+            if dataset in item["name"] and item["startDate"] >= since.replace(microsecond=0):
+                return item
+        time.sleep(0.5)
+    return None
+
+
+# -- executions ----------------------------------------------------------------------------------
+def cmd_executions(args: argparse.Namespace) -> int:
+    target = resolve_target(args.stack, args.root)
+    items = ex.list_executions(target.client("stepfunctions"), target.state_machine_arn)
+    if args.json:
+        out(json.dumps(items, default=str, indent=2))
+        return 0
+    if not items:
+        out("No executions yet: `mlops upload DIR --name NAME` starts one.")
+        return 0
+    out(f"{'NAME':48} {'STATUS':10} {'STARTED':20} DURATION")
+    for item in items:
+        stop = item.get("stopDate")
+        duration = f"{(stop - item['startDate']).total_seconds():.0f}s" if stop else "-"
+        started = item["startDate"].strftime("%Y-%m-%d %H:%M:%S")
+        out(f"{item['name']:48} {item['status']:10} {started:20} {duration}")
+    return 0
+
+
+def _view(target: Target, ident: str) -> ex.ExecutionView:
+    sfn = target.client("stepfunctions")
+    try:
+        arn = ex.resolve_execution_arn(sfn, target.state_machine_arn, ident)
+    except LookupError as exc:
+        raise CliError(str(exc)) from None
+    return ex.describe(sfn, arn)
+
+
+def cmd_execution(args: argparse.Namespace) -> int:
+    view = _view(resolve_target(args.stack, args.root), args.execution)
+    if args.json:
+        out(json.dumps(view.to_json(), default=str, indent=2))
+        return 0
+    print_execution(view)
+    return 0 if view.status != "FAILED" else 1
+
+
+def print_execution(view: ex.ExecutionView) -> None:
+    duration = f"{view.duration_s:.0f}s" if view.duration_s is not None else "running"
+    out(f"Execution {view.name}: {view.status} ({duration})")
+    out(f"  {'STATE':34} {'STATUS':10} {'START':9} {'DURATION':>9}")
+    for step in view.steps:
+        step_duration = f"{step.duration_s:.1f}s" if step.duration_s is not None else "-"
+        out(
+            f"  {step.name:34} {step.status:10} {step.started.strftime('%H:%M:%S'):9} "
+            f"{step_duration:>9}"
+        )
+        if step.error:
+            out(f"      error: {step.error}: {_short_cause(step.cause)}")
+    if view.error:
+        out(f"  Failed with {view.error}: {_short_cause(view.cause)}")
+
+
+def _short_cause(cause: str | None, limit: int = 400) -> str:
+    if not cause:
+        return ""
+    try:
+        parsed = json.loads(cause)
+        if isinstance(parsed, dict) and "errorMessage" in parsed:
+            cause = parsed["errorMessage"]
+    except ValueError:
+        pass
+    return cause if len(cause) <= limit else cause[:limit] + " ..."
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    target = resolve_target(args.stack, args.root)
+    sfn = target.client("stepfunctions")
+    try:
+        arn = ex.resolve_execution_arn(sfn, target.state_machine_arn, args.execution)
+    except LookupError as exc:
+        raise CliError(str(exc)) from None
+    view = follow(sfn, arn, args.poll, args.timeout)
+    print_execution(view)
+    return 0 if view.status == "SUCCEEDED" else 1
+
+
+def follow(sfn: Any, arn: str, poll_s: float, timeout_s: float) -> ex.ExecutionView:
+    """Print each state as it starts and ends until the execution stops."""
+    deadline = time.time() + timeout_s
+    reported: set[tuple[str, str, str]] = set()
+    started = time.time()
+    while True:
+        view = ex.describe(sfn, arn)
+        for step in view.steps:
+            key = (step.name, step.started.isoformat(), step.status)
+            if key in reported or step.state_type in ("Wait", "Choice"):
+                continue
+            reported.add(key)
+            elapsed = f"[{time.time() - started:6.0f}s]"
+            if step.status == "RUNNING":
+                progress(f"{elapsed} > {step.name} ...")
+            else:
+                took = f" in {step.duration_s:.1f}s" if step.duration_s is not None else ""
+                progress(f"{elapsed}   {step.name}: {step.status}{took}")
+        if view.status in TERMINAL:
+            return view
+        if time.time() > deadline:
+            raise CliError(f"Execution {view.name} still {view.status} after {timeout_s:.0f} s")
+        time.sleep(poll_s)
+
+
+# -- predictions ---------------------------------------------------------------------------------
+def cmd_predict(args: argparse.Namespace) -> int:
+    import requests
+
+    target = resolve_target(args.stack, args.root)
+    results = []
+    for image in args.images:
+        results.append(predict_file(target, image, requests))
+    if args.json:
+        out(json.dumps(results, indent=2))
+    else:
+        for result in results:
+            if "error" in result:
+                out(f"{result['image']}: HTTP {result['status']}: {result['error']}")
+            else:
+                top = result["top_k"][0]["probability"] if result.get("top_k") else float("nan")
+                out(f"{result['image']}: {result['class_index']} {result['label']} ({top:.3f})")
+    return 0 if all("error" not in r for r in results) else 1
+
+
+def predict_file(target: Target, image: Path, requests: Any) -> dict[str, Any]:
+    content_type = mimetypes.guess_type(image.name)[0] or "application/octet-stream"
+    headers = {"Content-Type": content_type}
+    if target.api_key:
+        headers["x-api-key"] = target.api_key
+    response = requests.post(
+        f"{target.api_url}/predict", data=image.read_bytes(), headers=headers, timeout=60
+    )
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"message": response.text[:200]}
+    if response.status_code != 200:
+        message = body.get("message") or body.get("error") or str(body)
+        return {"image": str(image), "status": response.status_code, "error": message}
+    return {"image": str(image), **body}
+
+
+# -- publishing (AWS) ----------------------------------------------------------------------------
+def cmd_publish_training(args: argparse.Namespace) -> int:
+    from mlops.packaging import publish_training_source
+
+    target = resolve_target(args.stack, args.root)
+    uris = publish_training_source(target.client("s3"), target.artifacts_bucket)
+    out(f"Published the training source to {uris['source']} and {uris['metrics']}")
+    return 0
+
+
+# -- argument parsing ----------------------------------------------------------------------------
+def get_args_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="local cloud state folder")
+    common.add_argument("--stack", help="a deployed AWS stack instead of the local cloud")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    parser = argparse.ArgumentParser(prog="mlops", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    class Commands:
+        @staticmethod
+        def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+            return subparsers.add_parser(name, parents=[common], **kwargs)
+
+    commands = Commands()
+
+    up = commands.add_parser("up", help="start the local cloud in the background")
+    up.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="template parameter override for the local deployment (repeatable)",
+    )
+    up.set_defaults(func=cmd_up)
+    commands.add_parser("down", help="stop the local cloud").set_defaults(func=cmd_down)
+    commands.add_parser("status", help="where the local cloud answers").set_defaults(
+        func=cmd_status
+    )
+    commands.add_parser(
+        "env", help="shell exports for the aws CLI / boto3 / sagemaker SDK"
+    ).set_defaults(func=cmd_env)
+
+    sample = commands.add_parser("sample-data", help="write the digits data set (dog-breed layout)")
+    sample.add_argument("directory", type=Path)
+    sample.add_argument("--per-class", type=int, default=None, help="cap images per class")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.set_defaults(func=cmd_sample_data)
+
+    upload = commands.add_parser("upload", help="upload a data set; the manifest starts a run")
+    upload.add_argument("directory", type=Path)
+    upload.add_argument("--name", required=True, help="data set name (lowercase, digits, '-')")
+    upload.add_argument("--no-checksums", action="store_true", help="leave sha256 out")
+    upload.add_argument("--start-timeout", type=float, default=60.0)
+    upload.set_defaults(func=cmd_upload)
+
+    commands.add_parser("executions", help="list executions, newest first").set_defaults(
+        func=cmd_executions
+    )
+    execution = commands.add_parser("execution", help="one execution, state by state")
+    execution.add_argument("execution", help="name, ARN or 'latest'")
+    execution.set_defaults(func=cmd_execution)
+    wait = commands.add_parser("wait", help="follow an execution until it ends")
+    wait.add_argument("execution", help="name, ARN or 'latest'")
+    wait.add_argument("--poll", type=float, default=2.0, help="seconds between checks")
+    wait.add_argument("--timeout", type=float, default=3600.0)
+    wait.set_defaults(func=cmd_wait)
+
+    predict = commands.add_parser("predict", help="POST images to the API")
+    predict.add_argument("images", type=Path, nargs="+")
+    predict.set_defaults(func=cmd_predict)
+
+    publish = commands.add_parser(
+        "publish-training", help="upload the training source and metric definitions"
+    )
+    publish.set_defaults(func=cmd_publish_training)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CliError, TargetError, DatasetFolderError) as exc:
+        print(f"mlops: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

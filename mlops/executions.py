@@ -1,0 +1,175 @@
+"""Step-by-step views of Step Functions executions, read from the execution history.
+
+The history is the source of truth on AWS and locally alike; the CLI, reports and the console all
+read states from here rather than keeping their own records.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass
+class StepRecord:
+    """One visit of one state (a wait loop visits the same state many times)."""
+
+    name: str
+    state_type: str
+    started: datetime
+    ended: datetime | None = None
+    status: str = "RUNNING"
+    input: Any = None
+    output: Any = None
+    error: str | None = None
+    cause: str | None = None
+    attempts: int = 0
+
+    @property
+    def duration_s(self) -> float | None:
+        return (self.ended - self.started).total_seconds() if self.ended else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.state_type,
+            "status": self.status,
+            "started": self.started.isoformat(),
+            "ended": self.ended.isoformat() if self.ended else None,
+            "duration_s": self.duration_s,
+            "error": self.error,
+            "cause": self.cause,
+            "attempts": self.attempts,
+        }
+
+
+@dataclass
+class ExecutionView:
+    arn: str
+    name: str
+    status: str
+    started: datetime
+    stopped: datetime | None
+    input: Any
+    output: Any
+    error: str | None
+    cause: str | None
+    steps: list[StepRecord] = field(default_factory=list)
+
+    @property
+    def duration_s(self) -> float | None:
+        return (self.stopped - self.started).total_seconds() if self.stopped else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "arn": self.arn,
+            "name": self.name,
+            "status": self.status,
+            "started": self.started.isoformat(),
+            "stopped": self.stopped.isoformat() if self.stopped else None,
+            "duration_s": self.duration_s,
+            "error": self.error,
+            "cause": self.cause,
+            "output": self.output,
+            "steps": [step.to_json() for step in self.steps],
+        }
+
+
+def _loads(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def full_history(sfn: Any, execution_arn: str) -> list[dict[str, Any]]:
+    events, token = [], None
+    while True:
+        kwargs = {"executionArn": execution_arn, "maxResults": 1000}
+        if token:
+            kwargs["nextToken"] = token
+        page = sfn.get_execution_history(**kwargs)
+        events.extend(page["events"])
+        token = page.get("nextToken")
+        if not token:
+            return events
+
+
+def steps_from_history(events: list[dict[str, Any]]) -> list[StepRecord]:
+    """Pair each StateEntered with its StateExited; task failures and retries fill the errors."""
+    steps: list[StepRecord] = []
+    current: StepRecord | None = None
+    for event in events:
+        kind: str = event["type"]
+        if kind.endswith("StateEntered"):
+            details = event["stateEnteredEventDetails"]
+            current = StepRecord(
+                name=details["name"],
+                state_type=kind[: -len("StateEntered")],
+                started=event["timestamp"],
+                input=_loads(details.get("input")),
+            )
+            steps.append(current)
+        elif current is None:
+            continue
+        elif kind.endswith("StateExited"):
+            details = event["stateExitedEventDetails"]
+            current.ended = event["timestamp"]
+            current.output = _loads(details.get("output"))
+            caught = isinstance(current.output, dict) and "Error" in current.output
+            current.status = "CAUGHT" if caught and current.error else "SUCCEEDED"
+        elif kind in ("TaskScheduled", "LambdaFunctionScheduled"):
+            current.attempts += 1
+        elif kind in ("TaskSucceeded", "LambdaFunctionSucceeded"):
+            current.error = current.cause = None  # an earlier attempt failed, a retry did not
+        elif kind.endswith("Failed") or kind.endswith("TimedOut"):
+            details = next((v for k, v in event.items() if k.endswith("EventDetails")), {})
+            current.error = details.get("error")
+            current.cause = details.get("cause")
+            if kind == "ExecutionFailed":
+                current.status, current.ended = "FAILED", event["timestamp"]
+    if current and current.state_type == "Fail":
+        current.status = "FAILED"
+        current.ended = current.ended or current.started
+    return steps
+
+
+def describe(sfn: Any, execution_arn: str) -> ExecutionView:
+    description = sfn.describe_execution(executionArn=execution_arn)
+    return ExecutionView(
+        arn=execution_arn,
+        name=description["name"],
+        status=description["status"],
+        started=description["startDate"],
+        stopped=description.get("stopDate"),
+        input=_loads(description.get("input")),
+        output=_loads(description.get("output")),
+        error=description.get("error"),
+        cause=description.get("cause"),
+        steps=steps_from_history(full_history(sfn, execution_arn)),
+    )
+
+
+def list_executions(sfn: Any, state_machine_arn: str, limit: int = 50) -> list[dict[str, Any]]:
+    """Newest first, as the console shows them."""
+    page = sfn.list_executions(stateMachineArn=state_machine_arn, maxResults=limit)
+    return sorted(page["executions"], key=lambda item: item["startDate"], reverse=True)
+
+
+def resolve_execution_arn(sfn: Any, state_machine_arn: str, ident: str) -> str:
+    """`latest`, a full ARN, or an execution name."""
+    if ident.startswith("arn:"):
+        return ident
+    executions = list_executions(sfn, state_machine_arn, limit=1000)
+    if ident == "latest":
+        if not executions:
+            raise LookupError("There are no executions yet: upload a data set with `mlops upload`")
+        return executions[0]["executionArn"]
+    for item in executions:
+        if item["name"] == ident:
+            return item["executionArn"]
+    raise LookupError(f"No execution named {ident!r}; `mlops executions` lists them")

@@ -1,0 +1,89 @@
+"""Fault injection: the one seam through which tests make the local SageMaker misbehave.
+
+Faults are named in the environment variable ``MLOPS_LOCAL_FAULTS`` (read at every check, so a
+test can set it with monkeypatch after the service started) and/or in
+``SageMakerConfig.faults``. Format: comma-separated ``name`` or ``name=argument``, e.g.
+``MLOPS_LOCAL_FAULTS="training_fail=tune-0,endpoint_start_fail"``.
+
+Faults wired now (the argument, when given, must be a substring of the resource name):
+
+- ``training_fail[=name-part]``: the training job fails as if the script exited 1
+  (``AlgorithmError``) before the script runs.
+- ``endpoint_start_fail[=name-part]``: the model server of an endpoint deployment never
+  passes /ping (CreateEndpoint -> Failed; UpdateEndpoint -> rolled back).
+- ``throttle=Operation[:count]``: the next ``count`` (default 1) calls of that control-plane
+  operation answer ``ThrottlingException``.
+
+Handlers never know about faults: they only see the AWS behaviour the fault produces.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable
+
+FAULTS_ENV = "MLOPS_LOCAL_FAULTS"
+KNOWN_FAULTS = frozenset({"training_fail", "endpoint_start_fail", "throttle"})
+
+logger = logging.getLogger(__name__)
+
+
+def parse_faults(spec: str) -> dict[str, str]:
+    """``"a,b=x"`` -> ``{"a": "", "b": "x"}``; unknown names are logged and kept (typos show)."""
+    faults: dict[str, str] = {}
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        name, _, argument = item.partition("=")
+        name = name.strip()
+        if name not in KNOWN_FAULTS:
+            logger.warning(
+                "unknown fault %r in %s (known: %s)",
+                name,
+                FAULTS_ENV,
+                ", ".join(sorted(KNOWN_FAULTS)),
+            )
+        faults[name] = argument.strip()
+    return faults
+
+
+class Faults:
+    """Answers "is fault X active for resource Y?" from config plus the live environment."""
+
+    def __init__(self, configured: Iterable[str] = ()) -> None:
+        self._configured = parse_faults(",".join(configured))
+        self._throttle_used: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def active(self) -> dict[str, str]:
+        return {**self._configured, **parse_faults(os.environ.get(FAULTS_ENV, ""))}
+
+    def hits(self, name: str, resource_name: str = "") -> bool:
+        """True when fault ``name`` is on and its argument (if any) is part of the resource name."""
+        faults = self.active()
+        if name not in faults:
+            return False
+        argument = faults[name]
+        hit = not argument or argument in resource_name
+        if hit:
+            logger.warning("fault %s injected for %s", name, resource_name or "(any)")
+        return hit
+
+    def should_throttle(self, operation: str) -> bool:
+        """Consume one throttled call of ``operation`` when ``throttle=Operation[:count]`` is on."""
+        argument = self.active().get("throttle")
+        if not argument:
+            return False
+        target, _, count_text = argument.partition(":")
+        if target != operation:
+            return False
+        count = int(count_text) if count_text.isdigit() else 1
+        with self._lock:
+            used = self._throttle_used.get(operation, 0)
+            if used >= count:
+                return False
+            self._throttle_used[operation] = used + 1
+        logger.warning("fault throttle injected for %s (%d/%d)", operation, used + 1, count)
+        return True

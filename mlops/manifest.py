@@ -1,0 +1,91 @@
+"""Building the data set manifest (schema in docs/contracts.md) from a local folder.
+
+The manifest is uploaded last: its arrival in S3 is what starts a run, so it must describe
+exactly what was uploaded before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SPLITS = ("train", "valid", "test")
+SCHEMA_VERSION = 1
+DATASET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+
+
+class DatasetFolderError(ValueError):
+    """The local folder is not a data set in the dog-breed layout; the message says why."""
+
+
+@dataclass(frozen=True)
+class DatasetFile:
+    path: Path
+    key: str  # relative to datasets/<name>/
+    size: int
+
+
+def check_dataset_name(name: str) -> str:
+    if not DATASET_NAME.match(name):
+        raise DatasetFolderError(
+            f"Data set name {name!r} is not valid: use 1-40 lowercase letters, digits and '-', "
+            "starting with a letter or digit (it becomes part of SageMaker job names)"
+        )
+    return name
+
+
+def list_dataset_files(root: Path) -> list[DatasetFile]:
+    """Every file under <root>/<split>/<class>/, in a stable order; layout errors name the fix."""
+    if not root.is_dir():
+        raise DatasetFolderError(f"{root} is not a folder")
+    missing = [split for split in SPLITS if not (root / split).is_dir()]
+    if missing:
+        raise DatasetFolderError(
+            f"{root} has no {', '.join(missing)} folder(s): expected "
+            f"{'|'.join(SPLITS)}/<NNN.Label>/<image> (e.g. train/001.Affenpinscher/x.jpg)"
+        )
+    files = []
+    for split in SPLITS:
+        for path in sorted((root / split).rglob("*")):
+            if path.is_file() and not path.name.startswith("."):
+                relative = path.relative_to(root)
+                if len(relative.parts) != 3:
+                    raise DatasetFolderError(
+                        f"{relative} is not at <split>/<class>/<file>: move it into a class folder"
+                    )
+                files.append(DatasetFile(path, relative.as_posix(), path.stat().st_size))
+    if not files:
+        raise DatasetFolderError(f"{root} holds no files")
+    return files
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_manifest(name: str, files: list[DatasetFile], checksums: bool = True) -> dict[str, Any]:
+    """The manifest for `files`; class list = union of class folders over the splits, sorted."""
+    splits: dict[str, dict[str, int]] = {split: {} for split in SPLITS}
+    for item in files:
+        split, label, _ = item.key.split("/")
+        splits[split][label] = splits[split].get(label, 0) + 1
+    classes = sorted({label for counts in splits.values() for label in counts})
+    manifest: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "dataset": name,
+        "classes": classes,
+        "splits": {split: dict(sorted(counts.items())) for split, counts in splits.items()},
+        "file_count": len(files),
+    }
+    if checksums:
+        manifest["files"] = [
+            {"key": item.key, "size": item.size, "sha256": sha256_of(item.path)} for item in files
+        ]
+    return manifest
