@@ -11,7 +11,6 @@ import json
 import mimetypes
 import os
 import signal
-import subprocess
 import sys
 import time
 from datetime import datetime
@@ -20,6 +19,7 @@ from typing import Any
 
 from mlops import executions as ex
 from mlops.local.cloud import load_info
+from mlops.local.process import CloudStartError, start_cloud_process
 from mlops.manifest import (
     DatasetFolderError,
     build_manifest,
@@ -28,7 +28,6 @@ from mlops.manifest import (
 )
 from mlops.target import DEFAULT_ROOT, Target, TargetError, resolve_target
 
-START_TIMEOUT_S = 120
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
 
@@ -51,30 +50,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     if info and _alive(info.pid):
         out(f"The local cloud is already running (pid {info.pid}).")
         return _print_status(args)
-    args.root.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "mlops.local.server", "--root", str(args.root)]
-    for item in args.parameter:
-        command += ["--parameter", item]
-    log = (args.root / "server.out").open("w")
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True
-    )
     progress("Starting the local cloud (moto, Lambda runtime, SageMaker, API) ...")
-    line = _read_line_with_timeout(process, START_TIMEOUT_S)
-    if not line.startswith("READY"):
-        process.kill()
-        raise CliError(
-            f"The local cloud did not start: {line.strip() or 'no answer'}; "
-            f"see {args.root / 'cloud.log'} and {args.root / 'server.out'}"
-        )
+    parameters = dict(item.split("=", 1) for item in args.parameter)
+    try:
+        start_cloud_process(args.root, parameters=parameters)
+    except CloudStartError as exc:
+        raise CliError(str(exc)) from None
     return _print_status(args)
-
-
-def _read_line_with_timeout(process: subprocess.Popen, timeout_s: float) -> str:
-    import select
-
-    ready, _, _ = select.select([process.stdout], [], [], timeout_s)
-    return process.stdout.readline() if ready else ""
 
 
 def _alive(pid: int) -> bool:

@@ -16,11 +16,15 @@ import threading
 from pathlib import Path
 
 from mlops.local.cloud import LocalCloud
+from mlops.packaging import REPO_ROOT
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--root", type=Path, default=Path(".mlops"), help="state directory")
+    parser.add_argument(
+        "--template", type=Path, default=REPO_ROOT / "template.yaml", help="SAM template to deploy"
+    )
     parser.add_argument(
         "--config-env", default="local", help="samconfig.toml environment with parameter overrides"
     )
@@ -42,7 +46,12 @@ def main(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     overrides = dict(item.split("=", 1) for item in args.parameter)
-    cloud = LocalCloud(args.root, config_env=args.config_env, parameter_overrides=overrides)
+    cloud = LocalCloud(
+        args.root,
+        template=args.template.resolve(),
+        config_env=args.config_env,
+        parameter_overrides=overrides,
+    )
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
