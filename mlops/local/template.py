@@ -10,6 +10,7 @@ Fn::Split and the pseudo parameters.
 from __future__ import annotations
 
 import re
+import shlex
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ def read_parameter_overrides(samconfig: Path, config_env: str) -> dict[str, str]
     config = tomllib.loads(samconfig.read_text())
     raw = config.get(config_env, {}).get("deploy", {}).get("parameters", {})
     overrides = raw.get("parameter_overrides", [])
-    items = overrides.split() if isinstance(overrides, str) else list(overrides)
+    items = shlex.split(overrides) if isinstance(overrides, str) else list(overrides)
     pairs = {}
     for item in items:
         key, sep, value = item.partition("=")

@@ -116,7 +116,9 @@ def constraint_problems(value: Any, shape: Shape, path: str) -> Iterator[str]:
     if kind == "structure" and isinstance(value, dict):
         for key, item in value.items():
             if key in shape.members:
-                yield from constraint_problems(item, shape.members[key], _join(path, lower_camel(key)))
+                yield from constraint_problems(
+                    item, shape.members[key], _join(path, lower_camel(key))
+                )
     elif kind == "list" and isinstance(value, list | tuple):
         if "max" in meta and len(value) > meta["max"]:
             yield (
@@ -136,12 +138,16 @@ def constraint_problems(value: Any, shape: Shape, path: str) -> Iterator[str]:
             yield from constraint_problems(item, shape.value, f"{path}.{key}")
     elif kind == "string" and isinstance(value, str):
         yield from _string_problems(value, shape, path)
-    elif kind in {"integer", "long", "float", "double"} and isinstance(value, int | float):
-        if "max" in meta and value > meta["max"]:
-            yield (
-                f"Value '{value}' at '{path}' failed to satisfy constraint: "
-                f"Member must have value less than or equal to {meta['max']}"
-            )
+    elif (
+        kind in {"integer", "long", "float", "double"}
+        and isinstance(value, int | float)
+        and "max" in meta
+        and value > meta["max"]
+    ):
+        yield (
+            f"Value '{value}' at '{path}' failed to satisfy constraint: "
+            f"Member must have value less than or equal to {meta['max']}"
+        )
 
 
 def _string_problems(value: str, shape: Shape, path: str) -> Iterator[str]:
@@ -233,9 +239,7 @@ def check_response(operation: OperationModel, response: dict[str, Any], strict: 
     problems += list(constraint_problems(response, shape, ""))
     if not problems:
         return
-    message = f"{operation.name} response does not match the service model: " + "; ".join(
-        problems
-    )
+    message = f"{operation.name} response does not match the service model: " + "; ".join(problems)
     if strict:
         raise InternalFailure(message)
     logger.error(message)

@@ -1,0 +1,245 @@
+"""Deploy the approved model: create the endpoint, or update it blue/green.
+
+CreateModel and CreateEndpointConfig use names unique to the execution, so a retried
+invocation meets its own resources ("already existing") and carries on. An existing
+InService endpoint is updated with a blue/green DeploymentConfig: the new fleet comes up
+beside the old one, traffic switches at once, and the old fleet stays for a baking period
+during which the rollback alarm (5XX errors) returns traffic to it. An endpoint that is
+being created, updated or deleted by another run raises EndpointBusy, which the state
+machine retries with backoff, so concurrent runs take turns and no update is lost.
+
+The same function rolls an endpoint back to the previous configuration (``action:
+rollback``) when the smoke test fails after an update.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.parser import event_parser
+from botocore.exceptions import ClientError
+
+from pipeline_common.aws import aws_call, client, error_code, error_message, translate_client_error
+from pipeline_common.config import CommonSettings, DeploySettings
+from pipeline_common.errors import EndpointBusy
+from pipeline_common.jobs import tags
+from pipeline_common.models import StepModel
+from pipeline_common.naming import model_name, run_prefix
+from pipeline_common.s3io import read_json, s3_uri, write_json
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+s3 = client("s3")
+sagemaker = client("sagemaker")
+
+VARIANT_NAME = "AllTraffic"
+ACCURACY_TAG = "mlops:test-accuracy"
+TRAINING_JOB_TAG = "mlops:training-job"
+BUSY_STATUSES = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})
+BROKEN_STATUSES = frozenset({"Failed", "OutOfService", "UpdateRollbackFailed"})
+DEPLOY_TIMEOUT_SECONDS = 3600
+
+
+class DeployInput(StepModel):
+    action: Literal["deploy", "rollback"] = "deploy"
+    execution_name: str
+    dataset: str = ""
+    training_job_name: str = ""
+    test_accuracy: float | None = None
+    endpoint_config_name: str | None = None  # rollback target
+
+
+def already_exists(error: ClientError) -> bool:
+    return error_code(error) == "ValidationException" and "already exist" in error_message(error)
+
+
+def model_artifact(training_job: str) -> str:
+    with aws_call("DescribeTrainingJob", training_job):
+        job = sagemaker.describe_training_job(TrainingJobName=training_job)
+    return job["ModelArtifacts"]["S3ModelArtifacts"]
+
+
+def resource_tags(event: DeployInput, project: str) -> list[dict[str, str]]:
+    extra = [{"Key": TRAINING_JOB_TAG, "Value": event.training_job_name}]
+    if event.test_accuracy is not None:
+        extra.append({"Key": ACCURACY_TAG, "Value": f"{event.test_accuracy:.6f}"})
+    return tags(project, event.dataset, event.execution_name) + extra
+
+
+def create_model(name: str, artifact: str, settings: DeploySettings, region: str, tag_list: list[dict[str, str]]) -> None:
+    """A model served by the PyTorch inference container with the archive's own code/inference.py."""
+    try:
+        sagemaker.create_model(
+            ModelName=name,
+            PrimaryContainer={
+                "Image": settings.inference_image,
+                "ModelDataUrl": artifact,
+                "Environment": {
+                    "SAGEMAKER_PROGRAM": "inference.py",
+                    "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+                    "SAGEMAKER_REGION": region,
+                    "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+                },
+            },
+            ExecutionRoleArn=settings.role_arn,
+            Tags=tag_list,
+        )
+    except ClientError as e:
+        if not already_exists(e):
+            raise translate_client_error(e, "CreateModel", name) from e
+
+
+def create_endpoint_config(name: str, model: str, settings: DeploySettings, tag_list: list[dict[str, str]]) -> None:
+    try:
+        sagemaker.create_endpoint_config(
+            EndpointConfigName=name,
+            ProductionVariants=[
+                {
+                    "VariantName": VARIANT_NAME,
+                    "ModelName": model,
+                    "InitialInstanceCount": 1,
+                    "InstanceType": settings.instance_type,
+                    "InitialVariantWeight": 1.0,
+                }
+            ],
+            Tags=tag_list,
+        )
+    except ClientError as e:
+        if not already_exists(e):
+            raise translate_client_error(e, "CreateEndpointConfig", name) from e
+
+
+def current_endpoint(name: str) -> dict[str, Any] | None:
+    try:
+        return sagemaker.describe_endpoint(EndpointName=name)
+    except ClientError as e:
+        if error_code(e) == "ValidationException":
+            return None
+        raise translate_client_error(e, "DescribeEndpoint", name) from e
+
+
+def blue_green(settings: DeploySettings) -> dict[str, Any]:
+    """All traffic at once to the new fleet; the old one bakes, rolled back on the alarm."""
+    return {
+        "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0},
+            "TerminationWaitInSeconds": settings.bake_seconds,
+            "MaximumExecutionTimeoutInSeconds": DEPLOY_TIMEOUT_SECONDS + settings.bake_seconds,
+        },
+        "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": settings.rollback_alarm_name}]},
+    }
+
+
+def busy(name: str, status: str, detail: str = "") -> EndpointBusy:
+    return EndpointBusy(
+        f"endpoint {name} is {status}{detail}; another deployment is in progress, the state "
+        f"machine retries this one with backoff"
+    )
+
+
+def create_endpoint(name: str, config: str, tag_list: list[dict[str, str]]) -> str:
+    try:
+        sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=config, Tags=tag_list)
+    except ClientError as e:
+        if already_exists(e):
+            raise busy(name, "being created by another run") from e
+        raise translate_client_error(e, "CreateEndpoint", name) from e
+    return "created"
+
+
+def update_endpoint(name: str, config: str, settings: DeploySettings) -> str:
+    try:
+        sagemaker.update_endpoint(
+            EndpointName=name, EndpointConfigName=config, DeploymentConfig=blue_green(settings)
+        )
+    except ClientError as e:
+        if error_code(e) == "ValidationException" and "in-progress" in error_message(e).lower():
+            raise busy(name, "being updated") from e
+        raise translate_client_error(e, "UpdateEndpoint", name) from e
+    return "updated"
+
+
+def replace_broken(name: str, endpoint: dict[str, Any]) -> EndpointBusy:
+    """A Failed endpoint cannot be updated: delete it; the retry creates it afresh."""
+    with aws_call("DeleteEndpoint", name):
+        sagemaker.delete_endpoint(EndpointName=name)
+    reason = endpoint.get("FailureReason", "no reason given")
+    return busy(name, endpoint["EndpointStatus"], f" ({reason}); deleted it so it can be recreated")
+
+
+def point_endpoint_at(name: str, config: str, settings: DeploySettings, tag_list: list[dict[str, str]]) -> tuple[str, str | None]:
+    """Create or update the endpoint so it serves ``config``; returns (operation, previous config)."""
+    endpoint = current_endpoint(name)
+    if endpoint is None:
+        return create_endpoint(name, config, tag_list), None
+    status, serving = endpoint["EndpointStatus"], endpoint.get("EndpointConfigName")
+    if serving == config and status in ("InService", "Creating", "Updating"):
+        return "unchanged", None  # this run's own earlier, retried request
+    if status in BUSY_STATUSES:
+        raise busy(name, status)
+    if status in BROKEN_STATUSES:
+        raise replace_broken(name, endpoint)
+    return update_endpoint(name, config, settings), serving
+
+
+def previous_from_record(bucket: str, key: str) -> str | None:
+    """After a retried invocation, the previous config as the first attempt recorded it."""
+    try:
+        return read_json(s3, bucket, key).get("previous_endpoint_config")
+    except (ClientError, ValueError, AttributeError):
+        return None
+
+
+def deploy(event: DeployInput, common: CommonSettings, settings: DeploySettings) -> dict[str, Any]:
+    name = model_name(common.project_name, event.dataset, event.execution_name)
+    tag_list = resource_tags(event, common.project_name)
+    create_model(name, model_artifact(event.training_job_name), settings, common.region, tag_list)
+    create_endpoint_config(name, name, settings, tag_list)
+    operation, previous = point_endpoint_at(settings.endpoint_name, name, settings, tag_list)
+    key = f"{run_prefix(event.execution_name)}deployment.json"
+    if operation == "unchanged":
+        previous = previous_from_record(common.artifacts_bucket, key)
+    record = {
+        "endpoint_name": settings.endpoint_name,
+        "endpoint_config_name": name,
+        "model_name": name,
+        "operation": operation,
+        "previous_endpoint_config": previous,
+    }
+    with aws_call("PutObject", s3_uri(common.artifacts_bucket, key)):
+        write_json(s3, common.artifacts_bucket, key, {**record, "training_job_name": event.training_job_name,
+                                                      "test_accuracy": event.test_accuracy})
+    metrics.add_metric(name=f"Endpoint{operation.capitalize()}", unit=MetricUnit.Count, value=1)
+    return record
+
+
+def rollback(event: DeployInput, settings: DeploySettings) -> dict[str, Any]:
+    """Return the endpoint to the configuration it served before this run's update."""
+    target = event.endpoint_config_name
+    if not target:
+        return {"endpoint_name": settings.endpoint_name, "operation": "nothing-to-roll-back"}
+    endpoint = current_endpoint(settings.endpoint_name)
+    if endpoint is None or endpoint.get("EndpointConfigName") == target:
+        return {"endpoint_name": settings.endpoint_name, "operation": "unchanged"}
+    if endpoint["EndpointStatus"] in BUSY_STATUSES:
+        raise busy(settings.endpoint_name, endpoint["EndpointStatus"])
+    update_endpoint(settings.endpoint_name, target, settings)
+    metrics.add_metric(name="EndpointRolledBack", unit=MetricUnit.Count, value=1)
+    return {"endpoint_name": settings.endpoint_name, "operation": "rolled-back", "endpoint_config_name": target}
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+@event_parser(model=DeployInput)
+def lambda_handler(event: DeployInput, context: LambdaContext) -> dict[str, Any]:
+    common, settings = CommonSettings.from_env(), DeploySettings.from_env()
+    result = deploy(event, common, settings) if event.action == "deploy" else rollback(event, settings)
+    logger.info({"operation": f"endpoint-{event.action}", **result})
+    return result

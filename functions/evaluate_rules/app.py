@@ -1,0 +1,206 @@
+"""Decide whether the retrained model may be deployed.
+
+Rule results come from two places that hold the same shape: DescribeTrainingJob's
+DebugRuleEvaluationStatuses / ProfilerRuleEvaluationStatuses (AWS's built-in rules, or the
+local cloud running the project's rules) and ``rule_statuses.json`` inside the job's
+``output.tar.gz`` (the project's rules run by train.py). The gate policy says which rules
+block and which warn. The quality gate wants test:accuracy (FinalMetricDataList) at or above
+MIN_TEST_ACCURACY and not below the accuracy of the model the endpoint serves now (recorded
+as a tag on its endpoint config at deploy time) by more than REGRESSION_TOLERANCE. The full
+report goes to ``runs/<execution>/gate.json``; the state gets the decision and findings.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.parser import event_parser
+from botocore.exceptions import ClientError
+
+from pipeline_common.aws import aws_call, client, error_code, translate_client_error
+from pipeline_common.config import CommonSettings, GateSettings
+from pipeline_common.gate import (
+    Finding,
+    GatePolicy,
+    RuleStatus,
+    Severity,
+    quality_findings,
+    rule_findings,
+    summarize,
+)
+from pipeline_common.jobs import TEST_ACCURACY_METRIC
+from pipeline_common.models import StepModel
+from pipeline_common.naming import run_prefix
+from pipeline_common.s3io import is_missing, parse_s3_uri, read_tar_member, s3_uri, write_json
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+s3 = client("s3")
+sagemaker = client("sagemaker")
+
+OWN_RULES = (
+    "LossNotDecreasing",
+    "VanishingGradient",
+    "PoorWeightInitialization",
+    "Overfit",
+    "Overtraining",
+)
+PROFILER_RULES = ("LowGPUUtilization", "ProfilerReport")
+RULE_STATUSES_FILE = "rule_statuses.json"
+ACCURACY_TAG = "mlops:test-accuracy"
+
+
+class EvaluateInput(StepModel):
+    execution_name: str
+    training_job_name: str
+
+
+def statuses_from_job(job: dict[str, Any]) -> list[RuleStatus]:
+    """Rule evaluations SageMaker reports on the training job itself."""
+    found = []
+    for field, source in (
+        ("DebugRuleEvaluationStatuses", "debugger"),
+        ("ProfilerRuleEvaluationStatuses", "profiler"),
+    ):
+        for item in job.get(field, []):
+            found.append(
+                RuleStatus(
+                    rule=item.get("RuleConfigurationName", "?"),
+                    status=item.get("RuleEvaluationStatus", "Error"),
+                    details=item.get("StatusDetails", ""),
+                    source=source,
+                )
+            )
+    return found
+
+
+def output_archive_uri(job: dict[str, Any]) -> str:
+    """``.../<job>/output/model.tar.gz`` -> ``.../<job>/output/output.tar.gz``."""
+    model_uri = job["ModelArtifacts"]["S3ModelArtifacts"]
+    return model_uri.rsplit("/", 1)[0] + "/output.tar.gz"
+
+
+def parse_rule_statuses(raw: bytes, uri: str) -> list[RuleStatus]:
+    """rule_statuses.json -> statuses; a malformed file becomes one Error status."""
+    try:
+        items = json.loads(raw)
+        return [
+            RuleStatus(
+                rule=str(item["RuleConfigurationName"]),
+                status=str(item["RuleEvaluationStatus"]),
+                details=str(item.get("StatusDetails", "")),
+                source="job",
+            )
+            for item in items
+        ]
+    except (ValueError, TypeError, KeyError) as e:
+        return [
+            RuleStatus(
+                rule=RULE_STATUSES_FILE,
+                status="Error",
+                details=f"{RULE_STATUSES_FILE} in {uri} is malformed ({e!r})",
+                source="job",
+            )
+        ]
+
+
+def statuses_from_output(job: dict[str, Any]) -> list[RuleStatus]:
+    """The project's own rule results, written by train.py into output.tar.gz."""
+    uri = output_archive_uri(job)
+    bucket, key = parse_s3_uri(uri)
+    try:
+        archive = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as e:
+        if is_missing(e):
+            logger.warning({"operation": "read-rule-statuses", "missing": uri})
+            return []
+        raise translate_client_error(e, "GetObject", uri) from e
+    raw = read_tar_member(archive, RULE_STATUSES_FILE)
+    return parse_rule_statuses(raw, uri) if raw is not None else []
+
+
+def final_metric(job: dict[str, Any], name: str) -> float | None:
+    for metric in job.get("FinalMetricDataList", []):
+        if metric.get("MetricName") == name and "Value" in metric:
+            return float(metric["Value"])
+    return None
+
+
+def serving_accuracy(endpoint_name: str) -> tuple[float | None, str | None]:
+    """The recorded test accuracy of the model the endpoint serves now, and its config."""
+    try:
+        endpoint = sagemaker.describe_endpoint(EndpointName=endpoint_name)
+    except ClientError as e:
+        if error_code(e) == "ValidationException":
+            return None, None  # no endpoint yet: nothing to regress against
+        raise translate_client_error(e, "DescribeEndpoint", endpoint_name) from e
+    config = endpoint.get("EndpointConfigName")
+    if not config:
+        return None, None
+    arn_prefix = endpoint["EndpointArn"].rsplit(":", 1)[0]
+    config_arn = f"{arn_prefix}:endpoint-config/{config.lower()}"
+    with aws_call("ListTags", config_arn):
+        tags = sagemaker.list_tags(ResourceArn=config_arn).get("Tags", [])
+    value = next((t["Value"] for t in tags if t["Key"] == ACCURACY_TAG), None)
+    try:
+        return (float(value) if value is not None else None), config
+    except ValueError:
+        logger.warning({"operation": "baseline", "bad_tag": value, "config": config})
+        return None, config
+
+
+def compact(findings: list[Finding]) -> list[dict[str, str]]:
+    return [f.as_dict() for f in findings]
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+@event_parser(model=EvaluateInput)
+def lambda_handler(event: EvaluateInput, context: LambdaContext) -> dict[str, Any]:
+    common, gate = CommonSettings.from_env(), GateSettings.from_env()
+    policy = GatePolicy.parse(gate.policy_text)
+    with aws_call("DescribeTrainingJob", event.training_job_name):
+        job = sagemaker.describe_training_job(TrainingJobName=event.training_job_name)
+    statuses = statuses_from_job(job) + statuses_from_output(job)
+    expected = list(OWN_RULES) + (list(PROFILER_RULES) if gate.debugger_available else [])
+    test_accuracy = final_metric(job, TEST_ACCURACY_METRIC)
+    baseline, serving_config = serving_accuracy(gate.endpoint_name)
+    findings = rule_findings(statuses, policy, expected) + quality_findings(
+        test_accuracy, gate.min_test_accuracy, baseline, gate.regression_tolerance
+    )
+    approved, summary = summarize(findings)
+    key = f"{run_prefix(event.execution_name)}gate.json"
+    report = {
+        "training_job_name": event.training_job_name,
+        "approved": approved,
+        "summary": summary,
+        "policy": {"block": sorted(policy.blocking), "warn": sorted(policy.warning)},
+        "test_accuracy": test_accuracy,
+        "min_test_accuracy": gate.min_test_accuracy,
+        "baseline_accuracy": baseline,
+        "baseline_endpoint_config": serving_config,
+        "regression_tolerance": gate.regression_tolerance,
+        "findings": compact(findings),
+    }
+    with aws_call("PutObject", s3_uri(common.artifacts_bucket, key)):
+        uri = write_json(s3, common.artifacts_bucket, key, report)
+    logger.info({"operation": "gate", "approved": approved, "summary": summary})
+    metrics.add_metric(name="ModelsApproved" if approved else "ModelsRejected", unit=MetricUnit.Count, value=1)
+    blocking = [f.check for f in findings if f.severity is Severity.BLOCK]
+    return {
+        "approved": approved,
+        "summary": summary,
+        "test_accuracy": test_accuracy,
+        "baseline_accuracy": baseline,
+        "blocking": blocking,
+        "findings": compact(findings),
+        "report_uri": uri,
+    }

@@ -1,0 +1,214 @@
+"""Configuration of the functions, read from environment variables set by template.yaml.
+
+Each handler loads only the settings it needs, inside the invocation, so that a missing or
+malformed variable fails that one step with a :class:`ConfigurationError` naming the
+variable and the template parameter behind it, instead of breaking the import.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from pipeline_common.errors import ConfigurationError
+
+TUNING_STRATEGIES = ("Bayesian", "Random", "Grid", "Hyperband")
+
+
+def env_str(name: str, default: str | None = None) -> str:
+    """Return a non-empty variable, or ``default``; raise when neither exists."""
+    value = os.environ.get(name, "").strip()
+    if value:
+        return value
+    if default is not None:
+        return default
+    raise ConfigurationError(
+        f"environment variable {name} is not set; it comes from template.yaml "
+        f"(redeploy the stack, or export it when running the function by hand)"
+    )
+
+
+def env_int(name: str, default: int | None = None, minimum: int | None = None) -> int:
+    """Return an integer variable, checked against ``minimum``."""
+    raw = env_str(name, None if default is None else str(default))
+    try:
+        value = int(raw)
+    except ValueError as e:
+        raise ConfigurationError(f"{name}={raw!r} is not an integer") from e
+    if minimum is not None and value < minimum:
+        raise ConfigurationError(f"{name}={value} is below the minimum of {minimum}")
+    return value
+
+
+def env_float(
+    name: str,
+    default: float | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> float:
+    """Return a float variable, checked against ``minimum`` and ``maximum``."""
+    raw = env_str(name, None if default is None else repr(default))
+    try:
+        value = float(raw)
+    except ValueError as e:
+        raise ConfigurationError(f"{name}={raw!r} is not a number") from e
+    if minimum is not None and value < minimum:
+        raise ConfigurationError(f"{name}={value} is below the minimum of {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigurationError(f"{name}={value} is above the maximum of {maximum}")
+    return value
+
+
+def env_bool(name: str, default: bool | None = None) -> bool:
+    """Return a boolean variable written as true/false (any case), yes/no or 1/0."""
+    raw = env_str(name, None if default is None else str(default).lower()).lower()
+    if raw in ("true", "yes", "1"):
+        return True
+    if raw in ("false", "no", "0"):
+        return False
+    raise ConfigurationError(f"{name}={raw!r} is not a boolean; use true or false")
+
+
+def env_int_list(name: str, default: str | None = None) -> list[int]:
+    """Return a comma-separated list of positive integers (e.g. ``BATCH_SIZES=32,64``)."""
+    raw = env_str(name, default)
+    try:
+        values = [int(part) for part in raw.split(",") if part.strip()]
+    except ValueError as e:
+        raise ConfigurationError(f"{name}={raw!r} is not a comma-separated list of integers") from e
+    if not values or any(v <= 0 for v in values):
+        raise ConfigurationError(f"{name}={raw!r} must list at least one positive integer")
+    return values
+
+
+@dataclass(frozen=True)
+class CommonSettings:
+    """Names every step needs: the project prefix and the two buckets."""
+
+    project_name: str
+    data_bucket: str
+    artifacts_bucket: str
+    region: str
+
+    @classmethod
+    def from_env(cls) -> CommonSettings:
+        return cls(
+            project_name=env_str("PROJECT_NAME"),
+            data_bucket=env_str("DATA_BUCKET"),
+            artifacts_bucket=env_str("ARTIFACTS_BUCKET"),
+            region=env_str("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")),
+        )
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """What a training job looks like: image, instances, limits, the search space."""
+
+    role_arn: str
+    training_image: str
+    instance_type: str
+    epochs: int
+    image_size: int
+    batch_sizes: list[int]
+    learning_rate_min: float
+    learning_rate_max: float
+    pretrained: bool
+    use_spot_instances: bool
+    max_runtime_seconds: int
+    max_jobs: int
+    max_parallel_jobs: int
+    strategy: str
+    debugger_available: bool
+    rule_evaluator_image: str
+
+    @classmethod
+    def from_env(cls) -> TrainingSettings:
+        strategy = env_str("TUNING_STRATEGY", "Bayesian")
+        if strategy not in TUNING_STRATEGIES:
+            raise ConfigurationError(
+                f"TUNING_STRATEGY={strategy!r} is not one of {', '.join(TUNING_STRATEGIES)} "
+                f"(template parameter TuningStrategy)"
+            )
+        lr_min = env_float("LEARNING_RATE_MIN", minimum=1e-12)
+        lr_max = env_float("LEARNING_RATE_MAX", minimum=1e-12)
+        if lr_min >= lr_max:
+            raise ConfigurationError(
+                f"LEARNING_RATE_MIN={lr_min} must be below LEARNING_RATE_MAX={lr_max} "
+                f"(template parameters LearningRateMin / LearningRateMax)"
+            )
+        max_jobs = env_int("MAX_JOBS", 6, minimum=1)
+        max_parallel = env_int("MAX_PARALLEL_JOBS", 2, minimum=1)
+        if max_parallel > max_jobs:
+            raise ConfigurationError(
+                f"MAX_PARALLEL_JOBS={max_parallel} exceeds MAX_JOBS={max_jobs}; "
+                f"lower MaxParallelJobs or raise MaxJobs"
+            )
+        debugger = env_bool("DEBUGGER_AVAILABLE", False)
+        rule_image = os.environ.get("RULE_EVALUATOR_IMAGE", "").strip()
+        if debugger and not rule_image:
+            raise ConfigurationError(
+                "DEBUGGER_AVAILABLE is true but RULE_EVALUATOR_IMAGE is empty; set the "
+                "RuleEvaluatorImage parameter (see docs/deploy.md) or DebuggerAvailable=false"
+            )
+        return cls(
+            role_arn=env_str("SAGEMAKER_ROLE_ARN"),
+            training_image=env_str("TRAINING_IMAGE"),
+            instance_type=env_str("TRAINING_INSTANCE_TYPE"),
+            epochs=env_int("EPOCHS", 10, minimum=1),
+            image_size=env_int("IMAGE_SIZE", 224, minimum=8),
+            batch_sizes=env_int_list("BATCH_SIZES", "32,64"),
+            learning_rate_min=lr_min,
+            learning_rate_max=lr_max,
+            pretrained=env_bool("PRETRAINED", True),
+            use_spot_instances=env_bool("USE_SPOT_INSTANCES", False),
+            max_runtime_seconds=env_int("MAX_RUNTIME_SECONDS", 7200, minimum=60),
+            max_jobs=max_jobs,
+            max_parallel_jobs=max_parallel,
+            strategy=strategy,
+            debugger_available=debugger,
+            rule_evaluator_image=rule_image,
+        )
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """The deploy gate: which rules block, the accuracy threshold and the tolerance."""
+
+    policy_text: str
+    min_test_accuracy: float
+    regression_tolerance: float
+    debugger_available: bool
+    endpoint_name: str
+
+    @classmethod
+    def from_env(cls) -> GateSettings:
+        return cls(
+            policy_text=env_str("GATE_POLICY"),
+            min_test_accuracy=env_float("MIN_TEST_ACCURACY", minimum=0.0, maximum=1.0),
+            regression_tolerance=env_float("REGRESSION_TOLERANCE", 0.0, minimum=0.0, maximum=1.0),
+            debugger_available=env_bool("DEBUGGER_AVAILABLE", False),
+            endpoint_name=env_str("ENDPOINT_NAME"),
+        )
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    """How the endpoint is (re)deployed."""
+
+    role_arn: str
+    inference_image: str
+    instance_type: str
+    endpoint_name: str
+    rollback_alarm_name: str
+    bake_seconds: int
+
+    @classmethod
+    def from_env(cls) -> DeploySettings:
+        return cls(
+            role_arn=env_str("SAGEMAKER_ROLE_ARN"),
+            inference_image=env_str("INFERENCE_IMAGE"),
+            instance_type=env_str("INFERENCE_INSTANCE_TYPE"),
+            endpoint_name=env_str("ENDPOINT_NAME"),
+            rollback_alarm_name=env_str("ROLLBACK_ALARM_NAME"),
+            bake_seconds=env_int("DEPLOY_BAKE_SECONDS", 300, minimum=0),
+        )

@@ -1,0 +1,115 @@
+"""Send one real test image to the freshly deployed endpoint and check the answer's shape.
+
+The image is the data set's first test image (chosen by validate_dataset), so the request
+goes through the same decoding, resizing and normalization as user traffic. A wrong label
+on one image is recorded but does not fail the run (accuracy was judged by the gate); an
+error, a non-JSON answer or an answer without class_index / label / top_k does.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.parser import event_parser
+from botocore.exceptions import ClientError
+
+from pipeline_common.aws import aws_call, client, error_code, error_message
+from pipeline_common.config import CommonSettings
+from pipeline_common.errors import SmokeTestFailed
+from pipeline_common.models import SampleImage, StepModel
+from pipeline_common.naming import run_prefix
+from pipeline_common.s3io import s3_uri, write_json
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+s3 = client("s3")
+runtime = client("sagemaker-runtime")
+
+CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+
+
+class SmokeTestInput(StepModel):
+    execution_name: str
+    endpoint_name: str
+    sample_image: SampleImage
+
+
+def content_type_for(key: str) -> str:
+    return CONTENT_TYPES.get(PurePosixPath(key).suffix.lower(), "application/x-image")
+
+
+def invoke(endpoint: str, body: bytes, content_type: str) -> tuple[dict[str, Any], float]:
+    """One InvokeEndpoint; returns the parsed answer and the latency in milliseconds."""
+    started = time.perf_counter()
+    try:
+        response = runtime.invoke_endpoint(
+            EndpointName=endpoint, ContentType=content_type, Accept="application/json", Body=body
+        )
+        raw = response["Body"].read()
+    except ClientError as e:
+        raise SmokeTestFailed(
+            f"endpoint {endpoint} failed the smoke test: {error_code(e)}: {error_message(e)}. "
+            f"See /aws/sagemaker/Endpoints/{endpoint} in CloudWatch Logs"
+        ) from e
+    latency = (time.perf_counter() - started) * 1000
+    try:
+        return json.loads(raw), latency
+    except ValueError as e:
+        raise SmokeTestFailed(f"endpoint {endpoint} answered non-JSON: {raw[:200]!r}") from e
+
+
+def check_answer(endpoint: str, answer: Any) -> None:
+    """The answer must carry class_index (int), label (str) and a non-empty top_k list."""
+    problems = []
+    if not isinstance(answer, dict):
+        problems.append("the answer is not a JSON object")
+    else:
+        if not isinstance(answer.get("class_index"), int):
+            problems.append("class_index is missing or not an integer")
+        if not isinstance(answer.get("label"), str):
+            problems.append("label is missing or not a string")
+        top_k = answer.get("top_k")
+        if not isinstance(top_k, list) or not top_k:
+            problems.append("top_k is missing or empty")
+    if problems:
+        raise SmokeTestFailed(
+            f"endpoint {endpoint} answered {json.dumps(answer)[:300]}: {'; '.join(problems)} "
+            f"(docs/contracts.md, Inference)"
+        )
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+@event_parser(model=SmokeTestInput)
+def lambda_handler(event: SmokeTestInput, context: LambdaContext) -> dict[str, Any]:
+    common = CommonSettings.from_env()
+    image = event.sample_image
+    with aws_call("GetObject", s3_uri(common.data_bucket, image.key)):
+        body = s3.get_object(Bucket=common.data_bucket, Key=image.key)["Body"].read()
+    answer, latency = invoke(event.endpoint_name, body, content_type_for(image.key))
+    check_answer(event.endpoint_name, answer)
+    result = {
+        "endpoint_name": event.endpoint_name,
+        "image_key": image.key,
+        "expected_class_index": image.class_index,
+        "predicted_class_index": answer["class_index"],
+        "label": answer["label"],
+        "correct": answer["class_index"] == image.class_index,
+        "latency_ms": round(latency, 1),
+    }
+    key = f"{run_prefix(event.execution_name)}smoke_test.json"
+    with aws_call("PutObject", s3_uri(common.artifacts_bucket, key)):
+        write_json(s3, common.artifacts_bucket, key, {**result, "answer": answer})
+    logger.info({"operation": "smoke-test", **result})
+    metrics.add_metric(name="SmokeTestsPassed", unit=MetricUnit.Count, value=1)
+    return result

@@ -1,0 +1,123 @@
+"""Retrain the best configuration with tensors saved, system profiling and rules.
+
+The job gets the best trial's tuned hyperparameters, ``run-rules=true`` (train.py evaluates
+the project's own rules over the tensors its smdebug hook saves), a DebugHookConfig with the
+collections those rules read and a ProfilerConfig. AWS's built-in Debugger rules (and the
+ProfilerReport / LowGPUUtilization profiler rules) are added only when the account still
+has SageMaker Debugger (template parameter DebuggerAvailable), built with
+smdebug_rulesconfig exactly as the SageMaker Python SDK builds them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import smdebug_rulesconfig
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.parser import event_parser
+from botocore.exceptions import ClientError
+from smdebug_rulesconfig.profiler_rules import rules as profiler_rules
+
+from pipeline_common.aws import client, error_code, translate_client_error
+from pipeline_common.config import CommonSettings, TrainingSettings
+from pipeline_common.models import BestTrial, StepModel, ValidatedDataset
+from pipeline_common.naming import training_job_name
+from pipeline_common.source import load_metric_definitions, require_training_source
+from pipeline_common.training import build_training_request
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+s3 = client("s3")
+sagemaker = client("sagemaker")
+
+BUILTIN_DEBUG_RULES = (
+    "loss_not_decreasing",
+    "vanishing_gradient",
+    "poor_weight_initialization",
+    "overfit",
+    "overtraining",
+)
+BUILTIN_PROFILER_RULES = ("ProfilerReport", "LowGPUUtilization")
+
+
+class StartTrainingInput(StepModel):
+    execution_name: str
+    dataset: ValidatedDataset
+    best: BestTrial
+
+
+def builtin_debug_rules(image: str) -> list[dict[str, Any]]:
+    """DebugRuleConfigurations for AWS's built-in rules (RuleParameters as strings)."""
+    rules = []
+    for factory in BUILTIN_DEBUG_RULES:
+        config = getattr(smdebug_rulesconfig, factory)()["DebugRuleConfiguration"]
+        rules.append(
+            {
+                "RuleConfigurationName": config["RuleConfigurationName"],
+                "RuleEvaluatorImage": image,
+                "RuleParameters": {k: str(v) for k, v in config["RuleParameters"].items()},
+            }
+        )
+    return rules
+
+
+def builtin_profiler_rules(image: str) -> list[dict[str, Any]]:
+    """ProfilerRuleConfigurations for ProfilerReport and LowGPUUtilization."""
+    configs = []
+    for name in BUILTIN_PROFILER_RULES:
+        rule = getattr(profiler_rules, name)()
+        configs.append(
+            {
+                "RuleConfigurationName": rule.rule_name,
+                "RuleEvaluatorImage": image,
+                "RuleParameters": {k: str(v) for k, v in rule.rule_parameters.items()},
+            }
+        )
+    return configs
+
+
+def create_training_job(request: dict[str, Any]) -> bool:
+    """CreateTrainingJob; False when this run already created it (a retried invocation)."""
+    name = request["TrainingJobName"]
+    try:
+        sagemaker.create_training_job(**request)
+    except ClientError as e:
+        if error_code(e) == "ResourceInUse":
+            return False
+        raise translate_client_error(e, "CreateTrainingJob", name) from e
+    return True
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+@event_parser(model=StartTrainingInput)
+def lambda_handler(event: StartTrainingInput, context: LambdaContext) -> dict[str, Any]:
+    common, training = CommonSettings.from_env(), TrainingSettings.from_env()
+    job_name = training_job_name(common.project_name, event.dataset.name, event.execution_name)
+    metric_definitions = load_metric_definitions(s3, common.artifacts_bucket)
+    require_training_source(s3, common.artifacts_bucket)
+    debugger = training.debugger_available
+    request = build_training_request(
+        job_name=job_name,
+        common=common,
+        training=training,
+        dataset=event.dataset.name,
+        execution=event.execution_name,
+        channel_uris=event.dataset.channels,
+        metric_definitions=metric_definitions,
+        tuned_hyperparameters=event.best.hyperparameters,
+        debug_rules=builtin_debug_rules(training.rule_evaluator_image) if debugger else None,
+        profiler_rules=builtin_profiler_rules(training.rule_evaluator_image) if debugger else None,
+    )
+    created = create_training_job(request)
+    logger.info({"operation": "CreateTrainingJob", "job": job_name, "created": created,
+                 "from_trial": event.best.training_job_name, "builtin_rules": debugger})
+    if created:
+        metrics.add_metric(name="ProfiledTrainingsStarted", unit=MetricUnit.Count, value=1)
+    return {"job_name": job_name, "builtin_rules": debugger}

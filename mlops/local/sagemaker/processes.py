@@ -1,0 +1,198 @@
+"""Child processes of the local SageMaker: started in their own process group, never orphaned.
+
+Training scripts start data-loader workers and model servers may fork; killing only the direct
+child would leave those running. Every process is therefore a session leader and is stopped by
+signalling its whole group, and a module-level registry kills whatever is still alive when the
+interpreter exits (atexit), so a crashed test run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+_LIVE: set[ManagedProcess] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+class ManagedProcess:
+    """A subprocess with merged stdout/stderr read line by line, stoppable as a group."""
+
+    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], name: str) -> None:
+        self.name = name
+        self.argv = argv
+        self.popen = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+        )
+        self.pgid = self.popen.pid  # session leader: its pid is the group id
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+        logger.info("started %s (pid %d): %s", name, self.popen.pid, " ".join(argv))
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def lines(self) -> Iterator[str]:
+        """Output lines as they are printed (ends when the process closes its output)."""
+        assert self.popen.stdout is not None
+        yield from self.popen.stdout
+
+    def poll(self) -> int | None:
+        return self.popen.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self.popen.wait(timeout)
+        self._reap_group()
+        return code
+
+    def _signal_group(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pgid, signum)
+
+    def _reap_group(self) -> None:
+        """After the leader exits, kill stragglers of its group and forget the process."""
+        self._signal_group(signal.SIGKILL)
+        if self.popen.stdout is not None:
+            with contextlib.suppress(OSError):
+                self.popen.stdout.close()
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
+
+    def stop(self, grace_s: float) -> int:
+        """SIGTERM the group, SIGKILL it after ``grace_s`` (SageMaker's stop, shortened)."""
+        if self.popen.poll() is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                self.popen.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                logger.warning("%s ignored SIGTERM for %.0f s: killing it", self.name, grace_s)
+                self._signal_group(signal.SIGKILL)
+        code = self.popen.wait()
+        self._reap_group()
+        return code
+
+
+def kill_all_processes() -> None:
+    """Kill every process group the service started and that is still registered."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for process in live:
+        process._signal_group(signal.SIGKILL)
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            process.popen.wait(5)
+        with _LIVE_LOCK:
+            _LIVE.discard(process)
+
+
+def live_process_count() -> int:
+    """How many started processes are still registered (tests assert 0 after shutdown)."""
+    with _LIVE_LOCK:
+        return sum(1 for process in _LIVE if process.popen.poll() is None)
+
+
+atexit.register(kill_all_processes)
+
+
+# --- resource usage ---------------------------------------------------------------------------
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _group_usage(pgid: int) -> tuple[float, int, int]:
+    """(CPU seconds, RSS bytes, process count) summed over a process group, from /proc."""
+    cpu_seconds, rss_bytes, count = 0.0, 0, 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rfind(")") + 2 :].split()
+        if int(fields[2]) != pgid:
+            continue
+        cpu_seconds += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        rss_bytes += int(fields[21]) * _PAGE_SIZE
+        count += 1
+    return cpu_seconds, rss_bytes, count
+
+
+class ResourceMonitor:
+    """Samples CPU % and RSS of a process group into a JSON file (read by reports/benchmarks).
+
+    psutil is not part of the environment, so /proc is read directly (Linux only); on another
+    system the monitor records nothing rather than failing the job.
+    """
+
+    def __init__(self, pgid: int, output: Path, interval_s: float) -> None:
+        self.pgid = pgid
+        self.output = output
+        self.interval_s = interval_s
+        self.samples: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"usage-{pgid}", daemon=True)
+
+    def start(self) -> ResourceMonitor:
+        if Path("/proc/self/stat").exists():
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        last_cpu, last_time = 0.0, started
+        while not self._stop.is_set():
+            cpu, rss, count = _group_usage(self.pgid)
+            now = time.monotonic()
+            if count:
+                elapsed = max(now - last_time, 1e-6)
+                self.samples.append(
+                    {
+                        "t": round(now - started, 3),
+                        "cpu_percent": round(max(cpu - last_cpu, 0.0) / elapsed * 100, 1),
+                        "rss_bytes": rss,
+                        "processes": count,
+                    }
+                )
+                last_cpu, last_time = cpu, now
+            self._stop.wait(self.interval_s)
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        summary = {
+            "interval_s": self.interval_s,
+            "cpu_count": os.cpu_count(),
+            "peak_rss_bytes": max((s["rss_bytes"] for s in self.samples), default=0),
+            "mean_cpu_percent": round(
+                sum(s["cpu_percent"] for s in self.samples[1:]) / max(len(self.samples) - 1, 1), 1
+            ),
+            "samples": self.samples,
+        }
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        self.output.write_text(json.dumps(summary, indent=1))
+        return summary

@@ -1,0 +1,644 @@
+"""Hyperparameter tuning jobs: a real optuna search whose trials are real training jobs.
+
+Strategies map onto optuna samplers (Bayesian -> TPE, Random -> random, Grid -> grid over the
+categorical values, Hyperband -> random with a Hyperband pruner). The study is driven with
+ask/tell from one thread per tuning job: it asks for a configuration whenever fewer than
+MaxParallelTrainingJobs trials are running, starts it as a training job (which still waits for
+a slot of the service-wide training queue), and tells the study the trial's final objective
+when the job ends. With TrainingJobEarlyStoppingType=Auto a MedianPruner sees every objective
+value the trial prints and stops a trial that is worse than the median of earlier trials at
+the same step; such a trial ends Stopped with its last objective value, as on AWS.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import logging
+import math
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import TrialState
+
+from mlops.local.sagemaker.config import SageMakerConfig
+from mlops.local.sagemaker.errors import ValidationException
+from mlops.local.sagemaker.training import TrainingJob, now
+
+logger = logging.getLogger(__name__)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+TERMINAL_TUNING_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
+DEFAULT_RESOURCE_CONFIG = {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1}
+# TrainingJobDefinition members a trial's CreateTrainingJob request inherits unchanged.
+INHERITED_MEMBERS = (
+    "RoleArn",
+    "InputDataConfig",
+    "VpcConfig",
+    "OutputDataConfig",
+    "StoppingCondition",
+    "EnableNetworkIsolation",
+    "EnableInterContainerTrafficEncryption",
+    "EnableManagedSpotTraining",
+    "CheckpointConfig",
+    "RetryStrategy",
+    "Environment",
+)
+
+TrialLauncher = Callable[[dict[str, Any], str, dict[str, str]], TrainingJob]
+ParentLookup = Callable[[str], "TuningJob | None"]
+
+
+# --- the search space -------------------------------------------------------------------------
+
+
+@dataclass
+class Parameter:
+    """One tuned hyperparameter: its optuna distribution and how values become strings."""
+
+    name: str
+    distribution: BaseDistribution
+    reverse_log: bool = False  # sampled as log(1 - x): dense near 1, as AWS's ReverseLogarithmic
+
+    def to_string(self, sampled: Any) -> str:
+        if isinstance(self.distribution, CategoricalDistribution):
+            return str(sampled)
+        if isinstance(self.distribution, IntDistribution):
+            return str(int(sampled))
+        value = 1.0 - sampled if self.reverse_log else float(sampled)
+        return repr(value)
+
+    def from_string(self, text: str) -> Any:
+        """A parent trial's value back into this distribution (ValueError when it does not fit)."""
+        distribution = self.distribution
+        if isinstance(distribution, CategoricalDistribution):
+            if text not in distribution.choices:
+                raise ValueError(f"{text!r} is not one of {distribution.choices}")
+            return text
+        if isinstance(distribution, IntDistribution):
+            value: float = int(float(text))
+        else:
+            value = 1.0 - float(text) if self.reverse_log else float(text)
+        if not distribution.low <= value <= distribution.high:
+            raise ValueError(f"{text} is outside [{distribution.low}, {distribution.high}]")
+        return value
+
+
+def build_search_space(ranges: dict[str, Any], strategy: str) -> list[Parameter]:
+    """ParameterRanges -> parameters, rejecting what AWS rejects (with its reasons)."""
+    parameters: list[Parameter] = []
+    for item in ranges.get("CategoricalParameterRanges", []):
+        parameters.append(Parameter(item["Name"], CategoricalDistribution(list(item["Values"]))))
+    if strategy == "Grid" and (
+        ranges.get("ContinuousParameterRanges") or ranges.get("IntegerParameterRanges")
+    ):
+        raise ValidationException(
+            "The Grid search strategy supports only categorical hyperparameter ranges: replace "
+            "ContinuousParameterRanges and IntegerParameterRanges with "
+            "CategoricalParameterRanges, or use another strategy."
+        )
+    for item in ranges.get("ContinuousParameterRanges", []):
+        parameters.append(_continuous(item))
+    for item in ranges.get("IntegerParameterRanges", []):
+        parameters.append(_integer(item))
+    names = [p.name for p in parameters]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValidationException(
+            f"Hyperparameter names must be unique across parameter ranges: {', '.join(duplicates)}"
+        )
+    return parameters
+
+
+def _bounds(item: dict[str, Any], cast: type) -> tuple[Any, Any]:
+    try:
+        low, high = cast(item["MinValue"]), cast(item["MaxValue"])
+    except ValueError as error:
+        raise ValidationException(
+            f"Range of hyperparameter {item['Name']} must have numeric MinValue and MaxValue "
+            f"(got {item['MinValue']!r}, {item['MaxValue']!r})"
+        ) from error
+    if cast is float and not (math.isfinite(low) and math.isfinite(high)):
+        raise ValidationException(f"Range of hyperparameter {item['Name']} must be finite")
+    if low > high:
+        raise ValidationException(
+            f"MinValue {low} of hyperparameter {item['Name']} is greater than MaxValue {high}"
+        )
+    return low, high
+
+
+def _continuous(item: dict[str, Any]) -> Parameter:
+    low, high = _bounds(item, float)
+    scaling = item.get("ScalingType", "Auto")
+    if scaling == "Auto":
+        # AWS chooses for itself; locally: log scale when the range spans two decades.
+        scaling = "Logarithmic" if low > 0 and high / low >= 100 else "Linear"
+    if scaling == "Logarithmic":
+        if low <= 0:
+            raise ValidationException(
+                f"Logarithmic scaling of hyperparameter {item['Name']} needs MinValue > 0 "
+                f"(got {low})"
+            )
+        return Parameter(item["Name"], FloatDistribution(low, high, log=True))
+    if scaling == "ReverseLogarithmic":
+        if not 0 <= low < high < 1:
+            raise ValidationException(
+                f"ReverseLogarithmic scaling of hyperparameter {item['Name']} needs "
+                f"0 <= MinValue < MaxValue < 1 (got {low}, {high})"
+            )
+        return Parameter(item["Name"], FloatDistribution(1 - high, 1 - low, log=True), True)
+    return Parameter(item["Name"], FloatDistribution(low, high))
+
+
+def _integer(item: dict[str, Any]) -> Parameter:
+    low, high = _bounds(item, int)
+    scaling = item.get("ScalingType", "Auto")
+    if scaling == "ReverseLogarithmic":
+        raise ValidationException(
+            f"ReverseLogarithmic scaling is for continuous ranges only (hyperparameter "
+            f"{item['Name']} is an integer range)"
+        )
+    if scaling == "Auto":
+        scaling = "Logarithmic" if low > 0 and high / low >= 100 else "Linear"
+    if scaling == "Logarithmic" and low <= 0:
+        raise ValidationException(
+            f"Logarithmic scaling of hyperparameter {item['Name']} needs MinValue > 0 (got {low})"
+        )
+    return Parameter(item["Name"], IntDistribution(low, high, log=scaling == "Logarithmic"))
+
+
+def grid_size(parameters: list[Parameter]) -> int:
+    return math.prod(len(p.distribution.choices) for p in parameters)  # type: ignore[attr-defined]
+
+
+# --- trials and the tuning job ----------------------------------------------------------------
+
+
+@dataclass
+class Trial:
+    index: int
+    job: TrainingJob
+    optuna_trial: optuna.trial.Trial
+    tuned: dict[str, str]
+    pruned: bool = False
+    told: bool = False
+    objective: float | None = None
+
+    def objective_status(self) -> str:
+        if not self.job.is_terminal:
+            return "Pending"
+        return "Succeeded" if self.objective is not None else "Failed"
+
+
+@dataclass
+class TuningSettings:
+    """The parts of CreateHyperParameterTuningJob the search itself uses."""
+
+    strategy: str
+    objective_name: str
+    direction: str  # "minimize" | "maximize"
+    max_jobs: int
+    max_parallel: int
+    max_runtime_s: int | None
+    early_stopping: bool
+    seed: int | None
+    parameters: list[Parameter] = field(default_factory=list)
+
+
+class TuningJob:
+    """State of one tuning job (DescribeHyperParameterTuningJob) and the search that fills it."""
+
+    def __init__(
+        self,
+        request: dict[str, Any],
+        arn: str,
+        config: SageMakerConfig,
+        launch_trial: TrialLauncher,
+        find_parent: ParentLookup,
+    ) -> None:
+        self.request = request
+        self.name: str = request["HyperParameterTuningJobName"]
+        self.arn = arn
+        self.config = config
+        self._launch_trial = launch_trial
+        self.settings = validate_tuning_request(request, find_parent)
+        self.parents = self._parents(find_parent)
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
+        self.status = "InProgress"
+        self.creation_time = now()
+        self.last_modified_time = self.creation_time
+        self.end_time: dt.datetime | None = None
+        self.failure_reason: str | None = None
+        self.trials: list[Trial] = []
+        self.stop_event = threading.Event()
+        self.warm_start_trials = 0
+        self._thread = threading.Thread(target=self._run, name=f"tuning-{self.name}", daemon=True)
+
+    def _parents(self, find_parent: ParentLookup) -> list[TuningJob]:
+        warm = self.request.get("WarmStartConfig") or {}
+        names = [
+            p["HyperParameterTuningJobName"] for p in warm.get("ParentHyperParameterTuningJobs", [])
+        ]
+        return [job for job in (find_parent(n) for n in names) if job is not None]
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """StopHyperParameterTuningJob: no new trials; running trials are stopped."""
+        with self.lock:
+            if self.status in TERMINAL_TUNING_STATUSES or self.stop_event.is_set():
+                return
+            self.stop_event.set()
+            self.status = "Stopping"
+            self.last_modified_time = now()
+            running = [t.job for t in self.trials if not t.job.is_terminal]
+            self.changed.notify_all()
+        for job in running:
+            job.request_stop("Stopped", "Training job stopped because its tuning job was stopped")
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # --- the search ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        try:
+            study = self._create_study()
+            self._seed_from_parents(study)
+            self._launch_trials(study, started)
+            self._wait_for_trials()
+            self._finish()
+        except Exception as error:
+            logger.exception("tuning job %s broke inside the local SageMaker", self.name)
+            self._end("Failed", f"InternalServerError: {type(error).__name__}: {error}")
+
+    def _create_study(self) -> optuna.Study:
+        settings = self.settings
+        seed = settings.seed
+        pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
+        if settings.strategy == "Bayesian":
+            sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(seed=seed)
+        elif settings.strategy == "Grid":
+            space = {p.name: list(p.distribution.choices) for p in settings.parameters}  # type: ignore[attr-defined]
+            sampler = optuna.samplers.GridSampler(space, seed=seed)
+        else:
+            sampler = optuna.samplers.RandomSampler(seed=seed)
+        if settings.strategy == "Hyperband":
+            pruner = optuna.pruners.HyperbandPruner(min_resource=1)
+        elif settings.early_stopping:
+            pruner = optuna.pruners.MedianPruner(
+                n_startup_trials=self.config.early_stopping_startup_trials,
+                n_warmup_steps=self.config.early_stopping_warmup_steps,
+            )
+        return optuna.create_study(
+            study_name=self.name, direction=settings.direction, sampler=sampler, pruner=pruner
+        )
+
+    def _seed_from_parents(self, study: optuna.Study) -> None:
+        """Warm start: the parents' finished trials become known points of the study."""
+        distributions = {p.name: p.distribution for p in self.settings.parameters}
+        for parent in self.parents:
+            for summary in parent.trial_summaries():
+                metric = summary.get("FinalHyperParameterTuningJobObjectiveMetric")
+                if summary.get("ObjectiveStatus") != "Succeeded" or not metric:
+                    continue
+                try:
+                    params = {
+                        p.name: p.from_string(summary["TunedHyperParameters"][p.name])
+                        for p in self.settings.parameters
+                    }
+                except (KeyError, ValueError) as error:
+                    logger.info("warm start: skipping %s (%s)", summary["TrainingJobName"], error)
+                    continue
+                study.add_trial(
+                    optuna.trial.create_trial(
+                        params=params, distributions=distributions, value=metric["Value"]
+                    )
+                )
+                self.warm_start_trials += 1
+        if self.parents:
+            logger.info(
+                "tuning job %s: warm start from %d trials", self.name, self.warm_start_trials
+            )
+
+    def _launch_trials(self, study: optuna.Study, started: float) -> None:
+        settings = self.settings
+        distributions = {p.name: p.distribution for p in settings.parameters}
+        for index in itertools.count(1):
+            with self.lock:
+                while (
+                    self._running_count() >= settings.max_parallel and not self.stop_event.is_set()
+                ):
+                    self.changed.wait(1.0)
+                    if self._runtime_exceeded(started):
+                        self.stop()
+                if self.stop_event.is_set() or index > settings.max_jobs:
+                    return
+            if self._runtime_exceeded(started):
+                self.stop()
+                return
+            optuna_trial = study.ask(distributions)
+            tuned = {p.name: p.to_string(optuna_trial.params[p.name]) for p in settings.parameters}
+            self._start_trial(study, index, optuna_trial, tuned)
+
+    def _runtime_exceeded(self, started: float) -> bool:
+        limit = self.settings.max_runtime_s
+        return limit is not None and time.monotonic() - started > limit
+
+    def _start_trial(
+        self,
+        study: optuna.Study,
+        index: int,
+        optuna_trial: optuna.trial.Trial,
+        tuned: dict[str, str],
+    ) -> None:
+        name = f"{self.name}-{index:03d}-{secrets.token_hex(4)}"
+        request = self._trial_request(name, tuned)
+        job = self._launch_trial(request, self.arn, tuned)
+        trial = Trial(index, job, optuna_trial, tuned)
+        with self.lock:
+            self.trials.append(trial)
+            self.last_modified_time = now()
+        job.metrics.add_listener(
+            lambda metric, value, step: self._on_metric(trial, metric, value, step)
+        )
+        job.add_done_callback(lambda _job: self._on_trial_done(study, trial))
+        logger.info("tuning job %s started trial %s with %s", self.name, name, tuned)
+
+    def _trial_request(self, name: str, tuned: dict[str, str]) -> dict[str, Any]:
+        definition = self.request["TrainingJobDefinition"]
+        algorithm = dict(definition["AlgorithmSpecification"])
+        request: dict[str, Any] = {
+            "TrainingJobName": name,
+            "HyperParameters": {**definition.get("StaticHyperParameters", {}), **tuned},
+            "AlgorithmSpecification": algorithm,
+            "ResourceConfig": definition.get("ResourceConfig") or dict(DEFAULT_RESOURCE_CONFIG),
+        }
+        for member in INHERITED_MEMBERS:
+            if member in definition:
+                request[member] = definition[member]
+        return request
+
+    def _on_metric(self, trial: Trial, metric: str, value: float, step: int) -> None:
+        """Early stopping: report the objective as it is printed; prune when optuna says so."""
+        if metric != self.settings.objective_name or trial.job.is_terminal:
+            return
+        trial.optuna_trial.report(value, step)
+        if trial.pruned or not trial.optuna_trial.should_prune():
+            return
+        trial.pruned = True
+        logger.info("tuning job %s: early stopping %s at step %d", self.name, trial.job.name, step)
+        trial.job.request_stop(
+            "Stopped",
+            f"Training job stopped by the tuning job's early stopping: {metric}={value:g} at "
+            f"step {step} was worse than the median of earlier training jobs",
+        )
+
+    def _on_trial_done(self, study: optuna.Study, trial: Trial) -> None:
+        job = trial.job
+        value = job.metrics.last_value(self.settings.objective_name)
+        with self.lock:
+            trial.objective = value
+            if not trial.told:
+                trial.told = True
+                self._tell(study, trial, value)
+            self.last_modified_time = now()
+            self.changed.notify_all()
+
+    def _tell(self, study: optuna.Study, trial: Trial, value: float | None) -> None:
+        job = trial.job
+        if job.status == "Completed" and value is not None:
+            study.tell(trial.optuna_trial, value)
+        elif job.status == "Stopped" and value is not None:
+            study.tell(trial.optuna_trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial.optuna_trial, state=TrialState.FAIL)
+
+    def _running_count(self) -> int:
+        return sum(1 for t in self.trials if not t.job.is_terminal)
+
+    def _wait_for_trials(self) -> None:
+        with self.lock:
+            while any(not t.told for t in self.trials):
+                self.changed.wait(1.0)
+
+    def _finish(self) -> None:
+        with self.lock:
+            if self.stop_event.is_set():
+                self._end("Stopped")
+            elif self.trials and all(t.objective_status() == "Failed" for t in self.trials):
+                first = self.trials[0].job
+                self._end(
+                    "Failed",
+                    f"All {len(self.trials)} training jobs failed. First failure, "
+                    f"{first.name}: {first.failure_reason or 'no objective metric reported'}",
+                )
+            else:
+                self._end("Completed")
+
+    def _end(self, status: str, reason: str | None = None) -> None:
+        with self.lock:
+            self.status = status
+            self.failure_reason = reason[:1024] if reason else None
+            self.end_time = self.last_modified_time = now()
+            self.changed.notify_all()
+        logger.info("tuning job %s ended %s", self.name, status)
+
+    # --- answers ------------------------------------------------------------------------------
+
+    def trial_summaries(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [self._trial_summary(t) for t in self.trials]
+
+    def _trial_summary(self, trial: Trial) -> dict[str, Any]:
+        job = trial.job
+        with job.lock:
+            summary: dict[str, Any] = {
+                "TrainingJobName": job.name,
+                "TrainingJobArn": job.arn,
+                "TuningJobName": self.name,
+                "CreationTime": job.creation_time,
+                "TrainingStartTime": job.training_start_time,
+                "TrainingEndTime": job.training_end_time,
+                "TrainingJobStatus": job.status,
+                "TunedHyperParameters": dict(trial.tuned),
+                "FailureReason": job.failure_reason,
+                "ObjectiveStatus": trial.objective_status(),
+            }
+        value = trial.objective if job.is_terminal else None
+        if value is not None:
+            summary["FinalHyperParameterTuningJobObjectiveMetric"] = {
+                "MetricName": self.settings.objective_name,
+                "Value": value,
+            }
+        return {k: v for k, v in summary.items() if v is not None}
+
+    def best_trial_summary(self) -> dict[str, Any] | None:
+        """Best objective among finished trials; completed ones win over early-stopped ones."""
+        candidates = [s for s in self.trial_summaries() if s["ObjectiveStatus"] == "Succeeded"]
+        if not candidates:
+            return None
+        sign = 1 if self.settings.direction == "minimize" else -1
+
+        def rank(summary: dict[str, Any]) -> tuple[int, float]:
+            value = summary["FinalHyperParameterTuningJobObjectiveMetric"]["Value"]
+            return (0 if summary["TrainingJobStatus"] == "Completed" else 1, sign * value)
+
+        return min(candidates, key=rank)
+
+    def counters(self) -> tuple[dict[str, int], dict[str, int]]:
+        statuses = [t.job.status for t in self.trials]
+        objectives = [t.objective_status() for t in self.trials]
+        training = {
+            "Completed": statuses.count("Completed"),
+            "InProgress": statuses.count("InProgress") + statuses.count("Stopping"),
+            "RetryableError": 0,
+            "NonRetryableError": statuses.count("Failed"),
+            "Stopped": statuses.count("Stopped"),
+        }
+        objective = {
+            "Succeeded": objectives.count("Succeeded"),
+            "Pending": objectives.count("Pending"),
+            "Failed": objectives.count("Failed"),
+        }
+        return training, objective
+
+    def describe(self) -> dict[str, Any]:
+        with self.lock:
+            training, objective = self.counters()
+            response: dict[str, Any] = {
+                "HyperParameterTuningJobName": self.name,
+                "HyperParameterTuningJobArn": self.arn,
+                "HyperParameterTuningJobConfig": self.request["HyperParameterTuningJobConfig"],
+                "TrainingJobDefinition": self.request.get("TrainingJobDefinition"),
+                "HyperParameterTuningJobStatus": self.status,
+                "CreationTime": self.creation_time,
+                "HyperParameterTuningEndTime": self.end_time,
+                "LastModifiedTime": self.last_modified_time,
+                "TrainingJobStatusCounters": training,
+                "ObjectiveStatusCounters": objective,
+                "BestTrainingJob": self.best_trial_summary(),
+                "WarmStartConfig": self.request.get("WarmStartConfig"),
+                "FailureReason": self.failure_reason,
+                "ConsumedResources": {"RuntimeInSeconds": self._runtime_seconds()},
+            }
+            best = response["BestTrainingJob"]
+            if best is not None:
+                response["OverallBestTrainingJob"] = best
+            return {k: v for k, v in response.items() if v is not None}
+
+    def _runtime_seconds(self) -> int:
+        end = self.end_time or now()
+        return int((end - self.creation_time).total_seconds())
+
+    def summary(self) -> dict[str, Any]:
+        with self.lock:
+            training, objective = self.counters()
+            config = self.request["HyperParameterTuningJobConfig"]
+            response = {
+                "HyperParameterTuningJobName": self.name,
+                "HyperParameterTuningJobArn": self.arn,
+                "HyperParameterTuningJobStatus": self.status,
+                "Strategy": config["Strategy"],
+                "CreationTime": self.creation_time,
+                "HyperParameterTuningEndTime": self.end_time,
+                "LastModifiedTime": self.last_modified_time,
+                "TrainingJobStatusCounters": training,
+                "ObjectiveStatusCounters": objective,
+                "ResourceLimits": config["ResourceLimits"],
+            }
+            return {k: v for k, v in response.items() if v is not None}
+
+
+# --- request validation -----------------------------------------------------------------------
+
+
+def validate_tuning_request(request: dict[str, Any], find_parent: ParentLookup) -> TuningSettings:
+    """What AWS checks beyond the service model before it accepts a tuning job."""
+    config = request["HyperParameterTuningJobConfig"]
+    definition = request.get("TrainingJobDefinition")
+    if definition is None:
+        raise ValidationException(
+            "The local SageMaker supports TrainingJobDefinition (one definition); "
+            "TrainingJobDefinitions with several definitions is not supported."
+        )
+    objective = config.get("HyperParameterTuningJobObjective") or definition.get("TuningObjective")
+    if not objective:
+        raise ValidationException(
+            "HyperParameterTuningJobObjective is required: name the metric to optimise and "
+            "whether to Minimize or Maximize it."
+        )
+    metric_names = {
+        m["Name"] for m in definition["AlgorithmSpecification"].get("MetricDefinitions", [])
+    }
+    if objective["MetricName"] not in metric_names:
+        raise ValidationException(
+            "A metric is required for this hyperparameter tuning job objective. Provide a "
+            "metric in the metric definitions."
+        )
+    strategy = config["Strategy"]
+    ranges = config.get("ParameterRanges") or definition.get("HyperParameterRanges") or {}
+    parameters = build_search_space(ranges, strategy)
+    if not parameters:
+        raise ValidationException("ParameterRanges must name at least one hyperparameter to tune.")
+    static = set(definition.get("StaticHyperParameters", {}))
+    overlap = sorted(static & {p.name for p in parameters})
+    if overlap:
+        raise ValidationException(
+            f"Hyperparameters {', '.join(overlap)} are both static and tunable; remove them "
+            "from StaticHyperParameters or from ParameterRanges."
+        )
+    limits = config["ResourceLimits"]
+    max_jobs = limits.get("MaxNumberOfTrainingJobs")
+    if strategy == "Grid":
+        combinations = grid_size(parameters)
+        if max_jobs is not None and max_jobs != combinations:
+            raise ValidationException(
+                f"For the Grid strategy MaxNumberOfTrainingJobs must be left out or equal the "
+                f"number of distinct categorical combinations ({combinations}); got {max_jobs}."
+            )
+        max_jobs = combinations
+    elif max_jobs is None:
+        raise ValidationException(
+            f"ResourceLimits.MaxNumberOfTrainingJobs is required for the {strategy} strategy."
+        )
+    early_stopping = config.get("TrainingJobEarlyStoppingType", "Off") == "Auto"
+    if strategy == "Hyperband" and early_stopping:
+        raise ValidationException(
+            "The Hyperband strategy has its own early stopping: set TrainingJobEarlyStoppingType "
+            "to Off."
+        )
+    warm = request.get("WarmStartConfig") or {}
+    for parent in warm.get("ParentHyperParameterTuningJobs", []):
+        name = parent["HyperParameterTuningJobName"]
+        if find_parent(name) is None:
+            raise ValidationException(
+                f"Could not find parent hyperparameter tuning job {name} named in "
+                "WarmStartConfig.ParentHyperParameterTuningJobs."
+            )
+    return TuningSettings(
+        strategy=strategy,
+        objective_name=objective["MetricName"],
+        direction="minimize" if objective["Type"] == "Minimize" else "maximize",
+        max_jobs=max_jobs,
+        max_parallel=limits["MaxParallelTrainingJobs"],
+        max_runtime_s=limits.get("MaxRuntimeInSeconds"),
+        early_stopping=early_stopping,
+        seed=config.get("RandomSeed"),
+        parameters=parameters,
+    )

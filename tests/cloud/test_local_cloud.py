@@ -1,0 +1,140 @@
+"""The local cloud's deployment, Lambda runtime, trigger and API, on a toy template.
+
+The cloud runs as its own process (as `mlops up` starts it) and is stopped at the end of the
+module, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+
+from mlops import executions
+from mlops.local.process import start_cloud_process, stop_cloud_process
+
+TOY = Path(__file__).parent / "toy" / "template.yaml"
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy-cloud")
+    process, info = start_cloud_process(root, template=TOY, parameters={"Setting": "overridden"})
+    try:
+        yield info
+    finally:
+        stop_cloud_process(process)
+
+
+@pytest.fixture(scope="module")
+def aws(cloud):
+    session = boto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=cloud.region
+    )
+    return lambda service: session.client(service, endpoint_url=cloud.moto_url)
+
+
+def wait_for_executions(sfn, arn: str, count: int, timeout_s: float = 60) -> list[dict]:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        items = sfn.list_executions(stateMachineArn=arn)["executions"]
+        if len(items) >= count and all(item["status"] != "RUNNING" for item in items):
+            return items
+        time.sleep(0.3)
+    raise AssertionError(f"fewer than {count} finished executions after {timeout_s} s")
+
+
+def test_deployment_resolves_template_outputs_and_lists_what_is_not_emulated(cloud):
+    outputs = cloud.deployment["outputs"]
+    assert outputs["DataBucketName"] == "toy-data-123456789012"
+    assert outputs["Greeting"] == "toy in us-east-1 (overridden)"
+    assert cloud.deployment["not_emulated"] == ["ToyAlarm (AWS::CloudWatch::Alarm)"]
+
+
+def test_function_runs_with_its_layer_environment_and_context(cloud, aws):
+    function = cloud.deployment["functions"]["ToyFunction"]
+    response = aws("lambda").invoke(FunctionName=function, Payload=b"{}")
+    payload = json.loads(response["Payload"].read())
+    assert "FunctionError" not in response
+    assert payload["greeting"] == "hello from the layer"
+    assert payload["setting"] == "overridden"
+    assert 0 < payload["remaining_ms"] <= 2000
+
+
+def test_function_error_comes_back_as_lambda_returns_it(cloud, aws):
+    function = cloud.deployment["functions"]["ToyFunction"]
+    response = aws("lambda").invoke(FunctionName=function, Payload=json.dumps({"fail": True}))
+    payload = json.loads(response["Payload"].read())
+    assert response["FunctionError"] == "Unhandled"
+    assert payload["errorType"] == "ToyError"
+    assert "asked to fail" in payload["errorMessage"]
+
+
+def test_function_timeout_is_reported_and_the_environment_replaced(cloud, aws):
+    function = cloud.deployment["functions"]["ToyFunction"]
+    response = aws("lambda").invoke(FunctionName=function, Payload=json.dumps({"sleep": 5}))
+    payload = json.loads(response["Payload"].read())
+    assert payload["errorType"] == "Sandbox.Timedout"
+    after = aws("lambda").invoke(FunctionName=function, Payload=b"{}")
+    assert "FunctionError" not in after
+
+
+def test_function_logs_reach_cloudwatch_logs(cloud, aws):
+    function = cloud.deployment["functions"]["ToyFunction"]
+    aws("lambda").invoke(FunctionName=function, Payload=b"{}")
+    logs = aws("logs")
+    group = f"/aws/lambda/{function}"
+    deadline = time.time() + 10
+    messages: list[str] = []
+    while time.time() < deadline and not any("REPORT RequestId" in m for m in messages):
+        streams = logs.describe_log_streams(logGroupName=group)["logStreams"]
+        messages = [
+            event["message"]
+            for stream in streams
+            for event in logs.get_log_events(
+                logGroupName=group, logStreamName=stream["logStreamName"]
+            )["events"]
+        ]
+        time.sleep(0.2)
+    assert any('"function"' in m for m in messages)
+    assert any(m.startswith("REPORT RequestId") for m in messages)
+
+
+def test_manifest_upload_triggers_the_state_machine_whose_retry_and_catch_apply(cloud, aws):
+    bucket = cloud.deployment["outputs"]["DataBucketName"]
+    arn = cloud.deployment["outputs"]["StateMachineArn"]
+    aws("s3").put_object(Bucket=bucket, Key="datasets/a/other.txt", Body=b"not a trigger")
+    aws("s3").put_object(Bucket=bucket, Key="datasets/a/manifest.json", Body=b"{}")
+    sfn = aws("stepfunctions")
+    [execution] = wait_for_executions(sfn, arn, 1)
+    view = executions.describe(sfn, execution["executionArn"])
+    assert view.status == "FAILED"
+    assert view.error == "ToyFailed"
+    assert [step.name for step in view.steps] == ["Greet", "FailTwice", "Failed"]
+    fail_twice = view.steps[1]
+    assert fail_twice.attempts == 2  # the first try and one retry
+    assert fail_twice.status == "CAUGHT"
+    assert fail_twice.error == "ToyError"
+
+
+def test_api_requires_the_key_and_passes_binary_bodies_base64_encoded(cloud):
+    url = f"{cloud.api_url}/echo"
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+    denied = requests.post(url, data=png, headers={"Content-Type": "image/png"}, timeout=30)
+    assert denied.status_code == 403
+    assert denied.json() == {"message": "Forbidden"}
+    headers = {"Content-Type": "image/png", "x-api-key": cloud.api_key}
+    answer = requests.post(url, data=png, headers=headers, timeout=30)
+    assert answer.status_code == 200
+    assert answer.json() == {"isBase64Encoded": True, "length": len(base64.b64encode(png))}
+
+
+def test_api_unknown_route_gets_api_gateways_answer(cloud):
+    response = requests.get(f"{cloud.api_url}/nowhere", headers={"x-api-key": cloud.api_key}, timeout=30)
+    assert response.status_code == 403
+    assert response.json() == {"message": "Missing Authentication Token"}

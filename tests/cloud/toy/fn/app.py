@@ -1,0 +1,36 @@
+"""A toy function that exercises what the local Lambda runtime must provide."""
+
+import json
+import os
+import time
+
+import boto3
+from toy_common import GREETING
+
+sfn = boto3.client("stepfunctions")
+
+
+class ToyError(Exception):
+    pass
+
+
+def lambda_handler(event, context):
+    print(json.dumps({"function": context.function_name, "keys": sorted(event)}))
+    if "Records" in event:  # S3 notification: start the state machine once per object
+        key = event["Records"][0]["s3"]["object"]["key"]
+        sfn.start_execution(
+            stateMachineArn=os.environ["STATE_MACHINE_ARN"],
+            name=key.replace("%2F", "-").replace("/", "-").replace(".", "-"),
+            input=json.dumps({"key": key}),
+        )
+        return {"started": key}
+    if "httpMethod" in event:
+        body = {"isBase64Encoded": event["isBase64Encoded"], "length": len(event["body"] or "")}
+        return {"statusCode": 200, "headers": {"Content-Type": "application/json"},
+                "body": json.dumps(body)}
+    if event.get("sleep"):
+        time.sleep(event["sleep"])
+    if event.get("fail"):
+        raise ToyError(f"asked to fail ({GREETING})")
+    return {"greeting": GREETING, "remaining_ms": context.get_remaining_time_in_millis(),
+            "setting": os.environ["SETTING"]}

@@ -1,0 +1,706 @@
+"""The debugging rules, as smdebug Rule subclasses, without SageMaker Debugger.
+
+AWS closed Debugger to new customers and never published the built-in rule implementations
+(only their parameter configs in smdebug_rulesconfig). These classes follow the documented
+semantics and defaults of the built-in rules of the same names, over a trial that the smdebug
+hook wrote (`create_trial(path)`), driven by smdebug's own `invoke_rule`:
+
+  Overfit                  (mean valid loss - mean train loss) / mean train loss > ratio_threshold
+                           for `patience` validation passes in a row (from `start_step` on).
+  Overtraining             the train loss has not improved by more than `delta` for
+                           `patience_train` passes, or the valid loss for `patience_validation`.
+  PoorWeightInitialization in the first `steps` training steps: the largest/smallest variance of
+                           the activation inputs (`activation_inputs_regex`) > `threshold`, or the
+                           5th-95th percentile spread of the gradients < `distribution_range`, or
+                           the loss made no new minimum for `patience` steps.
+  VanishingGradient        the mean |gradient| of a layer < `threshold`.
+  LossNotDecreasing        every `num_steps`, the loss is compared with the loss saved at least
+                           `num_steps` earlier; it must have dropped by `diff_percent` percent.
+                           Mode: EVAL if saved, else TRAIN, else GLOBAL (as AWS documents).
+
+A "pass" is one contiguous run of saved steps of one mode (a TRAIN epoch, or a validation pass),
+its loss the mean of the batch losses saved in it: single batch losses are too noisy to compare
+with AWS's small default patiences. Results use SageMaker's status words:
+NoIssuesFound, IssuesFound (with the step and a reason), Error (with a reason).
+
+    python -m training.rules <trial dir> --json [--rules Overfit,VanishingGradient]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from smdebug.core.modes import ModeKeys
+from smdebug.exceptions import RuleEvaluationConditionMet
+from smdebug.rules.rule import Rule
+from smdebug.rules.rule_invoker import invoke_rule
+from smdebug.trials import create_trial
+
+NO_ISSUES = "NoIssuesFound"
+ISSUES = "IssuesFound"
+ERROR = "Error"
+LOSSES = "losses"
+GRADIENTS = "gradients"
+
+
+class RuleDataError(Exception):
+    """The trial lacks the tensors a rule needs: the rule's status is Error, with this reason."""
+
+
+@dataclass
+class Pass:
+    """Consecutive saved steps of one mode: an epoch of training or one validation pass."""
+
+    mode: ModeKeys
+    steps: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+
+    @property
+    def last_step(self) -> int:
+        return self.steps[-1]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.values))
+
+
+class _ProjectRule(Rule):
+    """Shared plumbing: typed parameters with AWS defaults, firing with a reason, data checks."""
+
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, base_trial: Any, **parameters: Any) -> None:
+        super().__init__(base_trial, action_str="")
+        for name, value in _coerce_parameters(type(self).__name__, self.DEFAULTS, parameters):
+            setattr(self, name, value)
+        self.reason = ""
+        self.evaluations = 0
+
+    def fire(self, step: int, reason: str) -> bool:
+        """Record why the condition is met; invoke() then raises RuleEvaluationConditionMet."""
+        self.reason = f"step {step}: {reason}"
+        return True
+
+    def check_data(self) -> None:
+        """Raise RuleDataError when the trial cannot answer this rule at all."""
+
+    def summary(self) -> str:
+        """StatusDetails for a NoIssuesFound result."""
+        return f"{self.evaluations} checks, condition never met"
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss-based rules
+# ---------------------------------------------------------------------------------------------
+
+
+class _LossRule(_ProjectRule):
+    """Rules that read scalar losses: the `losses` collection, narrowed by `tensor_regex`."""
+
+    def loss_names(self) -> list[str]:
+        regexes = _split_list(getattr(self, "tensor_regex", None))
+        names: set[str] = set()
+        for collection in _split_list(getattr(self, "collection_names", None)):
+            names.update(_collection_tensors(self.base_trial, collection))
+        for regex in regexes:
+            names.update(self.base_trial.tensor_names(regex=regex))
+        if getattr(self, "use_losses_collection", True) and not regexes:
+            names.update(_collection_tensors(self.base_trial, LOSSES))
+        if not names:
+            raise RuleDataError(
+                "no loss tensors were saved (collection 'losses'"
+                + (f" or regex {', '.join(regexes)}" if regexes else "")
+                + "); save the losses collection with the debug hook"
+            )
+        return sorted(names)
+
+    def passes(self) -> dict[str, list[Pass]]:
+        """Loss passes per tensor, read once: rules run on a finished trial."""
+        if not hasattr(self, "_passes"):
+            self._passes = {name: _loss_passes(self.base_trial, name) for name in self.loss_names()}
+        return self._passes
+
+    def check_data(self) -> None:
+        self.loss_names()
+
+
+class Overfit(_LossRule):
+    """The validation loss is much larger than the training loss (AWS Overfit rule)."""
+
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "tensor_regex": None,
+        "start_step": 0,
+        "patience": 1,
+        "ratio_threshold": 0.1,
+    }
+
+    def __init__(self, base_trial: Any, **parameters: Any) -> None:
+        super().__init__(base_trial, **parameters)
+        self.exceeded = 0
+
+    def check_data(self) -> None:
+        modes = {p.mode for passes in self.passes().values() for p in passes}
+        missing = [m.name for m in (ModeKeys.TRAIN, ModeKeys.EVAL) if m not in modes]
+        if missing:
+            raise RuleDataError(
+                f"no {' or '.join(missing)} losses were saved; Overfit compares both modes"
+            )
+
+    def invoke_at_step(self, step: int) -> bool:
+        if step < self.start_step:
+            return False
+        for name, passes in self.passes().items():
+            i = _pass_ending_at(passes, step, ModeKeys.EVAL)
+            train = _previous_pass(passes, i, ModeKeys.TRAIN)
+            if i is None or train is None or train.mean <= 0:
+                continue
+            valid = passes[i].mean
+            ratio = (valid - train.mean) / train.mean
+            self.evaluations += 1
+            self.exceeded = self.exceeded + 1 if ratio > self.ratio_threshold else 0
+            if self.exceeded >= self.patience:
+                return self.fire(
+                    step,
+                    f"{name}: mean valid loss {valid:.4f} is {ratio:.1%} above mean train loss "
+                    f"{train.mean:.4f} (ratio_threshold {self.ratio_threshold}) for "
+                    f"{self.exceeded} validation pass(es)",
+                )
+        return False
+
+    def summary(self) -> str:
+        return f"compared {self.evaluations} validation passes with the training loss"
+
+
+@dataclass
+class _Plateau:
+    """Counts passes since the loss last improved on its best by more than `delta`."""
+
+    patience: int
+    delta: float
+    best: float = math.inf
+    best_step: int = -1
+    waited: int = 0
+
+    def update(self, value: float, step: int) -> bool:
+        """Return True when the loss has not improved for `patience` passes."""
+        if value < self.best - self.delta:
+            self.best, self.best_step, self.waited = value, step, 0
+        else:
+            self.waited += 1
+        return self.waited >= self.patience
+
+
+class Overtraining(_LossRule):
+    """Training went on after the losses stopped improving (AWS Overtraining rule)."""
+
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "tensor_regex": None,
+        "patience_train": 5,
+        "patience_validation": 10,
+        "delta": 0.01,
+    }
+
+    def __init__(self, base_trial: Any, **parameters: Any) -> None:
+        super().__init__(base_trial, **parameters)
+        self.plateaus: dict[tuple[str, ModeKeys], _Plateau] = {}
+
+    def invoke_at_step(self, step: int) -> bool:
+        for name, passes in self.passes().items():
+            for mode, patience, label in (
+                (ModeKeys.TRAIN, self.patience_train, "training"),
+                (ModeKeys.EVAL, self.patience_validation, "validation"),
+            ):
+                i = _pass_ending_at(passes, step, mode)
+                if i is None:
+                    continue
+                plateau = self.plateaus.setdefault((name, mode), _Plateau(patience, self.delta))
+                self.evaluations += 1
+                if plateau.update(passes[i].mean, step):
+                    return self.fire(
+                        step,
+                        f"{name}: {label} loss has not improved by more than {self.delta} for "
+                        f"{plateau.waited} passes (best {plateau.best:.4f} at step "
+                        f"{plateau.best_step}, now {passes[i].mean:.4f})",
+                    )
+        return False
+
+    def summary(self) -> str:
+        return f"followed {self.evaluations} training and validation passes"
+
+
+class LossNotDecreasing(_LossRule):
+    """The loss does not drop by `diff_percent` % every `num_steps` (AWS LossNotDecreasing)."""
+
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "collection_names": None,
+        "tensor_regex": None,
+        "use_losses_collection": True,
+        "num_steps": 10,
+        "diff_percent": 0.1,
+        "mode": None,
+    }
+
+    def __init__(self, base_trial: Any, **parameters: Any) -> None:
+        super().__init__(base_trial, **parameters)
+        if self.num_steps < 1:
+            raise ValueError("num_steps must be at least 1")
+        if not 0.0 <= self.diff_percent < 100.0:
+            raise ValueError("diff_percent must be in [0, 100)")
+        self.last_checked: dict[str, int] = {}
+        self._mode: ModeKeys | None = None
+
+    def selected_mode(self) -> ModeKeys:
+        """The mode asked for, else the first of EVAL, TRAIN, GLOBAL that has losses."""
+        if self._mode is None:
+            if self.mode is not None:
+                self._mode = _mode_named(self.mode)
+            else:
+                names = self.loss_names()
+                order = (ModeKeys.EVAL, ModeKeys.TRAIN, ModeKeys.GLOBAL)
+                self._mode = next(
+                    (m for m in order if any(self._steps(n, m) for n in names)), ModeKeys.GLOBAL
+                )
+        return self._mode
+
+    def _steps(self, name: str, mode: ModeKeys) -> list[int]:
+        return self.base_trial.tensor(name).steps(mode=mode)
+
+    def check_data(self) -> None:
+        names = self.loss_names()
+        mode = self.selected_mode()
+        if not any(self._steps(n, mode) for n in names):
+            raise RuleDataError(f"no losses were saved in mode {mode.name}")
+
+    def invoke_at_step(self, step: int) -> bool:
+        mode = self.selected_mode()
+        if mode == ModeKeys.GLOBAL:
+            mode_step = step
+        else:
+            step_mode, mode_step = self.base_trial.mode_modestep(step)
+            if step_mode != mode:
+                return False
+        for name in self.loss_names():
+            if self._check(name, mode, mode_step):
+                return self.fire(step, self.reason)
+        return False
+
+    def _check(self, name: str, mode: ModeKeys, mode_step: int) -> bool:
+        steps = self._steps(name, mode)
+        if mode_step not in steps:
+            return False
+        last = self.last_checked.setdefault(name, steps[0])
+        if mode_step < last + self.num_steps:
+            return False
+        earlier = max(s for s in steps if s <= mode_step - self.num_steps)
+        tensor = self.base_trial.tensor(name)
+        now = float(np.mean(tensor.value(mode_step, mode=mode)))
+        before = float(np.mean(tensor.value(earlier, mode=mode)))
+        self.last_checked[name] = mode_step
+        self.evaluations += 1
+        where = f"{mode.name} step {mode_step}"
+        if not math.isfinite(now):
+            self.reason = f"{name} is {now} at {where}"
+            return True
+        required = before - abs(before) * self.diff_percent / 100.0
+        not_decreasing = now > required if self.diff_percent > 0 else now >= before
+        if not_decreasing:
+            self.reason = (
+                f"{name} {now:.6f} at {where} did not decrease by {self.diff_percent}% from "
+                f"{before:.6f} at {mode.name} step {earlier} ({mode_step - earlier} steps earlier)"
+            )
+        return not_decreasing
+
+    def summary(self) -> str:
+        mode = self._mode.name if self._mode else "?"
+        if self.evaluations == 0:
+            return f"not evaluated: fewer than num_steps={self.num_steps} {mode} steps were saved"
+        return f"{self.evaluations} comparisons of {mode} losses {self.num_steps} steps apart"
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient and activation rules
+# ---------------------------------------------------------------------------------------------
+
+
+class VanishingGradient(_ProjectRule):
+    """Some layer's mean |gradient| is below `threshold` (AWS VanishingGradient rule)."""
+
+    DEFAULTS: ClassVar[dict[str, Any]] = {"threshold": 1e-7}
+
+    def check_data(self) -> None:
+        if not _gradient_names(self.base_trial):
+            raise RuleDataError("no gradients were saved; save the gradients collection")
+
+    def invoke_at_step(self, step: int) -> bool:
+        means = {
+            name: float(self.base_trial.tensor(name).reduction_value(step, "mean", abs=True))
+            for name in _gradient_names(self.base_trial, step)
+        }
+        if not means:
+            return False
+        self.evaluations += 1
+        name = min(means, key=lambda n: means[n])
+        if means[name] < self.threshold:
+            return self.fire(
+                step, f"mean |gradient| of {name} is {means[name]:.3g} < {self.threshold}"
+            )
+        return False
+
+    def summary(self) -> str:
+        return f"checked the gradients of {self.evaluations} steps"
+
+
+class PoorWeightInitialization(_ProjectRule):
+    """Signs of a bad initialisation in the first training steps (AWS PoorWeightInitialization)."""
+
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "activation_inputs_regex": ".*relu_input",
+        "threshold": 10.0,
+        "distribution_range": 0.001,
+        "patience": 5,
+        "steps": 10,
+    }
+
+    def __init__(self, base_trial: Any, **parameters: Any) -> None:
+        super().__init__(base_trial, **parameters)
+        self.loss_plateau = _Plateau(self.patience, 0.0)
+
+    def activation_names(self, step: int | None = None) -> list[str]:
+        names: set[str] = set()
+        for regex in _split_list(self.activation_inputs_regex):
+            names.update(_tensor_names(self.base_trial, regex=regex, step=step))
+        return sorted(names)
+
+    def check_data(self) -> None:
+        if not self.activation_names() and not _gradient_names(self.base_trial):
+            raise RuleDataError(
+                f"no activation inputs matching {self.activation_inputs_regex!r} and no gradients "
+                "were saved; save the relu_input and gradients collections"
+            )
+
+    def in_window(self, step: int) -> bool:
+        """Only the first `steps` training steps (global steps when no mode was set) count."""
+        mode, mode_step = self.base_trial.mode_modestep(step)
+        if mode == ModeKeys.TRAIN:
+            return mode_step < self.steps
+        return mode == ModeKeys.GLOBAL and step < self.steps
+
+    def invoke_at_step(self, step: int) -> bool:
+        if not self.in_window(step):
+            return False
+        for check in (self._activation_variance, self._gradient_spread, self._loss_progress):
+            reason = check(step)
+            if reason:
+                return self.fire(step, reason)
+        return False
+
+    def _activation_variance(self, step: int) -> str:
+        variances = {
+            name: float(self.base_trial.tensor(name).reduction_value(step, "variance"))
+            for name in self.activation_names(step)
+        }
+        if len(variances) < 2:
+            return ""
+        self.evaluations += 1
+        low = min(variances, key=lambda n: variances[n])
+        high = max(variances, key=lambda n: variances[n])
+        ratio = math.inf if variances[low] == 0 else variances[high] / variances[low]
+        if ratio > self.threshold:
+            return (
+                f"activation input variance ranges from {variances[low]:.3g} ({low}) to "
+                f"{variances[high]:.3g} ({high}), ratio {ratio:.3g} > {self.threshold}"
+            )
+        return ""
+
+    def _gradient_spread(self, step: int) -> str:
+        names = _gradient_names(self.base_trial, step)
+        if not names:
+            return ""
+        values = np.concatenate(
+            [np.ravel(self.base_trial.tensor(n).value(step)) for n in names]
+        ).astype(np.float64)
+        self.evaluations += 1
+        p5, p95 = np.percentile(values, [5, 95])
+        if p95 - p5 < self.distribution_range:
+            return (
+                f"gradients are bunched: 5th-95th percentile range {p95 - p5:.3g} < "
+                f"distribution_range {self.distribution_range}"
+            )
+        return ""
+
+    def _loss_progress(self, step: int) -> str:
+        losses = [
+            float(np.mean(self.base_trial.tensor(n).value(step)))
+            for n in _collection_tensors(self.base_trial, LOSSES)
+            if step in self.base_trial.tensor(n).steps()
+        ]
+        if not losses:
+            return ""
+        self.evaluations += 1
+        if self.loss_plateau.update(losses[0], step):
+            return (
+                f"loss has not reached a new minimum for {self.loss_plateau.waited} steps "
+                f"(best {self.loss_plateau.best:.4f}) within the first {self.steps} steps"
+            )
+        return ""
+
+    def summary(self) -> str:
+        return f"{self.evaluations} checks in the first {self.steps} training steps"
+
+
+RULES: dict[str, type[_ProjectRule]] = {
+    cls.__name__: cls
+    for cls in (
+        Overfit,
+        Overtraining,
+        PoorWeightInitialization,
+        VanishingGradient,
+        LossNotDecreasing,
+    )
+}
+RULE_NAMES = tuple(RULES)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation: trial -> DebugRuleEvaluationStatuses-shaped results
+# ---------------------------------------------------------------------------------------------
+
+
+def status(name: str, word: str, details: str) -> dict[str, str]:
+    """One entry of DescribeTrainingJob's DebugRuleEvaluationStatuses."""
+    return {"RuleConfigurationName": name, "RuleEvaluationStatus": word, "StatusDetails": details}
+
+
+def evaluate_rule(
+    trial: Any, rule: str, parameters: dict[str, Any] | None = None, name: str | None = None
+) -> dict[str, str]:
+    """Run one rule over every saved step of `trial`; the status is reported under `name`."""
+    name = name or rule
+    if rule not in RULES:
+        return status(name, ERROR, f"unknown rule {rule!r}; valid rules: {', '.join(RULE_NAMES)}")
+    try:
+        instance = RULES[rule](trial, **(parameters or {}))
+        instance.check_data()
+        invoke_rule(instance, start_step=0, end_step=max(trial.steps()) + 1, raise_eval_cond=True)
+    except RuleEvaluationConditionMet:
+        return status(name, ISSUES, instance.reason)
+    except (RuleDataError, ValueError) as e:
+        return status(name, ERROR, str(e))
+    except Exception as e:  # one broken rule must not hide the statuses of the others
+        return status(name, ERROR, f"rule failed: {type(e).__name__}: {e}")
+    return status(name, NO_ISSUES, instance.summary())
+
+
+def evaluate_rules(
+    trial_dir: str | Path,
+    rules: list[str] | tuple[str, ...] | None = None,
+    parameters: dict[str, dict[str, Any]] | None = None,
+) -> list[dict[str, str]]:
+    """Evaluate `rules` (default: all five) on the trial in `trial_dir`."""
+    parameters = parameters or {}
+    configurations = [
+        {
+            "RuleConfigurationName": r,
+            "RuleParameters": {"rule_to_invoke": r, **parameters.get(r, {})},
+        }
+        for r in (rules or RULE_NAMES)
+    ]
+    return evaluate_rule_configurations(trial_dir, configurations)
+
+
+def evaluate_rule_configurations(
+    trial_dir: str | Path, configurations: list[dict[str, Any]]
+) -> list[dict[str, str]]:
+    """Evaluate CreateTrainingJob `DebugRuleConfigurations` entries (RuleParameters name the
+    class in `rule_to_invoke`, the rest are its parameters, as strings or values)."""
+    trial, problem = _open_trial(trial_dir)
+    results = []
+    for configuration in configurations:
+        name = configuration["RuleConfigurationName"]
+        parameters = dict(configuration.get("RuleParameters") or {})
+        rule = parameters.pop("rule_to_invoke", name)
+        if problem:
+            results.append(status(name, ERROR, problem))
+        else:
+            results.append(evaluate_rule(trial, rule, parameters, name))
+    return results
+
+
+def _open_trial(trial_dir: str | Path) -> tuple[Any, str]:
+    """Return (trial, "") or (None, why the trial cannot be read)."""
+    path = Path(trial_dir)
+    if not path.is_dir():
+        return None, f"no debugging data was saved: {path} does not exist"
+    try:
+        trial = create_trial(str(path))
+        steps = trial.steps()
+    except Exception as e:  # smdebug raises many types for unreadable trials
+        return None, f"cannot read the debugging data in {path}: {type(e).__name__}: {e}"
+    if not steps:
+        return None, f"no debugging data was saved in {path}"
+    return trial, ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers over an smdebug trial
+# ---------------------------------------------------------------------------------------------
+
+
+def _coerce_parameters(
+    rule: str, defaults: dict[str, Any], given: dict[str, Any]
+) -> list[tuple[str, Any]]:
+    """Apply AWS defaults and convert RuleParameters strings ("10", "0.1", "True") to types."""
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {', '.join(unknown)} for {rule}; "
+            f"valid parameters: {', '.join(defaults)}"
+        )
+    values = []
+    for name, default in defaults.items():
+        value = given.get(name, default)
+        if value is not None and default is not None:
+            value = _convert(rule, name, value, type(default))
+        values.append((name, value))
+    return values
+
+
+def _convert(rule: str, name: str, value: Any, kind: type) -> Any:
+    if kind is bool and isinstance(value, str):
+        if value.lower() not in ("true", "false"):
+            raise ValueError(f"{rule}.{name} must be true or false, got {value!r}")
+        return value.lower() == "true"
+    try:
+        return kind(value)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{rule}.{name} must be a {kind.__name__}, got {value!r}") from e
+
+
+def _split_list(value: str | list[str] | None) -> list[str]:
+    """AWS takes lists of regexes as a list or as a comma-separated string."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return list(value)
+
+
+def _mode_named(name: str) -> ModeKeys:
+    try:
+        return ModeKeys[str(name).upper()]
+    except KeyError as e:
+        valid = ", ".join(m.name for m in (ModeKeys.EVAL, ModeKeys.TRAIN, ModeKeys.GLOBAL))
+        raise ValueError(f"unknown mode {name!r}; valid modes: {valid}") from e
+
+
+def _tensor_names(trial: Any, regex: str, step: int | None = None) -> list[str]:
+    names = trial.tensor_names(regex=regex)
+    if step is None:
+        return names
+    return [n for n in names if step in trial.tensor(n).steps()]
+
+
+def _collection_tensors(trial: Any, collection: str) -> list[str]:
+    """Tensors of a collection; [] when the trial never had that collection."""
+    if collection not in trial.collections():
+        return []
+    return trial.tensor_names(collection=collection)
+
+
+def _gradient_names(trial: Any, step: int | None = None) -> list[str]:
+    names = _collection_tensors(trial, GRADIENTS) or trial.tensor_names(regex="^gradient")
+    if step is None:
+        return names
+    return [n for n in names if step in trial.tensor(n).steps()]
+
+
+def _loss_passes(trial: Any, name: str) -> list[Pass]:
+    """Group a loss tensor's saved values into passes: runs of consecutive steps of one mode."""
+    passes: list[Pass] = []
+    tensor = trial.tensor(name)
+    for step in tensor.steps():
+        mode = trial.mode(step) or ModeKeys.GLOBAL
+        if not passes or passes[-1].mode != mode:
+            passes.append(Pass(mode))
+        passes[-1].steps.append(step)
+        passes[-1].values.append(float(np.mean(tensor.value(step))))
+    return passes
+
+
+def _pass_ending_at(passes: list[Pass], step: int, mode: ModeKeys) -> int | None:
+    for i, p in enumerate(passes):
+        if p.mode == mode and p.last_step == step:
+            return i
+    return None
+
+
+def _previous_pass(passes: list[Pass], index: int | None, mode: ModeKeys) -> Pass | None:
+    if index is None:
+        return None
+    return next((p for p in reversed(passes[:index]) if p.mode == mode), None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+
+def _parse_param(text: str) -> tuple[str, str, str]:
+    match = re.fullmatch(r"(\w+)\.(\w+)=(.*)", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected Rule.parameter=value, got {text!r}")
+    return match.group(1), match.group(2), match.group(3)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Evaluate the debugging rules on a trial.")
+    parser.add_argument("trial_dir", type=str, help="folder the smdebug hook wrote (out_dir)")
+    parser.add_argument("--json", action="store_true", help="print the statuses as JSON")
+    parser.add_argument(
+        "--rules",
+        default=",".join(RULE_NAMES),
+        type=str,
+        help=f"comma-separated rules to run (default: all of {', '.join(RULE_NAMES)})",
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        type=_parse_param,
+        help="override a rule parameter, e.g. --param Overfit.patience=3 (repeatable)",
+    )
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    unknown = [r for r in rules if r not in RULES]
+    if unknown:
+        print(
+            f"error: unknown rule(s) {', '.join(unknown)}; valid rules: {', '.join(RULE_NAMES)}",
+            file=sys.stderr,
+        )
+        return 2
+    parameters: dict[str, dict[str, str]] = {}
+    for rule, key, value in args.param:
+        parameters.setdefault(rule, {})[key] = value
+    results = evaluate_rules(args.trial_dir, rules, parameters)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            name, word = r["RuleConfigurationName"], r["RuleEvaluationStatus"]
+            print(f"{name}: {word} - {r['StatusDetails']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))

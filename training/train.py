@@ -1,0 +1,571 @@
+"""Train a torchvision ResNet image classifier under the SageMaker training contract.
+
+One entry point for tuning trials and for the profiled retrain. SageMaker runs it as
+`python train.py --name value ...` with the data channels and output folders in SM_* variables:
+
+    SM_CHANNEL_TRAIN, SM_CHANNEL_VALID, SM_CHANNEL_TEST   <split>/<NNN.Label>/<image>
+    SM_MODEL_DIR        model.pth (state_dict), model_info.json, classes.json, code/inference.py
+    SM_OUTPUT_DATA_DIR  history.json, skipped_files.json, rule_statuses.json (when rules ran)
+
+Phases: load and check the data; build the model (new head sized to the classes); restore the
+checkpoint if one exists (managed spot training restarts the job from /opt/ml/checkpoints);
+train, printing one metric line per epoch for train and valid (tuning sees only these); save the
+model; evaluate the test split once; run the debugging rules on the tensors the smdebug hook
+saved. See docs/contracts.md for every name used here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+# smdebug logs at INFO on import and on every hook action; that drowns the metric lines.
+# Set before smdebug is first imported (its logger reads this once); override from outside.
+os.environ.setdefault("SMDEBUG_LOG_LEVEL", "warning")
+
+import numpy as np
+import smdebug.pytorch as smd
+import torch
+from smdebug.core.modes import ModeKeys
+from smdebug.core.save_config import SaveConfig, SaveConfigMode
+from torch import nn
+
+try:  # imported as part of the `training` package (tests, tooling)
+    from . import data, inference, metrics, rules
+except ImportError:  # run as a script from inside training/ (SageMaker's entry point)
+    import data
+    import inference
+    import metrics
+    import rules
+
+SAGEMAKER_CHECKPOINT_DIR = Path("/opt/ml/checkpoints")
+SAGEMAKER_HOOK_CONFIG = Path("/opt/ml/input/config/debughookconfig.json")
+HOOK_CONFIG_ENV = "SMDEBUG_CONFIG_FILE_PATH"
+CHECKPOINT_FILE = "checkpoint.pth"
+TRAINING_END_MARKER = "training_job_end.ts"  # smdebug's "this trial is finished" file
+OPTIMIZERS = ("sgd", "adamw")
+DEBUG_COLLECTIONS = ("losses", "weights", "biases", "gradients", "relu_input")
+
+
+class SetupError(Exception):
+    """The job cannot start as asked (weights unavailable, mismatched checkpoint, bad config)."""
+
+
+@dataclass
+class EpochStats:
+    """Loss averaged over samples (sum of batch loss x batch size / n) and accuracy."""
+
+    loss: float
+    accuracy: float
+    samples: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Arguments
+# ---------------------------------------------------------------------------------------------
+
+
+def str2bool(text: str) -> bool:
+    """SageMaker passes every hyperparameter as a string: accept true/false (any case), 1/0."""
+    value = str(text).strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+    return value
+
+
+def default_workers() -> int:
+    """Leave a core for the training loop; decoding small images rarely needs more than four."""
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train a ResNet classifier on <split>/<NNN.Label>/<image> folders "
+        "(SageMaker training contract: data and outputs in SM_* variables)."
+    )
+    add = parser.add_argument
+    add("--model", default="resnet18", choices=inference.SUPPORTED_MODELS, help="architecture")
+    add("--batch-size", default=64, type=positive_int, help="images per training batch")
+    add("--lr", default=0.05, type=positive_float, help="initial learning rate (cosine decay)")
+    add("--epochs", default=10, type=positive_int, help="total epochs (also when resuming)")
+    add("--optimizer", default="sgd", choices=OPTIMIZERS, help="sgd (momentum 0.9) or adamw")
+    add("--weight-decay", default=1e-4, type=float, help="L2 weight decay")
+    add("--pretrained", default=False, type=str2bool, help="start from ImageNet weights")
+    add("--freeze-backbone", default=False, type=str2bool, help="train only the new head")
+    add("--image-size", default=224, type=positive_int, help="side of the square model input")
+    add("--hflip", default=True, type=str2bool, help="random horizontal flips (not for digits)")
+    add("--seed", default=0, type=int, help="seed for weights, shuffling and augmentation")
+    add("--workers", default=default_workers(), type=int, help="data loading processes")
+    add(
+        "--checkpoint-dir",
+        default=None,
+        type=str,
+        help=f"where to checkpoint each epoch and resume from ({SAGEMAKER_CHECKPOINT_DIR} "
+        "wins when it exists; neither: no checkpoints)",
+    )
+    add(
+        "--debug-out-dir",
+        default=None,
+        type=str,
+        help=f"save smdebug tensors here when no hook config ({HOOK_CONFIG_ENV} or "
+        f"{SAGEMAKER_HOOK_CONFIG}) is given",
+    )
+    add(
+        "--debug-save-interval",
+        default=500,
+        type=positive_int,
+        help="training steps between saved weights/gradients/ReLU inputs (losses: every step)",
+    )
+    add(
+        "--run-rules",
+        default=None,
+        type=str2bool,
+        help="evaluate the debugging rules at the end (default: true when a hook is active)",
+    )
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if args.image_size < 16:
+        raise SetupError(f"--image-size must be at least 16 pixels, got {args.image_size}")
+    if args.workers < 0:
+        raise SetupError(f"--workers must be 0 or more, got {args.workers}")
+    if args.weight_decay < 0:
+        raise SetupError(f"--weight-decay must be 0 or more, got {args.weight_decay}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment (SageMaker training contract)
+# ---------------------------------------------------------------------------------------------
+
+
+def channel_dir(name: str) -> Path:
+    return Path(os.environ.get(f"SM_CHANNEL_{name.upper()}", f"/opt/ml/input/data/{name}"))
+
+
+def model_dir() -> Path:
+    return Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
+
+
+def output_data_dir() -> Path:
+    return Path(os.environ.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data"))
+
+
+def checkpoint_dir(args: argparse.Namespace) -> Path | None:
+    if SAGEMAKER_CHECKPOINT_DIR.is_dir():
+        return SAGEMAKER_CHECKPOINT_DIR
+    return Path(args.checkpoint_dir) if args.checkpoint_dir else None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data and model
+# ---------------------------------------------------------------------------------------------
+
+
+def load_data(args: argparse.Namespace) -> tuple[list[str], dict[str, data.Split]]:
+    """Scan the three channels; the class list comes from the train split."""
+    classes = data.find_classes(channel_dir("train"))
+    splits = {name: data.scan_split(name, channel_dir(name), classes) for name in metrics.SPLITS}
+    return classes, splits
+
+
+def build_loaders(
+    args: argparse.Namespace, splits: dict[str, data.Split]
+) -> dict[str, torch.utils.data.DataLoader]:
+    resize = inference.resize_size_for(args.image_size)
+    train_tf = data.build_train_transform(args.image_size, resize, args.hflip)
+    eval_tf = inference.build_eval_transform(args.image_size, resize)
+    loaders = {}
+    for name, split in splits.items():
+        training = name == "train"
+        dataset = data.ImageFolderDataset(split.samples, train_tf if training else eval_tf)
+        loaders[name] = data.make_loader(
+            dataset, args.batch_size, shuffle=training, workers=args.workers, seed=args.seed
+        )
+    return loaders
+
+
+def build_model(args: argparse.Namespace, num_classes: int) -> nn.Module:
+    """ResNet with a new head; ImageNet weights on request, with a clear error offline."""
+    weights = "DEFAULT" if args.pretrained else None
+    try:
+        model = inference.build_model(args.model, num_classes, weights=weights)
+    except (OSError, RuntimeError) as e:  # URLError is an OSError; a bad cache file, Runtime
+        raise SetupError(
+            f"--pretrained true needs torchvision's ImageNet weights for {args.model}, which "
+            f"could not be loaded ({type(e).__name__}: {e}). Fix: give the job internet access, "
+            f"or put the weights file in {torch.hub.get_dir()}/checkpoints, "
+            "or train from scratch with --pretrained false"
+        ) from e
+    if args.freeze_backbone:
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad = name.startswith("fc.")
+    return model
+
+
+def build_optimizer(
+    args: argparse.Namespace, model: nn.Module
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.CosineAnnealingLR]:
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    if args.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            parameters, lr=args.lr, momentum=0.9, weight_decay=args.weight_decay
+        )
+    elif args.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=args.weight_decay)
+    else:
+        raise SetupError(f"unknown optimizer {args.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
+    return optimizer, scheduler
+
+
+# ---------------------------------------------------------------------------------------------
+# smdebug hook
+# ---------------------------------------------------------------------------------------------
+
+
+def hook_config_path() -> Path | None:
+    """The JSON hook config SageMaker writes, or the one SMDEBUG_CONFIG_FILE_PATH names."""
+    named = os.environ.get(HOOK_CONFIG_ENV)
+    if named:
+        if not Path(named).is_file():
+            raise SetupError(f"{HOOK_CONFIG_ENV}={named} does not exist")
+        return Path(named)
+    return SAGEMAKER_HOOK_CONFIG if SAGEMAKER_HOOK_CONFIG.is_file() else None
+
+
+def build_debug_hook(args: argparse.Namespace, resuming: bool) -> smd.Hook | None:
+    """A hook from SageMaker's JSON config when present, else from --debug-out-dir, else none."""
+    config = hook_config_path()
+    if config is not None:
+        out_dir = json.loads(config.read_text()).get("LocalPath", "/opt/ml/output/tensors")
+        reopen_trial(Path(out_dir), resuming)
+        return smd.Hook.create_from_json_file(str(config))
+    if args.debug_out_dir is None:
+        return None
+    reopen_trial(Path(args.debug_out_dir), resuming)
+    hook = smd.Hook(
+        out_dir=args.debug_out_dir,
+        save_config=SaveConfig(save_interval=args.debug_save_interval),
+        include_collections=list(DEBUG_COLLECTIONS),
+    )
+    configure_collections(hook, args.debug_save_interval)
+    return hook
+
+
+def configure_collections(hook: smd.Hook, interval: int) -> None:
+    """Losses every step in every mode (the rules compare them); the heavy tensors only every
+    `interval` training steps, step 0 included, and never while evaluating."""
+    hook.get_collection("relu_input").include(".*relu_input")
+    never = SaveConfigMode(start_step=0, end_step=0)
+    train_only = {
+        ModeKeys.TRAIN: SaveConfigMode(save_interval=interval),
+        ModeKeys.EVAL: never,
+        ModeKeys.PREDICT: never,
+        ModeKeys.GLOBAL: never,
+    }
+    for name in ("weights", "biases", "gradients", "relu_input"):
+        hook.get_collection(name).save_config = train_only
+    hook.get_collection("losses").save_config = SaveConfig(save_interval=1)
+
+
+def reopen_trial(out_dir: Path, resuming: bool) -> None:
+    """A resumed job appends to its own trial; smdebug refuses a folder marked finished."""
+    marker = out_dir / TRAINING_END_MARKER
+    if resuming and marker.exists():
+        marker.unlink()
+
+
+def attach_hook(hook: smd.Hook, model: nn.Module, criterion: nn.Module) -> None:
+    """Record ReLU inputs truthfully, then register the model and the loss.
+
+    smdebug records module inputs in a forward hook, after forward ran: an in-place ReLU has
+    already overwritten its input by then, so "relu_input" would hold ReLU outputs.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.ReLU):
+            module.inplace = False
+    hook.register_module(model)
+    hook.register_loss(criterion)
+
+
+def hook_steps(hook: smd.Hook | None) -> dict[str, Any] | None:
+    """The hook's step counters, checkpointed so a resumed job continues the same numbering."""
+    if hook is None:
+        return None
+    return {"step": hook.step, "modes": {m.name: s for m, s in hook.mode_steps.items()}}
+
+
+def restore_hook_steps(hook: smd.Hook | None, saved: dict[str, Any] | None) -> None:
+    if hook is None or not saved or hook.training_run > 0:  # smdebug restored itself
+        return
+    hook.init_step = hook.step = saved["step"]
+    hook.mode_steps = {ModeKeys[name]: step for name, step in saved["modes"].items()}
+
+
+def set_mode(hook: smd.Hook | None, mode: ModeKeys) -> None:
+    if hook is not None:
+        hook.set_mode(mode)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training and evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: torch.utils.data.DataLoader,
+    device: torch.device,
+) -> EpochStats:
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    for images, targets in loader:
+        images, targets = images.to(device), targets.to(device)
+        optimizer.zero_grad(set_to_none=True)
+        outputs = model(images)
+        loss = criterion(outputs, targets)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * targets.size(0)
+        correct += int((outputs.argmax(dim=1) == targets).sum())
+        seen += targets.size(0)
+    return EpochStats(total_loss / seen, correct / seen, seen)
+
+
+def evaluate(
+    model: nn.Module,
+    criterion: nn.Module,
+    loader: torch.utils.data.DataLoader,
+    device: torch.device,
+) -> EpochStats:
+    model.eval()
+    total_loss, correct, seen = 0.0, 0, 0
+    with torch.inference_mode():
+        for images, targets in loader:
+            images, targets = images.to(device), targets.to(device)
+            outputs = model(images)
+            total_loss += criterion(outputs, targets).item() * targets.size(0)
+            correct += int((outputs.argmax(dim=1) == targets).sum())
+            seen += targets.size(0)
+    return EpochStats(total_loss / seen, correct / seen, seen)
+
+
+def print_metrics(epoch: int | str, split: str, stats: EpochStats) -> None:
+    print(metrics.format_metric_line(epoch, split, stats.loss, stats.accuracy), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints and outputs
+# ---------------------------------------------------------------------------------------------
+
+
+def load_checkpoint(directory: Path | None, args: argparse.Namespace, classes: list[str]) -> dict:
+    """The saved state when one exists and belongs to this job; {} when starting fresh."""
+    if directory is None or not (directory / CHECKPOINT_FILE).is_file():
+        return {}
+    state = torch.load(directory / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    if state["args"]["model"] != args.model or state["classes"] != classes:
+        raise SetupError(
+            f"the checkpoint in {directory} is for model {state['args']['model']} with "
+            f"{len(state['classes'])} classes, not {args.model} with {len(classes)}: "
+            "use a fresh --checkpoint-dir"
+        )
+    return state
+
+
+def save_checkpoint(directory: Path, state: dict[str, Any]) -> None:
+    """Write-then-rename, so an interruption never leaves a half-written checkpoint."""
+    directory.mkdir(parents=True, exist_ok=True)
+    partial = directory / (CHECKPOINT_FILE + ".partial")
+    torch.save(state, partial)
+    os.replace(partial, directory / CHECKPOINT_FILE)
+
+
+def save_model(
+    directory: Path, model: nn.Module, args: argparse.Namespace, classes: list[str]
+) -> None:
+    """state_dict + what inference.model_fn needs to rebuild, preprocess and label."""
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save(state, directory / "model.pth")
+    info = {
+        "model": args.model,
+        "num_classes": len(classes),
+        "image_size": args.image_size,
+        "resize_size": inference.resize_size_for(args.image_size),
+        "mean": list(inference.IMAGENET_MEAN),
+        "std": list(inference.IMAGENET_STD),
+    }
+    write_json(directory / "model_info.json", info)
+    write_json(directory / "classes.json", classes)
+    (directory / "code").mkdir(exist_ok=True)
+    shutil.copy2(Path(inference.__file__), directory / "code" / "inference.py")
+
+
+def write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2) + "\n")
+
+
+def report_skipped(splits: dict[str, data.Split]) -> list[dict[str, str]]:
+    skipped = [entry for split in splits.values() for entry in split.skipped]
+    for entry in skipped:
+        print(f"[data] skipped {entry['split']}/{entry['file']}: {entry['reason']}", flush=True)
+    return skipped
+
+
+def run_rules(trial_dir: str | None, out_dir: Path) -> None:
+    """Evaluate the rules on the finished trial; write rule_statuses.json and one summary line."""
+    if trial_dir is None:
+        reason = "no debug hook was active (no hook config, no --debug-out-dir): no tensors saved"
+        results = [rules.status(name, rules.ERROR, reason) for name in rules.RULE_NAMES]
+    else:
+        results = rules.evaluate_rules(trial_dir)
+    write_json(out_dir / "rule_statuses.json", results)
+    words = " ".join(f"{r['RuleConfigurationName']}={r['RuleEvaluationStatus']}" for r in results)
+    print(f"[rules] {words} (rule_statuses.json)", flush=True)
+    for r in results:
+        if r["RuleEvaluationStatus"] != rules.NO_ISSUES:
+            print(f"[rules] {r['RuleConfigurationName']}: {r['StatusDetails']}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> None:
+    check_args(args)
+    seed_everything(args.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    out_dir = output_data_dir()
+
+    classes, splits = load_data(args)
+    write_json(out_dir / "skipped_files.json", report_skipped(splits))
+    loaders = build_loaders(args, splits)
+    sizes = " ".join(f"{name}={len(s.samples)}" for name, s in splits.items())
+    print(f"[setup] model={args.model} classes={len(classes)} {sizes} device={device}", flush=True)
+
+    model = build_model(args, len(classes))
+    optimizer, scheduler = build_optimizer(args, model)
+    criterion = nn.CrossEntropyLoss()
+    ckpt_dir = checkpoint_dir(args)
+    state = load_checkpoint(ckpt_dir, args, classes)
+    hook = build_debug_hook(args, resuming=bool(state))
+    if hook is not None:
+        attach_hook(hook, model, criterion)
+    model.to(device)
+    history: list[dict[str, Any]] = []
+    start_epoch = 1
+    if state:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scheduler.T_max = args.epochs  # --epochs may be raised when resuming
+        history = state["history"]
+        start_epoch = state["epoch"] + 1
+        restore_hook_steps(hook, state.get("debug_steps"))
+        print(f"[setup] resumed from {ckpt_dir / CHECKPOINT_FILE} at epoch {start_epoch}")
+
+    for epoch in range(start_epoch, args.epochs + 1):
+        started = time.time()
+        lr = optimizer.param_groups[0]["lr"]
+        seed_everything(args.seed + epoch)  # same shuffle/augmentation with or without resume
+        loaders["train"].generator.manual_seed(args.seed + epoch)
+        set_mode(hook, ModeKeys.TRAIN)
+        train_stats = train_one_epoch(model, criterion, optimizer, loaders["train"], device)
+        print_metrics(epoch, "train", train_stats)
+        set_mode(hook, ModeKeys.EVAL)
+        valid_stats = evaluate(model, criterion, loaders["valid"], device)
+        print_metrics(epoch, "valid", valid_stats)
+        scheduler.step()
+        history.append(
+            {
+                "epoch": epoch,
+                "lr": lr,
+                "seconds": round(time.time() - started, 3),
+                "train": asdict(train_stats),
+                "valid": asdict(valid_stats),
+            }
+        )
+        if ckpt_dir is not None:
+            save_checkpoint(
+                ckpt_dir,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch,
+                    "args": vars(args),
+                    "classes": classes,
+                    "history": history,
+                    "debug_steps": hook_steps(hook),
+                },
+            )
+
+    save_model(model_dir(), model, args, classes)
+    # The test split is looked at once, after every training decision was made. PREDICT mode
+    # keeps its losses apart from the TRAIN/EVAL steps that the rules compare.
+    set_mode(hook, ModeKeys.PREDICT)
+    test_stats = evaluate(model, criterion, loaders["test"], device)
+    print_metrics(metrics.FINAL_EPOCH, "test", test_stats)
+    write_json(out_dir / "history.json", {"epochs": history, "test": asdict(test_stats)})
+
+    run_rules_now = args.run_rules if args.run_rules is not None else hook is not None
+    if hook is not None:
+        hook.close()
+    if run_rules_now:
+        run_rules(hook.out_dir if hook is not None else None, out_dir)
+
+
+def report_failure(message: str) -> None:
+    """One line on stderr, and SageMaker's failure file (FailureReason) when running there."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    output_dir = os.environ.get("SM_OUTPUT_DIR")
+    if output_dir and Path(output_dir).is_dir():
+        (Path(output_dir) / "failure").write_text(message + "\n")
+
+
+def main(args: argparse.Namespace) -> None:
+    try:
+        run(args)
+    except (data.DataError, SetupError) as e:
+        report_failure(str(e))
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
