@@ -63,7 +63,10 @@ def check_image(path: Path) -> str | None:
 
 
 def scan_split(name: str, root: Path, classes: list[str]) -> Split:
-    """List the usable images of a split; every other file is recorded in `skipped`."""
+    """List the usable images of a split; every other file is recorded in `skipped`.
+
+    An empty result is not an error here: the caller reports the skipped files first.
+    """
     if not root.is_dir():
         raise DataError(f"split '{name}' folder {root} does not exist")
     split = Split(name, root)
@@ -77,12 +80,16 @@ def scan_split(name: str, root: Path, classes: list[str]) -> Split:
             split.samples.append((path, index[relative.parts[0]]))
         else:
             split.skipped.append({"split": name, "file": relative.as_posix(), "reason": reason})
+    return split
+
+
+def require_images(split: Split) -> None:
+    """A split without a single usable image is an error, named with its path."""
     if not split.samples:
         raise DataError(
-            f"split '{name}' at {root} has no usable images "
+            f"split '{split.name}' at {split.root} has no usable images "
             f"({len(split.skipped)} files skipped; expected <split>/<class folder>/<image>)"
         )
-    return split
 
 
 def _placement_problem(relative: Path, index: dict[str, int]) -> str | None:

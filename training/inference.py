@@ -40,7 +40,7 @@ MAX_BODY_BYTES = 6 * 1024 * 1024
 # first and anything over this many pixels is refused before a single pixel is decoded.
 MAX_IMAGE_PIXELS = 40_000_000
 # Only these decoders are allowed to touch request bytes (no EPS/PDF-style plugins).
-ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF", "MPO")
+ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
 RAW_IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image", "application/octet-stream")
 JSON_TYPE = "application/json"
 SUPPORTED_CONTENT_TYPES = (*RAW_IMAGE_TYPES, JSON_TYPE)

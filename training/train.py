@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -233,9 +235,22 @@ def build_model(args: argparse.Namespace, num_classes: int) -> nn.Module:
     return model
 
 
+def cosine_schedule(epochs: int) -> Callable[[int], float]:
+    """Learning-rate factor for epoch index e (0-based): cosine decay from 1 towards 0.
+
+    A closed form of (e, epochs) rather than a recursive update, so a resumed job whose
+    --epochs was raised continues on the new curve.
+    """
+
+    def factor(epoch_index: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * min(epoch_index, epochs) / epochs))
+
+    return factor
+
+
 def build_optimizer(
     args: argparse.Namespace, model: nn.Module
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.CosineAnnealingLR]:
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     parameters = [p for p in model.parameters() if p.requires_grad]
     if args.optimizer == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(
@@ -245,8 +260,18 @@ def build_optimizer(
         optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=args.weight_decay)
     else:
         raise SetupError(f"unknown optimizer {args.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(args.epochs))
     return optimizer, scheduler
+
+
+def apply_schedule(
+    optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR
+) -> None:
+    """Set each group's learning rate for the scheduler's current epoch (used after resuming)."""
+    for group, base, factor in zip(
+        optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+    ):
+        group["lr"] = base * factor(scheduler.last_epoch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -475,6 +500,8 @@ def run(args: argparse.Namespace) -> None:
 
     classes, splits = load_data(args)
     write_json(out_dir / "skipped_files.json", report_skipped(splits))
+    for split in splits.values():
+        data.require_images(split)
     loaders = build_loaders(args, splits)
     sizes = " ".join(f"{name}={len(s.samples)}" for name, s in splits.items())
     print(f"[setup] model={args.model} classes={len(classes)} {sizes} device={device}", flush=True)
@@ -494,7 +521,7 @@ def run(args: argparse.Namespace) -> None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        scheduler.T_max = args.epochs  # --epochs may be raised when resuming
+        apply_schedule(optimizer, scheduler)  # --epochs may have been raised
         history = state["history"]
         start_epoch = state["epoch"] + 1
         restore_hook_steps(hook, state.get("debug_steps"))

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.parser import event_parser
 from botocore.exceptions import ClientError
-
 from pipeline_common.aws import client, error_code, error_message, translate_client_error
 from pipeline_common.errors import EndpointFailed, JobNotFound, TrainingFailed, TuningFailed
 from pipeline_common.gate import PENDING_STATUSES
@@ -144,5 +143,7 @@ def lambda_handler(event: CheckStatusInput, context: LambdaContext) -> dict[str,
         result = training_status(event.name)
     else:
         result = endpoint_status(event.name, event.expected_config)
-    logger.info({"operation": "check-status", **{k: result[k] for k in ("kind", "name", "status", "done")}})
+    logger.info(
+        {"operation": "check-status", **{k: result[k] for k in ("kind", "name", "status", "done")}}
+    )
     return result

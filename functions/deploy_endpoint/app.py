@@ -20,7 +20,6 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import event_parser
 from botocore.exceptions import ClientError
-
 from pipeline_common.aws import aws_call, client, error_code, error_message, translate_client_error
 from pipeline_common.config import CommonSettings, DeploySettings
 from pipeline_common.errors import EndpointBusy
@@ -72,8 +71,10 @@ def resource_tags(event: DeployInput, project: str) -> list[dict[str, str]]:
     return tags(project, event.dataset, event.execution_name) + extra
 
 
-def create_model(name: str, artifact: str, settings: DeploySettings, region: str, tag_list: list[dict[str, str]]) -> None:
-    """A model served by the PyTorch inference container with the archive's own code/inference.py."""
+def create_model(
+    name: str, artifact: str, settings: DeploySettings, region: str, tag_list: list[dict[str, str]]
+) -> None:
+    """A model served by the PyTorch inference container with the archive's code/inference.py."""
     try:
         sagemaker.create_model(
             ModelName=name,
@@ -95,7 +96,9 @@ def create_model(name: str, artifact: str, settings: DeploySettings, region: str
             raise translate_client_error(e, "CreateModel", name) from e
 
 
-def create_endpoint_config(name: str, model: str, settings: DeploySettings, tag_list: list[dict[str, str]]) -> None:
+def create_endpoint_config(
+    name: str, model: str, settings: DeploySettings, tag_list: list[dict[str, str]]
+) -> None:
     try:
         sagemaker.create_endpoint_config(
             EndpointConfigName=name,
@@ -173,8 +176,10 @@ def replace_broken(name: str, endpoint: dict[str, Any]) -> EndpointBusy:
     return busy(name, endpoint["EndpointStatus"], f" ({reason}); deleted it so it can be recreated")
 
 
-def point_endpoint_at(name: str, config: str, settings: DeploySettings, tag_list: list[dict[str, str]]) -> tuple[str, str | None]:
-    """Create or update the endpoint so it serves ``config``; returns (operation, previous config)."""
+def point_endpoint_at(
+    name: str, config: str, settings: DeploySettings, tag_list: list[dict[str, str]]
+) -> tuple[str, str | None]:
+    """Create or update the endpoint so it serves ``config``; returns (operation, previous)."""
     endpoint = current_endpoint(name)
     if endpoint is None:
         return create_endpoint(name, config, tag_list), None
@@ -213,8 +218,16 @@ def deploy(event: DeployInput, common: CommonSettings, settings: DeploySettings)
         "previous_endpoint_config": previous,
     }
     with aws_call("PutObject", s3_uri(common.artifacts_bucket, key)):
-        write_json(s3, common.artifacts_bucket, key, {**record, "training_job_name": event.training_job_name,
-                                                      "test_accuracy": event.test_accuracy})
+        write_json(
+            s3,
+            common.artifacts_bucket,
+            key,
+            {
+                **record,
+                "training_job_name": event.training_job_name,
+                "test_accuracy": event.test_accuracy,
+            },
+        )
     metrics.add_metric(name=f"Endpoint{operation.capitalize()}", unit=MetricUnit.Count, value=1)
     return record
 
@@ -231,7 +244,11 @@ def rollback(event: DeployInput, settings: DeploySettings) -> dict[str, Any]:
         raise busy(settings.endpoint_name, endpoint["EndpointStatus"])
     update_endpoint(settings.endpoint_name, target, settings)
     metrics.add_metric(name="EndpointRolledBack", unit=MetricUnit.Count, value=1)
-    return {"endpoint_name": settings.endpoint_name, "operation": "rolled-back", "endpoint_config_name": target}
+    return {
+        "endpoint_name": settings.endpoint_name,
+        "operation": "rolled-back",
+        "endpoint_config_name": target,
+    }
 
 
 @logger.inject_lambda_context
@@ -240,6 +257,8 @@ def rollback(event: DeployInput, settings: DeploySettings) -> dict[str, Any]:
 @event_parser(model=DeployInput)
 def lambda_handler(event: DeployInput, context: LambdaContext) -> dict[str, Any]:
     common, settings = CommonSettings.from_env(), DeploySettings.from_env()
-    result = deploy(event, common, settings) if event.action == "deploy" else rollback(event, settings)
+    result = (
+        deploy(event, common, settings) if event.action == "deploy" else rollback(event, settings)
+    )
     logger.info({"operation": f"endpoint-{event.action}", **result})
     return result

@@ -19,7 +19,6 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import event_parser
 from botocore.exceptions import ClientError
-
 from pipeline_common.aws import aws_call, client, error_code, translate_client_error
 from pipeline_common.config import CommonSettings, GateSettings
 from pipeline_common.gate import (
@@ -193,7 +192,9 @@ def lambda_handler(event: EvaluateInput, context: LambdaContext) -> dict[str, An
     with aws_call("PutObject", s3_uri(common.artifacts_bucket, key)):
         uri = write_json(s3, common.artifacts_bucket, key, report)
     logger.info({"operation": "gate", "approved": approved, "summary": summary})
-    metrics.add_metric(name="ModelsApproved" if approved else "ModelsRejected", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(
+        name="ModelsApproved" if approved else "ModelsRejected", unit=MetricUnit.Count, value=1
+    )
     blocking = [f.check for f in findings if f.severity is Severity.BLOCK]
     return {
         "approved": approved,

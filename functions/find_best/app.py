@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import event_parser
-
 from pipeline_common.aws import aws_call, client
 from pipeline_common.config import CommonSettings
 from pipeline_common.errors import NoCompletedTrainingJob
@@ -64,7 +63,9 @@ def leaderboard_row(trial: dict[str, Any], output_path: str) -> dict[str, Any]:
         "failure_reason": trial.get("FailureReason"),
         "started": trial.get("TrainingStartTime"),
         "ended": trial.get("TrainingEndTime"),
-        "model_uri": f"{output_path.rstrip('/')}/{name}/output/model.tar.gz" if output_path else None,
+        "model_uri": f"{output_path.rstrip('/')}/{name}/output/model.tar.gz"
+        if output_path
+        else None,
     }
 
 
@@ -74,7 +75,11 @@ def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     def key(row: dict[str, Any]) -> tuple[int, float, str]:
         scored = row["status"] == "Completed" and row["objective"] is not None
-        return (0 if scored else 1, sign * row["objective"] if scored else 0.0, row["training_job_name"])
+        return (
+            0 if scored else 1,
+            sign * row["objective"] if scored else 0.0,
+            row["training_job_name"],
+        )
 
     return sorted(rows, key=key)
 
@@ -83,7 +88,9 @@ def no_completed_error(tuning_job: str, rows: list[dict[str, Any]]) -> NoComplet
     statuses: dict[str, int] = {}
     for row in rows:
         statuses[row["status"]] = statuses.get(row["status"], 0) + 1
-    reasons = [f"{r['training_job_name']}: {r['failure_reason']}" for r in rows if r["failure_reason"]]
+    reasons = [
+        f"{r['training_job_name']}: {r['failure_reason']}" for r in rows if r["failure_reason"]
+    ]
     return NoCompletedTrainingJob(
         f"tuning job {tuning_job} finished without a completed training job with a "
         f"{OBJECTIVE_METRIC} value ({len(rows)} trials: "
@@ -111,7 +118,9 @@ def lambda_handler(event: FindBestInput, context: LambdaContext) -> dict[str, An
             HyperParameterTuningJobName=event.tuning_job_name
         )
     trials = list_trials(event.tuning_job_name)
-    output_path = job.get("TrainingJobDefinition", {}).get("OutputDataConfig", {}).get("S3OutputPath", "")
+    output_path = (
+        job.get("TrainingJobDefinition", {}).get("OutputDataConfig", {}).get("S3OutputPath", "")
+    )
     rows = rank([leaderboard_row(t, output_path) for t in trials])
     completed = [r for r in rows if r["status"] == "Completed" and r["objective"] is not None]
     if not completed:
@@ -129,8 +138,15 @@ def lambda_handler(event: FindBestInput, context: LambdaContext) -> dict[str, An
     }
     with aws_call("PutObject", s3_uri(common.artifacts_bucket, key)):
         uri = write_json(s3, common.artifacts_bucket, key, document)
-    logger.info({"operation": "find-best", "best": best["training_job_name"], "objective": best["objective"],
-                 "completed": len(completed), "trials": len(rows)})
+    logger.info(
+        {
+            "operation": "find-best",
+            "best": best["training_job_name"],
+            "objective": best["objective"],
+            "completed": len(completed),
+            "trials": len(rows),
+        }
+    )
     metrics.add_metric(name="CompletedTrials", unit=MetricUnit.Count, value=len(completed))
     result = BestTrial(
         training_job_name=best["training_job_name"],

@@ -17,7 +17,6 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import event_parser
 from botocore.exceptions import ClientError
-
 from pipeline_common.aws import aws_call, client, error_code, error_message
 from pipeline_common.config import CommonSettings
 from pipeline_common.errors import SmokeTestFailed

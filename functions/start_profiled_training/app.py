@@ -17,14 +17,13 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import event_parser
 from botocore.exceptions import ClientError
-from smdebug_rulesconfig.profiler_rules import rules as profiler_rules
-
 from pipeline_common.aws import client, error_code, translate_client_error
 from pipeline_common.config import CommonSettings, TrainingSettings
 from pipeline_common.models import BestTrial, StepModel, ValidatedDataset
 from pipeline_common.naming import training_job_name
 from pipeline_common.source import load_metric_definitions, require_training_source
 from pipeline_common.training import build_training_request
+from smdebug_rulesconfig.profiler_rules import rules as profiler_rules
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -116,8 +115,15 @@ def lambda_handler(event: StartTrainingInput, context: LambdaContext) -> dict[st
         profiler_rules=builtin_profiler_rules(training.rule_evaluator_image) if debugger else None,
     )
     created = create_training_job(request)
-    logger.info({"operation": "CreateTrainingJob", "job": job_name, "created": created,
-                 "from_trial": event.best.training_job_name, "builtin_rules": debugger})
+    logger.info(
+        {
+            "operation": "CreateTrainingJob",
+            "job": job_name,
+            "created": created,
+            "from_trial": event.best.training_job_name,
+            "builtin_rules": debugger,
+        }
+    )
     if created:
         metrics.add_metric(name="ProfiledTrainingsStarted", unit=MetricUnit.Count, value=1)
     return {"job_name": job_name, "builtin_rules": debugger}

@@ -15,10 +15,8 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import event_parser
 from botocore.exceptions import ClientError
-
 from pipeline_common.aws import (
     THROTTLING_CODES,
-    aws_call,
     client,
     error_code,
     translate_client_error,
@@ -86,7 +84,9 @@ def create_tuning_job(request: dict[str, Any]) -> bool:
     except ClientError as e:
         if error_code(e) == "ResourceInUse":
             return False
-        logger.warning({"operation": "CreateHyperParameterTuningJob", "job": name, "error_code": error_code(e)})
+        logger.warning(
+            {"operation": "CreateHyperParameterTuningJob", "job": name, "error_code": error_code(e)}
+        )
         raise translate_client_error(e, "CreateHyperParameterTuningJob", name) from e
     return True
 
@@ -116,8 +116,13 @@ def lambda_handler(event: StartTuningInput, context: LambdaContext) -> dict[str,
     )
     created = create_tuning_job(request)
     logger.info(
-        {"operation": "CreateHyperParameterTuningJob", "job": job_name, "created": created,
-         "strategy": training.strategy, "warm_start_parent": parent}
+        {
+            "operation": "CreateHyperParameterTuningJob",
+            "job": job_name,
+            "created": created,
+            "strategy": training.strategy,
+            "warm_start_parent": parent,
+        }
     )
     if created:
         metrics.add_metric(name="TuningJobsStarted", unit=MetricUnit.Count, value=1)

@@ -1,9 +1,10 @@
 """Start one pipeline execution per uploaded manifest.json, exactly once.
 
 S3 delivers ObjectCreated events at least once. The execution name is derived from the data
-set and the manifest's version id (its ETag where the bucket has no versioning), so a
-repeated event asks Step Functions for an execution that already exists, which is answered
-with ExecutionAlreadyExists and treated here as success. Keys in S3 events are URL-encoded
+set and the manifest's version id (its ETag where the bucket has no versioning), and the
+input is derived from the event alone, so a repeated event asks Step Functions for the same
+execution again: while it runs, StartExecution answers with the running execution (no second
+one starts); once it has finished, with ExecutionAlreadyExists, treated here as success. Keys in S3 events are URL-encoded
 (``datasets%2Fdigits%2Fmanifest.json``, spaces as ``+``): they are decoded with unquote_plus.
 """
 
@@ -17,11 +18,10 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import event_parser
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, Field
-
 from pipeline_common.aws import client, error_code, translate_client_error
 from pipeline_common.config import env_str
 from pipeline_common.naming import dataset_from_manifest_key, execution_name
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -42,8 +42,8 @@ class S3BucketEntity(_Lenient):
 
 class S3ObjectEntity(_Lenient):
     key: str
-    versionId: str | None = None  # noqa: N815 - mirrors the AWS key
-    eTag: str | None = None  # noqa: N815
+    versionId: str | None = None
+    eTag: str | None = None
 
 
 class S3Entity(_Lenient):
@@ -52,14 +52,14 @@ class S3Entity(_Lenient):
 
 
 class S3EventRecord(_Lenient):
-    eventName: str = ""  # noqa: N815
+    eventName: str = ""
     s3: S3Entity
 
 
 class S3Notification(_Lenient):
     """The keys of an S3 event notification this function reads (the rest is ignored)."""
 
-    Records: list[S3EventRecord] = Field(default_factory=list)  # noqa: N815
+    Records: list[S3EventRecord] = Field(default_factory=list)
 
 
 def version_token(obj: S3ObjectEntity) -> str | None:
@@ -77,7 +77,11 @@ def execution_input(bucket: str, key: str, dataset: str, token: str) -> dict[str
 
 
 def start_once(state_machine_arn: str, name: str, payload: dict[str, str]) -> bool:
-    """StartExecution; False when the execution already exists (a repeated event)."""
+    """StartExecution; False when that execution already ran (a repeated event).
+
+    True covers both a new execution and a repeated event while the execution still runs
+    (Step Functions answers with the running one): either way exactly one exists.
+    """
     try:
         stepfunctions.start_execution(
             stateMachineArn=state_machine_arn, name=name, input=json.dumps(payload)

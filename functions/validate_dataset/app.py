@@ -15,7 +15,6 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import event_parser
 from botocore.exceptions import ClientError
-
 from pipeline_common.aws import aws_call, client, translate_client_error
 from pipeline_common.config import CommonSettings
 from pipeline_common.errors import DatasetInvalid

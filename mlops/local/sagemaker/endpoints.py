@@ -223,7 +223,8 @@ class ModelServer:
             "ContainerStartupHealthCheckTimeoutInSeconds", manager.config.endpoint_start_timeout_s
         )
         deadline = time.monotonic() + timeout
-        injected = manager.faults.hits("endpoint_start_fail", self.endpoint_name)
+        if manager.faults.hits("endpoint_start_fail", self.endpoint_name):
+            raise DeploymentError(self._ping_failure("injected fault endpoint_start_fail"))
         while time.monotonic() < deadline and not cancelled.is_set():
             if self.process.poll() is not None:
                 if self._reader is not None:
@@ -231,7 +232,7 @@ class ModelServer:
                 raise DeploymentError(
                     self._ping_failure(f"the server exited with code {self.process.poll()}")
                 )
-            if not injected and self.port is None and port_file.is_file():
+            if self.port is None and port_file.is_file():
                 self.port = int(port_file.read_text())
             if self.port is not None and self._ping():
                 logger.info(
@@ -244,10 +245,7 @@ class ModelServer:
             time.sleep(manager.config.ping_interval_s)
         if cancelled.is_set():
             raise DeploymentError("the deployment was cancelled (endpoint deleted)")
-        reason = (
-            "injected fault endpoint_start_fail" if injected else f"no answer within {timeout:g} s"
-        )
-        raise DeploymentError(self._ping_failure(reason))
+        raise DeploymentError(self._ping_failure(f"no answer within {timeout:g} s"))
 
     def _ping_failure(self, detail: str) -> str:
         last = self.tail[-1] if self.tail else "(no output)"
@@ -292,7 +290,7 @@ class ModelServer:
             self.logs.close()
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: deployments are kept in sets
 class Deployment:
     """The servers of one endpoint config: one per production variant."""
 
@@ -447,7 +445,9 @@ class EndpointManager:
     def _create(self, endpoint: Endpoint) -> None:
         try:
             deployment = self._deploy(endpoint, endpoint.config)
-        except DeploymentError as error:
+        except Exception as error:  # any failure must end in Failed, never stuck in Creating
+            if not isinstance(error, DeploymentError):
+                logger.exception("creating endpoint %s broke", endpoint.name)
             with endpoint.lock:
                 endpoint.status = "Failed"
                 endpoint.failure_reason = str(error)
@@ -467,7 +467,9 @@ class EndpointManager:
     def _update(self, endpoint: Endpoint, config: EndpointConfigRecord) -> None:
         try:
             deployment = self._deploy(endpoint, config, pending=True)
-        except DeploymentError as error:
+        except Exception as error:  # any failure rolls back, never stuck in Updating
+            if not isinstance(error, DeploymentError):
+                logger.exception("updating endpoint %s broke", endpoint.name)
             with endpoint.lock:
                 endpoint.pending = None
                 endpoint.status = "InService" if endpoint.active else "Failed"
@@ -520,7 +522,7 @@ class EndpointManager:
                 )
                 deployment.servers[variant["VariantName"]] = server
                 server.start(endpoint.deleted)
-        except DeploymentError:
+        except Exception:
             self._stop_deployments([deployment])
             raise
         return deployment

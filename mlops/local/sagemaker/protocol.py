@@ -90,7 +90,8 @@ def validate_request(operation: OperationModel, params: dict[str, Any]) -> dict[
 
 @functools.cache
 def _compiled(pattern: str) -> re.Pattern[str] | None:
-    """AWS patterns are Java/ECMA regexes; the rare one Python cannot compile is skipped."""
+    """AWS patterns are Java regexes matched against the whole value (botocore's models drop
+    the anchors); the rare one Python cannot compile is skipped."""
     try:
         return re.compile(pattern)
     except re.error:
@@ -165,7 +166,7 @@ def _string_problems(value: str, shape: Shape, path: str) -> Iterator[str]:
         )
     pattern = meta.get("pattern")
     compiled = _compiled(pattern) if pattern else None
-    if compiled is not None and not compiled.search(value):
+    if compiled is not None and not compiled.fullmatch(value):
         yield (
             f"Value '{_shown(value)}' at '{path}' failed to satisfy constraint: "
             f"Member must satisfy regular expression pattern: {pattern}"

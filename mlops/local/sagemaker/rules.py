@@ -33,10 +33,9 @@ def rule_to_invoke(configuration: dict[str, Any]) -> str | None:
 
 
 def _rules_command(
-    python: str, code_dir: Path, repo_root: Path, tensor_dir: Path, names: list[str]
+    python: str, code_dir: Path, repo_root: Path, tail: list[str]
 ) -> tuple[list[str], Path, dict[str, str]] | None:
     """The rules CLI to run: the job's own rules.py first, then the repo's training.rules."""
-    tail = [str(tensor_dir), "--json", "--rules", ",".join(names)]
     if (code_dir / "rules.py").is_file():
         return [python, "-m", "rules", *tail], code_dir, {"PYTHONPATH": str(code_dir)}
     if (repo_root / "training" / "rules.py").is_file():
@@ -58,45 +57,77 @@ def extract_json_list(text: str) -> list[Any] | None:
     return None
 
 
+def rule_batches(configurations: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Split configurations so that no batch names a rule twice (one CLI run per batch; the
+    CLI answers per rule name, so two configurations of one rule need two runs)."""
+    batches: list[list[dict[str, Any]]] = []
+    for configuration in configurations:
+        rule = rule_to_invoke(configuration)
+        batch = next((b for b in batches if rule not in {rule_to_invoke(c) for c in b}), None)
+        if batch is None:
+            batch = []
+            batches.append(batch)
+        batch.append(configuration)
+    return batches
+
+
+def _cli_tail(tensor_dir: Path, batch: list[dict[str, Any]]) -> list[str]:
+    """Arguments of one run: the rules, and every other RuleParameter as --param Rule.k=v."""
+    tail = [str(tensor_dir), "--json", "--rules", ",".join(str(rule_to_invoke(c)) for c in batch)]
+    for configuration in batch:
+        rule = rule_to_invoke(configuration)
+        for key, value in (configuration.get("RuleParameters") or {}).items():
+            if key != "rule_to_invoke":
+                tail += ["--param", f"{rule}.{key}={value}"]
+    return tail
+
+
 def evaluate_debug_rules(
     *,
     python: str,
     tensor_dir: Path,
-    rule_names: list[str],
+    configurations: list[dict[str, Any]],
     code_dir: Path,
     repo_root: Path,
     base_env: dict[str, str],
     log_file: Path,
-    on_process: Any = None,
 ) -> dict[str, RuleOutcome]:
-    """Run the rules CLI once for all rules; map each rule name to its outcome.
+    """Evaluate DebugRuleConfigurations that name ``rule_to_invoke``; outcome per
+    RuleConfigurationName.
 
-    Every rule gets an outcome: a rule the CLI did not answer for, or a CLI that failed, is an
-    ``Error`` whose details say why, so the job never shows a rule stuck InProgress.
+    Every configuration gets an outcome: one the CLI did not answer for, or a CLI that failed,
+    is an ``Error`` whose details say why, so no rule stays InProgress.
     """
+    names = [c["RuleConfigurationName"] for c in configurations]
     if not tensor_dir.is_dir() or not any(tensor_dir.iterdir()):
         reason = (
             f"no tensors were saved under {tensor_dir}: the training script must create its "
             "smdebug hook from SMDEBUG_CONFIG_FILE_PATH"
         )
-        return {name: RuleOutcome("Error", reason) for name in rule_names}
-    command = _rules_command(python, code_dir, repo_root, tensor_dir, rule_names)
-    if command is None:
-        reason = (
-            f"no rules implementation: neither {code_dir / 'rules.py'} nor "
-            f"{repo_root / 'training' / 'rules.py'} exists"
-        )
-        return {name: RuleOutcome("Error", reason) for name in rule_names}
-    argv, cwd, extra_env = command
-    env = {**base_env, **extra_env}
-    process = ManagedProcess(argv, cwd, env, name=f"rules {','.join(rule_names)}")
-    if on_process is not None:
-        on_process(process)
-    output_lines = list(process.lines())
-    code = process.wait()
+        return {name: RuleOutcome("Error", reason) for name in names}
+    outcomes: dict[str, RuleOutcome] = {}
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    log_file.write_text("".join(output_lines))
-    return _outcomes_from_output("".join(output_lines), code, rule_names)
+    for batch in rule_batches(configurations):
+        command = _rules_command(python, code_dir, repo_root, _cli_tail(tensor_dir, batch))
+        if command is None:
+            reason = (
+                f"no rules implementation: neither {code_dir / 'rules.py'} nor "
+                f"{repo_root / 'training' / 'rules.py'} exists"
+            )
+            outcomes |= {c["RuleConfigurationName"]: RuleOutcome("Error", reason) for c in batch}
+            continue
+        argv, cwd, extra_env = command
+        process = ManagedProcess(argv, cwd, {**base_env, **extra_env}, name="rules")
+        output = "".join(process.lines())
+        code = process.wait()
+        with log_file.open("a", encoding="utf-8") as log:
+            log.write(f"$ {' '.join(argv)}\n{output}\n")
+        answers = _outcomes_from_output(output, code, [str(rule_to_invoke(c)) for c in batch])
+        for configuration in batch:
+            outcomes[configuration["RuleConfigurationName"]] = answers[
+                str(rule_to_invoke(configuration))
+            ]
+    return outcomes
 
 
 def _outcomes_from_output(output: str, code: int, rule_names: list[str]) -> dict[str, RuleOutcome]:

@@ -43,6 +43,7 @@ from mlops.local.sagemaker.faults import Faults
 from mlops.local.sagemaker.metrics import MetricParser
 from mlops.local.sagemaker.processes import ManagedProcess, ResourceMonitor
 from mlops.local.sagemaker.rules import (
+    RuleOutcome,
     evaluate_debug_rules,
     profiler_rule_outcome,
     rule_to_invoke,
@@ -836,45 +837,42 @@ class TrainingExecution:
                 )
             self._write_description()
             return
-        by_rule: dict[str, list[str]] = {}
+        runnable = []
         for configuration in configurations:
-            name = configuration["RuleConfigurationName"]
-            rule = rule_to_invoke(configuration)
-            if rule is None:
+            if rule_to_invoke(configuration) is None:
                 job.set_rule_status(
                     "debug",
-                    name,
+                    configuration["RuleConfigurationName"],
                     "Error",
                     "the local cloud evaluates rules named by RuleParameters.rule_to_invoke "
                     "only (AWS's built-in rule images do not run locally)",
                 )
             else:
-                by_rule.setdefault(rule, []).append(name)
-        if by_rule:
-            self._run_rules(by_rule)
+                runnable.append(configuration)
+        if runnable:
+            self._run_rules(runnable)
         self._write_description()
 
-    def _run_rules(self, by_rule: dict[str, list[str]]) -> None:
+    def _run_rules(self, configurations: list[dict[str, Any]]) -> None:
         job = self.job
         try:
             outcomes = evaluate_debug_rules(
                 python=self.config.python,
                 tensor_dir=self._tensor_dir(),
-                rule_names=sorted(by_rule),
+                configurations=configurations,
                 code_dir=self.dirs["code"],
                 repo_root=self.config.repo_root,
                 base_env={**os.environ, **aws_env_for_children(self.clients)},
                 log_file=job.job_dir / "logs" / "rules.log",
             )
         except OSError as error:
-            outcomes = {}
             logger.exception("rules of %s could not run", job.name)
-            for rule in by_rule:
-                for name in by_rule[rule]:
-                    job.set_rule_status("debug", name, "Error", f"rules could not run: {error}")
-        for rule, outcome in outcomes.items():
-            for name in by_rule[rule]:
-                job.set_rule_status("debug", name, outcome.status, outcome.details)
+            outcomes = {
+                c["RuleConfigurationName"]: RuleOutcome("Error", f"rules could not run: {error}")
+                for c in configurations
+            }
+        for name, outcome in outcomes.items():
+            job.set_rule_status("debug", name, outcome.status, outcome.details)
 
 
 def to_cmd_args(hyperparameters: dict[str, Any]) -> list[str]:

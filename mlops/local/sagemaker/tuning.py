@@ -60,6 +60,14 @@ TrialLauncher = Callable[[dict[str, Any], str, dict[str, str]], TrainingJob]
 ParentLookup = Callable[[str], "TuningJob | None"]
 
 
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """GridSampler without its end-of-grid ``study.stop()``, which only works inside
+    ``study.optimize``; the tuning job stops after the grid's size in trials by itself."""
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        return None
+
+
 # --- the search space -------------------------------------------------------------------------
 
 
@@ -295,7 +303,7 @@ class TuningJob:
             sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(seed=seed)
         elif settings.strategy == "Grid":
             space = {p.name: list(p.distribution.choices) for p in settings.parameters}  # type: ignore[attr-defined]
-            sampler = optuna.samplers.GridSampler(space, seed=seed)
+            sampler = AskTellGridSampler(space, seed=seed)
         else:
             sampler = optuna.samplers.RandomSampler(seed=seed)
         if settings.strategy == "Hyperband":
@@ -398,6 +406,7 @@ class TuningJob:
         """Early stopping: report the objective as it is printed; prune when optuna says so."""
         if metric != self.settings.objective_name or trial.job.is_terminal:
             return
+        step -= 1  # optuna counts steps from 0: warm-up steps then mean "the first N values"
         trial.optuna_trial.report(value, step)
         if trial.pruned or not trial.optuna_trial.should_prune():
             return

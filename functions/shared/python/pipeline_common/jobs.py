@@ -85,8 +85,10 @@ def stopping_condition(training: TrainingSettings) -> dict[str, int]:
     return condition
 
 
-def spot_settings(common: CommonSettings, training: TrainingSettings, execution: str, stage: str) -> dict[str, Any]:
-    """Managed spot training resumes from checkpoints, so it always comes with a CheckpointConfig."""
+def spot_settings(
+    common: CommonSettings, training: TrainingSettings, execution: str, stage: str
+) -> dict[str, Any]:
+    """Managed spot training resumes from checkpoints: it always comes with a CheckpointConfig."""
     if not training.use_spot_instances:
         return {}
     return {

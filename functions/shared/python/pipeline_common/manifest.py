@@ -189,8 +189,7 @@ def _check_against_bucket(manifest: Manifest, listing: ObjectListing) -> list[st
     declared = sum(sum(per_class.values()) for per_class in manifest.splits.values())
     if manifest.file_count != declared:
         problems.append(
-            f"manifest.json file_count is {manifest.file_count} but its splits add up to "
-            f"{declared}"
+            f"manifest.json file_count is {manifest.file_count} but its splits add up to {declared}"
         )
     if listing.image_count != manifest.file_count:
         problems.append(

@@ -38,7 +38,7 @@ def _fit(project: str, dataset: str, kind: str, suffix: str, limit: int) -> str:
 def tuning_job_prefix(project: str, dataset: str) -> str:
     """The common start of every tuning job name of one data set (for NameContains)."""
     name = _fit(project, dataset, "tune", "x" * HASH_LENGTH, TUNING_JOB_MAX)
-    return name[: -HASH_LENGTH]
+    return name[:-HASH_LENGTH]
 
 
 def tuning_job_name(project: str, dataset: str, execution_name: str) -> str:

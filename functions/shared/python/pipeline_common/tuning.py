@@ -53,7 +53,9 @@ def parameter_ranges(training: TrainingSettings) -> dict[str, Any]:
         {"Name": "batch-size", "Values": [encode(b) for b in training.batch_sizes]},
     ]
     if training.strategy == "Grid":
-        rates = log_spaced(training.learning_rate_min, training.learning_rate_max, GRID_LEARNING_RATES)
+        rates = log_spaced(
+            training.learning_rate_min, training.learning_rate_max, GRID_LEARNING_RATES
+        )
         categorical.append({"Name": "lr", "Values": [encode(r) for r in rates]})
         return {"CategoricalParameterRanges": categorical}
     return {
@@ -75,7 +77,10 @@ def tuning_job_config(training: TrainingSettings) -> dict[str, Any]:
         limits["MaxNumberOfTrainingJobs"] = training.max_jobs
     config: dict[str, Any] = {
         "Strategy": training.strategy,
-        "HyperParameterTuningJobObjective": {"Type": OBJECTIVE_TYPE, "MetricName": OBJECTIVE_METRIC},
+        "HyperParameterTuningJobObjective": {
+            "Type": OBJECTIVE_TYPE,
+            "MetricName": OBJECTIVE_METRIC,
+        },
         "ResourceLimits": limits,
         "ParameterRanges": parameter_ranges(training),
         "TrainingJobEarlyStoppingType": "Off" if training.strategy == "Hyperband" else "Auto",

@@ -1,0 +1,257 @@
+"""POST /predict: raw image bytes in, the model's JSON answer out.
+
+API Gateway (REST API with binary media types) hands image bodies over base64-encoded with
+``isBase64Encoded: true``; ``application/json`` bodies carry ``{"image": "<base64>"}``. The
+function checks the request before spending an endpoint call (empty, too large, wrong
+content type, not an image), forwards it with InvokeEndpoint and answers the model's JSON
+(``class_index``, ``label``, ``top_k``). Every refusal is a JSON ``{"error", "message"}``
+with a 4xx status; a missing or not yet InService endpoint is a 503. Image bytes are never
+logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from botocore.exceptions import ClientError
+from pipeline_common.aws import THROTTLING_CODES, client, error_code, error_message
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+app = APIGatewayRestResolver()
+runtime = client("sagemaker-runtime")
+
+IMAGE_CONTENT_TYPES = frozenset(
+    {"image/jpeg", "image/png", "application/x-image", "application/octet-stream"}
+)
+JSON_CONTENT_TYPE = "application/json"
+DEFAULT_MAX_IMAGE_BYTES = 4 * 1024 * 1024
+UNAVAILABLE_CODES = frozenset({"ServiceUnavailable", "ModelNotReadyException", "InternalFailure"})
+IMAGE_SIGNATURES = (
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"GIF87a", "application/x-image"),
+    (b"GIF89a", "application/x-image"),
+    (b"BM", "application/x-image"),
+    (b"II*\x00", "application/x-image"),
+    (b"MM\x00*", "application/x-image"),
+)
+
+
+class RequestRejected(Exception):
+    """A request the API answers with a JSON error instead of a prediction."""
+
+    status = 400
+    error = "BadRequest"
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+
+
+class EmptyBody(RequestRejected):
+    error = "EmptyBody"
+
+
+class NotAnImage(RequestRejected):
+    error = "NotAnImage"
+
+
+class InvalidJson(RequestRejected):
+    error = "InvalidJson"
+
+
+class PayloadTooLarge(RequestRejected):
+    status = 413
+    error = "PayloadTooLarge"
+
+
+class UnsupportedMediaType(RequestRejected):
+    status = 415
+    error = "UnsupportedMediaType"
+
+
+class ModelRejectedInput(RequestRejected):
+    error = "ModelRejectedInput"
+
+
+class TooManyRequests(RequestRejected):
+    status = 429
+    error = "TooManyRequests"
+
+
+class ModelFailed(RequestRejected):
+    status = 502
+    error = "ModelFailed"
+
+
+class EndpointUnavailable(RequestRejected):
+    status = 503
+    error = "EndpointUnavailable"
+
+
+def endpoint_name() -> str:
+    return os.environ["ENDPOINT_NAME"]
+
+
+def max_image_bytes() -> int:
+    return int(os.environ.get("MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES))
+
+
+def media_type(header: str | None) -> str:
+    """``image/png; charset=x`` -> ``image/png``."""
+    return (header or "").split(";", 1)[0].strip().lower()
+
+
+def body_bytes(body: str | None, is_base64: bool) -> bytes:
+    if not body:
+        return b""
+    return base64.b64decode(body) if is_base64 else body.encode("utf-8")
+
+
+def image_from_json(raw: bytes) -> bytes:
+    """``{"image": "<base64>"}`` -> the image bytes."""
+    try:
+        document = json.loads(raw)
+        encoded = document["image"]
+        return base64.b64decode(encoded, validate=True)
+    except (ValueError, KeyError, TypeError, binascii.Error) as e:
+        raise InvalidJson(
+            'a JSON body must be {"image": "<base64-encoded JPEG or PNG>"} with valid base64'
+        ) from e
+
+
+def sniff_image(data: bytes) -> str:
+    """The content type to forward, from the file signature; refuses non-images."""
+    for signature, kind in IMAGE_SIGNATURES:
+        if data.startswith(signature):
+            return kind
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "application/x-image"
+    raise NotAnImage("the body is not a JPEG, PNG, GIF, BMP, TIFF or WebP image")
+
+
+def read_image(content_type: str, raw: bytes) -> tuple[bytes, str]:
+    """Check the request and return (image bytes, content type to forward)."""
+    if not raw:
+        raise EmptyBody("the request body is empty; POST the image bytes")
+    if content_type not in IMAGE_CONTENT_TYPES and content_type != JSON_CONTENT_TYPE:
+        raise UnsupportedMediaType(
+            f"content type {content_type or '(none)'!r} is not supported; use one of "
+            f"{', '.join(sorted(IMAGE_CONTENT_TYPES | {JSON_CONTENT_TYPE}))}"
+        )
+    data = image_from_json(raw) if content_type == JSON_CONTENT_TYPE else raw
+    if not data:
+        raise EmptyBody("the image is empty (0 bytes)")
+    limit = max_image_bytes()
+    if len(data) > limit:
+        raise PayloadTooLarge(f"the image has {len(data)} bytes; the limit is {limit} bytes")
+    forward_type = sniff_image(data)
+    return data, content_type if content_type in ("image/jpeg", "image/png") else forward_type
+
+
+def model_error(error: ClientError) -> RequestRejected:
+    """The model container refused or failed: pass its 4xx through, map 5xx to 502."""
+    status = int(error.response.get("OriginalStatusCode", 0) or 0)
+    message = str(error.response.get("OriginalMessage", "") or error_message(error))
+    with contextlib.suppress(ValueError, AttributeError):
+        message = json.loads(message).get("message", message)
+    if 400 <= status < 500:
+        return ModelRejectedInput(message[:500], status=status)
+    return ModelFailed(f"the model failed on this input ({status or 'no status'}): {message[:300]}")
+
+
+def invocation_error(error: ClientError, endpoint: str) -> RequestRejected:
+    code = error_code(error)
+    if code == "ModelError":
+        return model_error(error)
+    if code in THROTTLING_CODES:
+        return TooManyRequests("the endpoint is throttling requests; retry with backoff")
+    if code in UNAVAILABLE_CODES or code.startswith("Validation"):
+        return EndpointUnavailable(
+            f"endpoint {endpoint} is not available ({error_message(error)}); it exists once a "
+            f"pipeline run has deployed a model and answers when it is InService"
+        )
+    return ModelFailed(f"InvokeEndpoint failed with {code}")
+
+
+def invoke(endpoint: str, data: bytes, content_type: str) -> Any:
+    try:
+        response = runtime.invoke_endpoint(
+            EndpointName=endpoint, ContentType=content_type, Accept=JSON_CONTENT_TYPE, Body=data
+        )
+        answer = response["Body"].read()
+    except ClientError as e:
+        logger.warning({"operation": "InvokeEndpoint", "error_code": error_code(e)})
+        raise invocation_error(e, endpoint) from e
+    try:
+        return json.loads(answer)
+    except ValueError as e:
+        raise ModelFailed("the model answered something that is not JSON") from e
+
+
+def error_response(status: int, error: str, message: str) -> Response:
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=json.dumps({"error": error, "message": message}),
+    )
+
+
+@app.post("/predict")
+def predict() -> dict[str, Any]:
+    event = app.current_event
+    content_type = media_type(event.headers.get("content-type"))
+    data, forward_type = read_image(content_type, body_bytes(event.body, event.is_base64_encoded))
+    answer = invoke(endpoint_name(), data, forward_type)
+    logger.info({"operation": "predict", "bytes": len(data), "content_type": forward_type})
+    metrics.add_metric(name="Predictions", unit=MetricUnit.Count, value=1)
+    return answer
+
+
+@app.exception_handler(RequestRejected)
+def handle_rejected(error: RequestRejected) -> Response:
+    logger.info({"operation": "predict", "status": error.status, "error": error.error})
+    metrics.add_metric(name=f"Rejected{error.status}", unit=MetricUnit.Count, value=1)
+    return error_response(error.status, error.error, error.message)
+
+
+@app.not_found
+def handle_not_found(error: NotFoundError) -> Response:
+    path = app.current_event.path or ""
+    if path.rstrip("/").endswith("/predict"):
+        return error_response(
+            405, "MethodNotAllowed", "use POST /predict with the image as the body"
+        )
+    return error_response(404, "NotFound", f"no route {path!r}; the API has POST /predict only")
+
+
+@app.exception_handler(Exception)
+def handle_unexpected(error: Exception) -> Response:
+    logger.exception("unexpected error while predicting")
+    return error_response(
+        500, "InternalError", "the request failed unexpectedly; see the function's logs"
+    )
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return app.resolve(event, context)

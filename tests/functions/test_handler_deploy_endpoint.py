@@ -1,0 +1,203 @@
+"""deploy_endpoint: create, blue/green update, busy endpoints, retries and rollback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from botocore.stub import ANY, Stubber
+from handler_helpers import ARN_PREFIX, endpoint, training_job
+from pipeline_common.errors import EndpointBusy
+
+EXECUTION = "digits-0123456789abcdef"
+TRAINING = "mlops-digits-retrain-1a2b3c4d"
+ENDPOINT = "mlops-classifier"
+EVENT = {
+    "action": "deploy",
+    "execution_name": EXECUTION,
+    "dataset": "digits",
+    "training_job_name": TRAINING,
+    "test_accuracy": 0.93,
+}
+
+
+@pytest.fixture
+def app(load_handler, buckets):
+    return load_handler("deploy_endpoint")
+
+
+def expect_models(stub, model_error: str | None = None) -> None:
+    stub.add_response(
+        "describe_training_job", training_job(TRAINING), {"TrainingJobName": TRAINING}
+    )
+    if model_error:
+        stub.add_client_error("create_model", "ValidationException", model_error)
+        stub.add_client_error("create_endpoint_config", "ValidationException", model_error)
+    else:
+        stub.add_response("create_model", {"ModelArn": f"{ARN_PREFIX}:model/m"})
+        stub.add_response(
+            "create_endpoint_config", {"EndpointConfigArn": f"{ARN_PREFIX}:endpoint-config/m"}
+        )
+
+
+def record(buckets) -> dict:
+    key = f"runs/{EXECUTION}/deployment.json"
+    return json.loads(buckets.s3.get_object(Bucket=buckets.artifacts, Key=key)["Body"].read())
+
+
+def test_deploy_endpoint_creates_a_missing_endpoint(app, buckets, context):
+    sent = {}
+    app.sagemaker.meta.events.register(
+        "provide-client-params.sagemaker.CreateModel", lambda params, **_: sent.update(params)
+    )
+    with Stubber(app.sagemaker) as stub:
+        expect_models(stub)
+        stub.add_client_error("describe_endpoint", "ValidationException", "Could not find endpoint")
+        stub.add_response(
+            "create_endpoint",
+            {"EndpointArn": f"{ARN_PREFIX}:endpoint/{ENDPOINT}"},
+            {"EndpointName": ENDPOINT, "EndpointConfigName": ANY, "Tags": ANY},
+        )
+        result = app.lambda_handler(EVENT, context)
+
+    assert result["operation"] == "created"
+    assert result["endpoint_config_name"] == result["model_name"]
+    assert result["model_name"].startswith("mlops-digits-")
+    assert sent["PrimaryContainer"]["ModelDataUrl"].endswith(f"{TRAINING}/output/model.tar.gz")
+    assert sent["PrimaryContainer"]["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+    assert {"Key": "mlops:test-accuracy", "Value": "0.930000"} in sent["Tags"]
+    assert record(buckets)["operation"] == "created"
+
+
+def test_deploy_endpoint_updates_blue_green_with_rollback_alarm(app, buckets, context):
+    with Stubber(app.sagemaker) as stub:
+        expect_models(stub)
+        stub.add_response(
+            "describe_endpoint", endpoint(ENDPOINT, "InService", config="mlops-digits-00000000")
+        )
+        stub.add_response(
+            "update_endpoint",
+            {"EndpointArn": f"{ARN_PREFIX}:endpoint/{ENDPOINT}"},
+            {
+                "EndpointName": ENDPOINT,
+                "EndpointConfigName": ANY,
+                "DeploymentConfig": {
+                    "BlueGreenUpdatePolicy": {
+                        "TrafficRoutingConfiguration": {
+                            "Type": "ALL_AT_ONCE",
+                            "WaitIntervalInSeconds": 0,
+                        },
+                        "TerminationWaitInSeconds": 300,
+                        "MaximumExecutionTimeoutInSeconds": 3900,
+                    },
+                    "AutoRollbackConfiguration": {
+                        "Alarms": [{"AlarmName": "mlops-classifier-5xx"}]
+                    },
+                },
+            },
+        )
+        result = app.lambda_handler(EVENT, context)
+
+    assert result["operation"] == "updated"
+    assert result["previous_endpoint_config"] == "mlops-digits-00000000"
+
+
+@pytest.mark.parametrize(
+    "status", ["Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"]
+)
+def test_deploy_endpoint_busy_endpoint_is_retried(app, buckets, context, status):
+    with Stubber(app.sagemaker) as stub:
+        expect_models(stub)
+        stub.add_response(
+            "describe_endpoint", endpoint(ENDPOINT, status, config="mlops-other-00000000")
+        )
+        with pytest.raises(EndpointBusy, match=f"endpoint {ENDPOINT} is {status}"):
+            app.lambda_handler(EVENT, context)
+
+
+def test_deploy_endpoint_concurrent_update_is_retried(app, buckets, context):
+    with Stubber(app.sagemaker) as stub:
+        expect_models(stub)
+        stub.add_response(
+            "describe_endpoint", endpoint(ENDPOINT, "InService", config="mlops-other-00000000")
+        )
+        stub.add_client_error(
+            "update_endpoint", "ValidationException", "Cannot update in-progress endpoint"
+        )
+        with pytest.raises(EndpointBusy, match="being updated"):
+            app.lambda_handler(EVENT, context)
+
+
+def test_deploy_endpoint_concurrent_create_is_retried(app, buckets, context):
+    with Stubber(app.sagemaker) as stub:
+        expect_models(stub)
+        stub.add_client_error("describe_endpoint", "ValidationException", "Could not find endpoint")
+        stub.add_client_error(
+            "create_endpoint", "ValidationException", "Cannot create already existing endpoint"
+        )
+        with pytest.raises(EndpointBusy, match="being created by another run"):
+            app.lambda_handler(EVENT, context)
+
+
+def test_deploy_endpoint_retry_reuses_existing_model_and_config(app, buckets, context):
+    with Stubber(app.sagemaker) as stub:
+        expect_models(stub, model_error="Cannot create already existing model")
+        stub.add_client_error("describe_endpoint", "ValidationException", "Could not find endpoint")
+        stub.add_response("create_endpoint", {"EndpointArn": f"{ARN_PREFIX}:endpoint/{ENDPOINT}"})
+        result = app.lambda_handler(EVENT, context)
+
+    assert result["operation"] == "created"
+
+
+def test_deploy_endpoint_already_on_this_config_is_unchanged(app, buckets, context):
+    own_config = app.model_name("mlops", "digits", EXECUTION)  # what the first attempt created
+    with Stubber(app.sagemaker) as stub:
+        expect_models(stub, model_error="Cannot create already existing model")
+        stub.add_response("describe_endpoint", endpoint(ENDPOINT, "Updating", config=own_config))
+        result = app.lambda_handler(EVENT, context)
+
+    assert result["operation"] == "unchanged"
+
+
+def test_deploy_endpoint_failed_endpoint_is_deleted_then_recreated(app, buckets, context):
+    with Stubber(app.sagemaker) as stub:
+        expect_models(stub)
+        stub.add_response(
+            "describe_endpoint",
+            endpoint(ENDPOINT, "Failed", config="mlops-other-0", FailureReason="bad image"),
+        )
+        stub.add_response("delete_endpoint", {}, {"EndpointName": ENDPOINT})
+        with pytest.raises(EndpointBusy, match="bad image"):
+            app.lambda_handler(EVENT, context)
+
+
+def test_deploy_endpoint_rollback_returns_to_previous_config(app, buckets, context):
+    event = {
+        "action": "rollback",
+        "execution_name": EXECUTION,
+        "endpoint_config_name": "mlops-digits-00000000",
+    }
+    with Stubber(app.sagemaker) as stub:
+        stub.add_response(
+            "describe_endpoint", endpoint(ENDPOINT, "InService", config="mlops-digits-11111111")
+        )
+        stub.add_response(
+            "update_endpoint",
+            {"EndpointArn": f"{ARN_PREFIX}:endpoint/{ENDPOINT}"},
+            {
+                "EndpointName": ENDPOINT,
+                "EndpointConfigName": "mlops-digits-00000000",
+                "DeploymentConfig": ANY,
+            },
+        )
+        result = app.lambda_handler(event, context)
+
+    assert result["operation"] == "rolled-back"
+
+
+def test_deploy_endpoint_rollback_of_a_new_endpoint_does_nothing(app, buckets, context):
+    event = {"action": "rollback", "execution_name": EXECUTION, "endpoint_config_name": None}
+
+    result = app.lambda_handler(event, context)
+
+    assert result["operation"] == "nothing-to-roll-back"

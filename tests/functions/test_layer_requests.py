@@ -1,0 +1,164 @@
+"""Request builders: every variant validated against botocore's SageMaker model."""
+
+from __future__ import annotations
+
+import botocore.session
+import pytest
+from botocore.validate import ParamValidator
+from pipeline_common.config import CommonSettings, TrainingSettings
+from pipeline_common.jobs import decode, encode
+from pipeline_common.training import build_training_request
+from pipeline_common.tuning import build_tuning_request, log_spaced
+
+MODEL = botocore.session.get_session().get_service_model("sagemaker")
+COMMON = CommonSettings("mlops", "data-bucket", "artifacts-bucket", "us-east-1")
+CHANNELS = {
+    split: f"s3://data-bucket/datasets/digits/{split}/" for split in ("train", "valid", "test")
+}
+METRICS = [
+    {"Name": "valid:loss", "Regex": "valid loss=([0-9.]+)"},
+    {"Name": "test:accuracy", "Regex": "acc=([0-9.]+)"},
+]
+
+
+def settings(**changes) -> TrainingSettings:
+    values = dict(
+        role_arn="arn:aws:iam::123456789012:role/mlops-sagemaker-us-east-1",
+        training_image="763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.6-gpu-py312",
+        instance_type="ml.g4dn.xlarge",
+        epochs=10,
+        image_size=224,
+        batch_sizes=[32, 64],
+        learning_rate_min=1e-4,
+        learning_rate_max=1e-1,
+        pretrained=True,
+        use_spot_instances=False,
+        max_runtime_seconds=7200,
+        max_jobs=6,
+        max_parallel_jobs=2,
+        strategy="Bayesian",
+        debugger_available=False,
+        rule_evaluator_image="",
+    )
+    values.update(changes)
+    return TrainingSettings(**values)
+
+
+def assert_valid(operation: str, request: dict) -> None:
+    report = ParamValidator().validate(request, MODEL.operation_model(operation).input_shape)
+    assert not report.has_errors(), report.generate_report()
+
+
+def tuning(**changes):
+    return build_tuning_request(
+        job_name="mlops-digits-tune-1a2b3c4d",
+        common=COMMON,
+        training=settings(**changes),
+        dataset="digits",
+        execution="digits-0123",
+        channel_uris=CHANNELS,
+        metric_definitions=METRICS,
+        warm_start_parent="mlops-digits-tune-00000000",
+    )
+
+
+@pytest.mark.parametrize("strategy", ["Bayesian", "Random", "Grid", "Hyperband"])
+@pytest.mark.parametrize("spot", [False, True])
+def test_requests_tuning_is_valid_for_every_strategy(strategy, spot):
+    request = tuning(strategy=strategy, use_spot_instances=spot)
+
+    assert_valid("CreateHyperParameterTuningJob", request)
+
+
+def test_requests_tuning_search_space():
+    ranges = tuning()["HyperParameterTuningJobConfig"]["ParameterRanges"]
+
+    categorical = {
+        r["Name"]: [decode(v) for v in r["Values"]] for r in ranges["CategoricalParameterRanges"]
+    }
+    assert categorical == {"model": ["resnet18", "resnet34", "resnet50"], "batch-size": [32, 64]}
+    assert ranges["ContinuousParameterRanges"] == [
+        {"Name": "lr", "MinValue": "0.0001", "MaxValue": "0.1", "ScalingType": "Logarithmic"}
+    ]
+
+
+def test_requests_grid_has_only_categorical_ranges_and_no_job_count():
+    config = tuning(strategy="Grid")["HyperParameterTuningJobConfig"]
+
+    assert set(config["ParameterRanges"]) == {"CategoricalParameterRanges"}
+    assert "MaxNumberOfTrainingJobs" not in config["ResourceLimits"]
+    lr = next(
+        r for r in config["ParameterRanges"]["CategoricalParameterRanges"] if r["Name"] == "lr"
+    )
+    assert [decode(v) for v in lr["Values"]] == log_spaced(1e-4, 1e-1, 3) == [0.0001, 0.00316, 0.1]
+
+
+def test_requests_hyperband_stops_early_by_itself():
+    request = tuning(strategy="Hyperband")
+    config = request["HyperParameterTuningJobConfig"]
+
+    assert config["TrainingJobEarlyStoppingType"] == "Off"
+    assert config["StrategyConfig"] == {
+        "HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": 10}
+    }
+    assert "WarmStartConfig" not in request
+
+
+def test_requests_warm_start_for_bayesian():
+    assert tuning()["WarmStartConfig"]["WarmStartType"] == "TransferLearning"
+
+
+def test_requests_spot_tuning_has_checkpoints_and_wait_time():
+    definition = tuning(use_spot_instances=True)["TrainingJobDefinition"]
+
+    assert definition["EnableManagedSpotTraining"] is True
+    assert (
+        definition["CheckpointConfig"]["S3Uri"]
+        == "s3://artifacts-bucket/runs/digits-0123/checkpoints/tuning/"
+    )
+    assert definition["StoppingCondition"] == {
+        "MaxRuntimeInSeconds": 7200,
+        "MaxWaitTimeInSeconds": 14400,
+    }
+
+
+def test_requests_hyperparameters_are_json_encoded_like_the_sdk():
+    statics = tuning()["TrainingJobDefinition"]["StaticHyperParameters"]
+
+    assert statics["epochs"] == "10"
+    assert statics["pretrained"] == '"true"'
+    assert statics["sagemaker_program"] == '"train.py"'
+    assert statics["sagemaker_region"] == '"us-east-1"'
+    assert decode("not-json") == "not-json" and encode("x") == '"x"'
+
+
+@pytest.mark.parametrize("debugger", [False, True])
+def test_requests_training_is_valid(debugger):
+    rules = [
+        {
+            "RuleConfigurationName": "Overfit",
+            "RuleEvaluatorImage": "img",
+            "RuleParameters": {"rule_to_invoke": "Overfit"},
+        }
+    ]
+    request = build_training_request(
+        job_name="mlops-digits-retrain-1a2b3c4d",
+        common=COMMON,
+        training=settings(use_spot_instances=debugger),
+        dataset="digits",
+        execution="digits-0123",
+        channel_uris=CHANNELS,
+        metric_definitions=METRICS,
+        tuned_hyperparameters={
+            "model": '"resnet50"',
+            "lr": "0.01",
+            "_tuning_objective_metric": '"valid:loss"',
+        },
+        debug_rules=rules if debugger else None,
+        profiler_rules=rules if debugger else None,
+    )
+
+    assert_valid("CreateTrainingJob", request)
+    assert request["HyperParameters"]["model"] == '"resnet50"'
+    assert "_tuning_objective_metric" not in request["HyperParameters"]
+    assert request["HyperParameters"]["run-rules"] == '"true"'

@@ -1,0 +1,41 @@
+"""A stand-in inference.py for the local SageMaker's tests (the SageMaker serving contract)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+
+class InputError(Exception):
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+
+
+def model_fn(model_dir: str) -> dict[str, Any]:
+    info = json.loads((Path(model_dir) / "model_info.json").read_text())
+    time.sleep(info.get("load_seconds", 0))
+    if info.get("crash_on_load"):
+        raise RuntimeError("model weights are corrupt")
+    return info
+
+
+def input_fn(body: bytes, content_type: str) -> Any:
+    if content_type != "application/json":
+        raise InputError(415, f"unsupported content type {content_type}")
+    if not body:
+        raise InputError(400, "empty body")
+    return json.loads(body)
+
+
+def predict_fn(data: Any, model: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(data, dict) and data.get("boom"):
+        raise RuntimeError("kaboom: a bug in predict_fn")
+    return {"version": model["version"], "echo": data}
+
+
+def output_fn(prediction: dict[str, Any], accept: str) -> tuple[str, str]:
+    return json.dumps(prediction), "application/json"

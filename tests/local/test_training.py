@@ -1,0 +1,303 @@
+"""Training jobs on the local SageMaker, run with the fixture script (fast, no torch)."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import tarfile
+import time
+from typing import Any
+
+import pytest
+
+from .helpers import (
+    ARTIFACTS_BUCKET,
+    OUTPUT_URI,
+    hyperparameters,
+    training_request,
+    wait_for,
+    wait_training,
+)
+
+pytestmark = pytest.mark.timeout(120)
+RULE_IMAGE = "503895931360.dkr.ecr.us-east-1.amazonaws.com/sagemaker-debugger-rules:latest"
+
+
+def read_tarball(s3: Any, uri: str) -> dict[str, bytes]:
+    bucket, key = uri.removeprefix("s3://").split("/", 1)
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as archive:
+        return {m.name: archive.extractfile(m).read() for m in archive.getmembers() if m.isfile()}
+
+
+def test_training_job_completes_with_metrics_artifacts_and_logs(
+    sm: Any, s3: Any, logs: Any, service: Any
+) -> None:
+    sm.create_training_job(
+        **training_request(
+            "tj-complete",
+            HyperParameters=hyperparameters(epochs=3, lr=0.1, flag=True),
+            Environment={"MY_SETTING": "on"},
+            Tags=[{"Key": "project", "Value": "mlops"}],
+        )
+    )
+    first = sm.describe_training_job(TrainingJobName="tj-complete")
+    assert first["TrainingJobStatus"] == "InProgress"
+
+    job = wait_training(sm, "tj-complete")
+
+    assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+    assert job["SecondaryStatus"] == "Completed"
+    statuses = [t["Status"] for t in job["SecondaryStatusTransitions"]]
+    assert statuses == ["Starting", "Downloading", "Training", "Uploading", "Completed"]
+    assert all("EndTime" in t for t in job["SecondaryStatusTransitions"])
+    metrics = {m["MetricName"]: m["Value"] for m in job["FinalMetricDataList"]}
+    assert metrics["valid:loss"] == pytest.approx((-1 + 2) ** 2 + 0.5 / 3, abs=1e-5)
+    assert metrics["test:accuracy"] == pytest.approx(0.7)
+    assert job["TrainingTimeInSeconds"] >= 1 and job["BillableTimeInSeconds"] >= 1
+    assert job["TrainingEndTime"] >= job["TrainingStartTime"] >= job["CreationTime"]
+    model_uri = f"{OUTPUT_URI}/tj-complete/output/model.tar.gz"
+    assert job["ModelArtifacts"]["S3ModelArtifacts"] == model_uri
+
+    model = read_tarball(s3, model_uri)
+    assert {"model.pth", "model_info.json", "code/inference.py"} <= set(model)
+    output = read_tarball(s3, f"{OUTPUT_URI}/tj-complete/output/output.tar.gz")
+    run = json.loads(output["env.json"])
+    env, argv = run["env"], run["argv"]
+    # hyperparameters: JSON-decoded, sagemaker_* stripped, sorted, true -> "True" (the toolkit)
+    assert argv == ["--epochs", "3", "--flag", "True", "--lr", "0.1"]
+    assert env["SM_NUM_GPUS"] == "0" and env["SM_CURRENT_HOST"] == "algo-1"
+    assert json.loads(env["SM_HPS"]) == {"epochs": 3, "flag": True, "lr": 0.1}
+    assert json.loads(env["SM_TRAINING_ENV"])["job_name"] == "tj-complete"
+    assert env["SM_CHANNEL_TRAIN"].endswith("jobs/tj-complete/input/data/train")
+    assert env["MY_SETTING"] == "on" and env["TRAINING_JOB_NAME"] == "tj-complete"
+
+    streams = logs.describe_log_streams(
+        logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix="tj-complete/algo-1-"
+    )["logStreams"]
+    assert len(streams) == 1
+    events = logs.get_log_events(
+        logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=streams[0]["logStreamName"]
+    )["events"]
+    assert any("split=valid loss=" in e["message"] for e in events)
+
+    job_dir = service.config.state_dir / "jobs" / "tj-complete"
+    assert (job_dir / "logs" / "training.log").read_text().count("[metric]") == 7
+    usage = json.loads((job_dir / "resource_usage.json").read_text())
+    assert {"samples", "peak_rss_bytes", "mean_cpu_percent"} <= set(usage)
+    assert json.loads((job_dir / "describe.json").read_text())["TrainingJobStatus"] == "Completed"
+    hp_file = json.loads((job_dir / "input" / "config" / "hyperparameters.json").read_text())
+    assert hp_file["sagemaker_program"] == '"train.py"'
+    tags = sm.list_tags(ResourceArn=job["TrainingJobArn"])["Tags"]
+    assert tags == [{"Key": "project", "Value": "mlops"}]
+
+
+def test_training_job_failure_reason_names_the_script_error(sm: Any) -> None:
+    sm.create_training_job(
+        **training_request("tj-fail", HyperParameters=hyperparameters(fail="true"))
+    )
+    job = wait_training(sm, "tj-fail")
+    assert job["TrainingJobStatus"] == "Failed"
+    assert job["SecondaryStatus"] == "Failed"
+    reason = job["FailureReason"]
+    assert reason.startswith("AlgorithmError: ExecuteUserScriptError:")
+    assert 'ErrorMessage "ValueError: synthetic failure in epoch 1"' in reason
+    assert "exit code: 1" in reason
+
+
+def test_training_job_failure_file_wins_over_the_log(sm: Any) -> None:
+    sm.create_training_job(
+        **training_request(
+            "tj-failure-file",
+            HyperParameters=hyperparameters(fail="true", **{"write-failure-file": "true"}),
+        )
+    )
+    job = wait_training(sm, "tj-failure-file")
+    assert 'ErrorMessage "the data set has no valid images"' in job["FailureReason"]
+
+
+def test_training_job_missing_channel_data_is_a_client_error(sm: Any) -> None:
+    request = training_request("tj-no-data")
+    request["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] = (
+        "s3://local-sm-data/datasets/does-not-exist/train"
+    )
+    sm.create_training_job(**request)
+    job = wait_training(sm, "tj-no-data")
+    assert job["TrainingJobStatus"] == "Failed"
+    assert job["FailureReason"].startswith("ClientError: Data download failed:")
+    assert "does-not-exist" in job["FailureReason"]
+
+
+def test_training_job_max_runtime_stops_it(sm: Any) -> None:
+    sm.create_training_job(
+        **training_request(
+            "tj-max-runtime",
+            HyperParameters=hyperparameters(epochs=200, **{"epoch-seconds": 0.1}),
+            StoppingCondition={"MaxRuntimeInSeconds": 1},
+        )
+    )
+    job = wait_training(sm, "tj-max-runtime", timeout=30)
+    assert job["TrainingJobStatus"] == "Stopped"
+    assert job["SecondaryStatus"] == "MaxRuntimeExceeded"
+    assert [t["Status"] for t in job["SecondaryStatusTransitions"]][-2:] == [
+        "Stopping",
+        "MaxRuntimeExceeded",
+    ]
+    assert job["TrainingTimeInSeconds"] < 10
+
+
+def test_training_job_ignoring_sigterm_is_killed_after_the_grace_period(
+    service_factory: Any,
+) -> None:
+    import boto3
+
+    service = service_factory(stop_grace_s=0.5)
+    sm = boto3.client("sagemaker", endpoint_url=service.url)
+    sm.create_training_job(
+        **training_request(
+            "tj-stubborn",
+            HyperParameters=hyperparameters(
+                epochs=200, **{"epoch-seconds": 0.1, "ignore-sigterm": "true"}
+            ),
+            StoppingCondition={"MaxRuntimeInSeconds": 1},
+        )
+    )
+    job = wait_training(sm, "tj-stubborn", timeout=30)
+    assert job["TrainingJobStatus"] == "Stopped"
+
+
+def test_training_jobs_respect_the_concurrency_limit(service_factory: Any) -> None:
+    import boto3
+
+    service = service_factory(max_concurrent_jobs=1)
+    sm = boto3.client("sagemaker", endpoint_url=service.url)
+    for index in range(3):
+        sm.create_training_job(
+            **training_request(
+                f"tj-queue-{index}", HyperParameters=hyperparameters(**{"epoch-seconds": 0.3})
+            )
+        )
+    queued = sm.describe_training_job(TrainingJobName="tj-queue-2")
+    assert queued["TrainingJobStatus"] == "InProgress"
+    assert queued["SecondaryStatus"] == "Starting"
+    jobs = [wait_training(sm, f"tj-queue-{i}") for i in range(3)]
+    assert [j["TrainingJobStatus"] for j in jobs] == ["Completed"] * 3
+    spans = sorted((j["TrainingStartTime"], j["TrainingEndTime"]) for j in jobs)
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert start >= end, "two jobs trained at once with max_concurrent_jobs=1"
+
+
+def test_training_job_checkpoints_are_synced_and_restored(sm: Any, s3: Any, service: Any) -> None:
+    checkpoint = {"S3Uri": f"s3://{ARTIFACTS_BUCKET}/checkpoints/tj-ckpt"}
+    sm.create_training_job(
+        **training_request(
+            "tj-ckpt-1",
+            HyperParameters=hyperparameters(epochs=2),
+            CheckpointConfig=checkpoint,
+        )
+    )
+    assert wait_training(sm, "tj-ckpt-1")["TrainingJobStatus"] == "Completed"
+    state = s3.get_object(Bucket=ARTIFACTS_BUCKET, Key="checkpoints/tj-ckpt/state.json")
+    assert json.loads(state["Body"].read()) == {"epoch": 2}
+
+    sm.create_training_job(
+        **training_request(
+            "tj-ckpt-2",
+            HyperParameters=hyperparameters(epochs=3),
+            CheckpointConfig=checkpoint,
+        )
+    )
+    job = wait_training(sm, "tj-ckpt-2")
+    assert job["TrainingJobStatus"] == "Completed"
+    log = (service.config.state_dir / "jobs" / "tj-ckpt-2" / "logs" / "training.log").read_text()
+    assert "starting at epoch 3" in log
+    assert "--checkpoint-dir" in log
+
+
+def test_debug_rules_fill_rule_evaluation_statuses(sm: Any, service: Any) -> None:
+    rules = [
+        {
+            "RuleConfigurationName": "LossNotDecreasing",
+            "RuleEvaluatorImage": RULE_IMAGE,
+            "RuleParameters": {"rule_to_invoke": "LossNotDecreasing", "num_steps": "10"},
+        },
+        {
+            "RuleConfigurationName": "Overfit",
+            "RuleEvaluatorImage": RULE_IMAGE,
+            "RuleParameters": {"rule_to_invoke": "Overfit"},
+        },
+        {
+            "RuleConfigurationName": "BuiltInOnly",
+            "RuleEvaluatorImage": RULE_IMAGE,
+        },
+    ]
+    sm.create_training_job(
+        **training_request(
+            "tj-rules",
+            DebugHookConfig={
+                "S3OutputPath": f"s3://{ARTIFACTS_BUCKET}/debug",
+                "HookParameters": {"save_interval": "1"},
+                "CollectionConfigurations": [
+                    {"CollectionName": "losses", "CollectionParameters": {"save_interval": "1"}}
+                ],
+            },
+            DebugRuleConfigurations=rules,
+            ProfilerRuleConfigurations=[
+                {
+                    "RuleConfigurationName": "LowGPUUtilization",
+                    "RuleEvaluatorImage": RULE_IMAGE,
+                    "RuleParameters": {"rule_to_invoke": "LowGPUUtilization"},
+                }
+            ],
+        )
+    )
+    early = sm.describe_training_job(TrainingJobName="tj-rules")
+    assert {s["RuleEvaluationStatus"] for s in early["DebugRuleEvaluationStatuses"]} == {
+        "InProgress"
+    }
+    job = wait_for(
+        lambda: sm.describe_training_job(TrainingJobName="tj-rules"),
+        lambda d: all(
+            s["RuleEvaluationStatus"] != "InProgress" for s in d["DebugRuleEvaluationStatuses"]
+        ),
+    )
+    assert job["TrainingJobStatus"] == "Completed"
+    statuses = {s["RuleConfigurationName"]: s for s in job["DebugRuleEvaluationStatuses"]}
+    assert statuses["LossNotDecreasing"]["RuleEvaluationStatus"] == "IssuesFound"
+    assert "LossNotDecreasing.num_steps=10" in statuses["LossNotDecreasing"]["StatusDetails"]
+    assert statuses["Overfit"]["RuleEvaluationStatus"] == "NoIssuesFound"
+    assert statuses["BuiltInOnly"]["RuleEvaluationStatus"] == "Error"
+    assert ":processing-job/" in statuses["Overfit"]["RuleEvaluationJobArn"]
+    profiler = job["ProfilerRuleEvaluationStatuses"][0]
+    assert profiler["RuleEvaluationStatus"] == "NoIssuesFound"
+    hook_config = json.loads(
+        (
+            service.config.state_dir
+            / "jobs"
+            / "tj-rules"
+            / "input"
+            / "config"
+            / "debughookconfig.json"
+        ).read_text()
+    )
+    assert hook_config["LocalPath"].endswith("jobs/tj-rules/output/tensors")
+    assert hook_config["CollectionConfigurations"][0]["CollectionName"] == "losses"
+
+
+def test_stop_of_a_queued_job_before_it_runs(service_factory: Any) -> None:
+    """A stopped tuning job stops its queued trials; the runner must not start them."""
+    import boto3
+
+    service = service_factory(max_concurrent_jobs=1)
+    sm = boto3.client("sagemaker", endpoint_url=service.url)
+    sm.create_training_job(
+        **training_request("tj-busy", HyperParameters=hyperparameters(**{"epoch-seconds": 0.5}))
+    )
+    sm.create_training_job(**training_request("tj-waiting"))
+    waiting = service.backend.training_jobs["tj-waiting"]
+    waiting.request_stop()
+    job = wait_training(sm, "tj-waiting")
+    assert job["TrainingJobStatus"] == "Stopped"
+    assert "Training" not in [t["Status"] for t in job["SecondaryStatusTransitions"]]
+    time.sleep(0.1)

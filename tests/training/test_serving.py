@@ -1,0 +1,171 @@
+"""inference.py round trip on the model train.py saved, and every bad-input path."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from training import inference
+from training.inference import InputError
+
+
+@pytest.fixture(scope="module")
+def model(trained):
+    return inference.model_fn(str(trained.model_dir))
+
+
+@pytest.fixture(scope="module")
+def digit(digits_dir) -> Image.Image:
+    path = sorted((digits_dir / "test" / "003.three").glob("*.png"))[0]
+    return Image.open(path).convert("RGB")
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def rgba_png(digit: Image.Image) -> bytes:
+    """Ink opaque, paper fully transparent (and black underneath, as many encoders leave it)."""
+    rgba = digit.convert("RGBA")
+    pixels = [(0, 0, 0, 0) if p[0] > 200 else (p[0], p[1], p[2], 255) for p in rgba.getdata()]
+    rgba.putdata(pixels)
+    return encode(rgba, "PNG")
+
+
+def variants(digit: Image.Image) -> dict[str, tuple[bytes, str]]:
+    return {
+        "png with alpha": (rgba_png(digit), "image/png"),
+        "grayscale jpeg": (encode(digit.convert("L"), "JPEG", quality=95), "image/jpeg"),
+        "cmyk jpeg": (encode(digit.convert("CMYK"), "JPEG", quality=95), "application/x-image"),
+        "palette png": (encode(digit.convert("P"), "PNG"), "application/octet-stream"),
+        "16-bit png": (encode(digit.convert("L").convert("I;16"), "PNG"), "image/png"),
+    }
+
+
+def predict(model, body, content_type="image/png", accept="application/json") -> dict:
+    answer, content = inference.output_fn(
+        inference.predict_fn(inference.input_fn(body, content_type), model), accept
+    )
+    assert content == "application/json"
+    return json.loads(answer)
+
+
+def check_answer(answer: dict, classes: list[str]) -> None:
+    assert 0 <= answer["class_index"] < len(classes)
+    assert answer["class_name"] == classes[answer["class_index"]]
+    assert answer["label"] == classes[answer["class_index"]].split(".", 1)[1]
+    assert answer["top_k"][0]["class_index"] == answer["class_index"]
+    probabilities = [entry["probability"] for entry in answer["top_k"]]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert all(0.0 <= p <= 1.0 for p in probabilities) and len(probabilities) == 3
+
+
+def test_model_fn_loads_what_train_saved(model, trained):
+    assert model.info["model"] == "resnet18"
+    assert model.classes[3] == "003.three"
+    assert not model.network.training
+
+
+@pytest.mark.parametrize(
+    "kind", ["png with alpha", "grayscale jpeg", "cmyk jpeg", "palette png", "16-bit png"]
+)
+def test_predict_any_image_mode_gives_a_valid_class(model, digit, kind):
+    body, content_type = variants(digit)[kind]
+    check_answer(predict(model, body, content_type), model.classes)
+
+
+def test_input_fn_converts_every_mode_to_rgb_of_the_same_digit(digit):
+    """All encodings of one digit decode to (nearly) the same RGB picture: alpha over white."""
+    reference = inference.input_fn(encode(digit, "PNG"), "image/png")
+    for kind, (body, content_type) in variants(digit).items():
+        image = inference.input_fn(body, content_type)
+        assert image.mode == "RGB" and image.size == digit.size, kind
+        diff = max(abs(a - b) for a, b in zip(image.tobytes(), reference.tobytes(), strict=True))
+        assert diff <= 80, f"{kind} differs by {diff}"
+
+
+def test_predict_json_base64_body(model, digit):
+    png = encode(digit, "PNG")
+    body = json.dumps({"image": base64.b64encode(png).decode()})
+    direct = predict(model, png)
+    assert predict(model, body, "application/json") == direct
+    data_url = json.dumps({"image": "data:image/png;base64," + base64.b64encode(png).decode()})
+    assert predict(model, data_url.encode(), "application/json; charset=utf-8") == direct
+
+
+def test_predict_matches_the_evaluation_transform(model, trained, digit):
+    """Serving uses model_info.json's sizes with the same function evaluation used."""
+    expected = inference.build_eval_transform(
+        model.info["image_size"], model.info["resize_size"], model.info["mean"], model.info["std"]
+    )(digit)
+    assert model.transform(digit).equal(expected)
+    assert expected.shape == (3, 16, 16)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "words"),
+    [
+        (b"", "image/png", 400, "empty"),
+        (None, "image/jpeg", 400, "empty"),
+        (b"hello, I am text", "image/jpeg", 400, "not a readable image"),
+        ("plain text body", "application/octet-stream", 400, "not a readable image"),
+        (b"\x89PNG", "image/png", 400, "not a readable image"),
+        (b"{not json", "application/json", 400, "not valid JSON"),
+        (b'{"picture": "abc"}', "application/json", 400, '"image"'),
+        (b'{"image": "***"}', "application/json", 400, "not valid base64"),
+        (b"GIF89a", "text/plain", 415, "unsupported content type"),
+        (b"GIF89a", None, 415, "unsupported content type"),
+    ],
+)
+def test_input_fn_rejects_bad_requests(body, content_type, status, words):
+    with pytest.raises(InputError) as error:
+        inference.input_fn(body, content_type)
+    assert error.value.status_code == status
+    assert words in error.value.message
+
+
+def test_input_fn_rejects_truncated_jpeg(digit):
+    jpeg = encode(digit.resize((64, 64)), "JPEG", quality=95)
+    with pytest.raises(InputError) as error:
+        inference.input_fn(jpeg[: len(jpeg) // 2], "image/jpeg")
+    assert error.value.status_code == 400
+    assert "truncated or corrupt" in error.value.message
+
+
+def test_input_fn_rejects_body_over_the_size_limit():
+    body = b"\xff\xd8" + bytes(inference.MAX_BODY_BYTES)
+    with pytest.raises(InputError) as error:
+        inference.input_fn(body, "image/jpeg")
+    assert error.value.status_code == 413
+    assert str(inference.MAX_BODY_BYTES) in error.value.message
+
+
+def test_input_fn_refuses_decompression_bomb_before_decoding():
+    """A few-kB PNG that declares 64 million pixels is refused from its header."""
+    bomb = encode(Image.new("1", (8000, 8000)), "PNG", optimize=True)
+    assert len(bomb) < 100_000
+    with pytest.raises(InputError) as error:
+        inference.input_fn(bomb, "image/png")
+    assert error.value.status_code == 413
+    assert "8000x8000" in error.value.message
+
+
+def test_output_fn_refuses_an_accept_it_cannot_produce(model, digit):
+    prediction = inference.predict_fn(inference.input_fn(encode(digit, "PNG"), "image/png"), model)
+    for accept in (None, "*/*", "application/json", "text/html, application/json;q=0.9"):
+        assert inference.output_fn(prediction, accept)[1] == "application/json"
+    with pytest.raises(InputError) as error:
+        inference.output_fn(prediction, "text/csv")
+    assert error.value.status_code == 406
+
+
+def test_label_drops_the_index_prefix():
+    assert inference.label_of("003.three") == "three"
+    assert inference.label_of("117.Norwegian_buhund") == "Norwegian_buhund"
+    assert inference.label_of("plain") == "plain"
