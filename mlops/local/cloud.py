@@ -144,13 +144,15 @@ class LocalCloud:
         return f"http://{host}:{port}"
 
     def _start_sagemaker(self, moto_url: str) -> str:
-        from mlops.local.sagemaker.service import LocalSageMaker
+        from mlops.local.sagemaker.config import SageMakerConfig
+        from mlops.local.sagemaker.service import LocalSageMakerService
 
-        self.sagemaker = LocalSageMaker(
-            root=self.root / "sagemaker",
-            aws_env={**CREDENTIALS, "AWS_DEFAULT_REGION": REGION, "AWS_ENDPOINT_URL": moto_url},
+        config = SageMakerConfig(
+            state_dir=self.root / "sagemaker",
+            region=REGION,
+            aws_endpoint_urls={"s3": moto_url, "logs": moto_url},
         )
-        self.sagemaker.start()
+        self.sagemaker = LocalSageMakerService(config).start()
         return self.sagemaker.url
 
     @staticmethod

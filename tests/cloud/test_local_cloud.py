@@ -135,6 +135,8 @@ def test_api_requires_the_key_and_passes_binary_bodies_base64_encoded(cloud):
 
 
 def test_api_unknown_route_gets_api_gateways_answer(cloud):
-    response = requests.get(f"{cloud.api_url}/nowhere", headers={"x-api-key": cloud.api_key}, timeout=30)
+    response = requests.get(
+        f"{cloud.api_url}/nowhere", headers={"x-api-key": cloud.api_key}, timeout=30
+    )
     assert response.status_code == 403
     assert response.json() == {"message": "Missing Authentication Token"}

@@ -28,12 +28,17 @@ def resolver() -> Resolver:
 
 
 def test_resolver_sub_with_parameters_pseudo_parameters_and_attributes(resolver):
-    value = resolver.resolve({"Fn::Sub": "${ProjectName}-${AWS::AccountId}-${Thing.Arn}-${!Literal}"})
+    value = resolver.resolve(
+        {"Fn::Sub": "${ProjectName}-${AWS::AccountId}-${Thing.Arn}-${!Literal}"}
+    )
     assert value == "toy-123456789012-arn:thing-${Literal}"
 
 
 def test_resolver_sub_with_local_variables(resolver):
-    assert resolver.resolve({"Fn::Sub": ["${A}/${Setting}", {"A": {"Ref": "Thing"}}]}) == "thing-name/given"
+    assert (
+        resolver.resolve({"Fn::Sub": ["${A}/${Setting}", {"A": {"Ref": "Thing"}}]})
+        == "thing-name/given"
+    )
 
 
 def test_resolver_if_follows_the_condition(resolver):

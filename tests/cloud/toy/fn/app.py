@@ -26,11 +26,17 @@ def lambda_handler(event, context):
         return {"started": key}
     if "httpMethod" in event:
         body = {"isBase64Encoded": event["isBase64Encoded"], "length": len(event["body"] or "")}
-        return {"statusCode": 200, "headers": {"Content-Type": "application/json"},
-                "body": json.dumps(body)}
+        return {
+            "statusCode": 200,
+            "headers": {"Content-Type": "application/json"},
+            "body": json.dumps(body),
+        }
     if event.get("sleep"):
         time.sleep(event["sleep"])
     if event.get("fail"):
         raise ToyError(f"asked to fail ({GREETING})")
-    return {"greeting": GREETING, "remaining_ms": context.get_remaining_time_in_millis(),
-            "setting": os.environ["SETTING"]}
+    return {
+        "greeting": GREETING,
+        "remaining_ms": context.get_remaining_time_in_millis(),
+        "setting": os.environ["SETTING"],
+    }
