@@ -6,7 +6,7 @@ import json
 
 import pytest
 from botocore.stub import Stubber
-from handler_helpers import endpoint, tar_gz, training_job
+from handler_helpers import ARN_PREFIX, endpoint, tar_gz, training_job
 
 TRAINING = "mlops-digits-retrain-1a2b3c4d"
 EXECUTION = "digits-0123456789abcdef"
@@ -80,9 +80,7 @@ def evaluate(
             stub.add_response(
                 "list_tags",
                 {"Tags": [{"Key": "mlops:test-accuracy", "Value": serving_accuracy}]},
-                {
-                    "ResourceArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/mlops-digits-00000000"
-                },
+                {"ResourceArn": f"{ARN_PREFIX}:endpoint-config/mlops-digits-00000000"},
             )
         return app.lambda_handler(
             {"execution_name": EXECUTION, "training_job_name": TRAINING}, context

@@ -1,4 +1,4 @@
-"""start_profiled_training: the retrain request with hook, profiler and (optional) built-in rules."""
+"""start_profiled_training: the retrain request with hook, profiler and optional built-in rules."""
 
 from __future__ import annotations
 

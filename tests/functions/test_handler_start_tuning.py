@@ -121,7 +121,7 @@ def test_start_tuning_without_warm_start_for_hyperband(load_handler, buckets, co
 def test_start_tuning_unpublished_metric_definitions(load_handler, buckets, context):
     app = load_handler("start_tuning")
 
-    with pytest.raises(ConfigurationError, match="metric_definitions.json does not exist"):
+    with pytest.raises(ConfigurationError, match=r"metric_definitions.json does not exist"):
         app.lambda_handler(event(), context)
 
 
@@ -138,7 +138,7 @@ def test_start_tuning_metric_definitions_without_the_objective(load_handler, buc
 def test_start_tuning_unpublished_training_source(app, buckets, context):
     buckets.s3.delete_object(Bucket=buckets.artifacts, Key="code/training/sourcedir.tar.gz")
 
-    with pytest.raises(ConfigurationError, match="sourcedir.tar.gz does not exist"):
+    with pytest.raises(ConfigurationError, match=r"sourcedir.tar.gz does not exist"):
         app.lambda_handler(event(), context)
 
 
@@ -146,7 +146,7 @@ def test_start_tuning_invalid_learning_rate_range(load_handler, buckets, context
     publish_training_source(buckets.s3, buckets.artifacts)
     app = load_handler("start_tuning", LearningRateMin="0.1", LearningRateMax="0.01")
 
-    with pytest.raises(ConfigurationError, match="LEARNING_RATE_MIN=0.1 must be below"):
+    with pytest.raises(ConfigurationError, match=r"LEARNING_RATE_MIN=0.1 must be below"):
         app.lambda_handler(event(), context)
 
 

@@ -62,7 +62,7 @@ def test_validate_dataset_class_folders_that_differ_between_splits(app, buckets,
         Bucket=buckets.data, Key="datasets/digits/valid/002.two/0000.png", Body=b"\x89PNG"
     )
 
-    with pytest.raises(DatasetInvalid, match="folder valid/002.two/ holds 1 images"):
+    with pytest.raises(DatasetInvalid, match=r"folder valid/002.two/ holds 1 images"):
         run(app, context)
 
 
@@ -74,7 +74,7 @@ def test_validate_dataset_empty_class_is_named(app, buckets, context):
     }
     upload_dataset(buckets.s3, buckets.data, counts=counts)
 
-    with pytest.raises(DatasetInvalid, match="class 001.one in split train has no images"):
+    with pytest.raises(DatasetInvalid, match=r"class 001.one in split train has no images"):
         run(app, context)
 
 
@@ -89,7 +89,7 @@ def test_validate_dataset_manifest_that_is_not_json(app, buckets, context):
     upload_dataset(buckets.s3, buckets.data)
     buckets.s3.put_object(Bucket=buckets.data, Key="datasets/digits/manifest.json", Body=b"{oops")
 
-    with pytest.raises(DatasetInvalid, match="manifest.json is not valid JSON"):
+    with pytest.raises(DatasetInvalid, match=r"manifest.json is not valid JSON"):
         run(app, context)
 
 
@@ -107,7 +107,9 @@ def test_validate_dataset_file_entry_with_other_size(app, buckets, context):
     files = [{"key": "train/000.zero/0000.png", "size": 1, "sha256": "x"}]
     upload_dataset(buckets.s3, buckets.data, manifest={"files": files})
 
-    with pytest.raises(DatasetInvalid, match="train/000.zero/0000.png: manifest.json says 1 bytes"):
+    with pytest.raises(
+        DatasetInvalid, match=r"train/000.zero/0000.png: manifest.json says 1 bytes"
+    ):
         run(app, context)
 
 

@@ -14,7 +14,10 @@ from pipeline_common.gate import (
     summarize,
 )
 
-DEFAULT = "block:LossNotDecreasing,VanishingGradient,PoorWeightInitialization;warn:Overfit,Overtraining,LowGPUUtilization"
+DEFAULT = (
+    "block:LossNotDecreasing,VanishingGradient,PoorWeightInitialization;"
+    "warn:Overfit,Overtraining,LowGPUUtilization"
+)
 
 
 def test_gate_policy_parses_the_default():

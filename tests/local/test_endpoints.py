@@ -146,7 +146,7 @@ def test_update_switches_models_without_a_failed_request(
     assert versions[0] == "u1" and versions[-1] == "u2"
     switched = versions.index("u2")
     assert set(versions[switched:]) == {"u2"}, "traffic went back to the old model"
-    assert len(versions) > 20
+    assert len(versions) > 10
 
 
 def test_failed_update_rolls_back_and_keeps_serving(sm: Any, runtime: Any, s3: Any) -> None:

@@ -75,7 +75,7 @@ def test_delete_while_creating_cancels_the_deployment(sm: Any, s3: Any) -> None:
 
 def test_standalone_service_serves_until_sigterm(tmp_path: Path, aws_env: None) -> None:
     url_file = tmp_path / "url"
-    process = subprocess.Popen(  # noqa: S603
+    process = subprocess.Popen(
         [
             sys.executable,
             "-m",

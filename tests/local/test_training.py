@@ -167,6 +167,17 @@ def test_training_job_ignoring_sigterm_is_killed_after_the_grace_period(
     assert job["TrainingJobStatus"] == "Stopped"
 
 
+def test_processes_left_behind_by_the_script_are_killed(sm: Any) -> None:
+    sm.create_training_job(
+        **training_request(
+            "tj-straggler", HyperParameters=hyperparameters(**{"leave-child": "true"})
+        )
+    )
+    job = wait_training(sm, "tj-straggler", timeout=30)
+    assert job["TrainingJobStatus"] == "Completed"
+    assert job["TrainingTimeInSeconds"] < 20
+
+
 def test_training_jobs_respect_the_concurrency_limit(service_factory: Any) -> None:
     import boto3
 

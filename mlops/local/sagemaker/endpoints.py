@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 import os
 import random
@@ -337,7 +338,8 @@ class Endpoint:
         self.active: Deployment | None = None
         self.pending: Deployment | None = None
         self.deleted = threading.Event()
-        self.history: list[dict[str, Any]] = []  # which config served when (for reports)
+        # Which endpoint config served from when; also in <state>/endpoints/<name>/history.json.
+        self.history: list[dict[str, Any]] = []
 
     def describe(self) -> dict[str, Any]:
         with self.lock:
@@ -454,15 +456,7 @@ class EndpointManager:
                 endpoint.last_modified_time = now()
             logger.warning("endpoint %s failed: %s", endpoint.name, error)
             return
-        with endpoint.lock:
-            if endpoint.deleted.is_set():
-                self._stop_deployments([deployment])
-                return
-            endpoint.active = deployment
-            endpoint.status = "InService"
-            endpoint.last_modified_time = now()
-            endpoint.history.append({"config": deployment.config.name, "since": now().isoformat()})
-        logger.info("endpoint %s is InService with %s", endpoint.name, deployment.config.name)
+        self._activate(endpoint, deployment)
 
     def _update(self, endpoint: Endpoint, config: EndpointConfigRecord) -> None:
         try:
@@ -480,17 +474,32 @@ class EndpointManager:
                 endpoint.last_modified_time = now()
             logger.warning("update of endpoint %s rolled back: %s", endpoint.name, error)
             return
+        self._activate(endpoint, deployment)
+
+    def _activate(self, endpoint: Endpoint, deployment: Deployment) -> None:
+        """Switch traffic to a deployment whose servers all answer /ping; retire the old one.
+
+        The switch is one assignment under the endpoint's lock, the same lock under which
+        every request picks its server, so each request goes wholly to the old or the new one.
+        """
         with endpoint.lock:
-            if endpoint.deleted.is_set():
-                self._stop_deployments([deployment])
-                return
-            old, endpoint.active, endpoint.pending = endpoint.active, deployment, None
-            endpoint.config = config
-            endpoint.status = "InService"
-            endpoint.failure_reason = None
-            endpoint.last_modified_time = now()
-            endpoint.history.append({"config": config.name, "since": now().isoformat()})
-        logger.info("endpoint %s switched to %s", endpoint.name, config.name)
+            deleted = endpoint.deleted.is_set()
+            if not deleted:
+                old, endpoint.active, endpoint.pending = endpoint.active, deployment, None
+                endpoint.config = deployment.config
+                endpoint.status = "InService"
+                endpoint.failure_reason = None
+                endpoint.last_modified_time = now()
+                endpoint.history.append(
+                    {"EndpointConfigName": deployment.config.name, "Since": now().isoformat()}
+                )
+                history = list(endpoint.history)
+        if deleted:
+            self._stop_deployments([deployment])
+            return
+        logger.info("endpoint %s serves %s", endpoint.name, deployment.config.name)
+        history_file = self.config.state_dir / "endpoints" / endpoint.name / "history.json"
+        history_file.write_text(json.dumps(history, indent=1))
         if old is not None:
             self._retire(old)
 

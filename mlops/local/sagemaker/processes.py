@@ -56,9 +56,15 @@ class ManagedProcess:
         return self.popen.pid
 
     def lines(self) -> Iterator[str]:
-        """Output lines as they are printed (ends when the process closes its output)."""
-        assert self.popen.stdout is not None
-        yield from self.popen.stdout
+        """Output lines as they are printed (ends when the process and its children close
+        their output). Only this reader closes the pipe, so a stop from another thread never
+        pulls the stream from under it."""
+        stream = self.popen.stdout
+        assert stream is not None
+        try:
+            yield from stream
+        finally:
+            stream.close()
 
     def poll(self) -> int | None:
         return self.popen.poll()
@@ -68,6 +74,10 @@ class ManagedProcess:
         self._reap_group()
         return code
 
+    def kill_group(self) -> None:
+        """SIGKILL every process of the group (the leader and whatever it started)."""
+        self._signal_group(signal.SIGKILL)
+
     def _signal_group(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pgid, signum)
@@ -75,9 +85,6 @@ class ManagedProcess:
     def _reap_group(self) -> None:
         """After the leader exits, kill stragglers of its group and forget the process."""
         self._signal_group(signal.SIGKILL)
-        if self.popen.stdout is not None:
-            with contextlib.suppress(OSError):
-                self.popen.stdout.close()
         with _LIVE_LOCK:
             _LIVE.discard(self)
 

@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
 HOST = "algo-1"
 DEFAULT_MAX_RUNTIME_S = 86400
+SMDEBUG_END_MARKER = "training_job_end.ts"
+STRAGGLER_GRACE_S = 2.0  # how long children of an exited script may hold its output open
 ERROR_LINE = re.compile(r"^\s*([\w.]*(Error|Exception|Interrupt)\b.*|.*\bError:.*)$")
 STATUS_MESSAGES = {
     "Starting": "Preparing the instances for training",
@@ -327,8 +329,14 @@ class TrainingRunner:
 
     def submit(self, job: TrainingJob) -> None:
         if self._shutting_down.is_set():
-            raise RuntimeError("the local SageMaker is shutting down; no new training jobs")
+            job.finish("Stopped", "Stopped", "Stopped because the local SageMaker shut down")
+            job.mark_done()
+            return
         self._queue.put(job)
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutting_down.is_set()
 
     def running_count(self) -> int:
         with self._active_lock:
@@ -345,6 +353,8 @@ class TrainingRunner:
                 continue
             with self._active_lock:
                 self._active[job.name] = job
+            if self.shutting_down:  # shutdown() may have listed the active jobs just before
+                job.request_stop("Stopped", "Stopped because the local SageMaker shut down")
             try:
                 TrainingExecution(job, self).run()
             finally:
@@ -389,6 +399,7 @@ class TrainingExecution:
         self.monitor: ResourceMonitor | None = None
         self.process: ManagedProcess | None = None
         self.tail: list[str] = []
+        self.output_done = threading.Event()
 
     # --- the steps ----------------------------------------------------------------------------
 
@@ -458,6 +469,7 @@ class TrainingExecution:
         watchdog.start()
         for line in self.process.lines():
             self._on_line(line)
+        self.output_done.set()
         exit_code = self.process.wait()
         watchdog.join(self.config.stop_grace_s + 5)
         self.monitor.stop()
@@ -465,6 +477,7 @@ class TrainingExecution:
 
     def _conclude(self, exit_code: int) -> None:
         job = self.job
+        self._mark_tensors_complete()
         if job.stop_event.is_set():
             self._upload_artifacts(only_if_model_saved=True)
             job.finish("Stopped", job.stop_reason, job.stop_message)
@@ -475,6 +488,13 @@ class TrainingExecution:
         job.set_secondary_status("Uploading")
         self._upload_artifacts()
         job.finish("Completed", "Completed", STATUS_MESSAGES["Completed"])
+
+    def _mark_tensors_complete(self) -> None:
+        """smdebug does not write its end-of-training marker when TRAINING_JOB_NAME is set
+        (SageMaker tells its rule jobs instead); write it so local rules see a finished trial."""
+        tensor_dir = self._tensor_dir()
+        if tensor_dir.is_dir() and any(tensor_dir.iterdir()):
+            (tensor_dir / SMDEBUG_END_MARKER).touch(exist_ok=True)
 
     def _end_failed(self, reason: str) -> None:
         if self.logs is not None:
@@ -748,6 +768,10 @@ class TrainingExecution:
                 self.logs.write(f"Stopping: {job.stop_message}")
                 process.stop(self.config.stop_grace_s)
                 return
+        # The script exited; a child it left behind would keep the log pipe open forever.
+        if not self.output_done.wait(STRAGGLER_GRACE_S):
+            logger.warning("%s left processes behind after exiting: killing them", job.name)
+            process.kill_group()
 
     def _algorithm_error(self, exit_code: int) -> str:
         """AWS's FailureReason for a script that failed, with its last meaningful error line."""
@@ -827,13 +851,15 @@ class TrainingExecution:
         configurations = job.request.get("DebugRuleConfigurations", [])
         if not configurations:
             return
-        if job.status == "Failed":
+        if job.status == "Failed" or self.runner.shutting_down:
+            reason = (
+                "the training job failed; the rule was not evaluated"
+                if job.status == "Failed"
+                else "the local SageMaker shut down before the rule was evaluated"
+            )
             for configuration in configurations:
                 job.set_rule_status(
-                    "debug",
-                    configuration["RuleConfigurationName"],
-                    "Stopped",
-                    "the training job failed; the rule was not evaluated",
+                    "debug", configuration["RuleConfigurationName"], "Stopped", reason
                 )
             self._write_description()
             return

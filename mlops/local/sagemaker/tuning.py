@@ -204,7 +204,8 @@ class Trial:
     objective: float | None = None
 
     def objective_status(self) -> str:
-        if not self.job.is_terminal:
+        """Pending until the tuning job has taken the trial's result (not merely its end)."""
+        if not self.told:
             return "Pending"
         return "Succeeded" if self.objective is not None else "Failed"
 
@@ -439,7 +440,9 @@ class TuningJob:
             study.tell(trial.optuna_trial, state=TrialState.FAIL)
 
     def _running_count(self) -> int:
-        return sum(1 for t in self.trials if not t.job.is_terminal)
+        """Trials whose result the study has not been told yet: a new trial is asked for only
+        after the previous result is in, so a sequential Bayesian search sees every result."""
+        return sum(1 for t in self.trials if not t.told)
 
     def _wait_for_trials(self) -> None:
         with self.lock:
@@ -489,7 +492,7 @@ class TuningJob:
                 "FailureReason": job.failure_reason,
                 "ObjectiveStatus": trial.objective_status(),
             }
-        value = trial.objective if job.is_terminal else None
+        value = trial.objective if trial.told else None
         if value is not None:
             summary["FinalHyperParameterTuningJobObjectiveMetric"] = {
                 "MetricName": self.settings.objective_name,

@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -52,6 +53,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-version", default="v1")
     parser.add_argument("--crash-on-load", default="false")
     parser.add_argument("--load-seconds", type=float, default=0.0)
+    parser.add_argument("--leave-child", default="false")
     return parser
 
 
@@ -118,6 +120,9 @@ def main(args: argparse.Namespace) -> None:
     (model_dir / "code").mkdir(exist_ok=True)
     shutil.copy(Path(__file__).with_name("inference.py"), model_dir / "code" / "inference.py")
     (output_data / "history.json").write_text(json.dumps(history))
+    if args.leave_child.lower() == "true":
+        # a forgotten background process that keeps the log pipe open
+        subprocess.Popen(["sleep", "300"])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,345 @@
+"""template.yaml and pipeline.asl.json checked as code: linters, SAM, IAM scope, wiring."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sam_template
+from pipeline_common import errors
+
+ROOT = sam_template.ROOT
+SAM = ROOT / ".venv-sam" / "bin" / "sam"
+CFN_LINT = Path(sys.executable).parent / "cfn-lint"
+requires_sam = pytest.mark.skipif(
+    not SAM.exists(),
+    reason=".venv-sam is missing: create it with `make venv-sam` (requirements/sam.txt)",
+)
+# Allow statements that may use Resource "*": AWS offers no resource-level permission for
+# these actions (each is justified by a comment beside it in template.yaml).
+UNSCOPABLE_SIDS = {
+    "ListTuningJobsNoResourceScope": {"sagemaker:ListHyperParameterTuningJobs"},
+    "EcrAuthTokenNoResourceScope": {"ecr:GetAuthorizationToken"},
+    "PutSageMakerMetricsNoResourceScope": {"cloudwatch:PutMetricData"},
+}
+SAGEMAKER_ARN = re.compile(
+    r"^arn:\$\{AWS::Partition\}:sagemaker:\$\{AWS::Region\}:\$\{AWS::AccountId\}:"
+    r"(hyper-parameter-tuning-job|training-job|model|endpoint-config|endpoint)/\$\{ProjectName\}-"
+)
+
+
+def definition() -> dict:
+    return json.loads(sam_template.ASL_PATH.read_text())
+
+
+def sam_environment() -> dict[str, str]:
+    env = {
+        **os.environ,
+        "SAM_CLI_TELEMETRY": "0",
+        "PATH": f"{SAM.parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    env.pop("AWS_PROFILE", None)
+    return env
+
+
+# ---------------------------------------------------------------- linters and SAM -------
+
+
+def test_template_cfn_lint_is_clean():
+    result = subprocess.run(
+        [str(CFN_LINT), str(sam_template.TEMPLATE_PATH)], capture_output=True, text=True
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.sam
+@requires_sam
+def test_template_sam_validate_lint():
+    result = subprocess.run(
+        [
+            str(SAM),
+            "validate",
+            "--lint",
+            "--template-file",
+            str(sam_template.TEMPLATE_PATH),
+            "--region",
+            "us-east-1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=sam_environment(),
+        timeout=300,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.sam
+@requires_sam
+@pytest.mark.skipif(shutil.which("python3.11") is None, reason="sam build needs python3.11 on PATH")
+def test_template_sam_build(tmp_path):
+    build_dir = tmp_path / "build"
+    result = subprocess.run(
+        [
+            str(SAM),
+            "build",
+            "--template-file",
+            str(sam_template.TEMPLATE_PATH),
+            "--build-dir",
+            str(build_dir),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=sam_environment(),
+        timeout=600,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (build_dir / "SharedLayer" / "python" / "pipeline_common" / "gate.py").exists()
+    assert (build_dir / "SharedLayer" / "python" / "aws_lambda_powertools").is_dir()
+    assert (build_dir / "StartProfiledTrainingFunction" / "smdebug_rulesconfig").is_dir()
+    for logical_id in sam_template.functions():
+        assert (build_dir / logical_id / "app.py").exists(), logical_id
+
+
+# ---------------------------------------------------------------- IAM -------------------
+
+
+def allow_statements() -> list[tuple[str, dict]]:
+    """(owner, statement) for every Allow statement the template writes itself."""
+    found = []
+    for logical_id, resource in sam_template.resources().items():
+        props = resource.get("Properties", {})
+        if resource["Type"] == "AWS::IAM::Role":
+            for policy in props.get("Policies", []):
+                found += [(logical_id, s) for s in policy["PolicyDocument"]["Statement"]]
+        if resource["Type"] in ("AWS::Serverless::Function", "AWS::Serverless::StateMachine"):
+            for policy in props.get("Policies", []):
+                if isinstance(policy, dict) and "Statement" in policy:
+                    found += [(logical_id, s) for s in policy["Statement"]]
+    return [(owner, s) for owner, s in found if s.get("Effect") == "Allow"]
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def test_template_iam_has_no_wildcard_actions():
+    for owner, statement in allow_statements():
+        for action in as_list(statement["Action"]):
+            assert action != "*" and not action.endswith(":*"), f"{owner} allows {action}"
+
+
+def test_template_iam_wildcard_resources_only_where_aws_cannot_scope():
+    text = sam_template.TEMPLATE_PATH.read_text()
+    for owner, statement in allow_statements():
+        if "*" not in as_list(statement["Resource"]):
+            continue
+        sid = statement.get("Sid", "")
+        assert sid in UNSCOPABLE_SIDS, f"{owner} statement {sid or statement} uses Resource '*'"
+        assert set(as_list(statement["Action"])) <= UNSCOPABLE_SIDS[sid]
+        after_sid = text[text.index(f"Sid: {sid}") :].splitlines()[1]
+        assert after_sid.strip().startswith("#"), f"justify {sid} with a comment in template.yaml"
+
+
+def test_template_iam_sagemaker_actions_are_scoped_to_the_project_prefix():
+    for owner, statement in allow_statements():
+        actions = [a for a in as_list(statement["Action"]) if a.startswith("sagemaker:")]
+        if not actions or statement.get("Sid") in UNSCOPABLE_SIDS:
+            continue
+        for resource in as_list(statement["Resource"]):
+            assert "Fn::Sub" in resource, f"{owner}: {resource}"
+            assert SAGEMAKER_ARN.match(resource["Fn::Sub"]), f"{owner}: {resource['Fn::Sub']}"
+
+
+def test_template_iam_pass_role_only_for_sagemaker():
+    passing = [(o, s) for o, s in allow_statements() if "iam:PassRole" in as_list(s["Action"])]
+
+    assert {o for o, _ in passing} == {
+        "StartTuningFunction",
+        "StartProfiledTrainingFunction",
+        "DeployEndpointFunction",
+    }
+    for owner, statement in passing:
+        assert as_list(statement["Action"]) == ["iam:PassRole"], owner
+        assert statement["Resource"] == {"Fn::GetAtt": ["SageMakerExecutionRole", "Arn"]}, owner
+        assert statement["Condition"] == {
+            "StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}
+        }
+
+
+def test_template_predict_may_only_invoke_the_project_endpoint():
+    [(_, statement)] = [(o, s) for o, s in allow_statements() if o == "PredictFunction"]
+
+    assert statement["Action"] == "sagemaker:InvokeEndpoint"
+    assert statement["Resource"]["Fn::Sub"].endswith(":endpoint/${ProjectName}-${EndpointName}")
+
+
+# ---------------------------------------------------------------- storage and API -------
+
+
+@pytest.mark.parametrize("bucket", ["DataBucket", "ArtifactsBucket"])
+def test_template_buckets_are_private_encrypted_and_tls_only(bucket):
+    resources = sam_template.resources()
+    props = resources[bucket]["Properties"]
+
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert all(props["PublicAccessBlockConfiguration"].values())
+    assert props["VersioningConfiguration"]["Status"] == "Enabled"
+    [policy] = [
+        r["Properties"]["PolicyDocument"]
+        for r in resources.values()
+        if r["Type"] == "AWS::S3::BucketPolicy" and r["Properties"]["Bucket"] == {"Ref": bucket}
+    ]
+    [deny] = policy["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {
+        "Bool": {"aws:SecureTransport": "false"}
+    }
+
+
+def test_template_api_requires_a_key_and_accepts_binary_images():
+    props = sam_template.resources()["PredictApi"]["Properties"]
+
+    assert props["Auth"]["ApiKeyRequired"] is True
+    assert props["Auth"]["UsagePlan"]["Throttle"] == {
+        "RateLimit": {"Ref": "ApiRateLimit"},
+        "BurstLimit": {"Ref": "ApiBurstLimit"},
+    }
+    assert {
+        "image~1jpeg",
+        "image~1png",
+        "application~1octet-stream",
+        "application~1x-image",
+    } <= set(props["BinaryMediaTypes"])
+    event = sam_template.functions()["PredictFunction"]["Events"]["Predict"]["Properties"]
+    assert (event["Path"], event["Method"]) == ("/predict", "post")
+
+
+def test_template_outputs_what_the_cli_needs():
+    outputs = sam_template.load_template()["Outputs"]
+
+    assert {
+        "DataBucketName",
+        "ArtifactsBucketName",
+        "StateMachineArn",
+        "ApiUrl",
+        "ApiKeyId",
+        "SnsTopicArn",
+    } <= set(outputs)
+
+
+def test_template_trigger_listens_to_manifests_only():
+    event = sam_template.functions()["TriggerFunction"]["Events"]["ManifestUploaded"]["Properties"]
+
+    assert event["Events"] == "s3:ObjectCreated:*"
+    assert {r["Name"]: r["Value"] for r in event["Filter"]["S3Key"]["Rules"]} == {
+        "prefix": "datasets/",
+        "suffix": "manifest.json",
+    }
+
+
+# ---------------------------------------------------------------- intrinsics ------------
+
+
+def test_template_environment_and_substitutions_use_only_resolvable_intrinsics():
+    template = sam_template.load_template()
+    used = sam_template.intrinsic_names(template["Globals"]["Function"]["Environment"])
+    for props in sam_template.functions().values():
+        used |= sam_template.intrinsic_names(props.get("Environment", {}))
+    used |= sam_template.intrinsic_names(
+        sam_template.resources()["PipelineStateMachine"]["Properties"]["DefinitionSubstitutions"]
+    )
+
+    assert used <= sam_template.ALLOWED_INTRINSICS
+
+
+def test_template_every_handler_is_app_lambda_handler():
+    template = sam_template.load_template()
+    assert template["Globals"]["Function"]["Handler"] == "app.lambda_handler"
+    for logical_id, props in sam_template.functions().items():
+        assert props.get("Handler", "app.lambda_handler") == "app.lambda_handler", logical_id
+        assert (ROOT / props["CodeUri"] / "app.py").exists(), logical_id
+        assert (ROOT / props["CodeUri"] / "requirements.txt").exists(), logical_id
+
+
+# ---------------------------------------------------------------- state machine ---------
+
+
+def task_states() -> dict[str, dict]:
+    return {name: s for name, s in definition()["States"].items() if s["Type"] == "Task"}
+
+
+def test_asl_placeholders_match_definition_substitutions():
+    placeholders = set(sam_template.SUB_VARIABLE.findall(sam_template.ASL_PATH.read_text()))
+    substitutions = set(
+        sam_template.resources()["PipelineStateMachine"]["Properties"]["DefinitionSubstitutions"]
+    )
+
+    assert placeholders == substitutions
+
+
+def test_asl_calls_sagemaker_only_through_lambda():
+    for name, state in task_states().items():
+        assert state["Resource"] in (
+            "arn:aws:states:::lambda:invoke",
+            "arn:aws:states:::sns:publish",
+        ), name
+
+
+def test_asl_every_task_retries_transient_errors_and_catches_the_rest():
+    for name, state in task_states().items():
+        retried = {error for retrier in state.get("Retry", []) for error in retrier["ErrorEquals"]}
+        assert retried, f"{name} has no Retry"
+        if state["Resource"].endswith("lambda:invoke"):
+            assert "Lambda.TooManyRequestsException" in retried, name
+            assert "SageMakerThrottled" in retried, name
+        [catch] = state["Catch"]
+        assert catch["ErrorEquals"] == ["States.ALL"], name
+        assert catch["Next"] in (
+            "NotifyFailure",
+            "RollbackEndpoint",
+            "PipelineFailed",
+            "ModelRejected",
+        ), name
+
+
+def test_asl_retried_and_caught_error_names_are_project_exceptions():
+    project = {
+        name
+        for name, cls in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(cls, Exception)
+    }
+    for name, state in task_states().items():
+        for retrier in state.get("Retry", []):
+            for error in retrier["ErrorEquals"]:
+                if not error.startswith(("Lambda.", "States.", "Sandbox.")):
+                    assert error in project, f"{name} retries unknown error {error}"
+                    assert issubclass(getattr(errors, error), errors.TransientError), error
+
+
+def test_asl_failure_states_name_their_error():
+    states = definition()["States"]
+    for name, state in states.items():
+        if state["Type"] == "Fail":
+            assert ("Error" in state or "ErrorPath" in state) and (
+                "Cause" in state or "CausePath" in state
+            ), name
+    assert states["ModelRejected"]["Error"] == "ModelRejected"
+
+
+def test_asl_wait_states_use_the_poll_setting():
+    for name, state in definition()["States"].items():
+        if state["Type"] == "Wait":
+            assert state["SecondsPath"] == "$.config.poll_seconds", name
