@@ -26,10 +26,11 @@ import boto3
 from moto.core.config import default_user_config
 from moto.server import ThreadedMotoServer
 
+from mlops.images import image_parameters
 from mlops.local.api import ApiConfig, LocalApiServer
 from mlops.local.deploy import API, Deployment, LocalDeployer
 from mlops.local.lambda_runtime import LambdaRuntime
-from mlops.local.template import REGION, read_parameter_overrides
+from mlops.local.template import REGION, load_template, read_parameter_overrides
 from mlops.packaging import REPO_ROOT, publish_training_source
 
 log = logging.getLogger(__name__)
@@ -77,11 +78,23 @@ class LocalCloud:
         self.template = template
         overrides = read_parameter_overrides(template.parent / "samconfig.toml", config_env)
         self.overrides = {**overrides, **(parameter_overrides or {})}
+        self._add_image_parameters()
         self.moto: ThreadedMotoServer | None = None
         self.lambdas: LambdaRuntime | None = None
         self.sagemaker: Any = None
         self.api: LocalApiServer | None = None
         self.info: CloudInfo | None = None
+
+    def _add_image_parameters(self) -> None:
+        """Image URIs the template asks for, resolved with the sagemaker SDK as for AWS.
+
+        Locally they are recorded on the jobs and models (the local runtime runs the repository's
+        training/ code instead of pulling the image).
+        """
+        declared = load_template(self.template).get("Parameters", {})
+        if "TrainingImage" in declared and "TrainingImage" not in self.overrides:
+            images = image_parameters(REGION, inference_instance_type="ml.m5.large")
+            self.overrides.update({k: v for k, v in images.items() if k in declared})
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> CloudInfo:
