@@ -49,6 +49,7 @@ ISSUES = "IssuesFound"
 ERROR = "Error"
 LOSSES = "losses"
 GRADIENTS = "gradients"
+END_OF_JOB_FILE = "training_job_end.ts"  # written by the hook when it closes
 
 
 class RuleDataError(Exception):
@@ -539,6 +540,15 @@ def _open_trial(trial_dir: str | Path) -> tuple[Any, str]:
     path = Path(trial_dir)
     if not path.is_dir():
         return None, f"no debugging data was saved: {path} does not exist"
+    # smdebug waits (forever, while the job is not marked finished) for data that may never
+    # come: look before creating the trial.
+    if not any(path.glob("collections/*/*collections.json")):
+        return None, f"no debugging data was saved in {path}"
+    if not (path / END_OF_JOB_FILE).exists():
+        return None, (
+            f"the debugging data in {path} is from a job that has not finished "
+            f"(no {END_OF_JOB_FILE}); the rules read finished trials"
+        )
     try:
         trial = create_trial(str(path))
         steps = trial.steps()

@@ -34,6 +34,7 @@ def test_config_training_defaults(training_env):
 
     assert (settings.max_jobs, settings.max_parallel_jobs, settings.strategy) == (6, 2, "Bayesian")
     assert settings.batch_sizes == [32, 64]
+    assert settings.models == ["resnet18", "resnet34", "resnet50"]
     assert settings.debugger_available is False
 
 
@@ -45,6 +46,7 @@ def test_config_training_defaults(training_env):
         ("BATCH_SIZES", "32,x", "comma-separated list of integers"),
         ("EPOCHS", "0", "below the minimum of 1"),
         ("USE_SPOT_INSTANCES", "maybe", "not a boolean"),
+        ("MODELS", "resnet18,vgg16", "must list some of resnet18, resnet34, resnet50"),
     ],
 )
 def test_config_training_refuses_bad_values(training_env, name, value, message):

@@ -28,6 +28,7 @@ def settings(**changes) -> TrainingSettings:
         instance_type="ml.g4dn.xlarge",
         epochs=10,
         image_size=224,
+        models=["resnet18", "resnet34", "resnet50"],
         batch_sizes=[32, 64],
         learning_rate_min=1e-4,
         learning_rate_max=1e-1,

@@ -80,10 +80,10 @@ def function_for_folder(folder: str) -> str:
 
 
 def layer_path() -> Path:
-    """The shared layer's ContentUri: the folder that is on sys.path inside Lambda."""
+    """The folder of the shared layer that Lambda puts on sys.path (``<ContentUri>/python``)."""
     for resource in resources().values():
         if resource["Type"] == "AWS::Serverless::LayerVersion":
-            return ROOT / resource["Properties"]["ContentUri"]
+            return ROOT / resource["Properties"]["ContentUri"] / "python"
     raise KeyError("template.yaml defines no AWS::Serverless::LayerVersion")
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pipeline_common.errors import ConfigurationError
 
 TUNING_STRATEGIES = ("Bayesian", "Random", "Grid", "Hyperband")
+MODELS = ("resnet18", "resnet34", "resnet50")
 
 
 def env_str(name: str, default: str | None = None) -> str:
@@ -69,6 +70,17 @@ def env_bool(name: str, default: bool | None = None) -> bool:
     raise ConfigurationError(f"{name}={raw!r} is not a boolean; use true or false")
 
 
+def env_choice_list(name: str, choices: tuple[str, ...], default: str) -> list[str]:
+    """A comma-separated subset of ``choices`` (e.g. ``MODELS=resnet18,resnet34``)."""
+    values = [v.strip() for v in env_str(name, default).split(",") if v.strip()]
+    unknown = [v for v in values if v not in choices]
+    if not values or unknown:
+        raise ConfigurationError(
+            f"{name}={env_str(name, default)!r} must list some of {', '.join(choices)}"
+        )
+    return values
+
+
 def env_int_list(name: str, default: str | None = None) -> list[int]:
     """Return a comma-separated list of positive integers (e.g. ``BATCH_SIZES=32,64``)."""
     raw = env_str(name, default)
@@ -109,6 +121,7 @@ class TrainingSettings:
     instance_type: str
     epochs: int
     image_size: int
+    models: list[str]
     batch_sizes: list[int]
     learning_rate_min: float
     learning_rate_max: float
@@ -156,6 +169,7 @@ class TrainingSettings:
             instance_type=env_str("TRAINING_INSTANCE_TYPE"),
             epochs=env_int("EPOCHS", 10, minimum=1),
             image_size=env_int("IMAGE_SIZE", 224, minimum=8),
+            models=env_choice_list("MODELS", MODELS, ",".join(MODELS)),
             batch_sizes=env_int_list("BATCH_SIZES", "32,64"),
             learning_rate_min=lr_min,
             learning_rate_max=lr_max,

@@ -1,6 +1,7 @@
 """The CreateHyperParameterTuningJob request.
 
-Search space: ``model`` categorical {resnet18, resnet34, resnet50}, ``batch-size``
+Search space: ``model`` categorical (resnet18, resnet34, resnet50 or a subset: the Models
+parameter), ``batch-size``
 categorical, ``lr`` continuous on a log scale; ``epochs``, ``image-size``, ``pretrained``
 static and ``run-rules`` false (the project's rules only run in the profiled retrain).
 Strategy specifics the API enforces:
@@ -32,7 +33,6 @@ from pipeline_common.jobs import (
     tags,
 )
 
-MODELS = ("resnet18", "resnet34", "resnet50")
 GRID_LEARNING_RATES = 3
 WARM_START_STRATEGIES = frozenset({"Bayesian", "Random"})
 WARM_START_TYPE = "TransferLearning"  # new data set versions change the data: not "identical"
@@ -49,7 +49,7 @@ def log_spaced(low: float, high: float, count: int) -> list[float]:
 def parameter_ranges(training: TrainingSettings) -> dict[str, Any]:
     """The search space; Grid gets a categorical learning rate instead of a continuous one."""
     categorical = [
-        {"Name": "model", "Values": [encode(m) for m in MODELS]},
+        {"Name": "model", "Values": [encode(m) for m in training.models]},
         {"Name": "batch-size", "Values": [encode(b) for b in training.batch_sizes]},
     ]
     if training.strategy == "Grid":
