@@ -121,15 +121,28 @@ def cmd_env(args: argparse.Namespace) -> int:
 def cmd_sample_data(args: argparse.Namespace) -> int:
     from mlops.sample_data import write_digits
 
-    summary = write_digits(args.directory, per_class=args.per_class, seed=args.seed)
-    out(f"Wrote the digits data set to {args.directory}: {summary}")
+    summary = write_digits(args.directory, max_per_class=args.per_class, seed=args.seed)
+    counts = {split: sum(per_class.values()) for split, per_class in summary["splits"].items()}
+    out(f"Wrote the digits data set to {args.directory}: {counts} images in 10 classes")
     return 0
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
-    name = check_dataset_name(args.name)
-    files = list_dataset_files(args.directory)
     target = resolve_target(args.stack, args.root)
+    execution = upload_dataset(
+        target, args.directory, args.name, not args.no_checksums, args.start_timeout
+    )
+    out(f"Started execution {execution['name']}")
+    out(f"  follow it with: mlops wait {execution['name']}")
+    return 0
+
+
+def upload_dataset(
+    target: Target, directory: Path, name: str, checksums: bool = True, timeout_s: float = 60
+) -> dict[str, Any]:
+    """Upload every file, then manifest.json (which starts a run); return that execution."""
+    name = check_dataset_name(name)
+    files = list_dataset_files(directory)
     s3 = target.client("s3")
     prefix = f"datasets/{name}"
     started = datetime.now().astimezone()
@@ -142,9 +155,9 @@ def cmd_upload(args: argparse.Namespace) -> int:
             f"{prefix}/{item.key}",
             ExtraArgs={"ContentType": content_type},
         )
-        if index == total or index % 50 == 0:
+        if index == total or index % 100 == 0:
             progress(f"  uploaded {index}/{total} files ({100 * index // total}%)")
-    manifest = build_manifest(name, files, checksums=not args.no_checksums)
+    manifest = build_manifest(name, files, checksums=checksums)
     s3.put_object(
         Bucket=target.data_bucket,
         Key=f"{prefix}/manifest.json",
@@ -152,15 +165,13 @@ def cmd_upload(args: argparse.Namespace) -> int:
         ContentType="application/json",
     )
     out(f"Uploaded {total} files and manifest.json to s3://{target.data_bucket}/{prefix}/")
-    execution = _wait_for_new_execution(target, name, started, args.start_timeout)
+    execution = _wait_for_new_execution(target, name, started, timeout_s)
     if execution is None:
         raise CliError(
-            f"No execution started within {args.start_timeout:.0f} s of the upload: check the "
+            f"No execution started within {timeout_s:.0f} s of the upload: check the "
             "trigger function's logs"
         )
-    out(f"Started execution {execution['name']}")
-    out(f"  follow it with: mlops wait {execution['name']}")
-    return 0
+    return execution
 
 
 def _wait_for_new_execution(
@@ -216,15 +227,15 @@ def cmd_execution(args: argparse.Namespace) -> int:
 def print_execution(view: ex.ExecutionView) -> None:
     duration = f"{view.duration_s:.0f}s" if view.duration_s is not None else "running"
     out(f"Execution {view.name}: {view.status} ({duration})")
-    out(f"  {'STATE':34} {'STATUS':10} {'START':9} {'DURATION':>9}")
-    for step in view.steps:
-        step_duration = f"{step.duration_s:.1f}s" if step.duration_s is not None else "-"
+    out(f"  {'STATE':28} {'STATUS':10} {'START':9} {'VISITS':>6} {'DURATION':>9}")
+    for row in ex.summarize_steps(view.steps):
+        took = f"{row.duration_s:.1f}s" if row.duration_s is not None else "-"
         out(
-            f"  {step.name:34} {step.status:10} {step.started.strftime('%H:%M:%S'):9} "
-            f"{step_duration:>9}"
+            f"  {row.name:28} {row.status:10} {row.started.strftime('%H:%M:%S'):9} "
+            f"{row.visits:>6} {took:>9}"
         )
-        if step.error:
-            out(f"      error: {step.error}: {_short_cause(step.cause)}")
+        if row.error:
+            out(f"      error: {row.error}: {_short_cause(row.cause)}")
     if view.error:
         out(f"  Failed with {view.error}: {_short_cause(view.cause)}")
 
@@ -254,23 +265,17 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 
 def follow(sfn: Any, arn: str, poll_s: float, timeout_s: float) -> ex.ExecutionView:
-    """Print each state as it starts and ends until the execution stops."""
+    """Print each state as the execution enters it (a wait loop once), until it stops."""
     deadline = time.time() + timeout_s
-    reported: set[tuple[str, str, str]] = set()
     started = time.time()
+    printed: list[str] = []
     while True:
         view = ex.describe(sfn, arn)
-        for step in view.steps:
-            key = (step.name, step.started.isoformat(), step.status)
-            if key in reported or step.state_type in ("Wait", "Choice"):
+        for row in ex.summarize_steps(view.steps):
+            if row.name in printed or row.state_type in ("Wait", "Choice", "Pass"):
                 continue
-            reported.add(key)
-            elapsed = f"[{time.time() - started:6.0f}s]"
-            if step.status == "RUNNING":
-                progress(f"{elapsed} > {step.name} ...")
-            else:
-                took = f" in {step.duration_s:.1f}s" if step.duration_s is not None else ""
-                progress(f"{elapsed}   {step.name}: {step.status}{took}")
+            printed.append(row.name)
+            progress(f"[{time.time() - started:5.0f}s] {row.name}")
         if view.status in TERMINAL:
             return view
         if time.time() > deadline:
@@ -314,6 +319,13 @@ def predict_file(target: Target, image: Path, requests: Any) -> dict[str, Any]:
         message = body.get("message") or body.get("error") or str(body)
         return {"image": str(image), "status": response.status_code, "error": message}
     return {"image": str(image), **body}
+
+
+# -- the demo ------------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mlops.demo import run_demo
+
+    return run_demo(args.root, args.data_dir, args.timeout)
 
 
 # -- publishing (AWS) ----------------------------------------------------------------------------
@@ -387,6 +399,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="POST images to the API")
     predict.add_argument("images", type=Path, nargs="+")
     predict.set_defaults(func=cmd_predict)
+
+    demo = commands.add_parser("demo", help="the whole pipeline locally, ending in predictions")
+    demo.add_argument("--data-dir", type=Path, default=Path("data/digits"))
+    demo.add_argument("--timeout", type=float, default=1800.0, help="seconds for the execution")
+    demo.set_defaults(func=cmd_demo)
 
     publish = commands.add_parser(
         "publish-training", help="upload the training source and metric definitions"

@@ -77,6 +77,44 @@ class ExecutionView:
         }
 
 
+@dataclass
+class StateSummary:
+    """All visits of one state folded into one row (wait loops visit a state many times)."""
+
+    name: str
+    state_type: str
+    started: datetime
+    status: str
+    visits: int
+    duration_s: float | None
+    error: str | None
+    cause: str | None
+
+
+def summarize_steps(steps: list[StepRecord]) -> list[StateSummary]:
+    """One row per state, in order of first visit; status, error and cause of the last visit."""
+    rows: dict[str, StateSummary] = {}
+    for step in steps:
+        row = rows.get(step.name)
+        if row is None:
+            rows[step.name] = StateSummary(
+                name=step.name,
+                state_type=step.state_type,
+                started=step.started,
+                status=step.status,
+                visits=1,
+                duration_s=step.duration_s,
+                error=step.error,
+                cause=step.cause,
+            )
+            continue
+        row.visits += 1
+        row.status, row.error, row.cause = step.status, step.error, step.cause
+        if step.duration_s is not None:
+            row.duration_s = (row.duration_s or 0.0) + step.duration_s
+    return list(rows.values())
+
+
 def _loads(text: str | None) -> Any:
     if text is None:
         return None

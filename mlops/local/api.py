@@ -28,7 +28,6 @@ from mlops.local.deploy import ApiRoute
 log = logging.getLogger(__name__)
 
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway's request payload limit
-STAGE = "Prod"
 
 
 @dataclass
@@ -37,6 +36,7 @@ class ApiConfig:
     api_key: str
     binary_media_types: list[str]
     api_id: str = "local"
+    stage: str = "Prod"
 
 
 def _route_pattern(path: str) -> re.Pattern[str]:
@@ -87,8 +87,8 @@ def proxy_event(
         "requestContext": {
             "resourcePath": route.path,
             "httpMethod": method,
-            "path": f"/{STAGE}{path}",
-            "stage": STAGE,
+            "path": f"/{config.stage}{path}",
+            "stage": config.stage,
             "requestId": str(uuid.uuid4()),
             "requestTimeEpoch": int(time.time() * 1000),
             "apiId": config.api_id,
@@ -120,7 +120,12 @@ class LocalApiServer:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/{STAGE}"
+        return f"http://{host}:{port}/{self.config.stage}"
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="api")
@@ -143,8 +148,9 @@ class LocalApiServer:
         """One request through API Gateway's checks and the proxy integration."""
         parts = urlsplit(raw_path)
         path = parts.path
-        if path == f"/{STAGE}" or path.startswith(f"/{STAGE}/"):
-            path = path[len(STAGE) + 1 :] or "/"
+        stage = self.config.stage
+        if path == f"/{stage}" or path.startswith(f"/{stage}/"):
+            path = path[len(stage) + 1 :] or "/"
         matched = self.match(method, path)
         if matched is None:
             return _gateway_error(403, "Missing Authentication Token")

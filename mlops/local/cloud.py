@@ -123,15 +123,10 @@ class LocalCloud:
         if artifacts:
             publish_training_source(session.client("s3", endpoint_url=moto_url), artifacts)
         api_key = secrets.token_urlsafe(24)
-        self.api = LocalApiServer(
-            ApiConfig(
-                routes=deployment.routes,
-                api_key=api_key,
-                binary_media_types=_binary_media_types(deployer),
-            ),
-            invoke=self._invoke_function(session, moto_url),
-        )
+        api_config = _api_config(deployer, deployment, api_key)
+        self.api = LocalApiServer(api_config, invoke=self._invoke_function(session, moto_url))
         self.api.start()
+        _point_outputs_at_local_api(deployment, api_config.api_id, self.api.base_url)
         self.info = CloudInfo(
             pid=os.getpid(),
             moto_url=moto_url,
@@ -202,13 +197,26 @@ def _lower(credentials: dict[str, str]) -> dict[str, str]:
     }
 
 
-def _binary_media_types(deployer: LocalDeployer) -> list[str]:
-    types: list[str] = []
-    for resource in deployer.resources.values():
-        if resource["Type"] == API:
-            props = deployer.resolver.resolve(resource.get("Properties", {}))
-            types.extend(props.get("BinaryMediaTypes", []))
-    return types
+def _api_config(deployer: LocalDeployer, deployment: Deployment, api_key: str) -> ApiConfig:
+    """Routes from the functions' Api events; stage and binary media types from the Api."""
+    apis = {
+        logical_id: deployer.resolver.resolve(resource.get("Properties", {}))
+        for logical_id, resource in deployer.resources.items()
+        if resource["Type"] == API
+    }
+    config = ApiConfig(routes=deployment.routes, api_key=api_key, binary_media_types=[])
+    for logical_id, props in apis.items():
+        config.binary_media_types.extend(props.get("BinaryMediaTypes", []))
+        config.stage = props.get("StageName", config.stage)
+        config.api_id = deployer.resolver.refs[logical_id]
+    return config
+
+
+def _point_outputs_at_local_api(deployment: Deployment, api_id: str, base_url: str) -> None:
+    """Outputs built as https://<api id>.execute-api.<region>.amazonaws.com/... -> local URL."""
+    public = f"https://{api_id}.execute-api.{REGION}.amazonaws.com"
+    for key, value in deployment.outputs.items():
+        deployment.outputs[key] = value.replace(public, base_url)
 
 
 def load_info(root: Path) -> CloudInfo | None:

@@ -165,6 +165,11 @@ class LocalDeployer:
             elif kind == API:
                 refs[logical_id] = hashlib.sha1(logical_id.encode()).hexdigest()[:10]
                 attrs[logical_id] = {"RootResourceId": "root"}
+                # What SAM generates beside an Api (stage, key and usage plan of its Auth).
+                for suffix in ("ApiKey", "UsagePlan", "UsagePlanKey", "Deployment", "Stage"):
+                    refs.setdefault(
+                        f"{logical_id}{suffix}", self._default_name(logical_id + suffix)
+                    )
             else:
                 refs[logical_id] = self._default_name(logical_id)
                 attrs[logical_id] = {"Arn": f"arn:aws:local:{region}:{account}:{logical_id}"}
@@ -205,9 +210,12 @@ class LocalDeployer:
                     props = self.resolver.resolve(resource.get("Properties", {}))
                     creators[kind](logical_id, props, deployment)
         deployment.not_emulated = sorted(
-            f"{logical_id} ({resource['Type']})"
-            for logical_id, resource in self.resources.items()
-            if resource["Type"] not in order
+            deployment.not_emulated
+            + [
+                f"{logical_id} ({resource['Type']})"
+                for logical_id, resource in self.resources.items()
+                if resource["Type"] not in order
+            ]
         )
         self._connect_events(deployment)
         deployment.outputs = {
@@ -241,7 +249,15 @@ class LocalDeployer:
         if props.get("VersioningConfiguration", {}).get("Status") == "Enabled":
             s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
         if "BucketEncryption" in props:
-            rules = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+            rules = [
+                # CloudFormation's key is ServerSideEncryptionByDefault; the S3 API's is
+                # ApplyServerSideEncryptionByDefault.
+                {
+                    "ApplyServerSideEncryptionByDefault": rule["ServerSideEncryptionByDefault"],
+                    **{k: v for k, v in rule.items() if k != "ServerSideEncryptionByDefault"},
+                }
+                for rule in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+            ]
             s3.put_bucket_encryption(
                 Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules}
             )
@@ -253,6 +269,14 @@ class LocalDeployer:
     def _create_bucket_policy(
         self, logical_id: str, props: dict[str, Any], deployment: Deployment
     ) -> None:
+        statements = props["PolicyDocument"].get("Statement", [])
+        if any("Condition" in statement for statement in statements):
+            # moto evaluates a bucket policy's Deny statements but ignores their Conditions,
+            # so the TLS-only policy (Deny unless aws:SecureTransport) would deny every request.
+            deployment.not_emulated.append(
+                f"{logical_id} ({BUCKET_POLICY}: conditional statements; moto ignores Conditions)"
+            )
+            return
         self.client("s3").put_bucket_policy(
             Bucket=props["Bucket"], Policy=json.dumps(props["PolicyDocument"])
         )
