@@ -10,10 +10,13 @@ Request flow (the SageMaker inference toolkit calls these in turn):
     predict_fn(image, model)     -> {"class_index", "label", "class_name", "top_k"}
     output_fn(prediction, accept) -> (JSON text, "application/json")
 Bad requests raise InputError(status_code, message); the model server answers with that status.
+
+    python -m training.inference <model dir> <image file>   # one prediction, printed as JSON
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import binascii
 import io
@@ -274,3 +277,40 @@ def _image_from_json(data: bytes) -> bytes:
     if not decoded:
         raise InputError(400, '"image" decodes to an empty body')
     return decoded
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: one prediction through the same four functions the endpoint calls
+# ---------------------------------------------------------------------------------------------
+
+_SUFFIX_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Predict one image with a model folder written by train.py."
+    )
+    parser.add_argument("model_dir", type=str, help="folder with model.pth and model_info.json")
+    parser.add_argument("image", type=str, help="image file to classify")
+    parser.add_argument(
+        "--content-type",
+        default=None,
+        type=str,
+        help="request content type (default: from the file suffix, else application/x-image)",
+    )
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    path = Path(args.image)
+    content_type = args.content_type or _SUFFIX_TYPES.get(path.suffix.lower(), RAW_IMAGE_TYPES[2])
+    model = model_fn(args.model_dir)
+    try:
+        body, _ = output_fn(predict_fn(input_fn(path.read_bytes(), content_type), model), None)
+    except InputError as e:
+        raise SystemExit(f"error {e.status_code}: {e.message}") from e
+    print(body)
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

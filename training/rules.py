@@ -31,11 +31,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+
+# smdebug logs every rule invocation at INFO on stdout, around the JSON that callers parse.
+# Set before smdebug is first imported (its logger reads this once); override from outside.
+os.environ.setdefault("SMDEBUG_LOG_LEVEL", "warning")
 
 import numpy as np
 from smdebug.core.modes import ModeKeys

@@ -52,7 +52,6 @@ SAGEMAKER_CHECKPOINT_DIR = Path("/opt/ml/checkpoints")
 SAGEMAKER_HOOK_CONFIG = Path("/opt/ml/input/config/debughookconfig.json")
 HOOK_CONFIG_ENV = "SMDEBUG_CONFIG_FILE_PATH"
 CHECKPOINT_FILE = "checkpoint.pth"
-TRAINING_END_MARKER = "training_job_end.ts"  # smdebug's "this trial is finished" file
 OPTIMIZERS = ("sgd", "adamw")
 DEBUG_COLLECTIONS = ("losses", "weights", "biases", "gradients", "relu_input")
 
@@ -107,19 +106,21 @@ def default_workers() -> int:
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train a ResNet classifier on <split>/<NNN.Label>/<image> folders "
-        "(SageMaker training contract: data and outputs in SM_* variables)."
+        "(SageMaker training contract: data and outputs in SM_* variables).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
+    flag = "{true,false}"
     add("--model", default="resnet18", choices=inference.SUPPORTED_MODELS, help="architecture")
     add("--batch-size", default=64, type=positive_int, help="images per training batch")
     add("--lr", default=0.05, type=positive_float, help="initial learning rate (cosine decay)")
     add("--epochs", default=10, type=positive_int, help="total epochs (also when resuming)")
     add("--optimizer", default="sgd", choices=OPTIMIZERS, help="sgd (momentum 0.9) or adamw")
     add("--weight-decay", default=1e-4, type=float, help="L2 weight decay")
-    add("--pretrained", default=False, type=str2bool, help="start from ImageNet weights")
-    add("--freeze-backbone", default=False, type=str2bool, help="train only the new head")
+    add("--pretrained", default=False, type=str2bool, metavar=flag, help="ImageNet weights")
+    add("--freeze-backbone", default=False, type=str2bool, metavar=flag, help="train the head only")
     add("--image-size", default=224, type=positive_int, help="side of the square model input")
-    add("--hflip", default=True, type=str2bool, help="random horizontal flips (not for digits)")
+    add("--hflip", default=True, type=str2bool, metavar=flag, help="random flips (not for digits)")
     add("--seed", default=0, type=int, help="seed for weights, shuffling and augmentation")
     add("--workers", default=default_workers(), type=int, help="data loading processes")
     add(
@@ -146,6 +147,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--run-rules",
         default=None,
         type=str2bool,
+        metavar=flag,
         help="evaluate the debugging rules at the end (default: true when a hook is active)",
     )
     return parser
@@ -219,10 +221,12 @@ def build_loaders(
 
 def build_model(args: argparse.Namespace, num_classes: int) -> nn.Module:
     """ResNet with a new head; ImageNet weights on request, with a clear error offline."""
-    weights = "DEFAULT" if args.pretrained else None
     try:
+        weights = "DEFAULT" if args.pretrained else None
         model = inference.build_model(args.model, num_classes, weights=weights)
-    except (OSError, RuntimeError) as e:  # URLError is an OSError; a bad cache file, Runtime
+    except (OSError, RuntimeError) as e:  # URLError is an OSError; a bad cached file Runtime
+        if not args.pretrained:
+            raise
         raise SetupError(
             f"--pretrained true needs torchvision's ImageNet weights for {args.model}, which "
             f"could not be loaded ({type(e).__name__}: {e}). Fix: give the job internet access, "
@@ -326,7 +330,7 @@ def configure_collections(hook: smd.Hook, interval: int) -> None:
 
 def reopen_trial(out_dir: Path, resuming: bool) -> None:
     """A resumed job appends to its own trial; smdebug refuses a folder marked finished."""
-    marker = out_dir / TRAINING_END_MARKER
+    marker = out_dir / rules.END_OF_JOB_FILE
     if resuming and marker.exists():
         marker.unlink()
 
@@ -525,7 +529,9 @@ def run(args: argparse.Namespace) -> None:
         history = state["history"]
         start_epoch = state["epoch"] + 1
         restore_hook_steps(hook, state.get("debug_steps"))
-        print(f"[setup] resumed from {ckpt_dir / CHECKPOINT_FILE} at epoch {start_epoch}")
+        print(
+            f"[setup] resumed from {ckpt_dir / CHECKPOINT_FILE} at epoch {start_epoch}", flush=True
+        )
 
     for epoch in range(start_epoch, args.epochs + 1):
         started = time.time()

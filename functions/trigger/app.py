@@ -4,8 +4,9 @@ S3 delivers ObjectCreated events at least once. The execution name is derived fr
 set and the manifest's version id (its ETag where the bucket has no versioning), and the
 input is derived from the event alone, so a repeated event asks Step Functions for the same
 execution again: while it runs, StartExecution answers with the running execution (no second
-one starts); once it has finished, with ExecutionAlreadyExists, treated here as success. Keys in S3 events are URL-encoded
-(``datasets%2Fdigits%2Fmanifest.json``, spaces as ``+``): they are decoded with unquote_plus.
+one starts); once it has finished, with ExecutionAlreadyExists, treated here as success.
+Keys in S3 events are URL-encoded (``datasets%2Fdigits%2Fmanifest.json``, spaces as ``+``):
+they are decoded with unquote_plus.
 """
 
 from __future__ import annotations

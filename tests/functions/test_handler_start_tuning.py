@@ -118,6 +118,17 @@ def test_start_tuning_without_warm_start_for_hyperband(load_handler, buckets, co
     assert job["HyperParameterTuningJobConfig"]["TrainingJobEarlyStoppingType"] == "Off"
 
 
+def test_start_tuning_searches_only_the_chosen_models(load_handler, buckets, context):
+    publish_training_source(buckets.s3, buckets.artifacts)
+    app = load_handler("start_tuning", Models="resnet18,resnet50", BatchSizes="16")
+
+    result = app.lambda_handler(event(), context)
+
+    ranges = describe(result["job_name"])["HyperParameterTuningJobConfig"]["ParameterRanges"]
+    categorical = {r["Name"]: r["Values"] for r in ranges["CategoricalParameterRanges"]}
+    assert categorical == {"model": ['"resnet18"', '"resnet50"'], "batch-size": ["16"]}
+
+
 def test_start_tuning_unpublished_metric_definitions(load_handler, buckets, context):
     app = load_handler("start_tuning")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import boto3
 from pipeline_harness import (
     APPROVED,
     LambdaError,
@@ -295,3 +296,33 @@ def test_pipeline_state_output_stays_small(pipeline):
         "deployment",
         "smoke_test",
     }
+
+
+def test_pipeline_failed_rollback_still_reports_the_smoke_test_failure(pipeline):
+    pipeline.scripts["SmokeTestFunction"] = fail("SmokeTestFailed", "endpoint answered non-JSON")
+    happy_deploy = pipeline.scripts["DeployEndpointFunction"]({})
+
+    def deploy_but_fail_rollback(payload):
+        if payload["action"] == "rollback":
+            raise LambdaError("AwsCallFailed", "UpdateEndpoint failed")
+        return happy_deploy
+
+    pipeline.scripts["DeployEndpointFunction"] = deploy_but_fail_rollback
+
+    execution = pipeline.run()
+
+    assert execution.states[-4:] == ["SmokeTest", "RollbackEndpoint", *FAILURE_TAIL]
+    assert execution.error == "SmokeTestFailed"
+
+
+def test_pipeline_fails_cleanly_when_the_notification_cannot_be_sent(pipeline):
+    topic = next(t["TopicArn"] for t in boto3.client("sns").list_topics()["Topics"])
+    boto3.client("sns").delete_topic(TopicArn=topic)
+    pipeline.scripts["ValidateDatasetFunction"] = fail("DatasetInvalid", "no valid split")
+
+    execution = pipeline.run()
+
+    assert execution.states[-2:] == FAILURE_TAIL
+    assert execution.error == "DatasetInvalid"
+    assert len(execution.failed_tasks()) == 1 + 4  # the step, then the publish and 3 retries
+    assert execution.failed_tasks()[-1].startswith("SNS.")

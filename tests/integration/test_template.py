@@ -101,7 +101,7 @@ def test_template_sam_build(tmp_path):
         ],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=tmp_path,  # sam keeps its dependency cache (.aws-sam/deps) under the working directory
         env=sam_environment(),
         timeout=600,
     )
@@ -230,14 +230,10 @@ def test_template_api_requires_a_key_and_accepts_binary_images():
 def test_template_outputs_what_the_cli_needs():
     outputs = sam_template.load_template()["Outputs"]
 
-    assert {
-        "DataBucketName",
-        "ArtifactsBucketName",
-        "StateMachineArn",
-        "ApiUrl",
-        "ApiKeyId",
-        "SnsTopicArn",
-    } <= set(outputs)
+    needed = {"DataBucketName", "ArtifactsBucketName", "StateMachineArn", "ApiUrl", "ApiKeyId"}
+    assert needed | {"SnsTopicArn", "PredictUrl"} <= set(outputs)
+    assert outputs["ApiUrl"]["Value"]["Fn::Sub"].endswith("/v1"), "the CLI appends /predict"
+    assert outputs["PredictUrl"]["Value"]["Fn::Sub"].endswith("/v1/predict")
 
 
 def test_template_trigger_listens_to_manifests_only():

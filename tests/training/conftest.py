@@ -69,11 +69,12 @@ def run_train(
     timeout: int = 300,
 ) -> TrainRun:
     """Start train.py the way SageMaker does: SM_* variables plus `--name value` arguments."""
+    tmp.mkdir(parents=True, exist_ok=True)
     run = TrainRun(0, "", "", tmp / "model", tmp / "output", tmp / "tensors", tmp / "checkpoints")
     argv = {**FAST_ARGS, **(args or {})}
     if debug:
         argv.setdefault("debug-out-dir", str(run.debug_dir))
-        argv.setdefault("debug-save-interval", "5")
+        argv.setdefault("debug-save-interval", "1000")  # heavy tensors at step 0 only
     if checkpoints:
         argv.setdefault("checkpoint-dir", str(run.checkpoint_dir))
     command = [sys.executable, str(TRAIN_SCRIPT)]

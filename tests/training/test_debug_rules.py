@@ -7,6 +7,7 @@ own PyTorch hook (the same hook train.py uses); the rules read them through crea
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -152,6 +153,16 @@ def test_rules_report_error_when_no_data_was_saved(tmp_path):
         results = rules.evaluate_rules(trial_dir)
         assert [r["RuleEvaluationStatus"] for r in results] == [rules.ERROR] * 5
         assert all("no debugging data was saved" in r["StatusDetails"] for r in results)
+
+
+def test_rules_report_error_for_an_unfinished_trial(tmp_path, healthy):
+    """smdebug would wait for more steps forever; the rules refuse a trial still being written."""
+    copy = tmp_path / "trial"
+    shutil.copytree(healthy, copy)
+    (copy / rules.END_OF_JOB_FILE).unlink()
+    results = rules.evaluate_rules(copy, rules=["Overfit"])
+    assert results[0]["RuleEvaluationStatus"] == rules.ERROR
+    assert "has not finished" in results[0]["StatusDetails"]
 
 
 def test_rules_report_error_for_missing_collections(tmp_path, trial_recorder):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
@@ -169,3 +172,24 @@ def test_label_drops_the_index_prefix():
     assert inference.label_of("003.three") == "three"
     assert inference.label_of("117.Norwegian_buhund") == "Norwegian_buhund"
     assert inference.label_of("plain") == "plain"
+
+
+def test_saved_code_serves_the_model_on_its_own(trained, digits_dir, tmp_path):
+    """model dir/code/inference.py needs nothing from the training folder (the archive serves
+    itself): run it from a folder where `training` cannot be imported."""
+    image = sorted((digits_dir / "test" / "005.five").glob("*.png"))[0]
+    script = trained.model_dir / "code" / "inference.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(trained.model_dir), str(image)],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert (
+        answer["class_name"]
+        == json.loads((trained.model_dir / "classes.json").read_text())[answer["class_index"]]
+    )

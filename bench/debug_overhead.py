@@ -1,0 +1,183 @@
+"""Benchmark 1: what the smdebug hook and the in-job rules cost the training loop.
+
+train.py runs as SageMaker runs it, twice per pair: once plain, once with the hook config the
+local SageMaker writes for the pipeline's profiled retrain (SMDEBUG_CONFIG_FILE_PATH, the
+collections and save intervals of functions/shared's COLLECTION_SAVE_INTERVALS) and
+`--run-rules true`. Same data, same seed, same steps; the order alternates (A B, B A, ...) so
+drift in the machine's load falls on both sides.
+
+Throughput is steady state: images of epochs 2..E divided by the time between the end of
+epoch 1 and the end of epoch E, read at the script's own `[metric] ... split=valid` lines, so
+process start-up, data scanning, the first-step tensor save and the test split are left out.
+The goal is on images per CPU-second of the training process (one intra-op thread), which is
+what it would do on an idle core; wall-clock images/s is reported beside it. The rules run
+once after training, so they are reported as their own seconds, not folded into throughput.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    LAYER_DIR,
+    SINGLE_THREAD_ENV,
+    ChildRun,
+    Settings,
+    at_least,
+    digits,
+    info,
+    log,
+    ratio,
+    result,
+    run_training,
+    split_sizes,
+)
+
+NAME = "debug_overhead"
+TITLE = "Debugging overhead: hooked/unhooked training throughput"
+GOAL = 0.90
+EPOCH_END = r"^\[metric\] epoch=\d+ split=valid "
+
+
+@dataclass(frozen=True)
+class Size:
+    per_class: int
+    image_size: int
+    batch_size: int
+    epochs: int
+    pairs: int
+
+
+def size_for(quick: bool) -> Size:
+    """32-pixel digits (the local pipeline's ImageSize): the hook's per-step cost is fixed
+    while the forward/backward cost grows with pixels, so small images are the worst case."""
+    if quick:
+        return Size(per_class=12, image_size=32, batch_size=16, epochs=3, pairs=1)
+    return Size(per_class=30, image_size=32, batch_size=32, epochs=6, pairs=2)
+
+
+def pipeline_hook_config(tensor_dir: Path) -> dict[str, Any]:
+    """The JSON the local SageMaker writes for the profiled retrain's DebugHookConfig."""
+    sys.path.insert(0, str(LAYER_DIR))
+    try:
+        from pipeline_common.training import COLLECTION_SAVE_INTERVALS
+    finally:
+        sys.path.remove(str(LAYER_DIR))
+    collections = []
+    for name, interval in COLLECTION_SAVE_INTERVALS.items():
+        parameters = {"save_interval": interval}
+        if name == "relu_input":
+            parameters["include_regex"] = ".*relu_input"
+        collections.append({"CollectionName": name, "CollectionParameters": parameters})
+    return {
+        "LocalPath": str(tensor_dir),
+        "S3OutputPath": "s3://bench/debug",
+        "CollectionConfigurations": collections,
+    }
+
+
+def run_variant(data: Path, job_dir: Path, size: Size, hooked: bool) -> ChildRun:
+    arguments: dict[str, Any] = {
+        "model": "resnet18",
+        "epochs": size.epochs,
+        "batch_size": size.batch_size,
+        "image_size": size.image_size,
+        "lr": 0.02,
+        "hflip": "false",
+        "workers": 0,
+        "seed": 0,
+    }
+    extra_env = dict(SINGLE_THREAD_ENV)
+    if hooked:
+        config = job_dir / "debughookconfig.json"
+        job_dir.mkdir(parents=True, exist_ok=True)
+        config.write_text(json.dumps(pipeline_hook_config(job_dir / "tensors")))
+        extra_env["SMDEBUG_CONFIG_FILE_PATH"] = str(config)
+        arguments["run_rules"] = "true"
+    return run_training(data, job_dir, arguments, timeout_s=600, **extra_env)
+
+
+def steady_state(run: ChildRun, images_per_epoch: int) -> dict[str, float]:
+    """Images, CPU seconds and wall seconds from the end of epoch 1 to the end of the last."""
+    ends = run.matching(EPOCH_END)
+    if len(ends) < 2 or ends[0].cpu_s is None or ends[-1].cpu_s is None:
+        raise RuntimeError(f"expected 2+ epoch lines with CPU times in {run.log_path}")
+    return {
+        "images": images_per_epoch * (len(ends) - 1),
+        "cpu_s": ends[-1].cpu_s - ends[0].cpu_s,
+        "wall_s": ends[-1].wall_s - ends[0].wall_s,
+    }
+
+
+def rules_seconds(run: ChildRun) -> float | None:
+    """Wall seconds from the test metric line to the rules summary line (the in-job rules)."""
+    test, rules = run.first(r"split=test "), run.first(r"^\[rules\] ")
+    return rules.wall_s - test.wall_s if test and rules else None
+
+
+def run(settings: Settings) -> dict[str, Any]:
+    size = size_for(settings.quick)
+    data = digits(settings, size.per_class, size.image_size)
+    sizes = split_sizes(data)
+    images_per_epoch = sizes["train"] + sizes["valid"]
+    work = settings.scratch(NAME)
+    totals = {v: {"images": 0, "cpu_s": 0.0, "wall_s": 0.0} for v in ("plain", "hooked")}
+    job_cpu = {"plain": 0.0, "hooked": 0.0}
+    pair_ratios: list[float] = []
+    rules: list[float] = []
+    for pair in range(size.pairs):
+        order = ("plain", "hooked") if pair % 2 == 0 else ("hooked", "plain")
+        per_pair = {}
+        for variant in order:
+            log(f"{NAME}: pair {pair + 1}/{size.pairs}, {variant}")
+            job = run_variant(data, work / f"{variant}-{pair}", size, variant == "hooked")
+            per_pair[variant] = steady_state(job, images_per_epoch)
+            job_cpu[variant] += job.cpu_s
+            for key, value in per_pair[variant].items():
+                totals[variant][key] += value
+            if variant == "hooked" and (seconds := rules_seconds(job)) is not None:
+                rules.append(seconds)
+        pair_ratios.append(
+            ratio(per_pair["plain"]["cpu_s"], per_pair["hooked"]["cpu_s"]) or float("nan")
+        )
+    throughput = {
+        v: {
+            "images_per_cpu_s": totals[v]["images"] / totals[v]["cpu_s"],
+            "images_per_wall_s": totals[v]["images"] / totals[v]["wall_s"],
+            **totals[v],
+        }
+        for v in totals
+    }
+    cpu_ratio = ratio(
+        throughput["hooked"]["images_per_cpu_s"], throughput["plain"]["images_per_cpu_s"]
+    )
+    wall_ratio = ratio(
+        throughput["hooked"]["images_per_wall_s"], throughput["plain"]["images_per_wall_s"]
+    )
+    rules_s = sum(rules) / len(rules) if rules else None
+    checks = [
+        at_least("hooked/unhooked images per CPU-s", cpu_ratio, GOAL),
+        info("hooked/unhooked images per wall-s", wall_ratio),
+        info(
+            "whole job incl. start-up + rules, CPU ratio",
+            ratio(job_cpu["plain"], job_cpu["hooked"]),
+        ),
+        info("in-job rules, seconds after training", rules_s),
+    ]
+    measurements = {
+        "size": size.__dict__,
+        "images_per_epoch": images_per_epoch,
+        "throughput": throughput,
+        "pair_ratios_cpu": pair_ratios,
+        "rules_wall_s": rules,
+        "job_cpu_s": job_cpu,
+    }
+    notes = [
+        "resnet18, 32-px digits, one intra-op thread, hook config of the profiled retrain",
+        f"per-pair CPU ratios: {', '.join(f'{r:.3f}' for r in pair_ratios)}",
+    ]
+    return result(NAME, TITLE, checks, measurements, notes)

@@ -1,0 +1,446 @@
+"""Benchmark 2: what serving adds around the model's forward pass.
+
+Part 1, the model server: requests/s of mlops/local/model_server.py (HTTP, inference.py's
+decode + preprocess + forward + JSON) against the bare forward of the same network on the same
+preprocessed tensor, batch 1, one process each, one intra-op thread each. The two alternate in
+blocks of about half a second. The goal is on capacity, requests per CPU-second of the server
+process (a core's worth of server), because wall time on a shared machine measures the
+neighbours; wall-clock requests/s, which includes the client in this process, is reported too.
+Measured at the template's default ImageSize (224, what AWS serves) and at the local
+pipeline's 32 pixels, where the forward pass is so cheap that fixed per-request costs show.
+
+Part 2, the API proxy: p50/p99 latency of `mlops predict`'s request (POST api_url/predict with
+x-api-key: local API Gateway -> predict Lambda -> InvokeEndpoint) against a direct
+InvokeEndpoint of the same endpoint on the local SageMaker, alternating request by request.
+The endpoint is created here with boto3 from a model.tar.gz that train.py wrote (1 tiny epoch),
+under the name the template gives it, so the predict Lambda finds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import io
+import os
+import tarfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.common import (
+    MODEL_SERVER,
+    PYTHON,
+    REPO_ROOT,
+    SINGLE_THREAD_ENV,
+    Settings,
+    at_least,
+    at_most,
+    base_env,
+    digits,
+    info,
+    log,
+    median,
+    percentile,
+    process_cpu_seconds,
+    ratio,
+    result,
+    served,
+    trained_model,
+)
+
+NAME = "serving"
+TITLE = "Serving overhead: model server and API proxy"
+SERVER_GOAL = 0.70
+API_P50_GOAL = 0.20
+GOAL_IMAGE_SIZE = 224  # template.yaml's ImageSize default: what the AWS endpoint serves
+LOCAL_IMAGE_SIZE = 32  # samconfig.toml's local ImageSize: what the local pipeline serves
+CLOUD_PARAMETERS = {"PollSeconds": "1", "ImageSize": str(LOCAL_IMAGE_SIZE)}
+
+
+@dataclass(frozen=True)
+class Size:
+    rounds: int
+    block_s: float
+    api_requests: int
+
+
+def size_for(quick: bool) -> Size:
+    if quick:
+        return Size(rounds=2, block_s=0.2, api_requests=10)
+    return Size(rounds=8, block_s=0.5, api_requests=120)
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 1: model server against the bare forward
+# ---------------------------------------------------------------------------------------------
+
+
+def request_image(settings: Settings, image_size: int) -> bytes:
+    """A real test-split PNG at the model's input size (what a client would send)."""
+    data = digits(settings, per_class=5, size=image_size)
+    return sorted((data / "test").rglob("*.png"))[0].read_bytes()
+
+
+def bare_forward(model_dir: Path, image: bytes) -> Callable[[], None]:
+    """The network alone on the tensor inference.py would make from `image` (batch 1)."""
+    from training import inference
+
+    loaded = inference.model_fn(str(model_dir))
+    batch = loaded.transform(inference.open_image(image)).unsqueeze(0)
+
+    def forward() -> None:
+        with torch.inference_mode():
+            loaded.network(batch)
+
+    return forward
+
+
+def server_request(port: int, image: bytes) -> Callable[[], None]:
+    """One POST /invocations on a kept-alive connection, as a client library would send it."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Content-Type": "image/png", "Accept": "application/json"}
+
+    def call() -> None:
+        connection.request("POST", "/invocations", body=image, headers=headers)
+        response = connection.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"model server answered {response.status}: {body[:200]!r}")
+
+    return call
+
+
+def timed_block(call: Callable[[], None], count: int, cpu: Callable[[], float]) -> tuple:
+    """(wall seconds, CPU seconds) of `count` calls; CPU of whichever process does the work."""
+    cpu_before, started = cpu(), time.perf_counter()
+    for _ in range(count):
+        call()
+    return time.perf_counter() - started, cpu() - cpu_before
+
+
+def block_count(call: Callable[[], None], block_s: float) -> int:
+    """Calls per block so that a block lasts about `block_s` (CPU ticks are 10 ms)."""
+    started = time.perf_counter()
+    for _ in range(3):
+        call()
+    each = (time.perf_counter() - started) / 3
+    return max(3, min(500, round(block_s / max(each, 1e-4))))
+
+
+# The one-line change proposed for the three http.server-based servers (model server, local
+# SageMaker, local API; see docs/performance.md), applied from outside through a
+# sitecustomize module so that its effect is measured without editing them.
+NODELAY_SITECUSTOMIZE = (
+    "import socketserver\nsocketserver.StreamRequestHandler.disable_nagle_algorithm = True\n"
+)
+
+
+def nodelay_env(settings: Settings) -> dict[str, str]:
+    """PYTHONPATH with a sitecustomize that turns TCP_NODELAY on in every http.server."""
+    folder = settings.scratch(f"{NAME}-nodelay")
+    (folder / "sitecustomize.py").write_text(NODELAY_SITECUSTOMIZE)
+    existing = os.environ.get("PYTHONPATH")
+    return {"PYTHONPATH": os.pathsep.join([str(folder), *([existing] if existing else [])])}
+
+
+def server_command(model_dir: Path, port_file: Path) -> list[str]:
+    return [
+        PYTHON,
+        str(MODEL_SERVER),
+        "--model-dir",
+        str(model_dir),
+        "--inference",
+        str(model_dir / "code" / "inference.py"),
+        "--port-file",
+        str(port_file),
+    ]
+
+
+def server_vs_forward(settings: Settings, image_size: int, size: Size) -> dict[str, Any]:
+    """Alternate blocks of bare forwards and requests to the server (as it is, and with
+    TCP_NODELAY); totals per side."""
+    model_dir = trained_model(settings, image_size)
+    image = request_image(settings, image_size)
+    work = settings.scratch(f"{NAME}-server-{image_size}")
+    env = base_env(**SINGLE_THREAD_ENV, MODEL_SERVER_LOG_LEVEL="WARNING")
+    fixed_env = {**env, **nodelay_env(settings)}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with contextlib.ExitStack() as stack:
+            sides = {"forward": (bare_forward(model_dir, image), time.thread_time)}
+            for side, side_env in (("server", env), ("server_nodelay", fixed_env)):
+                port_file = work / f"{side}.port"
+                process, port = stack.enter_context(
+                    served(
+                        server_command(model_dir, port_file),
+                        env=side_env,
+                        cwd=REPO_ROOT,
+                        port_file=port_file,
+                        log_path=work / f"{side}.log",
+                    )
+                )
+                sides[side] = (server_request(port, image), cpu_of(process.pid))
+            totals = alternate(sides, size)
+    finally:
+        torch.set_num_threads(threads)
+    return summarize_server(totals, image_size)
+
+
+def cpu_of(pid: int) -> Callable[[], float]:
+    return lambda: process_cpu_seconds(pid) or 0.0
+
+
+def alternate(
+    sides: dict[str, tuple[Callable[[], None], Callable[[], float]]], size: Size
+) -> dict[str, dict[str, float]]:
+    """Round-robin blocks of each side, the order rotated every round (drift hits all)."""
+    counts = {side: block_count(call, size.block_s) for side, (call, _) in sides.items()}
+    totals = {side: {"calls": 0, "wall_s": 0.0, "cpu_s": 0.0} for side in sides}
+    names = list(sides)
+    for round_index in range(size.rounds):
+        shift = round_index % len(names)
+        for side in names[shift:] + names[:shift]:
+            call, cpu = sides[side]
+            wall_s, cpu_s = timed_block(call, counts[side], cpu)
+            totals[side]["calls"] += counts[side]
+            totals[side]["wall_s"] += wall_s
+            totals[side]["cpu_s"] += cpu_s
+    return totals
+
+
+def per_call_ms(seconds: float, calls: float) -> float | None:
+    return 1000 * seconds / calls if calls else None
+
+
+def summarize_server(totals: dict[str, dict[str, float]], image_size: int) -> dict[str, Any]:
+    rates = {
+        side: {
+            "per_wall_s": values["calls"] / values["wall_s"],
+            "per_cpu_s": values["calls"] / values["cpu_s"] if values["cpu_s"] else None,
+            "wall_ms": per_call_ms(values["wall_s"], values["calls"]),
+            "cpu_ms": per_call_ms(values["cpu_s"], values["calls"]),
+            **values,
+        }
+        for side, values in totals.items()
+    }
+    forward = rates["forward"]
+    return {
+        "image_size": image_size,
+        "rates": rates,
+        "wall_ratio": ratio(rates["server"]["per_wall_s"], forward["per_wall_s"]),
+        "cpu_ratio": ratio(rates["server"]["per_cpu_s"], forward["per_cpu_s"]),
+        "nodelay_wall_ratio": ratio(rates["server_nodelay"]["per_wall_s"], forward["per_wall_s"]),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 2: the API proxy against a direct InvokeEndpoint
+# ---------------------------------------------------------------------------------------------
+
+
+def model_archive(model_dir: Path) -> bytes:
+    """model.tar.gz with the model folder's files at its root, as SageMaker packs SM_MODEL_DIR."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for path in sorted(model_dir.rglob("*")):
+            if path.is_file():
+                archive.add(path, arcname=str(path.relative_to(model_dir)), recursive=False)
+    return buffer.getvalue()
+
+
+def deploy_endpoint(cloud: Any, clients: dict[str, Any], model_dir: Path) -> str:
+    """CreateModel + CreateEndpointConfig + CreateEndpoint under the template's endpoint name."""
+    outputs, parameters = cloud.deployment["outputs"], cloud.deployment["parameters"]
+    endpoint, bucket = outputs["EndpointName"], outputs["ArtifactsBucketName"]
+    key = "bench/serving/model.tar.gz"
+    clients["s3"].put_object(Bucket=bucket, Key=key, Body=model_archive(model_dir))
+    sagemaker = clients["sagemaker"]
+    sagemaker.create_model(
+        ModelName=f"{endpoint}-bench",
+        PrimaryContainer={
+            "Image": parameters["InferenceImage"],
+            "ModelDataUrl": f"s3://{bucket}/{key}",
+            "Environment": {"SAGEMAKER_PROGRAM": "inference.py"},
+        },
+        ExecutionRoleArn=outputs["SageMakerRoleArn"],
+    )
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=f"{endpoint}-bench",
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": f"{endpoint}-bench",
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large",
+            }
+        ],
+    )
+    sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=f"{endpoint}-bench")
+    wait_in_service(sagemaker, endpoint, timeout_s=180)
+    return endpoint
+
+
+def wait_in_service(sagemaker: Any, endpoint: str, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        described = sagemaker.describe_endpoint(EndpointName=endpoint)
+        if described["EndpointStatus"] == "InService":
+            return described
+        if described["EndpointStatus"] == "Failed":
+            raise RuntimeError(f"endpoint {endpoint} failed: {described.get('FailureReason')}")
+        time.sleep(0.5)
+    raise TimeoutError(f"endpoint {endpoint} not InService after {timeout_s:.0f} s")
+
+
+def api_vs_direct(settings: Settings, size: Size, nodelay: bool) -> dict[str, Any]:
+    """Latency through the local API against InvokeEndpoint; {"skipped": why} without a cloud."""
+    from mlops.local.process import CloudStartError, start_cloud_process, stop_cloud_process
+
+    model_dir = trained_model(settings, LOCAL_IMAGE_SIZE)
+    root = settings.scratch(f"{NAME}-cloud-{'nodelay' if nodelay else 'as-is'}")
+    image = sorted((digits(settings, 5, LOCAL_IMAGE_SIZE) / "test").rglob("*.png"))[0]
+    try:
+        process, cloud = start_cloud_process(
+            root, parameters=CLOUD_PARAMETERS, extra_env=nodelay_env(settings) if nodelay else None
+        )
+    except CloudStartError as error:
+        return {"skipped": f"the local cloud does not start: {str(error).splitlines()[0]}"}
+    try:
+        clients = cloud_clients(cloud)
+        endpoint = deploy_endpoint(cloud, clients, model_dir)
+        through_api, direct = request_paths(root, clients["runtime"], endpoint, image)
+        return latencies(through_api, direct, size.api_requests)
+    finally:
+        stop_cloud_process(process)
+
+
+def cloud_clients(cloud: Any) -> dict[str, Any]:
+    import boto3
+
+    env = cloud.client_env()
+    session = boto3.Session(
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=cloud.region,
+    )
+    return {
+        "s3": session.client("s3", endpoint_url=cloud.moto_url),
+        "sagemaker": session.client("sagemaker", endpoint_url=cloud.sagemaker_url),
+        "runtime": session.client("sagemaker-runtime", endpoint_url=cloud.sagemaker_url),
+    }
+
+
+def request_paths(
+    root: Path, runtime: Any, endpoint: str, image: Path
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """`mlops predict`'s request through the API, and InvokeEndpoint from a boto3 client."""
+    import requests
+
+    from mlops.cli import predict_file
+    from mlops.target import local_target
+
+    target = local_target(root)
+    body = image.read_bytes()
+
+    def through_api() -> None:
+        answer = predict_file(target, image, requests)
+        if "error" in answer:
+            raise RuntimeError(f"POST /predict failed: {answer}")
+
+    def direct() -> None:
+        response = runtime.invoke_endpoint(
+            EndpointName=endpoint, ContentType="image/png", Accept="application/json", Body=body
+        )
+        response["Body"].read()
+
+    return through_api, direct
+
+
+def latencies(
+    through_api: Callable[[], None], direct: Callable[[], None], count: int
+) -> dict[str, Any]:
+    """Alternate the two paths request by request after a warm-up (Lambda cold start, pools)."""
+    for _ in range(3):
+        through_api()
+        direct()
+    samples: dict[str, list[float]] = {"api": [], "direct": []}
+    for index in range(count):
+        order = (("api", through_api), ("direct", direct))
+        for side, call in order if index % 2 == 0 else order[::-1]:
+            started = time.perf_counter()
+            call()
+            samples[side].append((time.perf_counter() - started) * 1000)
+    stats = {
+        side: {"p50_ms": median(values), "p99_ms": percentile(values, 99), "n": len(values)}
+        for side, values in samples.items()
+    }
+    overhead = ratio(stats["api"]["p50_ms"], stats["direct"]["p50_ms"])
+    return {
+        **stats,
+        "p50_added": overhead - 1 if overhead is not None else None,
+        "p50_added_ms": stats["api"]["p50_ms"] - stats["direct"]["p50_ms"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def api_checks(api: dict[str, Any], nodelay: bool) -> list[dict[str, Any]]:
+    """The goal row (as the code is) or an info row (with the fix), plus the latencies."""
+    suffix = ", with TCP_NODELAY (fix)" if nodelay else ""
+    label = f"API p50 added over InvokeEndpoint{suffix}"
+    if "skipped" in api:
+        return [info(label, None, goal=f"<= {API_P50_GOAL:g}")]
+    added = (
+        info(label, api["p50_added"]) if nodelay else at_most(label, api["p50_added"], API_P50_GOAL)
+    )
+    return [
+        added,
+        info(f"  p50 / p99 ms: API{suffix}", latency_text(api["api"])),
+        info(f"  p50 / p99 ms: InvokeEndpoint{suffix}", latency_text(api["direct"])),
+    ]
+
+
+def latency_text(stats: dict[str, float]) -> str:
+    return f"{stats['p50_ms']:.1f} / {stats['p99_ms']:.1f}"
+
+
+def run(settings: Settings) -> dict[str, Any]:
+    size = size_for(settings.quick)
+    measurements: dict[str, Any] = {"size": size.__dict__}
+    checks = []
+    notes = []
+    for image_size in (GOAL_IMAGE_SIZE, LOCAL_IMAGE_SIZE):
+        log(f"{NAME}: model server against bare forward at {image_size} px")
+        server = server_vs_forward(settings, image_size, size)
+        measurements[f"server_{image_size}px"] = server
+        label = f"server/forward requests per wall-s, {image_size}px"
+        if image_size == GOAL_IMAGE_SIZE:
+            checks.append(at_least(label, server["wall_ratio"], SERVER_GOAL))
+        else:
+            checks.append(info(label, server["wall_ratio"], goal=f"(>= {SERVER_GOAL:g})"))
+        checks.append(info(f"  same per CPU-s of the server, {image_size}px", server["cpu_ratio"]))
+        checks.append(
+            info(f"  same with TCP_NODELAY (fix), {image_size}px", server["nodelay_wall_ratio"])
+        )
+        rates = server["rates"]
+        notes.append(
+            f"{image_size}px per request: forward {rates['forward']['wall_ms']:.1f} ms; server "
+            f"{rates['server']['wall_ms']:.1f} ms wall / {rates['server']['cpu_ms']:.1f} ms CPU; "
+            f"with TCP_NODELAY {rates['server_nodelay']['wall_ms']:.1f} ms wall"
+        )
+    for nodelay in (False, True):
+        variant = "with TCP_NODELAY (fix)" if nodelay else "as is"
+        log(f"{NAME}: API proxy against direct InvokeEndpoint, {variant}")
+        api = api_vs_direct(settings, size, nodelay)
+        measurements["api_nodelay" if nodelay else "api"] = api
+        checks.extend(api_checks(api, nodelay))
+        if "skipped" in api:
+            notes.append(f"API part ({variant}) skipped: {api['skipped']}")
+            break
+    return result(NAME, TITLE, checks, measurements, notes)
