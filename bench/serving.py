@@ -18,9 +18,11 @@ under the name the template gives it, so the predict Lambda finds it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import io
+import json
 import os
 import tarfile
 import time
@@ -58,7 +60,8 @@ SERVER_GOAL = 0.70
 API_P50_GOAL = 0.20
 GOAL_IMAGE_SIZE = 224  # template.yaml's ImageSize default: what the AWS endpoint serves
 LOCAL_IMAGE_SIZE = 32  # samconfig.toml's local ImageSize: what the local pipeline serves
-CLOUD_PARAMETERS = {"PollSeconds": "1", "ImageSize": str(LOCAL_IMAGE_SIZE)}
+CLOUD_PARAMETERS = {"PollSeconds": "1"}
+API_EVENT = REPO_ROOT / "tests" / "events" / "api_predict_png.json"  # API Gateway's proxy event
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ class Size:
 def size_for(quick: bool) -> Size:
     if quick:
         return Size(rounds=2, block_s=0.2, api_requests=10)
-    return Size(rounds=8, block_s=0.5, api_requests=120)
+    return Size(rounds=8, block_s=0.5, api_requests=80)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,9 +304,9 @@ def api_vs_direct(settings: Settings, size: Size, nodelay: bool) -> dict[str, An
     """Latency through the local API against InvokeEndpoint; {"skipped": why} without a cloud."""
     from mlops.local.process import CloudStartError, start_cloud_process, stop_cloud_process
 
-    model_dir = trained_model(settings, LOCAL_IMAGE_SIZE)
+    model_dir = trained_model(settings, GOAL_IMAGE_SIZE)
     root = settings.scratch(f"{NAME}-cloud-{'nodelay' if nodelay else 'as-is'}")
-    image = sorted((digits(settings, 5, LOCAL_IMAGE_SIZE) / "test").rglob("*.png"))[0]
+    image = sorted((digits(settings, 5, GOAL_IMAGE_SIZE) / "test").rglob("*.png"))[0]
     try:
         process, cloud = start_cloud_process(
             root, parameters=CLOUD_PARAMETERS, extra_env=nodelay_env(settings) if nodelay else None
@@ -313,8 +316,8 @@ def api_vs_direct(settings: Settings, size: Size, nodelay: bool) -> dict[str, An
     try:
         clients = cloud_clients(cloud)
         endpoint = deploy_endpoint(cloud, clients, model_dir)
-        through_api, direct = request_paths(root, clients["runtime"], endpoint, image)
-        return latencies(through_api, direct, size.api_requests)
+        paths = request_paths(root, clients, cloud, endpoint, image)
+        return latencies(paths, size.api_requests)
     finally:
         stop_cloud_process(process)
 
@@ -332,13 +335,16 @@ def cloud_clients(cloud: Any) -> dict[str, Any]:
         "s3": session.client("s3", endpoint_url=cloud.moto_url),
         "sagemaker": session.client("sagemaker", endpoint_url=cloud.sagemaker_url),
         "runtime": session.client("sagemaker-runtime", endpoint_url=cloud.sagemaker_url),
+        "lambda": session.client("lambda", endpoint_url=cloud.moto_url),
     }
 
 
 def request_paths(
-    root: Path, runtime: Any, endpoint: str, image: Path
-) -> tuple[Callable[[], None], Callable[[], None]]:
-    """`mlops predict`'s request through the API, and InvokeEndpoint from a boto3 client."""
+    root: Path, clients: dict[str, Any], cloud: Any, endpoint: str, image: Path
+) -> dict[str, Callable[[], None]]:
+    """`mlops predict`'s request through the API; the predict Lambda invoked directly with the
+    event the API would send (to split the proxy's cost between API server and Lambda); and
+    InvokeEndpoint from a boto3 client (the baseline)."""
     import requests
 
     from mlops.cli import predict_file
@@ -352,28 +358,38 @@ def request_paths(
         if "error" in answer:
             raise RuntimeError(f"POST /predict failed: {answer}")
 
+    event = json.loads(API_EVENT.read_text())
+    event["body"] = base64.b64encode(body).decode()
+    payload = json.dumps(event).encode()
+    function = cloud.deployment["outputs"]["PredictFunctionName"]
+
+    def lambda_only() -> None:
+        response = clients["lambda"].invoke(FunctionName=function, Payload=payload)
+        answer = json.loads(response["Payload"].read())
+        if "FunctionError" in response or answer.get("statusCode") != 200:
+            raise RuntimeError(f"predict Lambda failed: {str(answer)[:300]}")
+
     def direct() -> None:
-        response = runtime.invoke_endpoint(
+        response = clients["runtime"].invoke_endpoint(
             EndpointName=endpoint, ContentType="image/png", Accept="application/json", Body=body
         )
         response["Body"].read()
 
-    return through_api, direct
+    return {"api": through_api, "lambda": lambda_only, "direct": direct}
 
 
-def latencies(
-    through_api: Callable[[], None], direct: Callable[[], None], count: int
-) -> dict[str, Any]:
-    """Alternate the two paths request by request after a warm-up (Lambda cold start, pools)."""
+def latencies(paths: dict[str, Callable[[], None]], count: int) -> dict[str, Any]:
+    """Round-robin the paths request by request after a warm-up (Lambda cold start, pools)."""
     for _ in range(3):
-        through_api()
-        direct()
-    samples: dict[str, list[float]] = {"api": [], "direct": []}
-    for index in range(count):
-        order = (("api", through_api), ("direct", direct))
-        for side, call in order if index % 2 == 0 else order[::-1]:
-            started = time.perf_counter()
+        for call in paths.values():
             call()
+    samples: dict[str, list[float]] = {side: [] for side in paths}
+    names = list(paths)
+    for index in range(count):
+        shift = index % len(names)
+        for side in names[shift:] + names[:shift]:
+            started = time.perf_counter()
+            paths[side]()
             samples[side].append((time.perf_counter() - started) * 1000)
     stats = {
         side: {"p50_ms": median(values), "p99_ms": percentile(values, 99), "n": len(values)}
@@ -384,10 +400,9 @@ def latencies(
         **stats,
         "p50_added": overhead - 1 if overhead is not None else None,
         "p50_added_ms": stats["api"]["p50_ms"] - stats["direct"]["p50_ms"],
+        "p50_api_server_ms": stats["api"]["p50_ms"] - stats["lambda"]["p50_ms"],
+        "p50_lambda_ms": stats["lambda"]["p50_ms"] - stats["direct"]["p50_ms"],
     }
-
-
-# ---------------------------------------------------------------------------------------------
 
 
 def api_checks(api: dict[str, Any], nodelay: bool) -> list[dict[str, Any]]:
@@ -402,6 +417,7 @@ def api_checks(api: dict[str, Any], nodelay: bool) -> list[dict[str, Any]]:
     return [
         added,
         info(f"  p50 / p99 ms: API{suffix}", latency_text(api["api"])),
+        info(f"  p50 / p99 ms: Lambda invoke{suffix}", latency_text(api["lambda"])),
         info(f"  p50 / p99 ms: InvokeEndpoint{suffix}", latency_text(api["direct"])),
     ]
 

@@ -142,13 +142,18 @@ def build_train_transform(image_size: int, resize_size: int, hflip: bool) -> tra
 def make_loader(
     dataset: Dataset, batch_size: int, shuffle: bool, workers: int, seed: int
 ) -> DataLoader:
-    """A DataLoader whose shuffle order depends only on `seed` (reproducible runs)."""
+    """A DataLoader whose shuffle order depends only on `seed` (reproducible runs).
+
+    A training batch of a single image is dropped: BatchNorm cannot train on one value per
+    channel (small inputs leave ResNet's last stage at 1x1), and the job would crash on it.
+    """
     generator = torch.Generator()
     generator.manual_seed(seed)
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
+        drop_last=shuffle and len(dataset) % batch_size == 1,
         num_workers=workers,
         generator=generator,
         pin_memory=torch.cuda.is_available(),

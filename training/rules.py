@@ -23,6 +23,11 @@ its loss the mean of the batch losses saved in it: single batch losses are too n
 with AWS's small default patiences. Results use SageMaker's status words:
 NoIssuesFound, IssuesFound (with the step and a reason), Error (with a reason).
 
+Each class's DEFAULTS are AWS's documented defaults. Two are not spelled out the same way
+everywhere: Overtraining.delta is 0.01 (the current pages; an older one said 0.1), and
+LossNotDecreasing.diff_percent is 0.1 (the page only says "checks that the loss decreases";
+pass 0 for exactly that).
+
     python -m training.rules <trial dir> --json [--rules Overfit,VanishingGradient]
 """
 
@@ -112,13 +117,21 @@ class _LossRule(_ProjectRule):
     """Rules that read scalar losses: the `losses` collection, narrowed by `tensor_regex`."""
 
     def loss_names(self) -> list[str]:
+        """The loss tensors this rule compares, looked up once (rules run on finished trials)."""
+        if not hasattr(self, "_loss_names"):
+            self._loss_names = self._find_loss_names()
+        return self._loss_names
+
+    def _find_loss_names(self) -> list[str]:
         regexes = _split_list(getattr(self, "tensor_regex", None))
         names: set[str] = set()
         for collection in _split_list(getattr(self, "collection_names", None)):
             names.update(_collection_tensors(self.base_trial, collection))
         for regex in regexes:
             names.update(self.base_trial.tensor_names(regex=regex))
-        if getattr(self, "use_losses_collection", True) and not regexes:
+        # LossNotDecreasing adds the losses collection to what was named (use_losses_collection);
+        # for Overfit and Overtraining a tensor_regex restricts the comparison instead.
+        if getattr(self, "use_losses_collection", not regexes):
             names.update(_collection_tensors(self.base_trial, LOSSES))
         if not names:
             raise RuleDataError(

@@ -120,7 +120,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     add("--pretrained", default=False, type=str2bool, metavar=flag, help="ImageNet weights")
     add("--freeze-backbone", default=False, type=str2bool, metavar=flag, help="train the head only")
     add("--image-size", default=224, type=positive_int, help="side of the square model input")
-    add("--hflip", default=True, type=str2bool, metavar=flag, help="random flips (not for digits)")
+    add("--hflip", default=False, type=str2bool, metavar=flag, help="random horizontal flips")
     add("--seed", default=0, type=int, help="seed for weights, shuffling and augmentation")
     add("--workers", default=default_workers(), type=int, help="data loading processes")
     add(
@@ -154,8 +154,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    if args.image_size < 16:
-        raise SetupError(f"--image-size must be at least 16 pixels, got {args.image_size}")
+    if args.image_size < 8:
+        raise SetupError(f"--image-size must be at least 8 pixels, got {args.image_size}")
     if args.workers < 0:
         raise SetupError(f"--workers must be 0 or more, got {args.workers}")
     if args.weight_decay < 0:
@@ -329,10 +329,33 @@ def configure_collections(hook: smd.Hook, interval: int) -> None:
 
 
 def reopen_trial(out_dir: Path, resuming: bool) -> None:
-    """A resumed job appends to its own trial; smdebug refuses a folder marked finished."""
+    """A resumed job appends to its own trial; a new job must not mix into a finished one.
+
+    smdebug itself refuses a folder marked finished, but only by logging an error and quietly
+    switching the hook off, so the job would run without the tensors it was asked to save.
+    """
     marker = out_dir / rules.END_OF_JOB_FILE
-    if resuming and marker.exists():
-        marker.unlink()
+    if not marker.exists():
+        return
+    if not resuming:
+        raise SetupError(
+            f"{out_dir} already holds the smdebug tensors of a finished job: "
+            "give the debug output a new folder, or remove this one"
+        )
+    marker.unlink()
+
+
+def close_hook(hook: smd.Hook) -> None:
+    """Flush the tensors and mark the trial finished, so the in-job rules can read it.
+
+    Outside SageMaker, smdebug writes the end-of-job marker when the hook closes; inside a
+    SageMaker job (TRAINING_JOB_NAME is set) it leaves that to the platform, which writes it
+    only after this process exits, too late for rules that run at the end of the script.
+    """
+    hook.close()
+    marker = Path(hook.out_dir) / rules.END_OF_JOB_FILE
+    if not marker.exists():
+        marker.touch()
 
 
 def attach_hook(hook: smd.Hook, model: nn.Module, criterion: nn.Module) -> None:
@@ -579,7 +602,7 @@ def run(args: argparse.Namespace) -> None:
 
     run_rules_now = args.run_rules if args.run_rules is not None else hook is not None
     if hook is not None:
-        hook.close()
+        close_hook(hook)
     if run_rules_now:
         run_rules(hook.out_dir if hook is not None else None, out_dir)
 

@@ -129,6 +129,15 @@ def test_train_honours_hook_config_file(tmp_path, digits_dir, train_runner):
     assert (run.output_dir / "rule_statuses.json").exists()
 
 
+def test_train_refuses_to_mix_into_a_finished_trial(tmp_path, trained, digits_dir, train_runner):
+    run = train_runner(tmp_path, digits_dir, args={"debug-out-dir": str(trained.debug_dir)})
+    assert run.returncode == 2
+    assert run.stderr.strip() == (
+        f"error: {trained.debug_dir} already holds the smdebug tensors of a finished job: "
+        "give the debug output a new folder, or remove this one"
+    )
+
+
 def test_train_missing_hook_config_is_a_clear_error(tmp_path, digits_dir, train_runner):
     missing = tmp_path / "nope.json"
     run = train_runner(

@@ -25,11 +25,11 @@ from pipeline_common.jobs import (
     tags,
 )
 
-# Steps between saved tensors per collection: often enough for the rules to see a trend
-# (LossNotDecreasing looks at 10-step windows), rarely enough that weights of a ResNet-50
-# do not fill the bucket.
+# Steps between saved tensors per collection: losses at every step (cheap, and Overfit,
+# Overtraining and LossNotDecreasing compare them step by step), the heavy tensors rarely
+# enough that the weights of a ResNet-50 do not fill the bucket.
 COLLECTION_SAVE_INTERVALS = {
-    "losses": "10",
+    "losses": "1",
     "gradients": "50",
     "weights": "100",
     "biases": "100",

@@ -1,0 +1,304 @@
+"""The whole pipeline on the local cloud: real trigger, Lambdas, trainings, rules, endpoint, API.
+
+One local cloud serves the module; the tests run in order and build on each other (a first
+model is deployed, a second updates the endpoint under load, a third is rejected). Everything
+the cloud started is stopped at the end, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+
+from mlops import executions as ex
+from mlops.cli import follow, upload_dataset
+from mlops.local.process import start_cloud_process, stop_cloud_process
+from mlops.sample_data import write_digits
+from mlops.target import local_target
+
+# Small enough for a 2-core machine: 2 trials of 2 epochs on 16-pixel digits, then a retrain.
+E2E_PARAMETERS = {
+    "MaxJobs": "2",
+    "MaxParallelJobs": "1",
+    "Epochs": "2",
+    "ImageSize": "16",
+    "BatchSizes": "16",
+    "LearningRateMin": "0.01",
+    "LearningRateMax": "0.03",
+    "PollSeconds": "1",
+    "MinTestAccuracy": "0.5",
+    "RegressionTolerance": "0.5",
+}
+PER_CLASS = 30
+EXECUTION_TIMEOUT_S = 900
+
+pytestmark = pytest.mark.timeout(1800)
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e-cloud")
+    process, info = start_cloud_process(root, parameters=E2E_PARAMETERS)
+    try:
+        yield root, info
+    finally:
+        stop_cloud_process(process)
+
+
+@pytest.fixture(scope="module")
+def target(cloud):
+    root, _ = cloud
+    return local_target(root)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("data") / "digits"
+    write_digits(directory, max_per_class=PER_CLASS, seed=1)
+    return directory
+
+
+def run_pipeline(target, directory: Path, name: str) -> ex.ExecutionView:
+    execution = upload_dataset(target, directory, name)
+    sfn = target.client("stepfunctions")
+    return follow(sfn, execution["executionArn"], poll_s=1.0, timeout_s=EXECUTION_TIMEOUT_S)
+
+
+def state_names(view: ex.ExecutionView) -> list[str]:
+    return [row.name for row in ex.summarize_steps(view.steps)]
+
+
+def post_image(target, image: Path) -> requests.Response:
+    return requests.post(
+        f"{target.api_url}/predict",
+        data=image.read_bytes(),
+        headers={"Content-Type": "image/png", "x-api-key": target.api_key},
+        timeout=30,
+    )
+
+
+def endpoint_config(target) -> str:
+    endpoint = target.output("EndpointName")
+    return target.client("sagemaker").describe_endpoint(EndpointName=endpoint)["EndpointConfigName"]
+
+
+def test_e2e_pipeline_trains_deploys_and_answers_over_http(target, digits):
+    view = run_pipeline(target, digits, "digits-a")
+
+    assert view.status == "SUCCEEDED", view.to_json()
+    names = state_names(view)
+    for state in (
+        "ValidateDataset",
+        "StartTuning",
+        "CheckTuning",
+        "FindBest",
+        "StartProfiledTraining",
+        "CheckTraining",
+        "EvaluateRules",
+        "DeployEndpoint",
+        "CheckEndpoint",
+        "SmokeTest",
+    ):
+        assert state in names, f"{state} did not run: {names}"
+    assert names.index("FindBest") < names.index("EvaluateRules") < names.index("DeployEndpoint")
+
+    sagemaker = target.client("sagemaker")
+    tuning = sagemaker.list_hyper_parameter_tuning_jobs(NameContains="digits-a")
+    [job] = tuning["HyperParameterTuningJobSummaries"]
+    trials = sagemaker.list_training_jobs_for_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=job["HyperParameterTuningJobName"]
+    )["TrainingJobSummaries"]
+    assert len(trials) == 2
+
+    image = next((digits / "test" / "003.three").iterdir())
+    response = post_image(target, image)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["class_name"].startswith(f"{answer['class_index']:03d}.")
+    assert len(answer["top_k"]) >= 1
+
+
+def test_e2e_duplicate_trigger_event_starts_no_second_execution(target):
+    s3 = target.client("s3")
+    key = "datasets/digits-a/manifest.json"
+    head = s3.head_object(Bucket=target.data_bucket, Key=key)
+    event = {
+        "Records": [
+            {
+                "eventSource": "aws:s3",
+                "eventName": "ObjectCreated:Put",
+                "awsRegion": "us-east-1",
+                "s3": {
+                    "bucket": {"name": target.data_bucket},
+                    "object": {
+                        "key": key.replace("/", "%2F"),
+                        "size": head["ContentLength"],
+                        "eTag": head["ETag"].strip('"'),
+                        "versionId": head.get("VersionId"),
+                    },
+                },
+            }
+        ]
+    }
+    sfn = target.client("stepfunctions")
+    before = ex.list_executions(sfn, target.state_machine_arn)
+    trigger = target.output("TriggerFunctionName")
+    for _ in range(2):  # S3 delivers at least once: the same event again
+        response = target.client("lambda").invoke(FunctionName=trigger, Payload=json.dumps(event))
+        assert "FunctionError" not in response, response["Payload"].read()
+    after = ex.list_executions(sfn, target.state_machine_arn)
+    assert [e["name"] for e in after] == [e["name"] for e in before]
+
+
+def test_e2e_endpoint_update_under_load_drops_no_request(target, digits, tmp_path):
+    image = next((digits / "test" / "007.seven").iterdir())
+    config_before = endpoint_config(target)
+    failures: list[str] = []
+    sent = 0
+    stop = threading.Event()
+
+    def send_continuously() -> None:
+        nonlocal sent
+        while not stop.is_set():
+            response = post_image(target, image)
+            sent += 1
+            if response.status_code != 200:
+                failures.append(f"{response.status_code} {response.text[:200]}")
+            time.sleep(0.05)
+
+    second = tmp_path / "digits-b"
+    shutil.copytree(digits, second)
+    sender = threading.Thread(target=send_continuously, daemon=True)
+    sender.start()
+    try:
+        view = run_pipeline(target, second, "digits-b")
+    finally:
+        stop.set()
+        sender.join(timeout=60)
+
+    assert view.status == "SUCCEEDED", view.to_json()
+    assert endpoint_config(target) != config_before
+    assert sent > 20
+    assert failures == []
+
+
+def test_e2e_gate_rejection_leaves_the_endpoint_unchanged(target, digits, tmp_path):
+    """Test labels shuffled between classes: the model cannot reach the accuracy threshold."""
+    shuffled = tmp_path / "digits-shuffled"
+    shutil.copytree(digits, shuffled)
+    test_images = sorted((shuffled / "test").rglob("*.png"))
+    classes = sorted(p.name for p in (shuffled / "test").iterdir())
+    rng = random.Random(7)
+    for image in test_images:
+        wrong = rng.choice([c for c in classes if c != image.parent.name])
+        image.rename(shuffled / "test" / wrong / f"x{image.name}")
+    config_before = endpoint_config(target)
+
+    view = run_pipeline(target, shuffled, "digits-shuffled")
+
+    assert view.status == "FAILED"
+    assert "ModelRejected" in state_names(view)
+    assert "DeployEndpoint" not in state_names(view)
+    assert endpoint_config(target) == config_before
+
+
+def test_e2e_broken_data_set_fails_in_validation_before_any_training(target, digits):
+    s3 = target.client("s3")
+    prefix = "datasets/broken"
+    for split in ("train", "test"):  # no valid split
+        for image in sorted((digits / split / "000.zero").iterdir())[:3]:
+            s3.upload_file(
+                str(image), target.data_bucket, f"{prefix}/{split}/000.zero/{image.name}"
+            )
+    manifest = {
+        "schema_version": 1,
+        "dataset": "broken",
+        "classes": ["000.zero"],
+        "splits": {"train": {"000.zero": 3}, "valid": {"000.zero": 3}, "test": {"000.zero": 3}},
+        "file_count": 9,
+    }
+    s3.put_object(
+        Bucket=target.data_bucket, Key=f"{prefix}/manifest.json", Body=json.dumps(manifest)
+    )
+    sfn = target.client("stepfunctions")
+    deadline = time.time() + 60
+    execution = None
+    while execution is None and time.time() < deadline:
+        execution = next(
+            (e for e in ex.list_executions(sfn, target.state_machine_arn) if "broken" in e["name"]),
+            None,
+        )
+        time.sleep(0.5)
+    assert execution is not None
+    view = follow(sfn, execution["executionArn"], poll_s=1.0, timeout_s=120)
+
+    assert view.status == "FAILED"
+    assert view.error == "DatasetInvalid"
+    assert "valid" in (view.cause or "")
+    assert "StartTuning" not in state_names(view)
+    tuning = target.client("sagemaker").list_hyper_parameter_tuning_jobs(NameContains="broken")
+    assert tuning["HyperParameterTuningJobSummaries"] == []
+
+
+def test_e2e_official_clients_read_the_local_cloud(cloud, target, monkeypatch):
+    """The aws CLI and the sagemaker SDK's resource classes read what the pipeline created."""
+    _, info = cloud
+    env = {**os.environ, **info.client_env()}
+    aws = str(Path(sys.executable).parent / "aws")  # awscli, installed beside the tests
+    listed = subprocess.run(
+        [aws, "stepfunctions", "list-executions", "--state-machine-arn", target.state_machine_arn],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    names = [e["name"] for e in json.loads(listed.stdout)["executions"]]
+    assert any(name.startswith("digits-a") for name in names)
+
+    sagemaker = target.client("sagemaker")
+    [job] = sagemaker.list_hyper_parameter_tuning_jobs(NameContains="digits-a")[
+        "HyperParameterTuningJobSummaries"
+    ]
+    tuning_name = job["HyperParameterTuningJobName"]
+    trials = subprocess.run(
+        [
+            aws,
+            "sagemaker",
+            "list-training-jobs-for-hyper-parameter-tuning-job",
+            "--hyper-parameter-tuning-job-name",
+            tuning_name,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert len(json.loads(trials.stdout)["TrainingJobSummaries"]) == 2
+
+    from sagemaker.core import resources
+
+    for key, value in info.client_env().items():
+        monkeypatch.setenv(key, value)
+    session = boto3.Session(region_name=info.region)
+    tuning = resources.HyperParameterTuningJob.get(tuning_name, session=session, region=info.region)
+    best_name = tuning.best_training_job.training_job_name
+    best = resources.TrainingJob.get(best_name, session=session, region=info.region)
+    endpoint = resources.Endpoint.get(
+        target.output("EndpointName"), session=session, region=info.region
+    )
+    assert tuning.hyper_parameter_tuning_job_status == "Completed"
+    assert best.training_job_status == "Completed"
+    assert endpoint.endpoint_status == "InService"
