@@ -268,15 +268,17 @@ def one_round(
 def cold_starts(settings: Settings) -> dict[str, Any]:
     work = settings.scratch(NAME)
     environments = template_environments()
-    rounds = 1 if settings.quick else 5
+    rounds = 1 if settings.quick else 5  # --quick also skips the no-bytecode round
     warm = {"PYTHONPYCACHEPREFIX": str(work / "pycache")}
     cold = {"PYTHONPYCACHEPREFIX": str(work / "empty-pycache"), "PYTHONDONTWRITEBYTECODE": "1"}
     with moto_server() as moto_url, runtime_stub() as runtime_url:
         urls = {"moto": moto_url, "runtime": runtime_url}
         log(f"{NAME}: warm-up round (fills the bytecode cache and the page cache)")
         one_round(work, urls, environments, warm)
-        log(f"{NAME}: no-bytecode round")
-        no_pyc = one_round(work, urls, environments, cold)
+        no_pyc = None
+        if not settings.quick:
+            log(f"{NAME}: no-bytecode round")
+            no_pyc = one_round(work, urls, environments, cold)
         measured = []
         for index in range(rounds):
             log(f"{NAME}: round {index + 1}/{rounds}")
@@ -288,7 +290,7 @@ def total_s(sample: dict[str, Any]) -> float:
     return sample["import_s"] + sample["call_s"]
 
 
-def summarize(measured: list[dict[str, dict]], no_pyc: dict[str, dict]) -> dict[str, Any]:
+def summarize(measured: list[dict[str, dict]], no_pyc: dict[str, dict] | None) -> dict[str, Any]:
     names = [name for name in measured[0] if name != "breakdown"]
     per_function = {
         name: {
@@ -296,16 +298,17 @@ def summarize(measured: list[dict[str, dict]], no_pyc: dict[str, dict]) -> dict[
             "call_ms": 1000 * median([r[name]["call_s"] for r in measured]),
             "total_ms": 1000 * median([total_s(r[name]) for r in measured]),
             "first_call_outcome": measured[-1][name]["outcome"],
-            "no_bytecode_total_ms": 1000 * total_s(no_pyc[name]),
+            "no_bytecode_total_ms": 1000 * total_s(no_pyc[name]) if no_pyc else None,
         }
         for name in names
     }
     baseline = per_function["boto3"]
     for values in per_function.values():
         values["ratio"] = values["total_ms"] / baseline["total_ms"]
-        values["no_bytecode_ratio"] = (
-            values["no_bytecode_total_ms"] / baseline["no_bytecode_total_ms"]
-        )
+        if no_pyc:
+            values["no_bytecode_ratio"] = (
+                values["no_bytecode_total_ms"] / baseline["no_bytecode_total_ms"]
+            )
     breakdown = {
         step: 1000 * median([r["breakdown"][step] for r in measured])
         for step in measured[0]["breakdown"]
@@ -394,6 +397,11 @@ def package_size(settings: Settings) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
+def with_without(values: dict[str, Any]) -> str:
+    without = values["no_bytecode_total_ms"]
+    return f"{values['total_ms']:.0f} / {'-' if without is None else f'{without:.0f}'}"
+
+
 def run(settings: Settings) -> dict[str, Any]:
     starts = cold_starts(settings)
     per_function = starts["per_function"]
@@ -404,11 +412,7 @@ def run(settings: Settings) -> dict[str, Any]:
         at_most(f"cold start / import boto3, worst ({worst})", handlers[worst]["ratio"], GOAL),
         info("  predict cold start / import boto3", handlers["predict"]["ratio"]),
         info("  import boto3 ms", per_function["boto3"]["total_ms"]),
-        info(
-            "  predict cold start ms, with / without .pyc",
-            f"{handlers['predict']['total_ms']:.0f} / "
-            f"{handlers['predict']['no_bytecode_total_ms']:.0f}",
-        ),
+        info("  predict cold start ms, with / without .pyc", with_without(handlers["predict"])),
         info("predict package MB zipped (function + layer)", package["total_zip_mb"]),
         info(
             "  MB unzipped",

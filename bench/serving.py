@@ -68,13 +68,17 @@ API_EVENT = REPO_ROOT / "tests" / "events" / "api_predict_png.json"  # API Gatew
 class Size:
     rounds: int
     block_s: float
+    server_image_sizes: tuple[int, ...]
+    api_image_size: int
     api_requests: int
+    api_with_fix: bool  # also measure the API with TCP_NODELAY injected (a second cloud)
 
 
 def size_for(quick: bool) -> Size:
+    """--quick: only the local 32-px model and one cloud, so it runs in well under a minute."""
     if quick:
-        return Size(rounds=2, block_s=0.2, api_requests=10)
-    return Size(rounds=8, block_s=0.5, api_requests=80)
+        return Size(2, 0.2, (LOCAL_IMAGE_SIZE,), LOCAL_IMAGE_SIZE, 8, api_with_fix=False)
+    return Size(8, 0.5, (GOAL_IMAGE_SIZE, LOCAL_IMAGE_SIZE), GOAL_IMAGE_SIZE, 80, True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,9 +308,9 @@ def api_vs_direct(settings: Settings, size: Size, nodelay: bool) -> dict[str, An
     """Latency through the local API against InvokeEndpoint; {"skipped": why} without a cloud."""
     from mlops.local.process import CloudStartError, start_cloud_process, stop_cloud_process
 
-    model_dir = trained_model(settings, GOAL_IMAGE_SIZE)
+    model_dir = trained_model(settings, size.api_image_size)
     root = settings.scratch(f"{NAME}-cloud-{'nodelay' if nodelay else 'as-is'}")
-    image = sorted((digits(settings, 5, GOAL_IMAGE_SIZE) / "test").rglob("*.png"))[0]
+    image = sorted((digits(settings, 5, size.api_image_size) / "test").rglob("*.png"))[0]
     try:
         process, cloud = start_cloud_process(
             root, parameters=CLOUD_PARAMETERS, extra_env=nodelay_env(settings) if nodelay else None
@@ -431,7 +435,7 @@ def run(settings: Settings) -> dict[str, Any]:
     measurements: dict[str, Any] = {"size": size.__dict__}
     checks = []
     notes = []
-    for image_size in (GOAL_IMAGE_SIZE, LOCAL_IMAGE_SIZE):
+    for image_size in size.server_image_sizes:
         log(f"{NAME}: model server against bare forward at {image_size} px")
         server = server_vs_forward(settings, image_size, size)
         measurements[f"server_{image_size}px"] = server
@@ -450,7 +454,7 @@ def run(settings: Settings) -> dict[str, Any]:
             f"{rates['server']['wall_ms']:.1f} ms wall / {rates['server']['cpu_ms']:.1f} ms CPU; "
             f"with TCP_NODELAY {rates['server_nodelay']['wall_ms']:.1f} ms wall"
         )
-    for nodelay in (False, True):
+    for nodelay in (False, True) if size.api_with_fix else (False,):
         variant = "with TCP_NODELAY (fix)" if nodelay else "as is"
         log(f"{NAME}: API proxy against direct InvokeEndpoint, {variant}")
         api = api_vs_direct(settings, size, nodelay)

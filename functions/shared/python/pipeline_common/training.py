@@ -25,11 +25,13 @@ from pipeline_common.jobs import (
     tags,
 )
 
-# Steps between saved tensors per collection: losses at every step (cheap, and Overfit,
-# Overtraining and LossNotDecreasing compare them step by step), the heavy tensors rarely
-# enough that the weights of a ResNet-50 do not fill the bucket.
+# Steps between saved tensors per collection: often enough for the rules to see a trend
+# (LossNotDecreasing looks at 10-step windows) without judging single noisy batches (per-step
+# losses of small batches made PoorWeightInitialization's "loss stalls in the first steps"
+# check fire on healthy runs), rarely enough that the weights of a ResNet-50 do not fill the
+# bucket.
 COLLECTION_SAVE_INTERVALS = {
-    "losses": "1",
+    "losses": "10",
     "gradients": "50",
     "weights": "100",
     "biases": "100",

@@ -1,0 +1,73 @@
+"""Reading what the pipeline recorded in S3: run records and the jobs' output archives.
+
+The run records (`runs/<execution>/validation.json`, `leaderboard.json`, `gate.json`,
+`deployment.json`, `smoke_test.json`; docs/contracts.md) are the pipeline's own account of a
+run. A missing record is normal (a failed run stops early), so readers return None for it
+rather than raise.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from mlops.target import Target
+
+RECORDS = ("validation.json", "leaderboard.json", "gate.json", "deployment.json", "smoke_test.json")
+MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    return bucket, key
+
+
+def read_object(s3: Any, bucket: str, key: str) -> bytes | None:
+    """The object's bytes, or None when it does not exist."""
+    try:
+        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in MISSING_CODES:
+            return None
+        raise
+
+
+def read_record(target: Target, execution: str, name: str) -> dict[str, Any] | None:
+    """One run record of `execution` (e.g. `gate.json`), or None when the run wrote none."""
+    raw = read_object(target.client("s3"), target.artifacts_bucket, f"runs/{execution}/{name}")
+    return json.loads(raw) if raw is not None else None
+
+
+def read_records(target: Target, execution: str) -> dict[str, dict[str, Any] | None]:
+    return {name: read_record(target, execution, name) for name in RECORDS}
+
+
+def tar_member(archive: bytes, name: str) -> bytes | None:
+    """A file of a .tar.gz by its base name (SageMaker archives may prefix `./`)."""
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:*") as tar:
+        for member in tar.getmembers():
+            if member.isfile() and member.name.rsplit("/", 1)[-1] == name:
+                extracted = tar.extractfile(member)
+                return extracted.read() if extracted else None
+    return None
+
+
+def output_archive_uri(model_artifacts_uri: str) -> str:
+    """`.../<job>/output/model.tar.gz` -> `.../<job>/output/output.tar.gz` (SM_OUTPUT_DATA_DIR)."""
+    return model_artifacts_uri.rsplit("/", 1)[0] + "/output.tar.gz"
+
+
+def read_output_json(s3: Any, model_artifacts_uri: str, name: str) -> Any | None:
+    """A JSON file the training script wrote to SM_OUTPUT_DATA_DIR (e.g. `history.json`)."""
+    bucket, key = parse_s3_uri(output_archive_uri(model_artifacts_uri))
+    archive = read_object(s3, bucket, key)
+    if archive is None:
+        return None
+    raw = tar_member(archive, name)
+    return json.loads(raw) if raw is not None else None
