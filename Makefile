@@ -51,7 +51,7 @@ build: sam-venv
 	$(SAM_VENV)/bin/sam build
 
 deploy: build venv
-	$(SAM_VENV)/bin/sam deploy --guided
+	$(SAM_VENV)/bin/sam deploy --guided --parameter-overrides "$$($(BIN)/mlops image-parameters)"
 	$(BIN)/mlops publish-training --stack $${STACK:-mlops}
 
 bench: venv

@@ -56,7 +56,7 @@ def size_for(quick: bool) -> Size:
     """32-pixel digits (the local pipeline's ImageSize): the hook's per-step cost is fixed
     while the forward/backward cost grows with pixels, so small images are the worst case."""
     if quick:
-        return Size(per_class=12, image_size=32, batch_size=16, epochs=3, pairs=1)
+        return Size(per_class=12, image_size=32, batch_size=16, epochs=4, pairs=1)
     return Size(per_class=30, image_size=32, batch_size=32, epochs=6, pairs=2)
 
 

@@ -73,11 +73,11 @@ def size_for(quick: bool) -> Size:
     return Size(ARCHITECTURES, image_size=224, batch_size=16, requests=5)
 
 
-def model_bytes(arch: str, batch: int, image_size: int) -> dict[str, int]:
+def model_bytes(arch: str, batch: int, image_size: int, training: bool) -> dict[str, int]:
     """float32 parameter bytes and the activation bytes of one forward pass of `batch`."""
     from training.inference import build_model
 
-    model = build_model(arch, num_classes=10).train()
+    model = build_model(arch, num_classes=10).train(training)
     seen: set[int] = set()
     total = [0]
 
@@ -192,10 +192,14 @@ def run(settings: Settings) -> dict[str, Any]:
         job, model_dir = training_peak(settings, arch, size)
         serve_peak = serving_peak(settings, model_dir, arch, size)
         train = figures(
-            job.peak_rss_bytes, train_runtime, model_bytes(arch, size.batch_size, size.image_size)
+            job.peak_rss_bytes,
+            train_runtime,
+            model_bytes(arch, size.batch_size, size.image_size, training=True),
         )
         train["exit_max_rss_mb"] = job.exit_max_rss_bytes / MB
-        serve = figures(serve_peak, serve_runtime, model_bytes(arch, 1, size.image_size))
+        serve = figures(
+            serve_peak, serve_runtime, model_bytes(arch, 1, size.image_size, training=False)
+        )
         measurements[arch] = {"training": train, "serving": serve}
         for role, values in (("training", train), ("serving", serve)):
             checks.append(

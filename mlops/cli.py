@@ -259,16 +259,32 @@ def cmd_wait(args: argparse.Namespace) -> int:
         arn = ex.resolve_execution_arn(sfn, target.state_machine_arn, args.execution)
     except LookupError as exc:
         raise CliError(str(exc)) from None
-    view = follow(sfn, arn, args.poll, args.timeout)
+    view = follow(
+        sfn, arn, args.poll, args.timeout, target.client("sagemaker"), target.client("logs")
+    )
     print_execution(view)
     return 0 if view.status == "SUCCEEDED" else 1
 
 
-def follow(sfn: Any, arn: str, poll_s: float, timeout_s: float) -> ex.ExecutionView:
-    """Print each state as the execution enters it (a wait loop once), until it stops."""
+def follow(
+    sfn: Any,
+    arn: str,
+    poll_s: float,
+    timeout_s: float,
+    sagemaker: Any = None,
+    logs: Any = None,
+) -> ex.ExecutionView:
+    """Print each state as the execution enters it (a wait loop once), until it stops.
+
+    With a SageMaker client, also one line whenever the tuning job's trials or best objective
+    change, or the retrain's status or epoch (its log stream's metric lines, with `logs`).
+    """
+    from mlops.report.progress import execution_progress
+
     deadline = time.time() + timeout_s
     started = time.time()
     printed: list[str] = []
+    last_progress: str | None = None
     while True:
         view = ex.describe(sfn, arn)
         for row in ex.summarize_steps(view.steps):
@@ -276,11 +292,40 @@ def follow(sfn: Any, arn: str, poll_s: float, timeout_s: float) -> ex.ExecutionV
                 continue
             printed.append(row.name)
             progress(f"[{time.time() - started:5.0f}s] {row.name}")
+        line = execution_progress(view, sagemaker, logs) if sagemaker is not None else None
+        if line and line != last_progress:
+            progress(f"[{time.time() - started:5.0f}s]   {line}")
+        last_progress = line or last_progress
         if view.status in TERMINAL:
             return view
         if time.time() > deadline:
             raise CliError(f"Execution {view.name} still {view.status} after {timeout_s:.0f} s")
         time.sleep(poll_s)
+
+
+# -- reports and the console ---------------------------------------------------------------------
+def cmd_report(args: argparse.Namespace) -> int:
+    from mlops.report.build import write_report
+
+    target = resolve_target(args.stack, args.root)
+    local_root = None if args.stack else args.root
+    try:
+        path, report = write_report(target, args.execution, args.out, local_root)
+    except LookupError as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        out(json.dumps({"path": str(path), **report.to_json()}, default=str, indent=2))
+    else:
+        out(str(path))
+    return 0
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    from mlops.console import serve
+
+    target = resolve_target(args.stack, args.root)
+    serve(target, None if args.stack else args.root, args.host, args.port, out)
+    return 0
 
 
 # -- predictions ---------------------------------------------------------------------------------
@@ -335,6 +380,18 @@ def cmd_publish_training(args: argparse.Namespace) -> int:
     target = resolve_target(args.stack, args.root)
     uris = publish_training_source(target.client("s3"), target.artifacts_bucket)
     out(f"Published the training source to {uris['source']} and {uris['metrics']}")
+    return 0
+
+
+def cmd_image_parameters(args: argparse.Namespace) -> int:
+    from mlops.images import image_parameters
+
+    images = image_parameters(
+        args.region,
+        training_instance_type=args.training_instance_type,
+        inference_instance_type=args.inference_instance_type,
+    )
+    out(" ".join(f"{key}={value}" for key, value in images.items()))
     return 0
 
 
@@ -396,6 +453,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     wait.add_argument("--timeout", type=float, default=3600.0)
     wait.set_defaults(func=cmd_wait)
 
+    report = commands.add_parser("report", help="write one execution's HTML report")
+    report.add_argument("execution", help="name, ARN or 'latest'")
+    report.add_argument("--out", type=Path, default=Path("reports"), help="folder to write to")
+    report.set_defaults(func=cmd_report)
+    console = commands.add_parser("console", help="serve the executions console over HTTP")
+    console.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    console.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    console.set_defaults(func=cmd_console)
+
     predict = commands.add_parser("predict", help="POST images to the API")
     predict.add_argument("images", type=Path, nargs="+")
     predict.set_defaults(func=cmd_predict)
@@ -409,6 +475,14 @@ def get_args_parser() -> argparse.ArgumentParser:
         "publish-training", help="upload the training source and metric definitions"
     )
     publish.set_defaults(func=cmd_publish_training)
+    images = commands.add_parser(
+        "image-parameters",
+        help="TrainingImage/InferenceImage/RuleEvaluatorImage overrides for sam deploy",
+    )
+    images.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
+    images.add_argument("--training-instance-type", default="ml.g4dn.xlarge")
+    images.add_argument("--inference-instance-type", default="ml.m5.large")
+    images.set_defaults(func=cmd_image_parameters)
     return parser
 
 

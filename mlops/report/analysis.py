@@ -105,6 +105,14 @@ class TimelineRow:
     segments: list[tuple[float, float]] = field(default_factory=list)  # (offset, length) s
 
 
+def visit_status(step: StepRecord) -> str:
+    """A visit that exited with an error left standing was caught (its Catch led on), even when
+    the Catch's ResultPath hides the error from the state's output."""
+    if step.status == "SUCCEEDED" and step.error:
+        return "CAUGHT"
+    return step.status
+
+
 def timeline(steps: Sequence[StepRecord], start: datetime, now: datetime) -> list[TimelineRow]:
     """Fold the visits of each state into one row, in order of first visit.
 
@@ -132,7 +140,7 @@ def timeline(steps: Sequence[StepRecord], start: datetime, now: datetime) -> lis
         row.visits += 1
         row.duration_s += length
         row.attempts += step.attempts
-        row.status, row.error, row.cause = step.status, step.error, step.cause
+        row.status, row.error, row.cause = visit_status(step), step.error, step.cause
         row.segments.append((offset, length))
     return list(rows.values())
 

@@ -63,11 +63,14 @@ def output_archive_uri(model_artifacts_uri: str) -> str:
     return model_artifacts_uri.rsplit("/", 1)[0] + "/output.tar.gz"
 
 
-def read_output_json(s3: Any, model_artifacts_uri: str, name: str) -> Any | None:
-    """A JSON file the training script wrote to SM_OUTPUT_DATA_DIR (e.g. `history.json`)."""
+def read_output_files(s3: Any, model_artifacts_uri: str, names: tuple[str, ...]) -> dict[str, Any]:
+    """JSON files the training script wrote to SM_OUTPUT_DATA_DIR (`history.json`,
+    `rule_statuses.json`), read from the job's output.tar.gz; absent ones are left out."""
     bucket, key = parse_s3_uri(output_archive_uri(model_artifacts_uri))
     archive = read_object(s3, bucket, key)
-    if archive is None:
-        return None
-    raw = tar_member(archive, name)
-    return json.loads(raw) if raw is not None else None
+    found: dict[str, Any] = {}
+    for name in names if archive is not None else ():
+        raw = tar_member(archive, name)
+        if raw is not None:
+            found[name] = json.loads(raw)
+    return found
