@@ -455,7 +455,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="write one execution's HTML report")
     report.add_argument("execution", help="name, ARN or 'latest'")
-    report.add_argument("--out", type=Path, default=Path("reports"), help="folder to write to")
+    report.add_argument(
+        "--out", type=Path, default=Path("out/reports"), help="folder to write the file to"
+    )
     report.set_defaults(func=cmd_report)
     console = commands.add_parser("console", help="serve the executions console over HTTP")
     console.add_argument("--port", type=int, default=8765, help="0 picks a free port")

@@ -17,6 +17,7 @@ import requests
 
 from mlops.cli import CliError, follow, out, predict_file, print_execution, upload_dataset
 from mlops.local.process import start_cloud_process, stop_cloud_process
+from mlops.report.records import read_record
 from mlops.target import Target, local_target
 
 DATASET = "digits"
@@ -37,7 +38,14 @@ def run_demo(root: Path, data_dir: Path, timeout_s: float) -> int:
         execution = upload_dataset(target, data_dir, DATASET)
         out(f"Execution {execution['name']} started; following it:")
         sfn = target.client("stepfunctions")
-        view = follow(sfn, execution["executionArn"], poll_s=2.0, timeout_s=timeout_s)
+        view = follow(
+            sfn,
+            execution["executionArn"],
+            poll_s=2.0,
+            timeout_s=timeout_s,
+            sagemaker=target.client("sagemaker"),
+            logs=target.client("logs"),
+        )
         print_execution(view)
         print_run_records(target, view.name)
         if view.status != "SUCCEEDED":
@@ -51,15 +59,6 @@ def run_demo(root: Path, data_dir: Path, timeout_s: float) -> int:
     finally:
         out("Stopping the local cloud ...")
         stop_cloud_process(process)
-
-
-def read_record(target: Target, execution: str, name: str) -> dict[str, Any] | None:
-    s3 = target.client("s3")
-    try:
-        body = s3.get_object(Bucket=target.artifacts_bucket, Key=f"runs/{execution}/{name}")
-    except s3.exceptions.NoSuchKey:
-        return None
-    return json.loads(body["Body"].read())
 
 
 def print_run_records(target: Target, execution: str) -> None:

@@ -188,6 +188,7 @@ def collect_tuning(sagemaker: Any, name: str, leaderboard: dict[str, Any] | None
     else:
         trials = [_trial_from_summary(s) for s in list_tuning_trials(sagemaker, name)]
         source = "ListTrainingJobsForHyperParameterTuningJob (no leaderboard.json yet)"
+    objective_type = objective.get("Type") or leader_objective.get("type", "Minimize")
     best = job.get("BestTrainingJob") or {}
     lr_name, lr_log, lr_range = _learning_rate(config.get("ParameterRanges", {}), trials)
     return Tuning(
@@ -195,8 +196,8 @@ def collect_tuning(sagemaker: Any, name: str, leaderboard: dict[str, Any] | None
         status=job.get("HyperParameterTuningJobStatus"),
         strategy=config.get("Strategy") or (leaderboard or {}).get("strategy"),
         objective_metric=objective.get("MetricName") or leader_objective.get("metric", "objective"),
-        objective_type=objective.get("Type") or leader_objective.get("type", "Minimize"),
-        trials=an.sort_trials(trials, objective.get("Type", "Minimize")),
+        objective_type=objective_type,
+        trials=an.sort_trials(trials, objective_type),
         trials_source=source,
         best_name=best.get("TrainingJobName") or (leaderboard or {}).get("best_training_job_name"),
         best_objective=(best.get("FinalHyperParameterTuningJobObjectiveMetric") or {}).get("Value"),

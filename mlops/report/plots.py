@@ -39,9 +39,13 @@ def to_png(figure: Figure) -> bytes:
 def gantt(rows: Sequence[an.TimelineRow]) -> bytes:
     """One bar row per state; a wait loop's visits are the segments of one row."""
     figure, axes = plt.subplots(figsize=(10, 0.32 * len(rows) + 1.2))
+    span = max((s + n for r in rows for s, n in r.segments), default=1.0) - min(
+        (s for r in rows for s, _ in r.segments), default=0.0
+    )
+    shortest = max(span, 1e-3) / 400  # an instant state stays visible, never wider than this
     for index, row in enumerate(rows):
         colour = STATUS_COLOURS.get(row.status, "#757575")
-        widths = [(start, max(length, 0.15)) for start, length in row.segments]
+        widths = [(start, max(length, shortest)) for start, length in row.segments]
         axes.broken_barh(widths, (index - 0.35, 0.7), facecolors=colour)
     axes.set_yticks(range(len(rows)))
     axes.set_yticklabels([f"{r.name} (x{r.visits})" if r.visits > 1 else r.name for r in rows])

@@ -74,9 +74,10 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 
 def seconds(value: float | None) -> str:
+    """A duration as HTML (a non-breaking space keeps number and unit on one line)."""
     if value is None:
         return "-"
-    return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
+    return f"{value:.1f}&nbsp;s" if value < 120 else f"{value / 60:.1f}&nbsp;min"
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]], attrs: Sequence[str] = ()) -> str:
@@ -147,8 +148,8 @@ def timeline_section(data: RunData, plots: dict[str, bytes]) -> str:
                 escape(row.name),
                 escape(row.state_type),
                 badge(row.status),
-                f"+{row.started_s:.1f} s",
-                escape(seconds(row.duration_s)),
+                f"+{row.started_s:.1f}&nbsp;s",
+                seconds(row.duration_s),
                 str(row.visits),
                 error,
             ]
@@ -238,7 +239,7 @@ def training_section(retrain: Retrain | None, plots: dict[str, bytes]) -> str:
                     f"<code>{escape(retrain.job_name)}</code>",
                     badge(retrain.status) + f" {escape(retrain.secondary_status or '')}",
                     escape(retrain.instance_type or "-"),
-                    escape(seconds(retrain.billable_s)),
+                    seconds(retrain.billable_s),
                     escape(metrics),
                 ]
             ],

@@ -224,7 +224,7 @@ class ModelServer:
             "ContainerStartupHealthCheckTimeoutInSeconds", manager.config.endpoint_start_timeout_s
         )
         deadline = time.monotonic() + timeout
-        if manager.faults.hits("endpoint_start_fail", self.endpoint_name):
+        if manager.faults.hits("endpoint_start_fail", self.endpoint_name, self.model.name):
             raise DeploymentError(self._ping_failure("injected fault endpoint_start_fail"))
         while time.monotonic() < deadline and not cancelled.is_set():
             if self.process.poll() is not None:

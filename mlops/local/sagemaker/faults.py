@@ -5,12 +5,14 @@ test can set it with monkeypatch after the service started) and/or in
 ``SageMakerConfig.faults``. Format: comma-separated ``name`` or ``name=argument``, e.g.
 ``MLOPS_LOCAL_FAULTS="training_fail=tune-0,endpoint_start_fail"``.
 
-Faults wired now (the argument, when given, must be a substring of the resource name):
+Faults wired now (the argument, when given, must be a substring of the resource name; several
+alternatives are separated by ``|``, e.g. ``training_fail=-001-|retrain``):
 
 - ``training_fail[=name-part]``: the training job fails as if the script exited 1
   (``AlgorithmError``) before the script runs.
 - ``endpoint_start_fail[=name-part]``: the model server of an endpoint deployment never
-  passes /ping (CreateEndpoint -> Failed; UpdateEndpoint -> rolled back).
+  passes /ping (CreateEndpoint -> Failed; UpdateEndpoint -> rolled back). The name part may
+  match the endpoint or the deployed model (so one update of a long-lived endpoint can fail).
 - ``throttle=Operation[:count]``: the next ``count`` (default 1) calls of that control-plane
   operation answer ``ThrottlingException``.
 
@@ -60,15 +62,19 @@ class Faults:
     def active(self) -> dict[str, str]:
         return {**self._configured, **parse_faults(os.environ.get(FAULTS_ENV, ""))}
 
-    def hits(self, name: str, resource_name: str = "") -> bool:
-        """True when fault ``name`` is on and its argument (if any) is part of the resource name."""
+    def hits(self, name: str, *resource_names: str) -> bool:
+        """True when fault ``name`` is on and its argument (if any) names one of the resources.
+
+        The argument is one name part or several separated by ``|``; it names a resource when
+        one of its parts is a substring of that resource's name.
+        """
         faults = self.active()
         if name not in faults:
             return False
-        argument = faults[name]
-        hit = not argument or argument in resource_name
+        parts = [part for part in faults[name].split("|") if part]
+        hit = not parts or any(part in resource for part in parts for resource in resource_names)
         if hit:
-            logger.warning("fault %s injected for %s", name, resource_name or "(any)")
+            logger.warning("fault %s injected for %s", name, ", ".join(resource_names) or "(any)")
         return hit
 
     def should_throttle(self, operation: str) -> bool:

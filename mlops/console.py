@@ -1,0 +1,518 @@
+"""`mlops console`: a small web console for the pipeline's executions (local cloud or a stack).
+
+Pages are rendered on the server from the same reads as the CLI (executions.describe, the
+state machine's definition) with the standard library's HTTP server; a little JavaScript shows
+a state's input/output/error on click and reloads a running execution every few seconds.
+
+- `/` lists executions (status, start, duration, data set), newest first;
+- `/executions/<name>` draws the state machine from DescribeStateMachine's definition, each
+  state coloured by its status in this execution's history, with the state timeline below;
+- `/executions/<name>/report` builds the run report on demand (cached once the run ended).
+
+It listens on 127.0.0.1 by default: it shows inputs and outputs as they are, unauthenticated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from html import escape
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from mlops import executions as ex
+from mlops.report import analysis as an
+from mlops.report.render import CSS, badge, seconds, short_cause, table, tone
+from mlops.target import Target
+
+log = logging.getLogger(__name__)
+
+REFRESH_MS = 3000
+MAX_SHOWN_CHARS = 20_000
+NODE_W, NODE_H, GAP_X, GAP_Y, MARGIN = 190, 30, 36, 18, 20
+DATASET_SUFFIX_HEX = 16  # execution names are <data set>-<16 hex> (docs/contracts.md)
+
+CONSOLE_CSS = """
+.layout { display: flex; gap: 24px; align-items: flex-start; }
+.graph { flex: 0 0 auto; } .side { flex: 1 1 auto; min-width: 300px; position: sticky; top: 8px; }
+g.state { cursor: pointer; } g.state rect { stroke: #424242; stroke-width: 1; rx: 6; }
+g.state.selected rect { stroke: #000; stroke-width: 3; }
+g.state text { font: 12px system-ui, sans-serif; fill: white; pointer-events: none; }
+g.state.unvisited text { fill: #424242; }
+.edge { fill: none; stroke: #9e9e9e; stroke-width: 1.2; }
+.edge.catch { stroke-dasharray: 4 3; stroke: #e0a0a0; } .edge.loop { stroke: #90caf9; }
+.edge.taken { stroke: #424242; stroke-width: 1.8; } .edge.catch.taken { stroke: #c62828; }
+.edge.loop.taken { stroke: #1565c0; }
+#details pre { max-height: 320px; } .legend span { margin-right: 10px; }
+.progress { background: #e3f2fd; padding: 6px 10px; border-radius: 4px; }
+"""
+FILL = {
+    "good": "#2e7d32",
+    "bad": "#c62828",
+    "warn": "#ef6c00",
+    "busy": "#1565c0",
+    "info": "#757575",
+    "unvisited": "#eeeeee",
+}
+
+
+# -- the state machine as a graph ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Edge:
+    source: str
+    target: str
+    kind: str  # next, choice, default, catch
+
+
+def transitions(definition: dict[str, Any]) -> list[Edge]:
+    """Every transition of the top-level states, main path first (Next, Choices, Default),
+    then Catch edges, in definition order."""
+    edges: list[Edge] = []
+    for name, state in definition.get("States", {}).items():
+        for choice in state.get("Choices", []):
+            edges.append(Edge(name, choice["Next"], "choice"))
+        if "Default" in state:
+            edges.append(Edge(name, state["Default"], "default"))
+        if "Next" in state:
+            edges.append(Edge(name, state["Next"], "next"))
+        for catcher in state.get("Catch", []):
+            edges.append(Edge(name, catcher["Next"], "catch"))
+    return edges
+
+
+def back_edges(definition: dict[str, Any], edges: list[Edge]) -> set[Edge]:
+    """Edges that close a loop (a wait loop's Default back to its Wait), found by a depth-first
+    walk from StartAt that follows the main path before Catch edges."""
+    outgoing: dict[str, list[Edge]] = {}
+    for edge in sorted(edges, key=lambda e: e.kind == "catch"):
+        outgoing.setdefault(edge.source, []).append(edge)
+    found: set[Edge] = set()
+    on_path: set[str] = set()
+    done: set[str] = set()
+
+    def visit(node: str) -> None:
+        on_path.add(node)
+        for edge in outgoing.get(node, []):
+            if edge.target in on_path:
+                found.add(edge)
+            elif edge.target not in done:
+                visit(edge.target)
+        on_path.discard(node)
+        done.add(node)
+
+    start = definition.get("StartAt")
+    if start:
+        visit(start)
+    return found
+
+
+def layout(definition: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """(row, column) of every state: rows by longest path from StartAt without loop edges, so
+    the main path reads top to bottom; side branches (rejections, failures) take columns to
+    the right in the order the main path reaches them."""
+    edges = transitions(definition)
+    loops = back_edges(definition, edges)
+    forward = [e for e in edges if e not in loops]
+    names = list(definition.get("States", {}))
+    row = dict.fromkeys(names, 0)
+    for _ in names:  # longest path by relaxation (the graph without loops is acyclic)
+        changed = False
+        for edge in forward:
+            if edge.target in row and row[edge.target] < row[edge.source] + 1:
+                row[edge.target] = row[edge.source] + 1
+                changed = True
+        if not changed:
+            break
+    order = _main_path_order(definition, forward)
+    positions: dict[str, tuple[int, int]] = {}
+    used: dict[int, int] = {}
+    for name in sorted(names, key=lambda n: (row[n], order.get(n, len(order)))):
+        positions[name] = (row[name], used.get(row[name], 0))
+        used[row[name]] = used.get(row[name], 0) + 1
+    return positions
+
+
+def _main_path_order(definition: dict[str, Any], edges: list[Edge]) -> dict[str, int]:
+    """Preorder of a depth-first walk taking Choices/Next before Default and Catch."""
+    rank = {"choice": 0, "next": 1, "default": 2, "catch": 3}
+    outgoing: dict[str, list[Edge]] = {}
+    for edge in sorted(edges, key=lambda e: rank[e.kind]):
+        outgoing.setdefault(edge.source, []).append(edge)
+    order: dict[str, int] = {}
+    stack = [definition.get("StartAt")]
+    while stack:
+        node = stack.pop()
+        if node is None or node in order:
+            continue
+        order[node] = len(order)
+        stack.extend(reversed([e.target for e in outgoing.get(node, [])]))
+    return order
+
+
+def graph_svg(definition: dict[str, Any], statuses: dict[str, str]) -> str:
+    """The state machine as SVG: states coloured by status, loop edges left, Catch edges
+    dashed and bent to the right."""
+    positions = layout(definition)
+    edges = transitions(definition)
+    loops = back_edges(definition, edges)
+    columns = max((c for _, c in positions.values()), default=0) + 1
+    rows = max((r for r, _ in positions.values()), default=0) + 1
+    width = MARGIN * 2 + columns * NODE_W + (columns - 1) * GAP_X + 80
+    height = MARGIN * 2 + rows * NODE_H + (rows - 1) * GAP_Y
+
+    def box(name: str) -> tuple[float, float]:
+        r, c = positions[name]
+        return MARGIN + 40 + c * (NODE_W + GAP_X), MARGIN + r * (NODE_H + GAP_Y)
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" id="state-graph">',
+        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="6" '
+        'markerHeight="6" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
+        'fill="#9e9e9e"/></marker></defs>',
+    ]
+    for edge in edges:
+        if edge.source in positions and edge.target in positions:
+            kind = "loop" if edge in loops else ("catch" if edge.kind == "catch" else "")
+            taken = edge.source in statuses and edge.target in statuses
+            parts.append(_edge_path(box(edge.source), box(edge.target), kind, taken))
+    for name, state in definition.get("States", {}).items():
+        x, y = box(name)
+        status = statuses.get(name)
+        css = tone(status) if status else "unvisited"
+        title = f"{name} ({state.get('Type')}): {status or 'not visited'}"
+        parts.append(
+            f'<g class="state {css}" data-state="{escape(name)}" '
+            f'data-status="{escape(status or "NOT_VISITED")}" tabindex="0">'
+            f"<title>{escape(title)}</title>"
+            f'<rect x="{x}" y="{y}" width="{NODE_W}" height="{NODE_H}" fill="{FILL[css]}"/>'
+            f'<text x="{x + NODE_W / 2}" y="{y + NODE_H / 2 + 4}" text-anchor="middle">'
+            f"{escape(name)}</text></g>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _edge_path(
+    source: tuple[float, float], target: tuple[float, float], kind: str, taken: bool
+) -> str:
+    """A straight arrow down, a loop up the left, a long Catch jump bent right; an edge between
+    two visited states is drawn darker (the path the execution took, loosely)."""
+    (sx, sy), (tx, ty) = source, target
+    if kind == "loop":  # up the left side
+        x1, y1, x2, y2 = sx, sy + NODE_H / 2, tx, ty + NODE_H / 2
+        bend = min(x1, x2) - 36
+        d = f"M{x1},{y1} C{bend},{y1} {bend},{y2} {x2},{y2}"
+    elif kind == "catch" and abs(ty - sy) > NODE_H + GAP_Y:  # long jumps bend right
+        x1, y1, x2, y2 = sx + NODE_W, sy + NODE_H / 2, tx + NODE_W, ty + NODE_H / 2
+        bend = max(x1, x2) + 30 + (abs(ty - sy) / 40)
+        d = f"M{x1},{y1} C{bend},{y1} {bend},{y2} {x2},{y2}"
+    else:
+        x1, y1, x2, y2 = sx + NODE_W / 2, sy + NODE_H, tx + NODE_W / 2, ty
+        if ty <= sy:  # same row: side by side
+            y1, y2 = sy + NODE_H / 2, ty + NODE_H / 2
+            x1, x2 = (sx + NODE_W, tx) if tx > sx else (sx, tx + NODE_W)
+        d = f"M{x1},{y1} L{x2},{y2}"
+    css = f"edge {kind} taken" if taken else f"edge {kind}"
+    return f'<path class="{css}" d="{d}" marker-end="url(#arrow)"/>'
+
+
+# -- pages ---------------------------------------------------------------------------------------
+def dataset_of(name: str) -> str:
+    """`digits-0123456789abcdef` -> `digits`."""
+    head, _, tail = name.rpartition("-")
+    return head if head and len(tail) == DATASET_SUFFIX_HEX else "-"
+
+
+def page(title: str, body: str, refresh: bool = False) -> str:
+    script = (
+        f"<script>setTimeout(() => location.reload(), {REFRESH_MS});</script>" if refresh else ""
+    )
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(title)}</title><style>{CSS}{CONSOLE_CSS}</style></head><body>"
+        f'<p class="muted"><a href="/">Executions</a> · mlops console</p>{body}{script}'
+        "</body></html>\n"
+    )
+
+
+def clip(value: Any) -> Any:
+    """Inputs and outputs as JSON text, cut at MAX_SHOWN_CHARS (a state may carry a lot)."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, indent=2, default=str)
+    return text if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS] + "\n... (cut)"
+
+
+DETAILS_JS = """
+const states = JSON.parse(document.getElementById('states-data').textContent);
+function field(label, text, css) {
+  const box = document.createElement('div');
+  const head = document.createElement('h3'); head.textContent = label; box.appendChild(head);
+  const pre = document.createElement('pre'); pre.textContent = text;
+  if (css) pre.className = css;
+  box.appendChild(pre); return box;
+}
+function show(name) {
+  const s = states[name]; if (!s) return;
+  const panel = document.getElementById('details'); panel.replaceChildren();
+  const head = document.createElement('h2'); head.textContent = name; panel.appendChild(head);
+  const info = document.createElement('p');
+  info.textContent = `${s.type} · ${s.status} · ${s.visits} visit(s) · ${s.duration}`;
+  panel.appendChild(info);
+  if (s.error) panel.appendChild(field('Error', `${s.error}: ${s.cause || ''}`, 'error'));
+  if (s.input !== null) panel.appendChild(field('Input', s.input));
+  if (s.output !== null) panel.appendChild(field('Output', s.output));
+  document.querySelectorAll('g.state').forEach(
+    g => g.classList.toggle('selected', g.dataset.state === name));
+  history.replaceState(null, '', '#state=' + encodeURIComponent(name));
+}
+document.querySelectorAll('g.state').forEach(g => {
+  g.addEventListener('click', () => show(g.dataset.state));
+  g.addEventListener('keydown', e => { if (e.key === 'Enter') show(g.dataset.state); });
+});
+const wanted = decodeURIComponent((location.hash.match(/state=([^&]+)/) || [])[1] || '');
+if (wanted) show(wanted);
+"""
+
+
+class Console:
+    """Reads for the pages; the state machine's definition is read once."""
+
+    def __init__(self, target: Target, local_root: Path | None) -> None:
+        self.target = target
+        self.local_root = local_root
+        self._definition: dict[str, Any] | None = None
+        self._reports: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def sfn(self) -> Any:
+        return self.target.client("stepfunctions")
+
+    def definition(self) -> dict[str, Any]:
+        if self._definition is None:
+            described = self.sfn.describe_state_machine(
+                stateMachineArn=self.target.state_machine_arn
+            )
+            self._definition = json.loads(described["definition"])
+        return self._definition
+
+    def executions_page(self) -> str:
+        items = ex.list_executions(self.sfn, self.target.state_machine_arn, limit=100)
+        now = datetime.now(UTC)
+        rows, attrs = [], []
+        for item in items:
+            name, status = item["name"], item["status"]
+            took = ((item.get("stopDate") or now) - item["startDate"]).total_seconds()
+            rows.append(
+                [
+                    f'<a href="/executions/{quote(name)}">{escape(name)}</a>',
+                    badge(status),
+                    escape(dataset_of(name)),
+                    escape(item["startDate"].astimezone().strftime("%Y-%m-%d %H:%M:%S")),
+                    seconds(took) + ("" if item.get("stopDate") else " so far"),
+                ]
+            )
+            attrs.append(f'data-execution="{escape(name)}" data-status="{escape(status)}"')
+        body = (
+            f"<h1>Executions of {escape(self.target.state_machine_arn.rsplit(':', 1)[-1])}</h1>"
+            + (
+                table(["Execution", "Status", "Data set", "Started", "Duration"], rows, attrs)
+                if rows
+                else "<p>No executions yet: `mlops upload DIR --name NAME` starts one.</p>"
+            )
+        )
+        running = any(item["status"] == "RUNNING" for item in items)
+        return page("Executions", body, refresh=running)
+
+    def execution_page(self, name: str) -> str:
+        arn = ex.resolve_execution_arn(self.sfn, self.target.state_machine_arn, name)
+        view = ex.describe(self.sfn, arn)
+        now = datetime.now(UTC)
+        rows = an.timeline(view.steps, view.started, view.stopped or now)
+        statuses = {row.name: row.status for row in rows}
+        definition = self.definition()
+        states = {
+            state: self._state_details(state, spec.get("Type", "?"), view, rows)
+            for state, spec in definition.get("States", {}).items()
+        }
+        body = [self._execution_header(view)]
+        progress = self._progress(view)
+        if progress:
+            body.append(f'<p class="progress" id="progress">{escape(progress)}</p>')
+        legend = " ".join(
+            f'<span><svg width="12" height="12"><rect width="12" height="12" fill="{FILL[k]}"/>'
+            f"</svg> {escape(label)}</span>"
+            for k, label in (
+                ("good", "succeeded"),
+                ("warn", "caught"),
+                ("bad", "failed"),
+                ("busy", "running"),
+                ("unvisited", "not visited"),
+            )
+        )
+        body.append(
+            '<div class="layout"><div class="graph"><p class="legend">'
+            + legend
+            + "</p>"
+            + graph_svg(definition, statuses)
+            + '</div><div class="side" id="details"><p class="muted">Click a state to see its '
+            "input, output and error.</p></div></div>"
+        )
+        body.append(self._timeline_table(rows))
+        payload = json.dumps(states, default=str).replace("</", "<\\/")
+        body.append(f'<script type="application/json" id="states-data">{payload}</script>')
+        body.append(f"<script>{DETAILS_JS}</script>")
+        return page(f"Execution {view.name}", "".join(body), refresh=view.status == "RUNNING")
+
+    def report_page(self, name: str) -> str:
+        """The run report, built on demand; kept once the execution has ended."""
+        from mlops.report.build import build_report
+
+        with self._lock:
+            if name in self._reports:
+                return self._reports[name]
+        report = build_report(self.target, name, self.local_root)
+        if report.data.view.status != "RUNNING":
+            with self._lock:
+                self._reports[name] = report.html
+        return report.html
+
+    def _execution_header(self, view: ex.ExecutionView) -> str:
+        duration = seconds(view.duration_s) if view.duration_s is not None else "running"
+        parts = [
+            f"<h1>{escape(view.name)} {badge(view.status)}</h1>",
+            f'<p class="muted">Data set {escape(dataset_of(view.name))} · started '
+            f"{escape(view.started.astimezone().strftime('%Y-%m-%d %H:%M:%S'))} · {duration} · "
+            f'<a id="report-link" href="/executions/{quote(view.name)}/report">Run report</a>'
+            " (built on demand)</p>",
+        ]
+        if view.error or view.cause:
+            parts.append(
+                f'<p class="error" id="execution-error"><b>{escape(view.error or "")}</b>: '
+                f"{escape(short_cause(view.cause))}</p>"
+            )
+        return "".join(parts)
+
+    def _state_details(
+        self, name: str, state_type: str, view: ex.ExecutionView, rows: list[an.TimelineRow]
+    ) -> dict[str, Any]:
+        row = next((r for r in rows if r.name == name), None)
+        last = next((s for s in reversed(view.steps) if s.name == name), None)
+        return {
+            "type": state_type,
+            "status": row.status if row else "not visited",
+            "visits": row.visits if row else 0,
+            "duration": seconds(row.duration_s).replace("&nbsp;", " ") if row else "-",
+            "error": row.error if row else None,
+            "cause": short_cause(row.cause) if row else None,
+            "input": clip(last.input) if last else None,
+            "output": clip(last.output) if last else None,
+        }
+
+    def _timeline_table(self, rows: list[an.TimelineRow]) -> str:
+        cells = [
+            [
+                escape(r.name),
+                badge(r.status),
+                f"+{r.started_s:.1f}&nbsp;s",
+                seconds(r.duration_s),
+                str(r.visits),
+                f'<span class="error">{escape(r.error or "")} '
+                f"{escape(short_cause(r.cause))}</span>",
+            ]
+            for r in rows
+        ]
+        return "<h2>States</h2>" + table(
+            ["State", "Status", "Start", "Duration", "Visits", "Error"], cells
+        )
+
+    def _progress(self, view: ex.ExecutionView) -> str | None:
+        if view.status != "RUNNING":
+            return None
+        from mlops.report.progress import execution_progress
+
+        return execution_progress(view, self.target.client("sagemaker"), self.target.client("logs"))
+
+
+# -- HTTP ----------------------------------------------------------------------------------------
+def make_handler(console: Console) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "mlops-console/1"
+
+        def do_GET(self) -> None:
+            path = unquote(urlsplit(self.path).path).rstrip("/") or "/"
+            try:
+                status, html = route(console, path)
+            except LookupError as exc:
+                status, html = (
+                    HTTPStatus.NOT_FOUND,
+                    page("Not found", f"<h1>{escape(str(exc))}</h1>"),
+                )
+            except (ClientError, BotoCoreError) as exc:
+                log.warning("console %s: %s", path, exc)
+                status = HTTPStatus.BAD_GATEWAY
+                html = page(
+                    "AWS call failed",
+                    f"<h1>An AWS call failed</h1><p class='error'>{escape(str(exc))}</p>"
+                    "<p>Is the local cloud still running? `mlops status` tells.</p>",
+                )
+            body = html.encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("console: " + format, *args)
+
+    return Handler
+
+
+def route(console: Console, path: str) -> tuple[HTTPStatus, str]:
+    if path == "/":
+        return HTTPStatus.OK, console.executions_page()
+    parts = path.strip("/").split("/")
+    if len(parts) == 2 and parts[0] == "executions":
+        return HTTPStatus.OK, console.execution_page(parts[1])
+    if len(parts) == 3 and parts[0] == "executions" and parts[2] == "report":
+        return HTTPStatus.OK, console.report_page(parts[1])
+    raise LookupError(f"No page at {path}: the console serves / and /executions/<name>")
+
+
+def start_console(
+    target: Target, local_root: Path | None, host: str = "127.0.0.1", port: int = 0
+) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """Serve in a background thread (tests); `server.shutdown(); server.server_close()` stops."""
+    server = ThreadingHTTPServer((host, port), make_handler(Console(target, local_root)))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="mlops-console", daemon=True)
+    thread.start()
+    return server, thread
+
+
+def serve(
+    target: Target, local_root: Path | None, host: str, port: int, say: Callable[[str], None]
+) -> None:
+    """Serve until Ctrl-C (the CLI's `mlops console`)."""
+    server = ThreadingHTTPServer((host, port), make_handler(Console(target, local_root)))
+    server.daemon_threads = True
+    say(f"Console on http://{host}:{server.server_address[1]}/ (Ctrl-C stops it)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

@@ -1,0 +1,79 @@
+"""Fixtures of the reliability tests: one local cloud with a real model behind the endpoint.
+
+The serving cloud is shared by every API test of a session (bad input, fuzzing, load, logs):
+train.py runs one epoch on tiny digits while the cloud starts, the model is deployed with boto3
+without a pipeline run, and everything is stopped at the end, also when a test fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mlops.local.cloud import CloudInfo
+from mlops.local.process import start_cloud_process, stop_cloud_process
+from mlops.sample_data import write_digits
+from mlops.target import Target, local_target
+
+from .helpers import Api, deploy_model, finish_training, model_archive, start_tiny_training
+
+
+@dataclass
+class ServingCloud:
+    root: Path
+    info: CloudInfo
+    target: Target
+    api: Api
+    endpoint: str
+    digits: Path
+
+
+@pytest.fixture(scope="session")
+def tiny_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10 digits per class (6 train, 2 valid, 2 test) as 16x16 PNGs."""
+    directory = tmp_path_factory.mktemp("reliability-digits")
+    write_digits(directory, max_per_class=10, size=16, seed=0)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def serving_cloud(
+    tmp_path_factory: pytest.TempPathFactory, tiny_digits: Path
+) -> Iterator[ServingCloud]:
+    work = tmp_path_factory.mktemp("reliability-train")
+    training = start_tiny_training(tiny_digits, work)
+    root = tmp_path_factory.mktemp("reliability-cloud")
+    process = None
+    try:
+        process, info = start_cloud_process(root)
+        target = local_target(root)
+        archive = model_archive(finish_training(training, work))
+        parameters = info.deployment["parameters"]
+        endpoint = deploy_model(target, parameters, archive, "mlops-reliability-1")
+        yield ServingCloud(
+            root=root,
+            info=info,
+            target=target,
+            api=Api(url=info.api_url, key=info.api_key),
+            endpoint=endpoint,
+            digits=tiny_digits,
+        )
+    finally:
+        if training.poll() is None:
+            training.kill()
+            training.wait(timeout=30)
+        if process is not None:
+            stop_cloud_process(process)
+
+
+@pytest.fixture(scope="session")
+def api(serving_cloud: ServingCloud) -> Api:
+    return serving_cloud.api
+
+
+@pytest.fixture(scope="session")
+def digit_png(tiny_digits: Path) -> bytes:
+    return sorted((tiny_digits / "test" / "003.three").iterdir())[0].read_bytes()

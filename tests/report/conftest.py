@@ -1,0 +1,110 @@
+"""One local cloud for the report and console tests, with one succeeded and one failed run.
+
+The cloud runs the e2e test's fast settings (2 trials of 6 epochs on 16-pixel digits); the
+failed run is a data set without a valid split, which fails in ValidateDataset within seconds.
+The cloud, the browser and the console are stopped in `finally`, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mlops import executions as ex
+from mlops.cli import follow, upload_dataset
+from mlops.local.cloud import CloudInfo
+from mlops.local.process import start_cloud_process, stop_cloud_process
+from mlops.sample_data import write_digits
+from mlops.target import Target, local_target
+
+FAST_PARAMETERS = {
+    "MaxJobs": "2",
+    "MaxParallelJobs": "1",
+    "Epochs": "6",
+    "ImageSize": "16",
+    "BatchSizes": "16",
+    "LearningRateMin": "0.01",
+    "LearningRateMax": "0.03",
+    "PollSeconds": "1",
+    "MinTestAccuracy": "0.3",
+    "RegressionTolerance": "0.5",
+}
+PER_CLASS = 30
+EXECUTION_TIMEOUT_S = 1500  # a shared 2-core machine can triple the ~3 min run
+
+
+@dataclass
+class Runs:
+    root: Path
+    info: CloudInfo
+    target: Target
+    succeeded: ex.ExecutionView
+    failed: ex.ExecutionView
+    wait_output: str  # what `follow()` printed on stderr for the succeeded run
+
+
+@pytest.fixture(scope="package")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
+    root = tmp_path_factory.mktemp("report-cloud")
+    process, info = start_cloud_process(root, parameters=FAST_PARAMETERS)
+    try:
+        target = local_target(root)
+        digits = tmp_path_factory.mktemp("digits") / "digits"
+        write_digits(digits, max_per_class=PER_CLASS, seed=1)
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            succeeded = run_pipeline(target, digits, "digits-rep")
+        failed = run_broken(target, digits)
+        yield Runs(root, info, target, succeeded, failed, stderr.getvalue())
+    finally:
+        stop_cloud_process(process)
+
+
+def run_pipeline(target: Target, directory: Path, name: str) -> ex.ExecutionView:
+    execution = upload_dataset(target, directory, name)
+    return follow(
+        target.client("stepfunctions"),
+        execution["executionArn"],
+        poll_s=1.0,
+        timeout_s=EXECUTION_TIMEOUT_S,
+        sagemaker=target.client("sagemaker"),
+        logs=target.client("logs"),
+    )
+
+
+def run_broken(target: Target, digits: Path) -> ex.ExecutionView:
+    """Three images of one class and no valid split: DatasetInvalid in ValidateDataset."""
+    s3 = target.client("s3")
+    prefix = "datasets/broken"
+    for split in ("train", "test"):
+        for image in sorted((digits / split / "000.zero").iterdir())[:3]:
+            s3.upload_file(
+                str(image), target.data_bucket, f"{prefix}/{split}/000.zero/{image.name}"
+            )
+    manifest = {
+        "schema_version": 1,
+        "dataset": "broken",
+        "classes": ["000.zero"],
+        "splits": {"train": {"000.zero": 3}, "valid": {"000.zero": 3}, "test": {"000.zero": 3}},
+        "file_count": 9,
+    }
+    s3.put_object(
+        Bucket=target.data_bucket, Key=f"{prefix}/manifest.json", Body=json.dumps(manifest)
+    )
+    sfn = target.client("stepfunctions")
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        found = [
+            e for e in ex.list_executions(sfn, target.state_machine_arn) if "broken" in e["name"]
+        ]
+        if found:
+            return follow(sfn, found[0]["executionArn"], poll_s=0.5, timeout_s=120)
+        time.sleep(0.5)
+    raise AssertionError("the broken data set started no execution within 60 s")
