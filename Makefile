@@ -3,9 +3,10 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 SAM_VENV := .venv-sam
+CHECKOV_VENV := .venv-checkov
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: venv sam-venv demo test test-slow lint format sample-data build deploy bench clean
+.PHONY: venv sam-venv checkov-venv test-reliability demo test test-slow lint format sample-data build deploy bench clean
 
 $(VENV)/.installed: requirements/training.txt requirements/lambda.txt requirements/dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,21 +19,32 @@ $(SAM_VENV)/.installed: requirements/sam.txt
 	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/sam.txt
 	touch $@
 
+# checkov pins an older boto3 too: its own virtual environment.
+$(CHECKOV_VENV)/.installed: requirements/checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/checkov.txt
+	touch $@
+
 venv: $(VENV)/.installed
 sam-venv: $(SAM_VENV)/.installed
+checkov-venv: $(CHECKOV_VENV)/.installed
 
 ## The whole pipeline on the local cloud, ending in predictions through the HTTP API.
 demo: venv
 	$(BIN)/mlops demo
 
 ## Unit, integration and the fast end-to-end tests, then lint and template checks.
-test: venv sam-venv
+test: venv sam-venv checkov-venv
 	$(PYTEST) -m "not slow" --timeout 900
 	$(MAKE) lint
 
 ## Slower tests (whole pipelines, many trainings). CI runs them after `make test`.
-test-slow: venv sam-venv
+test-slow: venv sam-venv checkov-venv
 	$(PYTEST) -m slow --timeout 1800
+
+## Bad input, fuzzing, load, template security and (slow) fault injection on the local cloud.
+test-reliability: venv sam-venv checkov-venv
+	$(PYTEST) tests/reliability --timeout 3600
 
 lint: venv
 	$(BIN)/ruff check .
