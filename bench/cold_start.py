@@ -268,7 +268,7 @@ def one_round(
 def cold_starts(settings: Settings) -> dict[str, Any]:
     work = settings.scratch(NAME)
     environments = template_environments()
-    rounds = 1 if settings.quick else 5  # --quick also skips the no-bytecode round
+    rounds = 1 if settings.quick else 3  # --quick also skips the no-bytecode round
     warm = {"PYTHONPYCACHEPREFIX": str(work / "pycache")}
     cold = {"PYTHONPYCACHEPREFIX": str(work / "empty-pycache"), "PYTHONDONTWRITEBYTECODE": "1"}
     with moto_server() as moto_url, runtime_stub() as runtime_url:

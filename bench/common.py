@@ -260,6 +260,7 @@ def run_child(
     finally:
         kill_group(process, grace_s=0.5)
         reader.join(timeout=10)
+        process.stdout.close()
     run = ChildRun(
         command=command,
         returncode=os.waitstatus_to_exitcode(status) if status is not None else -9,

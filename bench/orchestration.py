@@ -56,7 +56,7 @@ class Size:
 
 
 def size_for(quick: bool) -> Size:
-    return Size(per_class=8, max_jobs=1, timeout_s=420) if quick else Size(20, 2, 600)
+    return Size(per_class=8, max_jobs=1, timeout_s=420) if quick else Size(15, 2, 600)
 
 
 def parameters(size: Size) -> dict[str, str]:

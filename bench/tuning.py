@@ -58,7 +58,7 @@ class Size:
 
 
 def size_for(quick: bool) -> Size:
-    return Size(trials=12, seeds=2) if quick else Size(trials=20, seeds=6)
+    return Size(trials=12, seeds=2) if quick else Size(trials=20, seeds=5)
 
 
 class DigitsObjective:

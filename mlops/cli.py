@@ -53,7 +53,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     progress("Starting the local cloud (moto, Lambda runtime, SageMaker, API) ...")
     parameters = dict(item.split("=", 1) for item in args.parameter)
     try:
-        start_cloud_process(args.root, parameters=parameters)
+        start_cloud_process(args.root, parameters=parameters, exit_with_caller=False)
     except CloudStartError as exc:
         raise CliError(str(exc)) from None
     return _print_status(args)
@@ -324,7 +324,13 @@ def cmd_console(args: argparse.Namespace) -> int:
     from mlops.console import serve
 
     target = resolve_target(args.stack, args.root)
-    serve(target, None if args.stack else args.root, args.host, args.port, out)
+    try:
+        serve(target, None if args.stack else args.root, args.host, args.port, out)
+    except OSError as exc:
+        raise CliError(
+            f"Cannot serve the console on {args.host}:{args.port} ({exc}): pick another --port "
+            "(0 picks a free one)"
+        ) from None
     return 0
 
 

@@ -428,8 +428,9 @@ class Console:
                 f"+{r.started_s:.1f}&nbsp;s",
                 seconds(r.duration_s),
                 str(r.visits),
-                f'<span class="error">{escape(r.error or "")} '
-                f"{escape(short_cause(r.cause))}</span>",
+                f'<span class="error">{escape(r.error)}: {escape(short_cause(r.cause))}</span>'
+                if r.error
+                else "",
             ]
             for r in rows
         ]

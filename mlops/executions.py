@@ -158,8 +158,8 @@ def steps_from_history(events: list[dict[str, Any]]) -> list[StepRecord]:
             details = event["stateExitedEventDetails"]
             current.ended = event["timestamp"]
             current.output = _loads(details.get("output"))
-            caught = isinstance(current.output, dict) and "Error" in current.output
-            current.status = "CAUGHT" if caught and current.error else "SUCCEEDED"
+            # An error still recorded at exit was not cured by a retry: a Catch took over.
+            current.status = "CAUGHT" if current.error else "SUCCEEDED"
         elif kind in ("TaskScheduled", "LambdaFunctionScheduled"):
             current.attempts += 1
         elif kind in ("TaskSucceeded", "LambdaFunctionSucceeded"):

@@ -27,14 +27,21 @@ def start_cloud_process(
     parameters: dict[str, str] | None = None,
     extra_env: dict[str, str] | None = None,
     timeout_s: float = START_TIMEOUT_S,
+    exit_with_caller: bool = True,
 ) -> tuple[subprocess.Popen, CloudInfo]:
-    """Start `python -m mlops.local.server` in its own process group; return once it is READY."""
+    """Start `python -m mlops.local.server` in its own process group; return once it is READY.
+
+    With `exit_with_caller` (tests, the demo) the cloud stops by itself when this process ends,
+    even if it is killed before it can stop the cloud; `mlops up` turns that off.
+    """
     root.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "mlops.local.server", "--root", str(root)]
     if template is not None:
         command += ["--template", str(template)]
     for key, value in (parameters or {}).items():
         command += ["--parameter", f"{key}={value}"]
+    if exit_with_caller:
+        command += ["--exit-with-pid", str(os.getpid())]
     with (root / "server.out").open("w") as errors:
         process = subprocess.Popen(
             command,

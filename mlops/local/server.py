@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -35,7 +36,23 @@ def get_args_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="template parameter override (repeatable), applied after samconfig.toml",
     )
+    parser.add_argument(
+        "--exit-with-pid",
+        type=int,
+        default=None,
+        help="stop when this process ends (tests: a killed test run leaves no cloud behind)",
+    )
     return parser
+
+
+def watch_process(pid: int, stopping: threading.Event, interval_s: float = 1.0) -> None:
+    """Set `stopping` once `pid` is gone; runs in a daemon thread."""
+    while not stopping.wait(interval_s):
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            logging.warning("process %d ended: stopping the local cloud", pid)
+            stopping.set()
 
 
 def main(args: argparse.Namespace) -> int:
@@ -61,6 +78,10 @@ def main(args: argparse.Namespace) -> int:
         logging.exception("local cloud failed to start")
         print(f"FAILED {type(exc).__name__}: {exc}", flush=True)
         return 1
+    if args.exit_with_pid:
+        threading.Thread(
+            target=watch_process, args=(args.exit_with_pid, stopping), daemon=True
+        ).start()
     print("READY " + json.dumps(info.to_json()), flush=True)
     try:
         stopping.wait()

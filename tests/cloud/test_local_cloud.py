@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -140,3 +143,34 @@ def test_api_unknown_route_gets_api_gateways_answer(cloud):
     )
     assert response.status_code == 403
     assert response.json() == {"message": "Missing Authentication Token"}
+
+
+def test_cloud_started_by_a_killed_process_stops_by_itself(tmp_path):
+    """A test run killed mid-way (SIGKILL, timeout) must not leave a local cloud behind."""
+    script = (
+        "import sys, time; from pathlib import Path;"
+        "from mlops.local.process import start_cloud_process;"
+        f"process, _ = start_cloud_process(Path({str(tmp_path)!r}), template=Path({str(TOY)!r}));"
+        "print(process.pid, flush=True); time.sleep(600)"
+    )
+    caller = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        cloud_pid = int(caller.stdout.readline())
+        caller.kill()
+        caller.wait(timeout=10)
+        deadline = time.time() + 30
+        while time.time() < deadline and _alive(cloud_pid):
+            time.sleep(0.2)
+        assert not _alive(cloud_pid)
+    finally:
+        caller.kill()
+        caller.stdout.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    # a finished child that nobody reaped yet is a zombie, not a running cloud
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
