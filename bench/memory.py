@@ -78,16 +78,12 @@ def model_bytes(arch: str, batch: int, image_size: int, training: bool) -> dict[
     from training.inference import build_model
 
     model = build_model(arch, num_classes=10).train(training)
-    seen: set[int] = set()
-    total = [0]
+    outputs: list[torch.Tensor] = []  # kept alive, so no freed storage's address is reused
 
     def record(module: nn.Module, inputs: Any, output: Any) -> None:
         for tensor in output if isinstance(output, tuple | list) else (output,):
             if isinstance(tensor, torch.Tensor):
-                storage = tensor.untyped_storage()
-                if storage.data_ptr() not in seen:
-                    seen.add(storage.data_ptr())
-                    total[0] += storage.nbytes()
+                outputs.append(tensor)
 
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(record) for m in leaves]
@@ -97,8 +93,13 @@ def model_bytes(arch: str, batch: int, image_size: int, training: bool) -> dict[
     finally:
         for handle in handles:
             handle.remove()
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in outputs}
     parameters = sum(p.numel() for p in model.parameters())
-    return {"parameters": parameters, "parameter_bytes": 4 * parameters, "activations": total[0]}
+    return {
+        "parameters": parameters,
+        "parameter_bytes": 4 * parameters,
+        "activations": sum(storages.values()),
+    }
 
 
 def runtime_rss(settings: Settings, imports: str, tag: str) -> int:
