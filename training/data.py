@@ -40,7 +40,11 @@ def find_classes(train_dir: Path) -> list[str]:
     """Sorted class folder names of the train split (hidden folders ignored)."""
     if not train_dir.is_dir():
         raise DataError(f"split 'train' folder {train_dir} does not exist")
-    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not _hidden(p))
+    # Only the folder's own name counts: the split itself may live under a hidden folder
+    # (the local cloud keeps its jobs in .mlops/).
+    classes = sorted(
+        p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
     if not classes:
         raise DataError(f"split 'train' at {train_dir} has no class folders (<split>/<NNN.Label>/)")
     return classes

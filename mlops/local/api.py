@@ -173,6 +173,9 @@ class LocalApiServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body leave in two writes: without TCP_NODELAY a kept-alive
+            # connection waits ~40 ms for the delayed ACK (bench/serving.py measured it).
+            disable_nagle_algorithm = True
 
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

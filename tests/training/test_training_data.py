@@ -79,3 +79,11 @@ def test_train_transform_keeps_scale_and_flips_only_on_request():
     outputs = [no_flip(image) for _ in range(5)]
     assert all(o.shape == (3, 16, 16) for o in outputs)
     assert all(o[:, :, 0].mean() < o[:, :, -1].mean() for o in outputs)  # black stays left
+
+
+def test_find_classes_under_a_hidden_parent_folder(tmp_path):
+    """The local cloud keeps job data under .mlops/: only the class folder's own name counts."""
+    train = tmp_path / ".mlops" / "train"
+    for name in ("000.zero", "001.one", ".cache"):
+        (train / name).mkdir(parents=True)
+    assert data.find_classes(train) == ["000.zero", "001.one"]

@@ -34,6 +34,9 @@ def _make_handler(responses: SageMakerResponses) -> type[BaseHTTPRequestHandler]
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "mlops-local-sagemaker/1"
+        # Headers and body leave in two writes: without TCP_NODELAY a kept-alive
+        # connection waits ~40 ms for the delayed ACK (bench/serving.py measured it).
+        disable_nagle_algorithm = True
 
         def do_POST(self) -> None:
             body = self._read_body()
