@@ -97,10 +97,11 @@ def test_update_switches_models_without_a_failed_request(
     config_v2 = make_config(sm, s3, "u2", load_seconds=1.0)
 
     stop = threading.Event()
-    versions: list[str] = []
+    # One list per sender: across two threads, completion order is not request order.
+    per_sender: list[list[str]] = [[], []]
     failures: list[str] = []
 
-    def send_continuously() -> None:
+    def send_continuously(versions: list[str]) -> None:
         client = boto3.client(
             "sagemaker-runtime",
             endpoint_url=service.url,
@@ -116,7 +117,7 @@ def test_update_switches_models_without_a_failed_request(
                 failures.append(str(error))
             time.sleep(0.01)
 
-    senders = [threading.Thread(target=send_continuously) for _ in range(2)]
+    senders = [threading.Thread(target=send_continuously, args=(v,)) for v in per_sender]
     for sender in senders:
         sender.start()
     try:
@@ -143,10 +144,11 @@ def test_update_switches_models_without_a_failed_request(
     assert endpoint["EndpointConfigName"] == config_v2
     assert "PendingDeploymentSummary" not in endpoint
     assert failures == []
-    assert versions[0] == "u1" and versions[-1] == "u2"
-    switched = versions.index("u2")
-    assert set(versions[switched:]) == {"u2"}, "traffic went back to the old model"
-    assert len(versions) > 10
+    for versions in per_sender:
+        assert versions[0] == "u1" and versions[-1] == "u2"
+        switched = versions.index("u2")
+        assert set(versions[switched:]) == {"u2"}, "traffic went back to the old model"
+    assert sum(len(versions) for versions in per_sender) > 10
 
 
 def test_failed_update_rolls_back_and_keeps_serving(sm: Any, runtime: Any, s3: Any) -> None:
