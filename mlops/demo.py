@@ -71,8 +71,8 @@ def print_run_records(target: Target, execution: str) -> None:
     deployment = read_record(target, execution, "deployment.json")
     if deployment:
         out(
-            f"\nEndpoint {deployment.get('endpoint')}: {deployment.get('operation')} with model "
-            f"{deployment.get('model')}"
+            f"\nEndpoint {deployment.get('endpoint_name')}: {deployment.get('operation')} with "
+            f"model {deployment.get('model_name')}"
         )
 
 
