@@ -16,8 +16,7 @@ import smdebug_rulesconfig
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import event_parser
-from botocore.exceptions import ClientError
-from pipeline_common.aws import client, error_code, translate_client_error
+from pipeline_common.aws import client, create_once
 from pipeline_common.config import CommonSettings, TrainingSettings
 from pipeline_common.models import BestTrial, StepModel, ValidatedDataset
 from pipeline_common.naming import training_job_name
@@ -82,14 +81,9 @@ def builtin_profiler_rules(image: str) -> list[dict[str, Any]]:
 
 def create_training_job(request: dict[str, Any]) -> bool:
     """CreateTrainingJob; False when this run already created it (a retried invocation)."""
-    name = request["TrainingJobName"]
-    try:
-        sagemaker.create_training_job(**request)
-    except ClientError as e:
-        if error_code(e) == "ResourceInUse":
-            return False
-        raise translate_client_error(e, "CreateTrainingJob", name) from e
-    return True
+    return create_once(
+        sagemaker.create_training_job, "CreateTrainingJob", request["TrainingJobName"], request
+    )
 
 
 @logger.inject_lambda_context

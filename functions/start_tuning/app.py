@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from pipeline_common.aws import (
     THROTTLING_CODES,
     client,
+    create_once,
     error_code,
     translate_client_error,
 )
@@ -79,16 +80,8 @@ def find_warm_start_parent(project: str, dataset: str, own_job: str) -> str | No
 def create_tuning_job(request: dict[str, Any]) -> bool:
     """CreateHyperParameterTuningJob; False when this run already created it (a retry)."""
     name = request["HyperParameterTuningJobName"]
-    try:
-        sagemaker.create_hyper_parameter_tuning_job(**request)
-    except ClientError as e:
-        if error_code(e) == "ResourceInUse":
-            return False
-        logger.warning(
-            {"operation": "CreateHyperParameterTuningJob", "job": name, "error_code": error_code(e)}
-        )
-        raise translate_client_error(e, "CreateHyperParameterTuningJob", name) from e
-    return True
+    create = sagemaker.create_hyper_parameter_tuning_job
+    return create_once(create, "CreateHyperParameterTuningJob", name, request)
 
 
 @logger.inject_lambda_context

@@ -9,7 +9,7 @@ that boto3 reads by itself, so nothing here knows whether it runs on AWS or loca
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -86,3 +86,21 @@ def aws_call(operation: str, resource: str) -> Iterator[None]:
             }
         )
         raise translate_client_error(e, operation, resource) from e
+
+
+def create_once(
+    create: Callable[..., Any], operation: str, name: str, request: dict[str, Any]
+) -> bool:
+    """Call a SageMaker Create* operation; False when this run already created it (a retry).
+
+    Job names are derived from the execution, so ResourceInUse means a retried invocation
+    asked for the job it started before, not a conflict.
+    """
+    try:
+        create(**request)
+    except ClientError as e:
+        if error_code(e) == "ResourceInUse":
+            return False
+        logger.warning({"operation": operation, "job": name, "error_code": error_code(e)})
+        raise translate_client_error(e, operation, name) from e
+    return True
