@@ -8,13 +8,19 @@ during which the rollback alarm (5XX errors) returns traffic to it. An endpoint 
 being created, updated or deleted by another run raises EndpointBusy, which the state
 machine retries with backoff, so concurrent runs take turns and no update is lost.
 
+Runs that take turns may finish out of order. Each config is tagged with the time its model
+was approved (the moment the state machine entered DeployEndpoint); a run whose model is
+older than the one already serving records itself as ``superseded`` instead of updating, so
+the endpoint always ends on the last approved model.
+
 The same function rolls an endpoint back to the previous configuration (``action:
 rollback``) when the smoke test fails after an update.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
@@ -22,6 +28,13 @@ from aws_lambda_powertools.utilities.parser import event_parser
 from botocore.exceptions import ClientError
 from pipeline_common.aws import aws_call, client, error_code, error_message, translate_client_error
 from pipeline_common.config import CommonSettings, DeploySettings
+from pipeline_common.endpoints import (
+    ACCURACY_TAG,
+    APPROVED_AT_TAG,
+    TRAINING_JOB_TAG,
+    parse_timestamp,
+    serving_config_tags,
+)
 from pipeline_common.errors import EndpointBusy
 from pipeline_common.jobs import tags
 from pipeline_common.models import StepModel
@@ -38,8 +51,6 @@ s3 = client("s3")
 sagemaker = client("sagemaker")
 
 VARIANT_NAME = "AllTraffic"
-ACCURACY_TAG = "mlops:test-accuracy"
-TRAINING_JOB_TAG = "mlops:training-job"
 BUSY_STATUSES = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})
 BROKEN_STATUSES = frozenset({"Failed", "OutOfService", "UpdateRollbackFailed"})
 DEPLOY_TIMEOUT_SECONDS = 3600
@@ -51,7 +62,16 @@ class DeployInput(StepModel):
     dataset: str = ""
     training_job_name: str = ""
     test_accuracy: float | None = None
+    approved_at: datetime | None = None  # when the state machine entered DeployEndpoint
     endpoint_config_name: str | None = None  # rollback target
+
+
+class Placement(NamedTuple):
+    """What pointing the endpoint at this run's config did."""
+
+    operation: Literal["created", "updated", "unchanged", "superseded"]
+    previous: str | None = None  # the config served before an update: the rollback target
+    superseded_by: str | None = None  # the newer config that serves instead of this one
 
 
 def already_exists(error: ClientError) -> bool:
@@ -68,6 +88,8 @@ def resource_tags(event: DeployInput, project: str) -> list[dict[str, str]]:
     extra = [{"Key": TRAINING_JOB_TAG, "Value": event.training_job_name}]
     if event.test_accuracy is not None:
         extra.append({"Key": ACCURACY_TAG, "Value": f"{event.test_accuracy:.6f}"})
+    if event.approved_at is not None:
+        extra.append({"Key": APPROVED_AT_TAG, "Value": event.approved_at.isoformat()})
     return tags(project, event.dataset, event.execution_name) + extra
 
 
@@ -176,21 +198,35 @@ def replace_broken(name: str, endpoint: dict[str, Any]) -> EndpointBusy:
     return busy(name, endpoint["EndpointStatus"], f" ({reason}); deleted it so it can be recreated")
 
 
+def serves_newer_model(endpoint: dict[str, Any], approved_at: datetime | None) -> bool:
+    """True when the serving config's model was approved after this run's model."""
+    if approved_at is None:
+        return False
+    serving_at = parse_timestamp(serving_config_tags(sagemaker, endpoint).get(APPROVED_AT_TAG))
+    return serving_at is not None and serving_at > approved_at
+
+
 def point_endpoint_at(
-    name: str, config: str, settings: DeploySettings, tag_list: list[dict[str, str]]
-) -> tuple[str, str | None]:
-    """Create or update the endpoint so it serves ``config``; returns (operation, previous)."""
+    name: str,
+    config: str,
+    approved_at: datetime | None,
+    settings: DeploySettings,
+    tag_list: list[dict[str, str]],
+) -> Placement:
+    """Create or update the endpoint so it serves ``config``, unless a newer model serves."""
     endpoint = current_endpoint(name)
     if endpoint is None:
-        return create_endpoint(name, config, tag_list), None
+        return Placement(create_endpoint(name, config, tag_list))
     status, serving = endpoint["EndpointStatus"], endpoint.get("EndpointConfigName")
     if serving == config and status in ("InService", "Creating", "Updating"):
-        return "unchanged", None  # this run's own earlier, retried request
+        return Placement("unchanged")  # this run's own earlier, retried request
     if status in BUSY_STATUSES:
         raise busy(name, status)
     if status in BROKEN_STATUSES:
         raise replace_broken(name, endpoint)
-    return update_endpoint(name, config, settings), serving
+    if serves_newer_model(endpoint, approved_at):
+        return Placement("superseded", superseded_by=serving)
+    return Placement(update_endpoint(name, config, settings), previous=serving)
 
 
 def previous_from_record(bucket: str, key: str) -> str | None:
@@ -206,16 +242,20 @@ def deploy(event: DeployInput, common: CommonSettings, settings: DeploySettings)
     tag_list = resource_tags(event, common.project_name)
     create_model(name, model_artifact(event.training_job_name), settings, common.region, tag_list)
     create_endpoint_config(name, name, settings, tag_list)
-    operation, previous = point_endpoint_at(settings.endpoint_name, name, settings, tag_list)
+    placement = point_endpoint_at(
+        settings.endpoint_name, name, event.approved_at, settings, tag_list
+    )
     key = f"{run_prefix(event.execution_name)}deployment.json"
-    if operation == "unchanged":
+    previous = placement.previous
+    if placement.operation == "unchanged":
         previous = previous_from_record(common.artifacts_bucket, key)
     record = {
         "endpoint_name": settings.endpoint_name,
         "endpoint_config_name": name,
         "model_name": name,
-        "operation": operation,
+        "operation": placement.operation,
         "previous_endpoint_config": previous,
+        "superseded_by": placement.superseded_by,
     }
     with aws_call("PutObject", s3_uri(common.artifacts_bucket, key)):
         write_json(
@@ -228,7 +268,9 @@ def deploy(event: DeployInput, common: CommonSettings, settings: DeploySettings)
                 "test_accuracy": event.test_accuracy,
             },
         )
-    metrics.add_metric(name=f"Endpoint{operation.capitalize()}", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(
+        name=f"Endpoint{placement.operation.capitalize()}", unit=MetricUnit.Count, value=1
+    )
     return record
 
 

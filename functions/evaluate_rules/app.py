@@ -21,6 +21,7 @@ from aws_lambda_powertools.utilities.parser import event_parser
 from botocore.exceptions import ClientError
 from pipeline_common.aws import aws_call, client, error_code, translate_client_error
 from pipeline_common.config import CommonSettings, GateSettings
+from pipeline_common.endpoints import ACCURACY_TAG, serving_config_tags
 from pipeline_common.gate import (
     Finding,
     GatePolicy,
@@ -53,7 +54,8 @@ OWN_RULES = (
 )
 PROFILER_RULES = ("LowGPUUtilization", "ProfilerReport")
 RULE_STATUSES_FILE = "rule_statuses.json"
-ACCURACY_TAG = "mlops:test-accuracy"
+SKIPPED_FILES_FILE = "skipped_files.json"
+MAX_SKIPPED_LISTED = 50
 
 
 class EvaluateInput(StepModel):
@@ -110,19 +112,33 @@ def parse_rule_statuses(raw: bytes, uri: str) -> list[RuleStatus]:
         ]
 
 
-def statuses_from_output(job: dict[str, Any]) -> list[RuleStatus]:
-    """The project's own rule results, written by train.py into output.tar.gz."""
+def read_output_archive(job: dict[str, Any]) -> tuple[bytes | None, str]:
+    """The job's output.tar.gz (None when the job wrote none) and its URI."""
     uri = output_archive_uri(job)
     bucket, key = parse_s3_uri(uri)
     try:
-        archive = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return s3.get_object(Bucket=bucket, Key=key)["Body"].read(), uri
     except ClientError as e:
         if is_missing(e):
-            logger.warning({"operation": "read-rule-statuses", "missing": uri})
-            return []
+            logger.warning({"operation": "read-output-archive", "missing": uri})
+            return None, uri
         raise translate_client_error(e, "GetObject", uri) from e
-    raw = read_tar_member(archive, RULE_STATUSES_FILE)
+
+
+def statuses_from_output(archive: bytes | None, uri: str) -> list[RuleStatus]:
+    """The project's own rule results, written by train.py into output.tar.gz."""
+    raw = read_tar_member(archive, RULE_STATUSES_FILE) if archive else None
     return parse_rule_statuses(raw, uri) if raw is not None else []
+
+
+def skipped_files(archive: bytes | None) -> list[dict[str, str]] | None:
+    """The images train.py could not decode and left out (None when it wrote no list)."""
+    raw = read_tar_member(archive, SKIPPED_FILES_FILE) if archive else None
+    try:
+        items = json.loads(raw) if raw is not None else None
+    except ValueError:
+        return None
+    return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else None
 
 
 def final_metric(job: dict[str, Any], name: str) -> float | None:
@@ -143,11 +159,7 @@ def serving_accuracy(endpoint_name: str) -> tuple[float | None, str | None]:
     config = endpoint.get("EndpointConfigName")
     if not config:
         return None, None
-    arn_prefix = endpoint["EndpointArn"].rsplit(":", 1)[0]
-    config_arn = f"{arn_prefix}:endpoint-config/{config.lower()}"
-    with aws_call("ListTags", config_arn):
-        tags = sagemaker.list_tags(ResourceArn=config_arn).get("Tags", [])
-    value = next((t["Value"] for t in tags if t["Key"] == ACCURACY_TAG), None)
+    value = serving_config_tags(sagemaker, endpoint).get(ACCURACY_TAG)
     try:
         return (float(value) if value is not None else None), config
     except ValueError:
@@ -168,7 +180,9 @@ def lambda_handler(event: EvaluateInput, context: LambdaContext) -> dict[str, An
     policy = GatePolicy.parse(gate.policy_text)
     with aws_call("DescribeTrainingJob", event.training_job_name):
         job = sagemaker.describe_training_job(TrainingJobName=event.training_job_name)
-    statuses = statuses_from_job(job) + statuses_from_output(job)
+    archive, archive_uri = read_output_archive(job)
+    statuses = statuses_from_job(job) + statuses_from_output(archive, archive_uri)
+    skipped = skipped_files(archive)
     expected = list(OWN_RULES) + (list(PROFILER_RULES) if gate.debugger_available else [])
     test_accuracy = final_metric(job, TEST_ACCURACY_METRIC)
     baseline, serving_config = serving_accuracy(gate.endpoint_name)
@@ -188,6 +202,9 @@ def lambda_handler(event: EvaluateInput, context: LambdaContext) -> dict[str, An
         "baseline_endpoint_config": serving_config,
         "regression_tolerance": gate.regression_tolerance,
         "findings": compact(findings),
+        # Corrupt or unreadable images the retrain left out (None: train.py wrote no list).
+        "skipped_images": len(skipped) if skipped is not None else None,
+        "skipped_files": (skipped or [])[:MAX_SKIPPED_LISTED],
     }
     with aws_call("PutObject", s3_uri(common.artifacts_bucket, key)):
         uri = write_json(s3, common.artifacts_bucket, key, report)
@@ -203,5 +220,6 @@ def lambda_handler(event: EvaluateInput, context: LambdaContext) -> dict[str, An
         "baseline_accuracy": baseline,
         "blocking": blocking,
         "findings": compact(findings),
+        "skipped_images": report["skipped_images"],
         "report_uri": uri,
     }

@@ -282,6 +282,7 @@ def rules_section(data: RunData) -> str:
             )
         parts.append("<h3>Findings (gate.json)</h3>")
         parts.append(table(["Check", "Status", "Source", "Severity", "Details"], rows, attrs))
+        parts.append(skipped_images(gate))
     else:
         parts.append('<p class="muted">No gate decision: the run did not reach EvaluateRules.</p>')
     if data.retrain and data.retrain.rule_statuses:
@@ -312,6 +313,35 @@ def profile_section(retrain: Retrain | None, plots: dict[str, bytes]) -> str:
         parts.append(image("system_profile", plots.get("system_profile"), "CPU and memory"))
     parts.append(image("epoch_times", plots.get("epoch_times"), "time per epoch"))
     return "".join(parts)
+
+
+def skipped_images(gate: dict[str, Any]) -> str:
+    """The images train.py could not decode: left out of the retrain and counted here."""
+    count = gate.get("skipped_images")
+    if count is None:
+        return '<p class="muted">The retrain wrote no list of skipped images.</p>'
+    listed = gate.get("skipped_files", [])
+    text = (
+        f'<p data-skipped-images="{int(count)}">Images skipped by the retrain (corrupt or '
+        f"unreadable, left out of training and evaluation): <strong>{int(count)}</strong>"
+        + (f" (the first {len(listed)} listed)" if 0 < len(listed) < count else "")
+        + "</p>"
+    )
+    rows = [
+        [
+            escape(f.get("split", "")),
+            f"<code>{escape(f.get('file', ''))}</code>",
+            escape(f.get("reason", "")),
+        ]
+        for f in listed
+    ]
+    return text + (table(["Split", "File", "Reason"], rows) if rows else "")
+
+
+def operation_text(deployment: dict[str, Any]) -> str:
+    operation = str(deployment.get("operation", "-"))
+    newer = deployment.get("superseded_by")
+    return f"{operation} (a model approved later serves: {newer})" if newer else operation
 
 
 def endpoint_section(data: RunData, plots: dict[str, bytes]) -> str:
@@ -346,7 +376,7 @@ def endpoint_section(data: RunData, plots: dict[str, bytes]) -> str:
                             else ""
                         ),
                         escape(endpoint.instance_type or "-"),
-                        escape(str(deployment.get("operation", "-"))),
+                        escape(operation_text(deployment)),
                     ]
                 ],
             )

@@ -12,12 +12,14 @@ from pipeline_common.errors import EndpointBusy
 EXECUTION = "digits-0123456789abcdef"
 TRAINING = "mlops-digits-retrain-1a2b3c4d"
 ENDPOINT = "mlops-classifier"
+APPROVED_AT = "2026-11-25T12:00:00.000+00:00"
 EVENT = {
     "action": "deploy",
     "execution_name": EXECUTION,
     "dataset": "digits",
     "training_job_name": TRAINING,
     "test_accuracy": 0.93,
+    "approved_at": APPROVED_AT,
 }
 
 
@@ -38,6 +40,15 @@ def expect_models(stub, model_error: str | None = None) -> None:
         stub.add_response(
             "create_endpoint_config", {"EndpointConfigArn": f"{ARN_PREFIX}:endpoint-config/m"}
         )
+
+
+def expect_serving_tags(stub, config: str, approved_at: str | None) -> None:
+    tags = [{"Key": "mlops:approved-at", "Value": approved_at}] if approved_at else []
+    stub.add_response(
+        "list_tags",
+        {"Tags": tags},
+        {"ResourceArn": f"{ARN_PREFIX}:endpoint-config/{config}"},
+    )
 
 
 def record(buckets) -> dict:
@@ -75,6 +86,7 @@ def test_deploy_endpoint_updates_blue_green_with_rollback_alarm(app, buckets, co
         stub.add_response(
             "describe_endpoint", endpoint(ENDPOINT, "InService", config="mlops-digits-00000000")
         )
+        expect_serving_tags(stub, "mlops-digits-00000000", "2026-11-25T11:00:00+00:00")
         stub.add_response(
             "update_endpoint",
             {"EndpointArn": f"{ARN_PREFIX}:endpoint/{ENDPOINT}"},
@@ -102,6 +114,48 @@ def test_deploy_endpoint_updates_blue_green_with_rollback_alarm(app, buckets, co
     assert result["previous_endpoint_config"] == "mlops-digits-00000000"
 
 
+def test_deploy_endpoint_tags_the_config_with_its_approval_time(app, buckets, context):
+    sent = {}
+    app.sagemaker.meta.events.register(
+        "provide-client-params.sagemaker.CreateEndpointConfig",
+        lambda params, **_: sent.update(params),
+    )
+    with Stubber(app.sagemaker) as stub:
+        expect_models(stub)
+        stub.add_client_error("describe_endpoint", "ValidationException", "Could not find endpoint")
+        stub.add_response("create_endpoint", {"EndpointArn": f"{ARN_PREFIX}:endpoint/{ENDPOINT}"})
+        app.lambda_handler(EVENT, context)
+
+    assert {"Key": "mlops:approved-at", "Value": "2026-11-25T12:00:00+00:00"} in sent["Tags"]
+
+
+def test_deploy_endpoint_never_replaces_a_model_approved_later(app, buckets, context):
+    newer = "mlops-digits-99999999"
+    with Stubber(app.sagemaker) as stub:
+        expect_models(stub)
+        stub.add_response("describe_endpoint", endpoint(ENDPOINT, "InService", config=newer))
+        expect_serving_tags(stub, newer, "2026-11-25T12:00:01Z")
+        result = app.lambda_handler(EVENT, context)  # no update_endpoint stubbed: none is sent
+
+    assert result["operation"] == "superseded"
+    assert result["superseded_by"] == newer
+    assert result["previous_endpoint_config"] is None
+    assert record(buckets)["superseded_by"] == newer
+
+
+@pytest.mark.parametrize("serving_at", ["2026-11-25T11:59:59Z", "not a time"])
+def test_deploy_endpoint_replaces_an_older_or_unknown_model(app, buckets, context, serving_at):
+    with Stubber(app.sagemaker) as stub:
+        expect_models(stub)
+        stub.add_response("describe_endpoint", endpoint(ENDPOINT, "InService", config="old"))
+        expect_serving_tags(stub, "old", serving_at)
+        stub.add_response("update_endpoint", {"EndpointArn": f"{ARN_PREFIX}:endpoint/{ENDPOINT}"})
+        result = app.lambda_handler(EVENT, context)
+
+    assert result["operation"] == "updated"
+    assert result["superseded_by"] is None
+
+
 @pytest.mark.parametrize(
     "status", ["Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"]
 )
@@ -121,6 +175,7 @@ def test_deploy_endpoint_concurrent_update_is_retried(app, buckets, context):
         stub.add_response(
             "describe_endpoint", endpoint(ENDPOINT, "InService", config="mlops-other-00000000")
         )
+        expect_serving_tags(stub, "mlops-other-00000000", None)
         stub.add_client_error(
             "update_endpoint", "ValidationException", "Cannot update in-progress endpoint"
         )

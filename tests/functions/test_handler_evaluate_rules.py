@@ -29,7 +29,9 @@ def model_uri(buckets) -> str:
     return f"s3://{buckets.artifacts}/runs/{EXECUTION}/training/{TRAINING}/output/model.tar.gz"
 
 
-def write_rule_statuses(buckets, statuses: list[tuple[str, str]] | bytes) -> None:
+def write_rule_statuses(
+    buckets, statuses: list[tuple[str, str]] | bytes, extra: dict[str, bytes] | None = None
+) -> None:
     body = (
         statuses
         if isinstance(statuses, bytes)
@@ -48,7 +50,7 @@ def write_rule_statuses(buckets, statuses: list[tuple[str, str]] | bytes) -> Non
     buckets.s3.put_object(
         Bucket=buckets.artifacts,
         Key=key,
-        Body=tar_gz({"rule_statuses.json": body, "history.json": b"[]"}),
+        Body=tar_gz({"rule_statuses.json": body, "history.json": b"[]", **(extra or {})}),
     )
 
 
@@ -183,6 +185,36 @@ def test_evaluate_rules_without_rule_results_rejects(app, buckets, context):
         "PoorWeightInitialization",
     }
     assert severity_of(result, ("Overfit", "missing")) == "warn"
+
+
+def gate_record(buckets) -> dict:
+    key = f"runs/{EXECUTION}/gate.json"
+    return json.loads(buckets.s3.get_object(Bucket=buckets.artifacts, Key=key)["Body"].read())
+
+
+def test_evaluate_rules_counts_the_images_the_retrain_skipped(app, buckets, context):
+    skipped = [
+        {"split": "train", "file": "000.zero/bad.png", "reason": "cannot identify image file"},
+        {"split": "test", "file": "001.one/cut.jpg", "reason": "image file is truncated"},
+    ]
+    write_rule_statuses(
+        buckets, ALL_CLEAR, extra={"skipped_files.json": json.dumps(skipped).encode()}
+    )
+
+    result = evaluate(app, buckets, context)
+
+    assert result["approved"] is True  # skipped images are counted, not a reason to reject
+    assert result["skipped_images"] == 2
+    assert gate_record(buckets)["skipped_files"] == skipped
+
+
+def test_evaluate_rules_without_a_skipped_list_says_unknown(app, buckets, context):
+    write_rule_statuses(buckets, ALL_CLEAR)
+
+    result = evaluate(app, buckets, context)
+
+    assert result["skipped_images"] is None
+    assert gate_record(buckets)["skipped_files"] == []
 
 
 def test_evaluate_rules_malformed_rule_statuses_rejects(app, buckets, context):

@@ -444,3 +444,21 @@ def test_render_draws_every_plot_and_escapes_run_text():
     assert 'data-trial="t-002" class="best"' in html
     assert 'data-rule="Overfit" data-status="IssuesFound"' in html
     assert html.count('<img data-plot="') == len(figures)
+
+
+def test_skipped_images_are_counted_and_listed_with_their_reason():
+    from mlops.report.render import skipped_images
+
+    html = skipped_images(
+        {
+            "skipped_images": 3,
+            "skipped_files": [
+                {"split": "train", "file": "000.zero/<bad>.png", "reason": "not an image"}
+            ],
+        }
+    )
+
+    assert 'data-skipped-images="3"' in html
+    assert "(the first 1 listed)" in html
+    assert "000.zero/&lt;bad&gt;.png" in html and "not an image" in html
+    assert "wrote no list" in skipped_images({"skipped_images": None})
