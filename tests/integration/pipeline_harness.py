@@ -108,6 +108,19 @@ def happy_status_checks() -> dict[str, Script]:
     }
 
 
+def deployment(**overrides: Any) -> dict[str, Any]:
+    """deploy_endpoint's answer for a blue/green update, with some keys replaced."""
+    return {
+        "endpoint_name": "mlops-classifier",
+        "endpoint_config_name": "mlops-digits-1a2b3c4d",
+        "model_name": "mlops-digits-1a2b3c4d",
+        "operation": "updated",
+        "previous_endpoint_config": "mlops-digits-00000000",
+        "superseded_by": None,
+        **overrides,
+    }
+
+
 def happy_scripts() -> dict[str, Script]:
     """Answers of a run that succeeds, keyed by the function's logical id."""
     return {
@@ -123,15 +136,7 @@ def happy_scripts() -> dict[str, Script]:
             {"job_name": TRAINING_JOB, "builtin_rules": False}
         ),
         "EvaluateRulesFunction": sequence(APPROVED),
-        "DeployEndpointFunction": sequence(
-            {
-                "endpoint_name": "mlops-classifier",
-                "endpoint_config_name": "mlops-digits-1a2b3c4d",
-                "model_name": "mlops-digits-1a2b3c4d",
-                "operation": "updated",
-                "previous_endpoint_config": "mlops-digits-00000000",
-            }
-        ),
+        "DeployEndpointFunction": sequence(deployment()),
         "SmokeTestFunction": sequence(
             {
                 "predicted_class_index": 0,

@@ -7,11 +7,13 @@ the DefinitionSubstitutions are the real ones.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import boto3
 from pipeline_harness import (
     APPROVED,
     LambdaError,
+    deployment,
     fail,
     happy_status_checks,
     sequence,
@@ -43,6 +45,7 @@ def test_pipeline_happy_path_deploys_and_smoke_tests(pipeline):
         "EvaluateRules",
         "IsModelApproved",
         "DeployEndpoint",
+        "IsSuperseded",
         *ENDPOINT_LOOP * 2,
         "SmokeTest",
         "PipelineSucceeded",
@@ -64,6 +67,8 @@ def test_pipeline_passes_each_step_what_it_needs(pipeline):
     assert training["best"]["hyperparameters"]["model"] == '"resnet18"'
     assert training["dataset"]["channels"]["train"].endswith("/datasets/digits/train/")
     [deploy] = pipeline.invoked("DeployEndpointFunction")
+    approved_at = datetime.fromisoformat(deploy.pop("approved_at"))
+    assert abs((datetime.now(UTC) - approved_at).total_seconds()) < 300
     assert deploy == {
         "action": "deploy",
         "execution_name": "run-1",
@@ -185,15 +190,7 @@ def test_pipeline_endpoint_never_reaches_in_service(pipeline):
 def test_pipeline_smoke_test_failure_rolls_the_endpoint_back(pipeline):
     pipeline.scripts["SmokeTestFunction"] = fail("SmokeTestFailed", "endpoint answered non-JSON")
     pipeline.scripts["DeployEndpointFunction"] = lambda payload: (
-        {"operation": "rolled-back"}
-        if payload["action"] == "rollback"
-        else {
-            "endpoint_name": "mlops-classifier",
-            "endpoint_config_name": "mlops-digits-1a2b3c4d",
-            "model_name": "mlops-digits-1a2b3c4d",
-            "operation": "updated",
-            "previous_endpoint_config": "mlops-digits-00000000",
-        }
+        {"operation": "rolled-back"} if payload["action"] == "rollback" else deployment()
     )
 
     execution = pipeline.run()
@@ -247,6 +244,27 @@ def test_pipeline_busy_endpoint_waits_its_turn(pipeline):
 
     assert execution.status == "SUCCEEDED"
     assert len(pipeline.invoked("DeployEndpointFunction")) == 2
+
+
+def test_pipeline_superseded_model_ends_without_touching_the_endpoint(pipeline):
+    pipeline.scripts["DeployEndpointFunction"] = sequence(
+        deployment(
+            operation="superseded",
+            previous_endpoint_config=None,
+            superseded_by="mlops-digits-99999999",
+        )
+    )
+
+    execution = pipeline.run()
+
+    assert execution.status == "SUCCEEDED"
+    assert execution.states[-4:] == [
+        "IsModelApproved",
+        "DeployEndpoint",
+        "IsSuperseded",
+        "PipelineSucceeded",
+    ]
+    assert pipeline.invoked("SmokeTestFunction") == []
 
 
 def test_pipeline_lambda_service_errors_are_retried(pipeline):
