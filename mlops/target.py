@@ -12,8 +12,6 @@ from typing import Any
 
 import boto3
 
-from mlops.local.cloud import load_info
-
 DEFAULT_ROOT = Path(".mlops")
 
 
@@ -59,6 +57,8 @@ class Target:
 
 
 def local_target(root: Path = DEFAULT_ROOT) -> Target:
+    from mlops.local.cloud import load_info  # not shipped in the report Lambda's layer
+
     info = load_info(root)
     if info is None:
         raise TargetError(f"No local cloud is running (no {root / 'cloud.json'}): run `mlops up`")

@@ -137,6 +137,9 @@ def happy_scripts() -> dict[str, Script]:
         ),
         "EvaluateRulesFunction": sequence(APPROVED),
         "DeployEndpointFunction": sequence(deployment()),
+        "WriteReportFunction": lambda payload: {
+            "report_uri": f"s3://artifacts/runs/{payload['execution_name']}/report.html"
+        },
         "SmokeTestFunction": sequence(
             {
                 "predicted_class_index": 0,

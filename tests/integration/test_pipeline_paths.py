@@ -23,7 +23,8 @@ from pipeline_harness import (
 TUNING_LOOP = ["WaitForTuning", "CheckTuning", "IsTuningDone"]
 TRAINING_LOOP = ["WaitForTraining", "CheckTraining", "IsTrainingDone"]
 ENDPOINT_LOOP = ["WaitForEndpoint", "CheckEndpoint", "IsEndpointInService"]
-FAILURE_TAIL = ["NotifyFailure", "PipelineFailed"]
+REPORT = ["WriteReport", "Outcome"]
+FAILURE_TAIL = ["NotifyFailure", *REPORT, "PipelineFailed"]
 HEAD = ["CheckInput", "Configure", "ValidateDataset", "StartTuning"]
 
 
@@ -48,6 +49,7 @@ def test_pipeline_happy_path_deploys_and_smoke_tests(pipeline):
         "IsSuperseded",
         *ENDPOINT_LOOP * 2,
         "SmokeTest",
+        *REPORT,
         "PipelineSucceeded",
     ]
     assert execution.failed_tasks() == []
@@ -116,7 +118,7 @@ def test_pipeline_no_completed_trial(pipeline):
 
     execution = pipeline.run()
 
-    assert execution.states[-3:] == ["FindBest", *FAILURE_TAIL]
+    assert execution.states[-5:] == ["FindBest", *FAILURE_TAIL]
     assert execution.error == "NoCompletedTrainingJob"
     assert pipeline.invoked("StartProfiledTrainingFunction") == []
 
@@ -128,7 +130,7 @@ def test_pipeline_training_failed(pipeline):
 
     execution = pipeline.run()
 
-    assert execution.states[-4:] == ["WaitForTraining", "CheckTraining", *FAILURE_TAIL]
+    assert execution.states[-6:] == ["WaitForTraining", "CheckTraining", *FAILURE_TAIL]
     assert execution.error == "TrainingFailed"
 
 
@@ -143,10 +145,11 @@ def test_pipeline_rules_rejected_leaves_the_endpoint_alone(pipeline):
     execution = pipeline.run()
 
     assert execution.status == "FAILED"
-    assert execution.states[-4:] == [
+    assert execution.states[-6:] == [
         "EvaluateRules",
         "IsModelApproved",
         "NotifyRejection",
+        *REPORT,
         "ModelRejected",
     ]
     assert (execution.error, execution.cause) == ("ModelRejected", summary)
@@ -162,7 +165,7 @@ def test_pipeline_quality_gate_rejected(pipeline):
 
     execution = pipeline.run()
 
-    assert execution.states[-2:] == ["NotifyRejection", "ModelRejected"]
+    assert execution.states[-4:] == ["NotifyRejection", *REPORT, "ModelRejected"]
     assert "MinTestAccuracy" in execution.cause
     assert pipeline.invoked("DeployEndpointFunction") == []
 
@@ -180,8 +183,8 @@ def test_pipeline_endpoint_never_reaches_in_service(pipeline):
     execution = pipeline.run()
 
     assert (
-        execution.states[-6:]
-        == [*ENDPOINT_LOOP, "WaitForEndpoint", "CheckEndpoint", *FAILURE_TAIL][-6:]
+        execution.states[-8:]
+        == [*ENDPOINT_LOOP, "WaitForEndpoint", "CheckEndpoint", *FAILURE_TAIL][-8:]
     )
     assert execution.error == "EndpointFailed"
     assert pipeline.invoked("SmokeTestFunction") == []
@@ -195,7 +198,7 @@ def test_pipeline_smoke_test_failure_rolls_the_endpoint_back(pipeline):
 
     execution = pipeline.run()
 
-    assert execution.states[-4:] == ["SmokeTest", "RollbackEndpoint", *FAILURE_TAIL]
+    assert execution.states[-6:] == ["SmokeTest", "RollbackEndpoint", *FAILURE_TAIL]
     assert execution.error == "SmokeTestFailed"
     rollback = pipeline.invoked("DeployEndpointFunction")[-1]
     assert rollback["action"] == "rollback"
@@ -258,10 +261,11 @@ def test_pipeline_superseded_model_ends_without_touching_the_endpoint(pipeline):
     execution = pipeline.run()
 
     assert execution.status == "SUCCEEDED"
-    assert execution.states[-4:] == [
+    assert execution.states[-6:] == [
         "IsModelApproved",
         "DeployEndpoint",
         "IsSuperseded",
+        *REPORT,
         "PipelineSucceeded",
     ]
     assert pipeline.invoked("SmokeTestFunction") == []
@@ -283,7 +287,7 @@ def test_pipeline_unexpected_handler_crash_is_notified(pipeline):
 
     execution = pipeline.run()
 
-    assert execution.states[-3:] == ["EvaluateRules", *FAILURE_TAIL]
+    assert execution.states[-5:] == ["EvaluateRules", *FAILURE_TAIL]
     assert execution.error == "KeyError"
     assert len(pipeline.invoked("EvaluateRulesFunction")) == 1  # not retried
 
@@ -329,7 +333,7 @@ def test_pipeline_failed_rollback_still_reports_the_smoke_test_failure(pipeline)
 
     execution = pipeline.run()
 
-    assert execution.states[-4:] == ["SmokeTest", "RollbackEndpoint", *FAILURE_TAIL]
+    assert execution.states[-6:] == ["SmokeTest", "RollbackEndpoint", *FAILURE_TAIL]
     assert execution.error == "SmokeTestFailed"
 
 
@@ -340,7 +344,30 @@ def test_pipeline_fails_cleanly_when_the_notification_cannot_be_sent(pipeline):
 
     execution = pipeline.run()
 
-    assert execution.states[-2:] == FAILURE_TAIL
+    assert execution.states[-4:] == FAILURE_TAIL
     assert execution.error == "DatasetInvalid"
     assert len(execution.failed_tasks()) == 1 + 4  # the step, then the publish and 3 retries
     assert execution.failed_tasks()[-1].startswith("SNS.")
+
+
+def test_pipeline_writes_the_report_of_its_own_execution_last(pipeline):
+    execution = pipeline.run()
+
+    [report] = pipeline.invoked("WriteReportFunction")
+    assert report["execution_name"] == "run-1"
+    assert report["execution_arn"].endswith(":run-1")
+    assert execution.states[-3:] == [*REPORT, "PipelineSucceeded"]
+
+
+def test_pipeline_a_report_that_cannot_be_written_keeps_each_outcome(pipeline):
+    pipeline.scripts["WriteReportFunction"] = fail("ClientError", "AccessDenied on PutObject")
+    succeeded = pipeline.run()
+    pipeline.scripts["EvaluateRulesFunction"] = sequence(
+        rejected("rejected by MinTestAccuracy", ["MinTestAccuracy"])
+    )
+    rejected_run = pipeline.wait(pipeline.start(name="run-2"))
+
+    assert succeeded.status == "SUCCEEDED"
+    assert succeeded.states[-3:] == [*REPORT, "PipelineSucceeded"]
+    assert len(pipeline.invoked("WriteReportFunction")) == 4  # one retry each
+    assert (rejected_run.error, rejected_run.states[-1]) == ("ModelRejected", "ModelRejected")

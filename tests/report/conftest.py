@@ -37,6 +37,7 @@ FAST_PARAMETERS = {
     "RegressionTolerance": "0.5",
 }
 PER_CLASS = 30
+CORRUPT_IMAGE = "corrupt-0000.png"
 EXECUTION_TIMEOUT_S = 1500  # a shared 2-core machine can triple the ~3 min run
 
 
@@ -58,6 +59,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
         target = local_target(root)
         digits = tmp_path_factory.mktemp("digits") / "digits"
         write_digits(digits, max_per_class=PER_CLASS, seed=1)
+        # A corrupt image passes validation (content is not read there); the retrain skips it.
+        (digits / "train" / "000.zero" / CORRUPT_IMAGE).write_bytes(b"\x89PNG\r\n\x1a\n cut off")
         stderr = io.StringIO()
         with contextlib.redirect_stderr(stderr):
             succeeded = run_pipeline(target, digits, "digits-rep")

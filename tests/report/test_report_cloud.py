@@ -160,3 +160,42 @@ def test_wait_progress_shows_trials_best_objective_and_epochs(runs):
     assert any(re.search(r"tuning \S+: [12]/2 trials done", line) for line in lines), lines
     assert any("best valid:loss" in line for line in lines), lines
     assert any(re.search(r"retrain \S+: \w+, epoch [1-6]/6", line) for line in lines), lines
+
+
+def stored_report(runs: Runs, execution: str) -> str:
+    s3 = runs.target.client("s3")
+    key = f"runs/{execution}/report.html"
+    return s3.get_object(Bucket=runs.target.artifacts_bucket, Key=key)["Body"].read().decode()
+
+
+def test_pipeline_writes_its_report_to_the_artifacts_bucket(runs, tuning_job):
+    html = stored_report(runs, runs.succeeded.name)
+
+    trials = embedded_json(html)["tuning"]["trials"]
+    assert {t["name"] for t in trials} == {
+        s["TrainingJobName"]
+        for s in runs.target.client("sagemaker").list_training_jobs_for_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName=tuning_job["HyperParameterTuningJobName"]
+        )["TrainingJobSummaries"]
+    }
+    pngs = embedded_pngs(html)
+    for plot in ("gantt", "objective_by_trial", "training_curves", "confusion_matrix"):
+        assert Image.open(io.BytesIO(pngs[plot])).size[0] > 100, plot
+    # Written from inside the run: its own step is the last one on the timeline.
+    assert embedded_json(html)["states"][-1]["name"] == "WriteReport"
+
+
+def test_pipeline_writes_a_report_for_a_failed_run_too(runs):
+    html = stored_report(runs, runs.failed.name)
+
+    assert "DatasetInvalid" in html
+
+
+def test_report_counts_the_corrupt_image_the_retrain_skipped(runs, report):
+    from .conftest import CORRUPT_IMAGE
+
+    gate = report.data.gate
+    assert gate["skipped_images"] == 1
+    [skipped] = gate["skipped_files"]
+    assert skipped["split"] == "train" and skipped["file"].endswith(CORRUPT_IMAGE)
+    assert 'data-skipped-images="1"' in report.html

@@ -1,0 +1,84 @@
+"""Write the run's report to the artifacts bucket: the pipeline's last step, on every outcome.
+
+The report is the one `mlops report` writes (mlops.report, shipped with matplotlib in the
+report layer), so a run on AWS has its report without anyone running the CLI. It is written
+while the execution is still in this step: its timeline ends here, and `mlops report` run
+later adds the final state. A report that cannot be built is the state machine's concern
+(its Catch keeps the run's outcome); the handler only says why.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.parser import event_parser
+from pipeline_common.aws import aws_call, client
+from pipeline_common.config import CommonSettings
+from pipeline_common.models import StepModel
+from pipeline_common.naming import run_prefix
+from pipeline_common.s3io import s3_uri
+
+from mlops.report.build import build_report
+from mlops.target import Target
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+s3 = client("s3")
+
+REPORT_FILE = "report.html"
+
+
+class WriteReportInput(StepModel):
+    execution_arn: str
+    execution_name: str
+
+
+def pipeline_target(common: CommonSettings) -> Target:
+    """What the report reads, from this function's environment (endpoints: AWS_ENDPOINT_URL*)."""
+    return Target(
+        name=common.project_name,
+        session=boto3.Session(region_name=common.region),
+        outputs={
+            "DataBucketName": common.data_bucket,
+            "ArtifactsBucketName": common.artifacts_bucket,
+        },
+    )
+
+
+def store(html: str, bucket: str, key: str) -> str:
+    with aws_call("PutObject", s3_uri(bucket, key)):
+        s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=html.encode("utf-8"),
+            ContentType="text/html; charset=utf-8",
+        )
+    return s3_uri(bucket, key)
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+@event_parser(model=WriteReportInput)
+def lambda_handler(event: WriteReportInput, context: LambdaContext) -> dict[str, Any]:
+    common = CommonSettings.from_env()
+    report = build_report(pipeline_target(common), event.execution_arn)
+    key = f"{run_prefix(event.execution_name)}{REPORT_FILE}"
+    uri = store(report.html, common.artifacts_bucket, key)
+    logger.info(
+        {
+            "operation": "write-report",
+            "report_uri": uri,
+            "plots": sorted(report.plots),
+            "notes": report.data.notes,
+        }
+    )
+    metrics.add_metric(name="ReportsWritten", unit=MetricUnit.Count, value=1)
+    return {"report_uri": uri, "plots": sorted(report.plots), "notes": len(report.data.notes)}
