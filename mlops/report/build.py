@@ -95,7 +95,11 @@ def build_report(target: Target, ident: str, local_root: Path | None = None) -> 
     Raises LookupError naming the execution when it does not exist.
     """
     sfn = target.client("stepfunctions")
-    arn = ex.resolve_execution_arn(sfn, target.state_machine_arn, ident)
+    arn = (
+        ident
+        if ident.startswith("arn:")
+        else (ex.resolve_execution_arn(sfn, target.state_machine_arn, ident))
+    )  # an ARN needs no state machine: the pipeline's own Lambda passes one
     data = collect(target, ex.describe(sfn, arn), local_root)
     figures = draw(data)
     return Report(html=render(data, figures), data=data, plots=figures)
