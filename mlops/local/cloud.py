@@ -119,6 +119,7 @@ class LocalCloud:
         session = boto3.Session(region_name=REGION, **_lower(CREDENTIALS))
         deployer = LocalDeployer(self.template, STACK_NAME, self.overrides, session, moto_url)
         deployment = deployer.deploy()
+        self.lambdas.logical_ids = {name: logical for logical, name in deployment.functions.items()}
         artifacts = deployment.outputs.get("ArtifactsBucketName")
         if artifacts:
             publish_training_source(session.client("s3", endpoint_url=moto_url), artifacts)

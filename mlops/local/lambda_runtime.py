@@ -7,6 +7,9 @@ runs the function's real handler from its deployed code package (the zip moto st
 layers on the path and its Environment, in a warm worker process of its own. Errors come back the
 way AWS Lambda returns them (X-Amz-Function-Error: Unhandled, errorType, errorMessage), so the
 state machine's Retry and Catch see what they would see on AWS.
+
+The fault ``lambda_hang`` (mlops/local/faults.py) makes the worker block instead of calling the
+handler, so the timeout below fires for real: nothing answers Sandbox.Timedout on its behalf.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from typing import Any
 
 from moto.awslambda.models import LambdaFunction
 from moto.awslambda.utils import get_backend
+
+from mlops.local.faults import Faults
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,9 @@ class LambdaRuntime:
         self._lock = threading.Lock()
         self._original_invoke = None
         self.invocation_count = 0
+        self.faults = Faults()
+        # function name -> template logical id; the local cloud fills it in after deploying
+        self.logical_ids: dict[str, str] = {}
 
     # -- installing the seam -------------------------------------------------------------------
     def install(self) -> None:
@@ -141,6 +149,8 @@ class LambdaRuntime:
                 "deadline_epoch_s": time.time() + timeout_s,
             },
         }
+        if self._hangs(fn):
+            request["hang"] = True  # the worker blocks; the select below times out for real
         try:
             worker.requests.write(json.dumps(request) + "\n")
             worker.requests.flush()
@@ -153,6 +163,14 @@ class LambdaRuntime:
         self._release(key, worker)
         response = json.loads(line)
         return response["result"], response["failed"]
+
+    def _hangs(self, fn: LambdaFunction) -> bool:
+        """Whether the fault ``lambda_hang`` names this function (by FunctionName or logical id)."""
+        if "lambda_hang" not in self.faults.active():
+            return False
+        logical_id = self.logical_ids.get(fn.function_name, "")
+        names = [name for name in (fn.function_name, logical_id) if name]
+        return self.faults.hits_counted("lambda_hang", *names)
 
     def _fail_and_discard(
         self, fn: LambdaFunction, worker: Worker, timed_out: bool, timeout_s: float

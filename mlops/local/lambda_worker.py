@@ -5,6 +5,10 @@ AWS keeps a container warm between invocations. Invocations arrive as JSON lines
 results leave on another, so that whatever the handler prints (Powertools logs) stays on
 stdout/stderr, which the runtime forwards to CloudWatch Logs.
 
+A request marked ``"hang": true`` (the fault ``lambda_hang``, mlops/local/faults.py) is never
+handed to the handler: the worker blocks until the runtime's timeout kills it, like a handler
+stuck on a call that never answers.
+
 Run as: python -m mlops.local.lambda_worker --handler app.lambda_handler --in-fd N --out-fd M
 """
 
@@ -61,6 +65,20 @@ def error_payload(exc: BaseException) -> dict[str, Any]:
     }
 
 
+def hang(requests: Any, context: LocalLambdaContext) -> None:
+    """Block without answering until the runtime kills this worker (or goes away itself).
+
+    Reading the request pipe to its end blocks: the runtime sends nothing more to a worker that
+    has not answered, and the pipe ends only when the runtime closes it, so a worker whose
+    runtime died does not outlive it.
+    """
+    print(
+        f"fault lambda_hang: RequestId {context.aws_request_id} blocks until the timeout",
+        flush=True,
+    )
+    requests.read()
+
+
 def serve(handler_spec: str, requests: Any, responses: Any) -> None:
     try:
         handler = load_handler(handler_spec)
@@ -72,6 +90,9 @@ def serve(handler_spec: str, requests: Any, responses: Any) -> None:
         context = LocalLambdaContext(**request["context"])
         print(f"START RequestId: {context.aws_request_id} Version: $LATEST", flush=True)
         started = time.perf_counter()
+        if request.get("hang"):
+            hang(requests, context)
+            return
         if handler is None:
             result, failed = import_error, True
             traceback.print_exception(ImportError(import_error["errorMessage"]), file=sys.stderr)
