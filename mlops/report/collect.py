@@ -426,8 +426,9 @@ def profile_from_profiler_output(s3: Any, prefix_uri: str) -> Profile | None:
     """SageMaker Profiler system metrics: JSON lines `{"Type", "Name", "Dimension", "Value",
     "Timestamp"}` under `<ProfilerConfig.S3OutputPath>/<job>/profiler-output/system/`.
 
-    Not exercised here (the local cloud does not write it): CPU is averaged over cores, GPU
-    over devices, per timestamp rounded to the second.
+    The local SageMaker writes its samples here in the same format (CPU, memory), which is how
+    the pipeline's own report gets a profile locally. CPU is averaged over cores, GPU over
+    devices, per timestamp rounded to the second.
     """
     bucket, prefix = parse_s3_uri(prefix_uri)
     keys: list[str] = []

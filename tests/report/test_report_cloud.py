@@ -179,7 +179,13 @@ def test_pipeline_writes_its_report_to_the_artifacts_bucket(runs, tuning_job):
         )["TrainingJobSummaries"]
     }
     pngs = embedded_pngs(html)
-    for plot in ("gantt", "objective_by_trial", "training_curves", "confusion_matrix"):
+    for plot in (
+        "gantt",
+        "objective_by_trial",
+        "training_curves",
+        "system_profile",
+        "confusion_matrix",
+    ):
         assert Image.open(io.BytesIO(pngs[plot])).size[0] > 100, plot
     # Written from inside the run: its own step is the last one on the timeline.
     assert embedded_json(html)["states"][-1]["name"] == "WriteReport"

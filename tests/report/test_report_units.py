@@ -462,3 +462,34 @@ def test_skipped_images_are_counted_and_listed_with_their_reason():
     assert "(the first 1 listed)" in html
     assert "000.zero/&lt;bad&gt;.png" in html and "not an image" in html
     assert "wrote no list" in skipped_images({"skipped_images": None})
+
+
+def test_local_job_samples_read_back_as_a_profiler_system_profile():
+    import boto3
+    from moto import mock_aws
+
+    from mlops.local.sagemaker.processes import profiler_system_metrics
+    from mlops.report.collect import profile_from_profiler_output
+
+    usage = {
+        "started_epoch_s": 1_800_000_000.0,
+        "cpu_count": 2,
+        "samples": [
+            {"t": 0.0, "cpu_percent": 50.0, "rss_bytes": 2**30},
+            {"t": 1.0, "cpu_percent": 180.0, "rss_bytes": 2**31},
+        ],
+    }
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="artifacts")
+        key = "runs/r/profiler/job/profiler-output/system/incremental/1.algo-1.json"
+        body = profiler_system_metrics(usage, total_memory_bytes=2**33)
+        s3.put_object(Bucket="artifacts", Key=key, Body=body.encode())
+        profile = profile_from_profiler_output(
+            s3, "s3://artifacts/runs/r/profiler/job/profiler-output/system/"
+        )
+
+    assert profile is not None
+    assert profile.times_s == [0.0, 1.0]
+    assert profile.cpu_percent == [25.0, 90.0]  # per-core average, as AWS reports it
+    assert profile.gpu_percent == []

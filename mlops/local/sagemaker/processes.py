@@ -160,6 +160,7 @@ class ResourceMonitor:
         self.output = output
         self.interval_s = interval_s
         self.samples: list[dict[str, Any]] = []
+        self.started_epoch_s = time.time()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"usage-{pgid}", daemon=True)
 
@@ -169,6 +170,7 @@ class ResourceMonitor:
         return self
 
     def _run(self) -> None:
+        self.started_epoch_s = time.time()
         started = time.monotonic()
         last_cpu, last_time = 0.0, started
         while not self._stop.is_set():
@@ -193,6 +195,7 @@ class ResourceMonitor:
             self._thread.join(5)
         summary = {
             "interval_s": self.interval_s,
+            "started_epoch_s": round(self.started_epoch_s, 3),
             "cpu_count": os.cpu_count(),
             "peak_rss_bytes": max((s["rss_bytes"] for s in self.samples), default=0),
             "mean_cpu_percent": round(
@@ -203,3 +206,40 @@ class ResourceMonitor:
         self.output.parent.mkdir(parents=True, exist_ok=True)
         self.output.write_text(json.dumps(summary, indent=1))
         return summary
+
+
+def profiler_system_metrics(usage: dict[str, Any], total_memory_bytes: int) -> str:
+    """resource_usage.json as SageMaker Profiler system metrics (JSON lines), so reports read
+    a local job's profile the way they read an AWS one: CPU % averaged over the cores, memory
+    as % of the machine's."""
+    started = float(usage.get("started_epoch_s", 0.0))
+    cores = max(int(usage.get("cpu_count") or 1), 1)
+    lines = []
+    for sample in usage.get("samples", []):
+        stamp = round(started + float(sample["t"]), 3)
+        lines.append(
+            {
+                "Name": "cpu",
+                "Type": "cpu",
+                "Dimension": "CPUUtilization",
+                "Value": round(float(sample["cpu_percent"]) / cores, 2),
+                "Timestamp": stamp,
+            }
+        )
+        lines.append(
+            {
+                "Name": "memory",
+                "Type": "memory",
+                "Dimension": "MemoryUsedPercent",
+                "Value": round(100.0 * sample["rss_bytes"] / max(total_memory_bytes, 1), 2),
+                "Timestamp": stamp,
+            }
+        )
+    return "".join(json.dumps(line) + "\n" for line in lines)
+
+
+def total_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 0

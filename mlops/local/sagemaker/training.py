@@ -41,7 +41,12 @@ from mlops.local.sagemaker.aws import (
 from mlops.local.sagemaker.config import SageMakerConfig
 from mlops.local.sagemaker.faults import Faults
 from mlops.local.sagemaker.metrics import MetricParser
-from mlops.local.sagemaker.processes import ManagedProcess, ResourceMonitor
+from mlops.local.sagemaker.processes import (
+    ManagedProcess,
+    ResourceMonitor,
+    profiler_system_metrics,
+    total_memory_bytes,
+)
 from mlops.local.sagemaker.rules import (
     RuleOutcome,
     evaluate_debug_rules,
@@ -828,6 +833,27 @@ class TrainingExecution:
         if hook and self._tensor_dir().is_dir():
             target = f"{hook['S3OutputPath'].rstrip('/')}/{self.job.name}/debug-output"
             self.clients.upload_directory(self._tensor_dir(), target)
+        self._upload_system_profile()
+
+    def _upload_system_profile(self) -> None:
+        """The job's CPU and memory samples to <ProfilerConfig.S3OutputPath>/<job>/profiler-output/
+        system/, in the Profiler's format, where AWS writes them for a profiled job."""
+        profiler = self.job.request.get("ProfilerConfig") or {}
+        usage_path = self.job.job_dir / "resource_usage.json"
+        if not profiler.get("S3OutputPath") or profiler.get("DisableProfiler"):
+            return
+        if not usage_path.is_file():
+            return
+        usage = json.loads(usage_path.read_text())
+        lines = profiler_system_metrics(usage, total_memory_bytes())
+        if not lines:
+            return
+        local = self.job.job_dir / "upload" / "system-metrics.json"
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_text(lines)
+        stamp = int(usage.get("started_epoch_s", time.time()))
+        prefix = f"{profiler['S3OutputPath'].rstrip('/')}/{self.job.name}/profiler-output/system"
+        self.clients.upload_file(local, f"{prefix}/incremental/{stamp}.algo-1.json")
 
     def _write_description(self) -> None:
         """describe.json in the job dir: what reports read after the service is gone."""
