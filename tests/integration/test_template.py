@@ -110,6 +110,8 @@ def test_template_sam_build(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert (build_dir / "SharedLayer" / "python" / "pipeline_common" / "gate.py").exists()
     assert (build_dir / "SharedLayer" / "python" / "aws_lambda_powertools").is_dir()
+    compiled = build_dir / "SharedLayer" / "python" / "pipeline_common" / "__pycache__"
+    assert list(compiled.glob("gate.cpython-311.pyc")), "the layer ships without bytecode"
     assert (build_dir / "StartProfiledTrainingFunction" / "smdebug_rulesconfig").is_dir()
     for logical_id in sam_template.functions():
         assert (build_dir / logical_id / "app.py").exists(), logical_id
