@@ -212,3 +212,32 @@ def test_duplicate_endpoint_is_refused(sm: Any, s3: Any) -> None:
         'Cannot create already existing endpoint "arn:aws:sagemaker:'
     )
     wait_endpoint(sm, "ep-dup")
+
+
+def test_blue_green_baking_keeps_the_endpoint_updating_on_the_new_model(
+    sm: Any, runtime: Any, s3: Any
+) -> None:
+    sm.create_endpoint(EndpointName="ep-bake", EndpointConfigName=make_config(sm, s3, "b1"))
+    assert wait_endpoint(sm, "ep-bake")["EndpointStatus"] == "InService"
+    sm.update_endpoint(
+        EndpointName="ep-bake",
+        EndpointConfigName=make_config(sm, s3, "b2"),
+        DeploymentConfig={
+            "BlueGreenUpdatePolicy": {
+                "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0},
+                "TerminationWaitInSeconds": 3,
+            }
+        },
+    )
+    baking = wait_for(
+        lambda: (sm.describe_endpoint(EndpointName="ep-bake"), invoke(runtime, "ep-bake", {})),
+        lambda pair: pair[1]["body"]["version"] == "b2",
+    )
+    started = time.monotonic()
+
+    assert baking[0]["EndpointStatus"] == "Updating"  # the old fleet is still kept
+    with pytest.raises(ClientError, match="in-progress"):
+        sm.update_endpoint(EndpointName="ep-bake", EndpointConfigName="config-b1")
+    done = wait_endpoint(sm, "ep-bake")
+    assert (done["EndpointStatus"], done["EndpointConfigName"]) == ("InService", "config-b2")
+    assert time.monotonic() - started > 1.0

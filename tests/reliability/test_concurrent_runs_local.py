@@ -36,6 +36,9 @@ PARAMETERS = {
     "PollSeconds": "1",
     "MinTestAccuracy": "0.0",
     "RegressionTolerance": "1.0",
+    # Each blue/green update keeps the endpoint Updating for a minute (AWS's baking period),
+    # so runs approved within that minute meet a busy endpoint and must take turns.
+    "DeploymentBakeSeconds": "60",
     "GatePolicy": (
         "warn:LossNotDecreasing,VanishingGradient,PoorWeightInitialization,"
         "Overfit,Overtraining,LowGPUUtilization"
@@ -108,6 +111,12 @@ def run(root: Path, folder: Path, name: str) -> ex.ExecutionView:
     )
 
 
+def history_text(target: Target, view: ex.ExecutionView) -> str:
+    sfn = target.client("stepfunctions")
+    pages = sfn.get_paginator("get_execution_history").paginate(executionArn=view.arn)
+    return json.dumps([event for page in pages for event in page["events"]], default=str)
+
+
 def test_concurrent_uploads_all_finish(concurrent: Any) -> None:
     _, _, _, runs = concurrent
 
@@ -131,8 +140,15 @@ def test_concurrent_updates_end_on_the_model_approved_last(concurrent: Any) -> N
 
 
 def test_concurrent_updates_lose_none(concurrent: Any) -> None:
-    _, _, _, runs = concurrent
+    target, _, _, runs = concurrent
     by_config = {item.config: item for item in runs.values()}
+    waits = {
+        name: history_text(target, item.view).count('"EndpointBusy"') for name, item in runs.items()
+    }
+    for name, item in runs.items():  # shown with -rA: how the three runs took turns
+        print(f"{name}: {item.operation}, approved {item.approved_at}, EndpointBusy x{waits[name]}")
+
+    assert sum(waits.values()) > 0, f"no run met a busy endpoint; approvals too far apart? {waits}"
 
     assert [item.operation for item in runs.values()].count("created") == 1
     for name, item in runs.items():

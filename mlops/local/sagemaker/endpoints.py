@@ -426,8 +426,10 @@ class EndpointManager:
     def create(self, endpoint: Endpoint) -> None:
         self._spawn(self._create, endpoint, name=f"create-{endpoint.name}")
 
-    def update(self, endpoint: Endpoint, config: EndpointConfigRecord) -> None:
-        self._spawn(self._update, endpoint, config, name=f"update-{endpoint.name}")
+    def update(
+        self, endpoint: Endpoint, config: EndpointConfigRecord, baking_s: float = 0.0
+    ) -> None:
+        self._spawn(self._update, endpoint, config, baking_s, name=f"update-{endpoint.name}")
 
     def delete(self, endpoint: Endpoint) -> None:
         """Stop taking traffic at once; stop the servers in the background."""
@@ -458,7 +460,7 @@ class EndpointManager:
             return
         self._activate(endpoint, deployment)
 
-    def _update(self, endpoint: Endpoint, config: EndpointConfigRecord) -> None:
+    def _update(self, endpoint: Endpoint, config: EndpointConfigRecord, baking_s: float) -> None:
         try:
             deployment = self._deploy(endpoint, config, pending=True)
         except Exception as error:  # any failure rolls back, never stuck in Updating
@@ -474,20 +476,22 @@ class EndpointManager:
                 endpoint.last_modified_time = now()
             logger.warning("update of endpoint %s rolled back: %s", endpoint.name, error)
             return
-        self._activate(endpoint, deployment)
+        self._activate(endpoint, deployment, baking_s)
 
-    def _activate(self, endpoint: Endpoint, deployment: Deployment) -> None:
+    def _activate(self, endpoint: Endpoint, deployment: Deployment, baking_s: float = 0.0) -> None:
         """Switch traffic to a deployment whose servers all answer /ping; retire the old one.
 
         The switch is one assignment under the endpoint's lock, the same lock under which
         every request picks its server, so each request goes wholly to the old or the new one.
+        During a blue/green baking period (TerminationWaitInSeconds) the endpoint stays
+        Updating, as on AWS, and the old fleet is kept until the period ends.
         """
         with endpoint.lock:
             deleted = endpoint.deleted.is_set()
             if not deleted:
                 old, endpoint.active, endpoint.pending = endpoint.active, deployment, None
                 endpoint.config = deployment.config
-                endpoint.status = "InService"
+                endpoint.status = "Updating" if baking_s > 0 and old is not None else "InService"
                 endpoint.failure_reason = None
                 endpoint.last_modified_time = now()
                 endpoint.history.append(
@@ -500,8 +504,14 @@ class EndpointManager:
         logger.info("endpoint %s serves %s", endpoint.name, deployment.config.name)
         history_file = self.config.state_dir / "endpoints" / endpoint.name / "history.json"
         history_file.write_text(json.dumps(history, indent=1))
-        if old is not None:
-            self._retire(old)
+        if old is None:
+            return
+        if baking_s > 0 and not endpoint.deleted.wait(baking_s):
+            with endpoint.lock:
+                if endpoint.active is deployment and endpoint.status == "Updating":
+                    endpoint.status = "InService"
+                    endpoint.last_modified_time = now()
+        self._retire(old)
 
     def _deploy(
         self, endpoint: Endpoint, config: EndpointConfigRecord, pending: bool = False

@@ -293,7 +293,7 @@ class SageMakerBackend:
                 endpoint.status = "Updating"
                 endpoint.failure_reason = None
                 endpoint.last_modified_time = now()
-        self.endpoint_manager.update(endpoint, config)
+        self.endpoint_manager.update(endpoint, config, baking_seconds(request))
         return {"EndpointArn": endpoint.arn}
 
     def describe_endpoint(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -405,3 +405,9 @@ class SageMakerBackend:
             tuning_job.join(5)
         self.endpoint_manager.shutdown()
         logger.info("local SageMaker backend shut down")
+
+
+def baking_seconds(update_request: dict[str, Any]) -> float:
+    """A blue/green update's TerminationWaitInSeconds: how long the old fleet is kept."""
+    policy = (update_request.get("DeploymentConfig") or {}).get("BlueGreenUpdatePolicy") or {}
+    return float(policy.get("TerminationWaitInSeconds") or 0)
