@@ -17,6 +17,7 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.parser import event_parser
 from botocore.exceptions import ClientError
 from pipeline_common.aws import client, error_code, error_message, translate_client_error
+from pipeline_common.endpoints import approval_time, config_tags, serves_model_approved_after
 from pipeline_common.errors import EndpointFailed, JobNotFound, TrainingFailed, TuningFailed
 from pipeline_common.gate import PENDING_STATUSES
 from pipeline_common.models import StepModel
@@ -115,6 +116,8 @@ def endpoint_status(name: str, expected_config: str | None) -> dict[str, Any]:
     serving = endpoint.get("EndpointConfigName", "")
     reason = endpoint.get("FailureReason", "no reason given")
     if status == "InService" and expected_config and serving != expected_config:
+        if replaced_by_newer_run(endpoint, expected_config):
+            return endpoint_result(name, status, serving, superseded_by=serving)
         raise EndpointFailed(
             f"endpoint {name} is InService with {serving}, not this run's {expected_config}: "
             f"the update was rolled back ({reason}); the previous model keeps serving"
@@ -124,11 +127,25 @@ def endpoint_status(name: str, expected_config: str | None) -> dict[str, Any]:
             f"endpoint {name} is {status} instead of InService: {reason}. Check the endpoint's "
             f"log in CloudWatch Logs (/aws/sagemaker/Endpoints/{name})"
         )
+    return endpoint_result(name, status, serving)
+
+
+def replaced_by_newer_run(endpoint: dict[str, Any], expected_config: str) -> bool:
+    """Whether a run approved after this one updated the endpoint once this run's update was
+    done (concurrent runs take turns), rather than this run's update being rolled back."""
+    ours = approval_time(config_tags(sagemaker, endpoint["EndpointArn"], expected_config))
+    return serves_model_approved_after(sagemaker, endpoint, ours)
+
+
+def endpoint_result(
+    name: str, status: str, serving: str, superseded_by: str | None = None
+) -> dict[str, Any]:
     return {
         "kind": "endpoint",
         "name": name,
         "status": status,
         "endpoint_config": serving,
+        "superseded_by": superseded_by,
         "done": status == "InService",
     }
 

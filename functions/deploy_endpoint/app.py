@@ -32,8 +32,7 @@ from pipeline_common.endpoints import (
     ACCURACY_TAG,
     APPROVED_AT_TAG,
     TRAINING_JOB_TAG,
-    parse_timestamp,
-    serving_config_tags,
+    serves_model_approved_after,
 )
 from pipeline_common.errors import EndpointBusy
 from pipeline_common.jobs import tags
@@ -198,14 +197,6 @@ def replace_broken(name: str, endpoint: dict[str, Any]) -> EndpointBusy:
     return busy(name, endpoint["EndpointStatus"], f" ({reason}); deleted it so it can be recreated")
 
 
-def serves_newer_model(endpoint: dict[str, Any], approved_at: datetime | None) -> bool:
-    """True when the serving config's model was approved after this run's model."""
-    if approved_at is None:
-        return False
-    serving_at = parse_timestamp(serving_config_tags(sagemaker, endpoint).get(APPROVED_AT_TAG))
-    return serving_at is not None and serving_at > approved_at
-
-
 def point_endpoint_at(
     name: str,
     config: str,
@@ -224,7 +215,7 @@ def point_endpoint_at(
         raise busy(name, status)
     if status in BROKEN_STATUSES:
         raise replace_broken(name, endpoint)
-    if serves_newer_model(endpoint, approved_at):
+    if serves_model_approved_after(sagemaker, endpoint, approved_at):
         return Placement("superseded", superseded_by=serving)
     return Placement(update_endpoint(name, config, settings), previous=serving)
 

@@ -168,19 +168,45 @@ def test_check_status_endpoint_in_service_with_this_runs_config(app, context):
     assert result["done"] is True
 
 
-def test_check_status_endpoint_rolled_back(app, context):
-    answer = endpoint(ENDPOINT, "InService", config="mlops-digits-00000000")
+def approved_at(value: str | None) -> dict:
+    return {"Tags": [{"Key": "mlops:approved-at", "Value": value}] if value else []}
 
-    with pytest.raises(EndpointFailed, match="rolled back"):
-        check(
-            app,
-            context,
-            "describe_endpoint",
-            answer,
-            kind="endpoint",
-            name=ENDPOINT,
-            expected_config="mlops-digits-1a2b3c4d",
+
+def check_replaced_endpoint(app, context, ours: str | None, serving: str | None) -> dict:
+    """This run's config approved at ``ours``; another config, approved at ``serving``, serves."""
+    with Stubber(app.sagemaker) as stub:
+        stub.add_response(
+            "describe_endpoint", endpoint(ENDPOINT, "InService", config="mlops-digits-00000000")
         )
+        stub.add_response("list_tags", approved_at(ours))
+        if ours:
+            stub.add_response("list_tags", approved_at(serving))
+        return app.lambda_handler(
+            {"kind": "endpoint", "name": ENDPOINT, "expected_config": "mlops-digits-1a2b3c4d"},
+            context,
+        )
+
+
+@pytest.mark.parametrize(
+    ("ours", "serving"),
+    [
+        ("2026-11-25T12:00:00+00:00", "2026-11-25T11:00:00+00:00"),  # the old model is back
+        ("2026-11-25T12:00:00+00:00", None),  # a config from before approval times
+        (None, None),
+    ],
+)
+def test_check_status_endpoint_rolled_back(app, context, ours, serving):
+    with pytest.raises(EndpointFailed, match="rolled back"):
+        check_replaced_endpoint(app, context, ours, serving)
+
+
+def test_check_status_endpoint_replaced_by_a_run_approved_later(app, context):
+    result = check_replaced_endpoint(
+        app, context, ours="2026-11-25T12:00:00+00:00", serving="2026-11-25T12:00:30+00:00"
+    )
+
+    assert result["done"] is True
+    assert result["superseded_by"] == "mlops-digits-00000000"
 
 
 @pytest.mark.parametrize("status", ["Failed", "OutOfService", "UpdateRollbackFailed", "Deleting"])

@@ -90,6 +90,17 @@ APPROVED = {
 }
 
 
+def endpoint_check(status: str, done: bool, **overrides: Any) -> dict[str, Any]:
+    """check_status's answer for the endpoint, with some keys replaced."""
+    return {
+        "status": status,
+        "done": done,
+        "endpoint_config": "mlops-digits-1a2b3c4d",
+        "superseded_by": None,
+        **overrides,
+    }
+
+
 def happy_status_checks() -> dict[str, Script]:
     """check_status answers per kind: one "still running" answer, then done."""
     return {
@@ -102,8 +113,8 @@ def happy_status_checks() -> dict[str, Script]:
             {"status": "Completed", "done": True, "pending_rules": [], "rules_timed_out": False},
         ),
         "endpoint": sequence(
-            {"status": "Creating", "done": False, "endpoint_config": "mlops-digits-1a2b3c4d"},
-            {"status": "InService", "done": True, "endpoint_config": "mlops-digits-1a2b3c4d"},
+            endpoint_check("Creating", done=False),
+            endpoint_check("InService", done=True),
         ),
     }
 

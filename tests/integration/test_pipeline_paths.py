@@ -14,6 +14,7 @@ from pipeline_harness import (
     APPROVED,
     LambdaError,
     deployment,
+    endpoint_check,
     fail,
     happy_status_checks,
     sequence,
@@ -173,7 +174,7 @@ def test_pipeline_quality_gate_rejected(pipeline):
 def test_pipeline_endpoint_never_reaches_in_service(pipeline):
     pipeline.scripts["CheckStatusFunction"] = checks(
         endpoint=sequence(
-            {"status": "Updating", "done": False, "endpoint_config": "mlops-digits-00000000"},
+            endpoint_check("Updating", done=False, endpoint_config="mlops-digits-00000000"),
             LambdaError(
                 "EndpointFailed", "endpoint mlops-classifier is InService with its old config"
             ),
@@ -265,6 +266,28 @@ def test_pipeline_superseded_model_ends_without_touching_the_endpoint(pipeline):
         "IsModelApproved",
         "DeployEndpoint",
         "IsSuperseded",
+        *REPORT,
+        "PipelineSucceeded",
+    ]
+    assert pipeline.invoked("SmokeTestFunction") == []
+
+
+def test_pipeline_update_replaced_by_a_newer_run_skips_the_smoke_test(pipeline):
+    newer = "mlops-digits-99999999"
+    pipeline.scripts["CheckStatusFunction"] = checks(
+        endpoint=sequence(
+            endpoint_check("Updating", done=False),
+            endpoint_check("InService", done=True, endpoint_config=newer, superseded_by=newer),
+        )
+    )
+
+    execution = pipeline.run()
+
+    assert execution.status == "SUCCEEDED"
+    assert execution.states[-6:] == [
+        "WaitForEndpoint",
+        "CheckEndpoint",
+        "IsEndpointInService",
         *REPORT,
         "PipelineSucceeded",
     ]

@@ -183,3 +183,38 @@ def assert_clean_error(response: requests.Response, status: int | None = None) -
     document = response.json()
     assert isinstance(document, dict) and document.get("message"), document
     return document
+
+
+# -- whole pipelines on the local cloud -------------------------------------------------------
+FAST_PIPELINE_PARAMETERS = {  # tiny trials; every model approved
+    "MaxJobs": "2",
+    "MaxParallelJobs": "1",
+    "Epochs": "2",
+    "ImageSize": "16",
+    "BatchSizes": "16",
+    "LearningRateMin": "0.01",
+    "LearningRateMax": "0.03",
+    "PollSeconds": "1",
+    "MinTestAccuracy": "0.0",
+    "RegressionTolerance": "1.0",
+    "GatePolicy": (
+        "warn:LossNotDecreasing,VanishingGradient,PoorWeightInitialization,"
+        "Overfit,Overtraining,LowGPUUtilization"
+    ),
+}
+
+
+def subscribe_queue(target: Target) -> str:
+    """An SQS queue subscribed to the pipeline's topic: the notifications a person would get."""
+    sqs = target.client("sqs")
+    queue_url = sqs.create_queue(QueueName="reliability-notifications")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    target.client("sns").subscribe(
+        TopicArn=target.output("SnsTopicArn"),
+        Protocol="sqs",
+        Endpoint=queue_arn,
+        Attributes={"RawMessageDelivery": "false"},
+    )
+    return queue_url

@@ -29,24 +29,9 @@ from mlops.local.process import start_cloud_process, stop_cloud_process
 from mlops.sample_data import write_digits
 from mlops.target import Target, local_target
 
-from .helpers import Api
+from .helpers import FAST_PIPELINE_PARAMETERS as PARAMETERS
+from .helpers import Api, subscribe_queue
 
-PARAMETERS = {
-    "MaxJobs": "2",
-    "MaxParallelJobs": "1",
-    "Epochs": "2",
-    "ImageSize": "16",
-    "BatchSizes": "16",
-    "LearningRateMin": "0.01",
-    "LearningRateMax": "0.03",
-    "PollSeconds": "1",
-    "MinTestAccuracy": "0.0",
-    "RegressionTolerance": "1.0",
-    "GatePolicy": (
-        "warn:LossNotDecreasing,VanishingGradient,PoorWeightInitialization,"
-        "Overfit,Overtraining,LowGPUUtilization"
-    ),
-}
 FAULTS = (
     "throttle=CreateHyperParameterTuningJob:4,"
     "training_fail=-001-|relic-retrain|relid-tune,"
@@ -96,22 +81,6 @@ class FaultCloud:
             for message in batch:
                 self.messages.append(json.loads(message["Body"]).get("Message", message["Body"]))
                 sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
-
-
-def subscribe_queue(target: Target) -> str:
-    """An SQS queue subscribed to the pipeline's topic: the notifications a person would get."""
-    sqs = target.client("sqs")
-    queue_url = sqs.create_queue(QueueName="reliability-notifications")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
-    target.client("sns").subscribe(
-        TopicArn=target.output("SnsTopicArn"),
-        Protocol="sqs",
-        Endpoint=queue_arn,
-        Attributes={"RawMessageDelivery": "false"},
-    )
-    return queue_url
 
 
 @pytest.fixture(scope="module")

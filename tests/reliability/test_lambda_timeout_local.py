@@ -31,7 +31,8 @@ from mlops.local.process import start_cloud_process, stop_cloud_process
 from mlops.sample_data import write_digits
 from mlops.target import Target, local_target
 
-from .test_faults_local import PARAMETERS, subscribe_queue
+from .helpers import FAST_PIPELINE_PARAMETERS as PARAMETERS
+from .helpers import subscribe_queue
 
 HUNG_STATE = "StartTuning"
 HUNG_FUNCTION = "StartTuningFunction"
