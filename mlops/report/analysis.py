@@ -113,6 +113,34 @@ def visit_status(step: StepRecord) -> str:
     return step.status
 
 
+REPORTING_STATE = "WriteReport"
+
+
+@dataclass
+class Outcome:
+    status: str
+    error: str | None = None
+    cause: str | None = None
+
+
+def reported_outcome(status: str, steps: Sequence[StepRecord]) -> Outcome | None:
+    """Where a run ends when this report is written by its own last step (WriteReport).
+
+    The execution is still RUNNING then; its state holds what the ``Outcome`` choice of
+    pipeline.asl.json decides on next: a caught failure, a rejected model, or success.
+    """
+    if status != "RUNNING" or not steps or steps[-1].name != REPORTING_STATE:
+        return None
+    state = steps[-1].input if isinstance(steps[-1].input, dict) else {}
+    failure = state.get("failure")
+    if isinstance(failure, dict):
+        return Outcome("FAILED", failure.get("Error"), failure.get("Cause"))
+    gate = state.get("gate") if isinstance(state.get("gate"), dict) else {}
+    if gate.get("approved") is False:
+        return Outcome("FAILED", "ModelRejected", gate.get("summary"))
+    return Outcome("SUCCEEDED")
+
+
 def timeline(steps: Sequence[StepRecord], start: datetime, now: datetime) -> list[TimelineRow]:
     """Fold the visits of each state into one row, in order of first visit.
 

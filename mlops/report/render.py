@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Any
 
+from mlops.report import analysis as an
 from mlops.report.collect import Confusion, Endpoint, Retrain, RunData, Tuning
 
 CSS = """
@@ -117,17 +118,25 @@ def header(data: RunData) -> str:
     view = data.view
     dataset = (view.input or {}).get("dataset") if isinstance(view.input, dict) else None
     duration = seconds(view.duration_s) if view.duration_s is not None else "still running"
+    outcome = an.reported_outcome(view.status, view.steps)
+    status, error, cause = (
+        (outcome.status, outcome.error, outcome.cause)
+        if outcome
+        else (view.status, view.error, view.cause)
+    )
+    if outcome:
+        duration = "written by the run's last step (WriteReport); the execution ends next"
     parts = [
-        f"<h1>Run report: {escape(view.name)} {badge(view.status)}</h1>",
+        f'<h1>Run report: {escape(view.name)} <span id="outcome">{badge(status)}</span></h1>',
         f'<p class="muted">Data set <b>{escape(str(dataset or "-"))}</b> · started '
         f"{escape(view.started.strftime('%Y-%m-%d %H:%M:%S %Z'))} · {duration} · target "
         f"{escape(data.target_name)} · generated "
         f"{escape(data.generated.strftime('%Y-%m-%d %H:%M:%S UTC'))}</p>",
     ]
-    if view.error:
+    if error:
         parts.append(
-            f'<p class="error" id="execution-error"><b>{escape(view.error)}</b>: '
-            f"{escape(short_cause(view.cause))}</p>"
+            f'<p class="error" id="execution-error"><b>{escape(error)}</b>: '
+            f"{escape(short_cause(cause))}</p>"
         )
     parts.append(
         "<nav>" + "".join(f'<a href="#{k}">{escape(t)}</a>' for k, t in SECTIONS) + "</nav>"

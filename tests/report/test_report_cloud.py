@@ -187,14 +187,17 @@ def test_pipeline_writes_its_report_to_the_artifacts_bucket(runs, tuning_job):
         "confusion_matrix",
     ):
         assert Image.open(io.BytesIO(pngs[plot])).size[0] > 100, plot
-    # Written from inside the run: its own step is the last one on the timeline.
+    # Written from inside the run: its own step is the last one on the timeline, and the
+    # header shows where the run ends next.
     assert embedded_json(html)["states"][-1]["name"] == "WriteReport"
+    assert re.search(r'<span id="outcome">[^\n]*SUCCEEDED', html)
 
 
 def test_pipeline_writes_a_report_for_a_failed_run_too(runs):
     html = stored_report(runs, runs.failed.name)
 
-    assert "DatasetInvalid" in html
+    assert re.search(r'<span id="outcome">[^\n]*FAILED', html)
+    assert re.search(r'id="execution-error"><b>DatasetInvalid</b>', html)
 
 
 def test_report_counts_the_corrupt_image_the_retrain_skipped(runs, report):

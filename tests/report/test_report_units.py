@@ -493,3 +493,25 @@ def test_local_job_samples_read_back_as_a_profiler_system_profile():
     assert profile.times_s == [0.0, 1.0]
     assert profile.cpu_percent == [25.0, 90.0]  # per-core average, as AWS reports it
     assert profile.gpu_percent == []
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        ({"gate": {"approved": True}}, ("SUCCEEDED", None)),
+        ({"gate": {"approved": False, "summary": "too weak"}}, ("FAILED", "ModelRejected")),
+        (
+            {"failure": {"Error": "DatasetInvalid", "Cause": "no split"}},
+            ("FAILED", "DatasetInvalid"),
+        ),
+    ],
+)
+def test_reported_outcome_is_what_the_outcome_choice_decides_next(state, expected):
+    steps = [step("SmokeTest", "Task", 0, 1), step("WriteReport", "Task", 1, None, "RUNNING")]
+    steps[-1].input = state
+
+    outcome = an.reported_outcome("RUNNING", steps)
+
+    assert (outcome.status, outcome.error) == expected
+    assert an.reported_outcome("SUCCEEDED", steps) is None  # the run has ended: its own status
+    assert an.reported_outcome("RUNNING", steps[:1]) is None  # still working, not reporting
