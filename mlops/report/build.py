@@ -54,6 +54,7 @@ def draw(data: RunData) -> dict[str, bytes]:
             profile.memory_mib,
             profile.gpu_percent,
             profile.cpu_count,
+            profile.memory_percent,
         )
     confusion = data.endpoint.confusion if data.endpoint else None
     if confusion and confusion.images:

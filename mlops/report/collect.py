@@ -62,8 +62,10 @@ class Tuning:
 class Profile:
     source: str
     times_s: list[float] = field(default_factory=list)
-    cpu_percent: list[float] = field(default_factory=list)  # 100 = one core busy
+    # 100 = one core busy (local samples, cpu_count set); the Profiler's is a mean over cores
+    cpu_percent: list[float] = field(default_factory=list)
     memory_mib: list[float] = field(default_factory=list)
+    memory_percent: list[float] = field(default_factory=list)  # the Profiler's: % of the host
     gpu_percent: list[float] = field(default_factory=list)
     cpu_count: int | None = None
     summary: dict[str, Any] = field(default_factory=dict)
@@ -456,6 +458,7 @@ def profile_from_profiler_output(s3: Any, prefix_uri: str) -> Profile | None:
         times_s=[float(t - stamps[0]) for t in stamps],
         cpu_percent=[mean_at("cpu", t) for t in stamps],
         memory_mib=[],
+        memory_percent=[mean_at("memory", t) for t in stamps] if series["memory"] else [],
         gpu_percent=[mean_at("gpu", t) for t in stamps] if series["gpu"] else [],
         summary={"files read": min(len(keys), MAX_PROFILER_FILES), "memory": "used %"},
     )

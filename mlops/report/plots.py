@@ -147,19 +147,29 @@ def system_profile(
     memory_mib: Sequence[float],
     gpu_percent: Sequence[float],
     cpu_count: int | None,
+    memory_percent: Sequence[float] = (),
 ) -> bytes:
+    """Local samples count CPU per core (cpu_count given); the Profiler's average the cores."""
     panels = 1 + bool(memory_mib)
     figure, axes_list = plt.subplots(panels, 1, figsize=(10, 2.6 * panels), sharex=True)
     axes_list = [axes_list] if panels == 1 else list(axes_list)
     cpu = axes_list[0]
-    cpu.plot(times_s, cpu_percent, label="CPU % (100 = one core)")
+    cpu.plot(
+        times_s,
+        cpu_percent,
+        label="CPU % (100 = one core)" if cpu_count else "CPU % (mean of cores)",
+    )
     if gpu_percent:
         cpu.plot(times_s, gpu_percent, label="GPU %")
+    if memory_percent:
+        cpu.plot(times_s, memory_percent, color="#6a1b9a", label="memory used %")
     if cpu_count:
         cpu.axhline(100 * cpu_count, color="#757575", linestyle="--", label=f"{cpu_count} cores")
     cpu.set_ylabel("utilisation %")
     cpu.grid(alpha=0.3)
-    cpu.set_ylim(0, max([*cpu_percent, *gpu_percent, 100 * (cpu_count or 1)]) * 1.25)
+    cpu.set_ylim(
+        0, max([*cpu_percent, *gpu_percent, *memory_percent, 100 * (cpu_count or 1)]) * 1.25
+    )
     cpu.legend(loc="upper left", ncols=3, fontsize=8)
     cpu.set_title("System profile of the retrain")
     if memory_mib:

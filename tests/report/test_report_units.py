@@ -493,6 +493,7 @@ def test_local_job_samples_read_back_as_a_profiler_system_profile():
     assert profile.times_s == [0.0, 1.0]
     assert profile.cpu_percent == [25.0, 90.0]  # per-core average, as AWS reports it
     assert profile.gpu_percent == []
+    assert profile.memory_percent == [12.5, 25.0]
 
 
 @pytest.mark.parametrize(
