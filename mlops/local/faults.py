@@ -15,6 +15,11 @@ alternatives are separated by ``|``, e.g. ``training_fail=-001-|retrain``):
   match the endpoint or the deployed model (so one update of a long-lived endpoint can fail).
 - ``throttle=Operation[:count]``: the next ``count`` (default 1) calls of that control-plane
   operation answer ``ThrottlingException`` (local SageMaker).
+- ``rule_error[=name-part]``: a Debugger rule evaluation of a training job ends in ``Error``
+  instead of running (its processing job "exited"); the name part matches
+  ``<training job>/<RuleConfigurationName>``: ``rule_error=/VanishingGradient`` hits that
+  rule of every job, ``rule_error=ruleerr-retrain`` every rule of that data set's retrain
+  (local SageMaker).
 - ``lambda_hang[=name-part][:count]``: the Lambda worker blocks instead of calling the handler,
   so the local Lambda runtime's own timeout fires (``Sandbox.Timedout``, the environment is
   discarded), exactly as a hung handler on AWS. The name part matches the FunctionName or the
@@ -32,7 +37,9 @@ import threading
 from collections.abc import Iterable
 
 FAULTS_ENV = "MLOPS_LOCAL_FAULTS"
-KNOWN_FAULTS = frozenset({"training_fail", "endpoint_start_fail", "throttle", "lambda_hang"})
+KNOWN_FAULTS = frozenset(
+    {"training_fail", "endpoint_start_fail", "throttle", "lambda_hang", "rule_error"}
+)
 
 logger = logging.getLogger(__name__)
 

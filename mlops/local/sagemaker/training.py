@@ -891,7 +891,16 @@ class TrainingExecution:
             return
         runnable = []
         for configuration in configurations:
-            if rule_to_invoke(configuration) is None:
+            name = configuration["RuleConfigurationName"]
+            if self.runner.faults.hits("rule_error", f"{job.name}/{name}"):
+                job.set_rule_status(
+                    "debug",
+                    name,
+                    "Error",
+                    "InternalServerError: the rule's evaluation job exited before reporting "
+                    "(injected fault rule_error)",
+                )
+            elif rule_to_invoke(configuration) is None:
                 job.set_rule_status(
                     "debug",
                     configuration["RuleConfigurationName"],
