@@ -7,7 +7,7 @@ nothing but torch, torchvision and Pillow.
 
 Request flow (the SageMaker inference toolkit calls these in turn):
     input_fn(body, content_type) -> an RGB PIL image, validated (size, format, mode)
-    predict_fn(image, model)     -> {"class_index", "label", "class_name", "top_k"}
+    predict_fn(image, model)     -> {"class_index", "label", "class_name", "top_k", "model"}
     output_fn(prediction, accept) -> (JSON text, "application/json")
 Bad requests raise InputError(status_code, message); the model server answers with that status.
 
@@ -240,6 +240,7 @@ def predict_fn(input_data: Image.Image, model: LoadedModel) -> dict[str, Any]:
         "label": label_of(model.classes[best]),
         "class_name": model.classes[best],
         "top_k": top_k,
+        "model": str(model.info.get("training_job", "")),  # which model answered
     }
 
 

@@ -475,6 +475,9 @@ def save_model(
     torch.save(state, directory / "model.pth")
     info = {
         "model": args.model,
+        # SageMaker names the job in the container's environment; answers carry it, so a
+        # client can tell which model served a request (e.g. across an endpoint update).
+        "training_job": os.environ.get("TRAINING_JOB_NAME", ""),
         "num_classes": len(classes),
         "image_size": args.image_size,
         "resize_size": inference.resize_size_for(args.image_size),

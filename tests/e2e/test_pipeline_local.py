@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
@@ -163,36 +164,113 @@ def test_e2e_duplicate_trigger_event_starts_no_second_execution(target):
     assert [e["name"] for e in after] == [e["name"] for e in before]
 
 
+@dataclass
+class Answer:
+    at: float  # seconds since the senders started
+    status: int
+    model: str  # the training job whose model answered ("" for an error)
+
+
+class Senders:
+    """Threads posting one image in a loop, recording which model answered each request."""
+
+    def __init__(self, target, image: Path, threads: int) -> None:
+        self.target, self.image = target, image
+        self.answers: list[Answer] = []
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.send, daemon=True) for _ in range(threads)]
+        self.started = 0.0
+        self.elapsed = 0.0
+
+    def __enter__(self) -> Senders:
+        self.started = time.monotonic()
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+        self.elapsed = time.monotonic() - self.started
+
+    def send(self) -> None:
+        while not self.stop.is_set():
+            response = post_image(self.target, self.image)
+            at = time.monotonic() - self.started
+            model = response.json().get("model", "") if response.status_code == 200 else ""
+            self.answers.append(Answer(at, response.status_code, model))
+            if response.status_code != 200:
+                self.failures.append(f"{at:.1f}s {response.status_code} {response.text[:200]}")
+
+
+def serving_phases(answers: list[Answer]) -> list[dict]:
+    """Consecutive runs of answers from the same model, in time order: the update's report."""
+    phases: list[dict] = []
+    for answer in sorted(answers, key=lambda a: a.at):
+        if phases and phases[-1]["model"] == answer.model:
+            phases[-1].update(last_s=round(answer.at, 2), requests=phases[-1]["requests"] + 1)
+        else:
+            phases.append(
+                {
+                    "model": answer.model,
+                    "first_s": round(answer.at, 2),
+                    "last_s": round(answer.at, 2),
+                    "requests": 1,
+                }
+            )
+    return phases
+
+
+def wait_for_state(target, arn: str, state: str, timeout_s: float) -> None:
+    sfn = target.client("stepfunctions")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        view = ex.describe(sfn, arn)
+        if state in state_names(view) or view.status != "RUNNING":
+            return
+        time.sleep(1)
+    raise AssertionError(f"{arn} did not reach {state} within {timeout_s} s")
+
+
 def test_e2e_endpoint_update_under_load_drops_no_request(target, digits, tmp_path):
+    """At least 20 requests/s through the API from DeployEndpoint to the end of the run."""
     image = next((digits / "test" / "007.seven").iterdir())
     config_before = endpoint_config(target)
-    failures: list[str] = []
-    sent = 0
-    stop = threading.Event()
-
-    def send_continuously() -> None:
-        nonlocal sent
-        while not stop.is_set():
-            response = post_image(target, image)
-            sent += 1
-            if response.status_code != 200:
-                failures.append(f"{response.status_code} {response.text[:200]}")
-            time.sleep(0.05)
-
+    model_before = post_image(target, image).json()["model"]
     second = tmp_path / "digits-b"
     shutil.copytree(digits, second)
-    sender = threading.Thread(target=send_continuously, daemon=True)
-    sender.start()
-    try:
-        view = run_pipeline(target, second, "digits-b")
-    finally:
-        stop.set()
-        sender.join(timeout=60)
+    execution = upload_dataset(target, second, "digits-b")
+    sfn = target.client("stepfunctions")
+    wait_for_state(target, execution["executionArn"], "DeployEndpoint", EXECUTION_TIMEOUT_S)
+
+    with Senders(target, image, threads=8) as senders:
+        view = follow(sfn, execution["executionArn"], poll_s=1.0, timeout_s=EXECUTION_TIMEOUT_S)
+    phases = serving_phases(senders.answers)
+    rate = len(senders.answers) / senders.elapsed
+    report = {
+        "requests": len(senders.answers),
+        "seconds": round(senders.elapsed, 1),
+        "requests_per_s": round(rate, 1),
+        "failed": len(senders.failures),
+        "phases": phases,
+    }
+    (tmp_path / "update_phases.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))  # the update's report: which model served when
 
     assert view.status == "SUCCEEDED", f"{view.error}: {view.cause}"
-    assert endpoint_config(target) != config_before
-    assert sent > 20
-    assert failures == []
+    deployed = read_record(target, view.name, "deployment.json")
+    assert endpoint_config(target) == deployed["endpoint_config_name"] != config_before
+    assert senders.failures == []
+    assert rate >= 20, report
+    assert [p["model"] for p in phases] == [model_before, deployed["training_job_name"]], report
+
+
+def read_record(target, execution: str, name: str) -> dict:
+    s3 = target.client("s3")
+    key = f"runs/{execution}/{name}"
+    return json.loads(s3.get_object(Bucket=target.artifacts_bucket, Key=key)["Body"].read())
 
 
 def test_e2e_gate_rejection_leaves_the_endpoint_unchanged(target, digits, tmp_path):
