@@ -15,6 +15,8 @@ alternatives are separated by ``|``, e.g. ``training_fail=-001-|retrain``):
   match the endpoint or the deployed model (so one update of a long-lived endpoint can fail).
 - ``throttle=Operation[:count]``: the next ``count`` (default 1) calls of that control-plane
   operation answer ``ThrottlingException`` (local SageMaker).
+- ``quota=Operation[:count]``: the same with ``ResourceLimitExceeded``, as when the account's
+  instance quota is used up by other jobs (local SageMaker).
 - ``rule_error[=name-part]``: a Debugger rule evaluation of a training job ends in ``Error``
   instead of running (its processing job "exited"); the name part matches
   ``<training job>/<RuleConfigurationName>``: ``rule_error=/VanishingGradient`` hits that
@@ -38,7 +40,7 @@ from collections.abc import Iterable
 
 FAULTS_ENV = "MLOPS_LOCAL_FAULTS"
 KNOWN_FAULTS = frozenset(
-    {"training_fail", "endpoint_start_fail", "throttle", "lambda_hang", "rule_error"}
+    {"training_fail", "endpoint_start_fail", "throttle", "quota", "lambda_hang", "rule_error"}
 )
 
 logger = logging.getLogger(__name__)
@@ -121,16 +123,20 @@ class Faults:
 
     def should_throttle(self, operation: str) -> bool:
         """Consume one throttled call of ``operation`` when ``throttle=Operation[:count]`` is on."""
-        argument = self.active().get("throttle")
+        return self.fails_call("throttle", operation)
+
+    def fails_call(self, name: str, operation: str) -> bool:
+        """Consume one failed call of ``operation`` when ``name=Operation[:count]`` is on."""
+        argument = self.active().get(name)
         if not argument:
             return False
         target, count = split_count(argument)
         if target != operation:
             return False
-        used = self._consume(f"throttle={operation}", 1 if count is None else count)
+        used = self._consume(f"{name}={operation}", 1 if count is None else count)
         if used is None:
             return False
-        logger.warning("fault throttle injected for %s (%d/%d)", operation, used, count or 1)
+        logger.warning("fault %s injected for %s (%d/%d)", name, operation, used, count or 1)
         return True
 
     def _consume(self, key: str, count: int | None) -> int | None:

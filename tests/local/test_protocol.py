@@ -153,6 +153,18 @@ def test_throttle_fault_answers_throttling_exception(
     assert sm.list_endpoints()["Endpoints"] == []
 
 
+def test_quota_fault_answers_resource_limit_exceeded(
+    sm: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOPS_LOCAL_FAULTS", "quota=ListEndpoints:1")
+    error = error_of(sm.list_endpoints)["Error"]
+    assert (error["Code"], "injected fault quota" in error["Message"]) == (
+        "ResourceLimitExceeded",
+        True,
+    )
+    assert sm.list_endpoints()["Endpoints"] == []
+
+
 def test_supported_operations_exist_in_the_service_model() -> None:
     names = set(protocol.sagemaker_model().operation_names)
     assert names >= protocol.CONTROL_PLANE_OPERATIONS

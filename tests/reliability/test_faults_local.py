@@ -4,7 +4,9 @@ One cloud serves the module, started with faults named in MLOPS_LOCAL_FAULTS tha
 data set's resources by name:
 
 - relia: CreateHyperParameterTuningJob throttled 4 times (more than the Lambda's own 3 client
-  attempts, so the state machine's Retry must act) and trial 001 crashing -> SUCCEEDED, serving.
+  attempts, so the state machine's Retry must act), trial 001 crashing, and the retrain's
+  CreateTrainingJob refused once with ResourceLimitExceeded (retried after up to a minute)
+  -> SUCCEEDED, serving.
 - relib: the new model server never passes /ping -> the update rolls back, PipelineFailed with
   EndpointFailed; the old model keeps serving.
 - relic: the profiled retrain fails -> PipelineFailed with TrainingFailed.
@@ -34,6 +36,7 @@ from .helpers import Api, subscribe_queue
 
 FAULTS = (
     "throttle=CreateHyperParameterTuningJob:4,"
+    "quota=CreateTrainingJob:1,"
     "training_fail=-001-|relic-retrain|relid-tune,"
     "endpoint_start_fail=relib"
 )
@@ -127,7 +130,9 @@ def test_faults_throttling_and_a_crashed_trial_still_deploy(fault_cloud: FaultCl
 
     assert view.status == "SUCCEEDED", f"{view.error}: {view.cause}"
     assert trial_statuses(fault_cloud.target, "relia") == ["Completed", "Failed"]
-    assert "SageMakerThrottled" in history_text(fault_cloud.target, view)
+    history = history_text(fault_cloud.target, view)
+    assert "SageMakerThrottled" in history
+    assert '"ResourceLimitExceeded"' in history  # StartProfiledTraining's retried failure
     assert fault_cloud.api.post(digit_png(fault_cloud)).status_code == 200
 
 

@@ -20,6 +20,7 @@ from botocore import xform_name
 from mlops.local.sagemaker import protocol
 from mlops.local.sagemaker.errors import (
     InternalFailure,
+    ResourceLimitExceeded,
     SageMakerError,
     ThrottlingException,
     UnknownOperationException,
@@ -79,6 +80,11 @@ class SageMakerResponses:
             )
         if self.backend.faults.should_throttle(operation_name):
             raise ThrottlingException("Rate exceeded")
+        if self.backend.faults.fails_call("quota", operation_name):
+            raise ResourceLimitExceeded(
+                f"{operation_name}: the account-level service limit for this instance type is "
+                "used up by other jobs (injected fault quota)"
+            )
         operation = protocol.control_plane_operation(operation_name)
         params = self._parse_json(body)
         request = protocol.validate_request(operation, params)
