@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from botocore.exceptions import ClientError
 
 from mlops.cli import CliError, follow, out, predict_file, print_execution, upload_dataset
 from mlops.local.process import start_cloud_process, stop_cloud_process
@@ -22,6 +23,7 @@ from mlops.target import Target, local_target
 
 DATASET = "digits"
 PREDICTIONS_PER_CLASS = 1
+REPORTS_DIR = Path("out/reports")  # where `mlops report` writes too
 
 
 def run_demo(root: Path, data_dir: Path, timeout_s: float) -> int:
@@ -48,6 +50,7 @@ def run_demo(root: Path, data_dir: Path, timeout_s: float) -> int:
         )
         print_execution(view)
         print_run_records(target, view.name)
+        save_pipeline_report(target, view.name, REPORTS_DIR)
         if view.status != "SUCCEEDED":
             raise CliError(f"the execution ended {view.status}: see the states above")
         accuracy = predict_held_back_images(target, data_dir)
@@ -59,6 +62,21 @@ def run_demo(root: Path, data_dir: Path, timeout_s: float) -> int:
     finally:
         out("Stopping the local cloud ...")
         stop_cloud_process(process)
+
+
+def save_pipeline_report(target: Target, execution: str, out_dir: Path) -> None:
+    """Copy the report the pipeline wrote (its WriteReport step) out of the local cloud, whose
+    buckets go away when the demo stops it."""
+    key = f"runs/{execution}/report.html"
+    try:
+        body = target.client("s3").get_object(Bucket=target.artifacts_bucket, Key=key)["Body"]
+    except ClientError as exc:
+        out(f"\nNo report in s3://{target.artifacts_bucket}/{key} ({exc}); see the states above")
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{execution}.html"
+    path.write_bytes(body.read())
+    out(f"\nRun report (written by the pipeline's WriteReport step): {path}")
 
 
 def print_run_records(target: Target, execution: str) -> None:
