@@ -498,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CliError, TargetError, DatasetFolderError) as exc:
+    except (CliError, TargetError, DatasetFolderError, CloudStartError) as exc:
         print(f"mlops: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -8,6 +8,7 @@ lines. See docs/contracts.md.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import tarfile
@@ -30,10 +31,14 @@ def pack_training_source(source_dir: Path = TRAINING_DIR) -> bytes:
     return buffer.getvalue()
 
 
-def metric_definitions() -> list[dict[str, str]]:
-    from training.metrics import METRIC_DEFINITIONS
-
-    return [dict(item) for item in METRIC_DEFINITIONS]
+def metric_definitions(source_dir: Path = TRAINING_DIR) -> list[dict[str, str]]:
+    """The regexes of training/metrics.py, loaded by path: the CLI may run from any folder."""
+    spec = importlib.util.spec_from_file_location("_training_metrics", source_dir / "metrics.py")
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"{source_dir / 'metrics.py'} is missing")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return [dict(item) for item in module.METRIC_DEFINITIONS]
 
 
 def publish_training_source(s3: Any, bucket: str) -> dict[str, str]:
