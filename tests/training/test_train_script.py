@@ -23,6 +23,7 @@ def test_train_writes_model_artifacts(trained):
     info = json.loads((trained.model_dir / "model_info.json").read_text())
     assert info == {
         "model": "resnet18",
+        "training_job": "",  # TRAINING_JOB_NAME, set by SageMaker; not set here
         "num_classes": 10,
         "image_size": 16,
         "resize_size": 18,
