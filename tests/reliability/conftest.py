@@ -14,11 +14,18 @@ from pathlib import Path
 import pytest
 
 from mlops.local.cloud import CloudInfo
-from mlops.local.process import start_cloud_process, stop_cloud_process
+from mlops.local.process import start_cloud_process
 from mlops.sample_data import write_digits
 from mlops.target import Target, local_target
 
-from .helpers import Api, deploy_model, finish_training, model_archive, start_tiny_training
+from .helpers import (
+    Api,
+    deploy_model,
+    finish_training,
+    model_archive,
+    start_tiny_training,
+    stop_all,
+)
 
 
 @dataclass
@@ -62,11 +69,7 @@ def serving_cloud(
             digits=tiny_digits,
         )
     finally:
-        if training.poll() is None:
-            training.kill()
-            training.wait(timeout=30)
-        if process is not None:
-            stop_cloud_process(process)
+        stop_all(training, process)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from typing import Any
 
 import requests
 
+from mlops.local.process import stop_cloud_process
 from mlops.target import Target
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -102,6 +103,15 @@ def finish_training(process: subprocess.Popen[str], work: Path) -> Path:
     log = (work / "train.log").read_text()
     assert code == 0, f"train.py exited {code}:\n{log[-3000:]}"
     return work / "model"
+
+
+def stop_all(training: subprocess.Popen[str], cloud: subprocess.Popen | None) -> None:
+    """Stop what a fixture started, also after a failure: train.py, then the local cloud."""
+    if training.poll() is None:
+        training.kill()
+        training.wait(timeout=30)
+    if cloud is not None:
+        stop_cloud_process(cloud)
 
 
 def model_archive(model_dir: Path) -> bytes:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from mlops.cli import follow, upload_dataset
-from mlops.local.process import start_cloud_process, stop_cloud_process
+from mlops.local.process import start_cloud_process
 from mlops.sample_data import write_digits
 from mlops.target import local_target
 
@@ -28,6 +28,7 @@ from .helpers import (
     finish_training,
     model_archive,
     start_tiny_training,
+    stop_all,
     subscribe_queue,
 )
 
@@ -78,11 +79,7 @@ def rejected(tmp_path_factory: pytest.TempPathFactory) -> Any:
         notes = [json.loads(m["Body"]).get("Message", "") for m in messages]
         yield target, Api(url=info.api_url, key=info.api_key), digits, view, notes
     finally:
-        if training.poll() is None:
-            training.kill()
-            training.wait(timeout=30)
-        if process is not None:
-            stop_cloud_process(process)
+        stop_all(training, process)
 
 
 def gate_record(target: Any, execution: str) -> dict[str, Any]:
