@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 FAULTS_ENV = "MLOPS_LOCAL_FAULTS"
 KNOWN_FAULTS = frozenset(
@@ -108,18 +108,7 @@ class Faults:
 
         The count is kept per fault and argument, so a test that sets a new spec starts afresh.
         """
-        argument = self.active().get(name)
-        if argument is None:
-            return False
-        parts, count = split_count(argument)
-        if not _names(parts, resource_names):
-            return False
-        used = self._consume(f"{name}={argument}", count)
-        if used is None:
-            return False
-        limit = "" if count is None else f" ({used}/{count})"
-        logger.warning("fault %s injected for %s%s", name, ", ".join(resource_names), limit)
-        return True
+        return self._take(name, lambda parts: _names(parts, resource_names), default_count=None)
 
     def should_throttle(self, operation: str) -> bool:
         """Consume one throttled call of ``operation`` when ``throttle=Operation[:count]`` is on."""
@@ -127,16 +116,22 @@ class Faults:
 
     def fails_call(self, name: str, operation: str) -> bool:
         """Consume one failed call of ``operation`` when ``name=Operation[:count]`` is on."""
+        return self._take(name, lambda target: target == operation, default_count=1)
+
+    def _take(self, name: str, matches: Callable[[str], bool], default_count: int | None) -> bool:
+        """One use of fault ``name`` when its argument (before ``:count``) matches."""
         argument = self.active().get(name)
-        if not argument:
+        if argument is None:
             return False
         target, count = split_count(argument)
-        if target != operation:
+        if not matches(target):
             return False
-        used = self._consume(f"{name}={operation}", 1 if count is None else count)
+        count = default_count if count is None else count
+        used = self._consume(f"{name}={argument}", count)
         if used is None:
             return False
-        logger.warning("fault %s injected for %s (%d/%d)", name, operation, used, count or 1)
+        limit = "" if count is None else f" ({used}/{count})"
+        logger.warning("fault %s injected for %s%s", name, target or "(any)", limit)
         return True
 
     def _consume(self, key: str, count: int | None) -> int | None:

@@ -166,8 +166,6 @@ class LambdaRuntime:
 
     def _hangs(self, fn: LambdaFunction) -> bool:
         """Whether the fault ``lambda_hang`` names this function (by FunctionName or logical id)."""
-        if "lambda_hang" not in self.faults.active():
-            return False
         logical_id = self.logical_ids.get(fn.function_name, "")
         names = [name for name in (fn.function_name, logical_id) if name]
         return self.faults.hits_counted("lambda_hang", *names)

@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-from mlops.local import faults as shared_faults
+from mlops.local.faults import FAULTS_ENV, Faults, parse_faults
 from mlops.local.lambda_runtime import LambdaRuntime
-from mlops.local.sagemaker.faults import FAULTS_ENV, Faults, parse_faults
 
 
 def test_faults_parse_names_and_arguments() -> None:
@@ -57,11 +56,6 @@ def test_faults_throttle_is_consumed_by_count(monkeypatch: pytest.MonkeyPatch) -
 
     assert answers == [True, True, False]
     assert not faults.should_throttle("DescribeEndpoint")
-
-
-def test_faults_old_sagemaker_import_is_the_shared_seam() -> None:
-    assert Faults is shared_faults.Faults
-    assert "lambda_hang" in shared_faults.KNOWN_FAULTS
 
 
 def test_faults_lambda_hang_hits_every_invocation_without_a_count(

@@ -27,6 +27,7 @@ from typing import Any
 import urllib3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from mlops.local.faults import Faults
 from mlops.local.sagemaker.aws import (
     AwsClients,
     LogShipper,
@@ -35,7 +36,6 @@ from mlops.local.sagemaker.aws import (
     extract_tarball,
 )
 from mlops.local.sagemaker.config import SageMakerConfig
-from mlops.local.sagemaker.faults import Faults
 from mlops.local.sagemaker.processes import ManagedProcess, ResourceMonitor
 from mlops.local.sagemaker.training import now
 

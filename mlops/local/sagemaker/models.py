@@ -12,6 +12,7 @@ import re
 import threading
 from typing import Any
 
+from mlops.local.faults import Faults
 from mlops.local.sagemaker.aws import AwsClients
 from mlops.local.sagemaker.config import SageMakerConfig
 from mlops.local.sagemaker.endpoints import (
@@ -27,7 +28,6 @@ from mlops.local.sagemaker.errors import (
     already_exists,
     not_found_by_arn,
 )
-from mlops.local.sagemaker.faults import Faults
 from mlops.local.sagemaker.listing import paginate, sort_items, time_filters
 from mlops.local.sagemaker.runtime import Invocation, invoke_endpoint
 from mlops.local.sagemaker.training import TrainingJob, TrainingRunner, now

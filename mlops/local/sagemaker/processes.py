@@ -170,7 +170,6 @@ class ResourceMonitor:
         return self
 
     def _run(self) -> None:
-        self.started_epoch_s = time.time()
         started = time.monotonic()
         last_cpu, last_time = 0.0, started
         while not self._stop.is_set():

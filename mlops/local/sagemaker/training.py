@@ -29,6 +29,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from mlops.local.faults import Faults
 from mlops.local.sagemaker import protocol
 from mlops.local.sagemaker.aws import (
     AwsClients,
@@ -39,7 +40,6 @@ from mlops.local.sagemaker.aws import (
     make_tarball,
 )
 from mlops.local.sagemaker.config import SageMakerConfig
-from mlops.local.sagemaker.faults import Faults
 from mlops.local.sagemaker.metrics import MetricParser
 from mlops.local.sagemaker.processes import (
     ManagedProcess,
@@ -402,6 +402,7 @@ class TrainingExecution:
         }
         self.logs: LogShipper | None = None
         self.monitor: ResourceMonitor | None = None
+        self.usage: dict[str, Any] | None = None  # what the monitor measured, once it stopped
         self.process: ManagedProcess | None = None
         self.tail: list[str] = []
         self.output_done = threading.Event()
@@ -477,7 +478,7 @@ class TrainingExecution:
         self.output_done.set()
         exit_code = self.process.wait()
         watchdog.join(self.config.stop_grace_s + 5)
-        self.monitor.stop()
+        self.usage = self.monitor.stop()
         return exit_code
 
     def _conclude(self, exit_code: int) -> None:
@@ -839,12 +840,9 @@ class TrainingExecution:
         """The job's CPU and memory samples to <ProfilerConfig.S3OutputPath>/<job>/profiler-output/
         system/, in the Profiler's format, where AWS writes them for a profiled job."""
         profiler = self.job.request.get("ProfilerConfig") or {}
-        usage_path = self.job.job_dir / "resource_usage.json"
-        if not profiler.get("S3OutputPath") or profiler.get("DisableProfiler"):
+        usage = self.usage
+        if not profiler.get("S3OutputPath") or profiler.get("DisableProfiler") or not usage:
             return
-        if not usage_path.is_file():
-            return
-        usage = json.loads(usage_path.read_text())
         lines = profiler_system_metrics(usage, total_memory_bytes())
         if not lines:
             return
