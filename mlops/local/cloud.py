@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
 from moto.core.config import default_user_config
 from moto.server import ThreadedMotoServer
 
 from mlops.images import image_parameters
-from mlops.local.api import ApiConfig, LocalApiServer
+from mlops.local.api import ApiConfig, LambdaInvokeError, LocalApiServer
 from mlops.local.deploy import API, Deployment, LocalDeployer
 from mlops.local.lambda_runtime import LambdaRuntime
 from mlops.local.template import REGION, load_template, read_parameter_overrides
@@ -36,6 +38,7 @@ from mlops.packaging import REPO_ROOT, publish_training_source
 log = logging.getLogger(__name__)
 
 STACK_NAME = "mlops-local"
+LAMBDA_MAX_TIMEOUT_S = 900
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 
@@ -166,10 +169,24 @@ class LocalCloud:
 
     @staticmethod
     def _invoke_function(session: boto3.Session, moto_url: str):
-        client = session.client("lambda", endpoint_url=moto_url)
+        """The API's integration: Lambda's Invoke API, once (API Gateway does not retry), with
+        a connection per concurrent request and no client timeout before Lambda's own 900 s."""
+        config = Config(
+            max_pool_connections=64,
+            read_timeout=LAMBDA_MAX_TIMEOUT_S + 60,
+            retries={"total_max_attempts": 1},
+        )
+        client = session.client("lambda", endpoint_url=moto_url, config=config)
 
         def invoke(function_name: str, event: dict[str, Any]) -> tuple[Any, bool]:
-            response = client.invoke(FunctionName=function_name, Payload=json.dumps(event).encode())
+            try:
+                response = client.invoke(
+                    FunctionName=function_name, Payload=json.dumps(event).encode()
+                )
+            except ClientError as error:
+                details = error.response.get("Error", {})
+                code, message = details.get("Code", ""), details.get("Message", "")
+                raise LambdaInvokeError(code, message) from error
             payload = json.loads(response["Payload"].read() or b"null")
             return payload, "FunctionError" in response
 
