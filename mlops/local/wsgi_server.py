@@ -22,6 +22,7 @@ import http
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,8 +32,85 @@ log = logging.getLogger(__name__)
 
 BACKLOG = 1024  # pending connections the kernel queues before refusing (http.server: 5)
 SOCKET_TIMEOUT_S = 60.0  # a client silent this long mid-request is dropped
+READ_CHUNK_BYTES = 64 * 1024
+DISCARD_DEADLINE_S = 30.0  # reading a refused body gives up after this long (then a reset)
+DISCARD_IDLE_S = 2.0  # ... or after this long without a byte
 
 
+class BadRequestBody(Exception):
+    """A Content-Length or chunked framing that cannot be read."""
+
+
+class BodyTooLarge(Exception):
+    """The body grew past the limit while it was read."""
+
+
+# -- request bodies ------------------------------------------------------------------------
+def declared_length(environ: dict[str, Any]) -> int | None:
+    """Content-Length as a number; None for a chunked body; BadRequestBody when unusable."""
+    if environ.get("wsgi.input_terminated"):  # werkzeug de-chunks Transfer-Encoding: chunked
+        return None
+    if environ.get("HTTP_TRANSFER_ENCODING"):
+        coding = environ["HTTP_TRANSFER_ENCODING"]
+        raise BadRequestBody(f"Transfer-Encoding {coding[:40]!r} without chunked framing")
+    raw = (environ.get("CONTENT_LENGTH") or "").strip()
+    if not raw:
+        return 0
+    values = {value.strip() for value in raw.split(",")}  # repeated headers arrive joined
+    if len(values) != 1 or not next(iter(values)).isdigit():
+        raise BadRequestBody(f"Content-Length {raw[:40]!r} is not one non-negative integer")
+    return int(values.pop())
+
+
+def read_body(environ: dict[str, Any], length: int | None, limit: int) -> bytes:
+    """The whole body, never more than `limit` bytes in memory (BodyTooLarge beyond)."""
+    stream = environ["wsgi.input"]
+    parts: list[bytes] = []
+    received = 0
+    while length is None or received < length:
+        want = READ_CHUNK_BYTES if length is None else min(READ_CHUNK_BYTES, length - received)
+        try:
+            chunk = stream.read(want)
+        except OSError as error:  # a broken chunk header or terminator
+            raise BadRequestBody(f"unreadable chunked body: {error}") from error
+        if not chunk:
+            if length is not None:
+                raise BadRequestBody(f"the body ended after {received} of {length} bytes")
+            break
+        received += len(chunk)
+        if received > limit:
+            raise BodyTooLarge(f"the body is over {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def discard_body(environ: dict[str, Any], remaining: int | None) -> None:
+    """Read a refused body into one small buffer and drop it, so the client sees the answer.
+
+    Closing a socket with unread data makes the kernel send a reset, and a client still
+    uploading then gets "connection reset" instead of the 403 or 413. Memory stays at one
+    buffer whatever the body's size; a client that keeps sending past the deadline, or stalls,
+    is cut off.
+    """
+    stream = environ["wsgi.input"]
+    sock = environ.get("werkzeug.socket")
+    if sock is not None:
+        sock.settimeout(DISCARD_IDLE_S)
+    buffer = bytearray(READ_CHUNK_BYTES)
+    deadline = time.monotonic() + DISCARD_DEADLINE_S
+    try:
+        while (remaining is None or remaining > 0) and time.monotonic() < deadline:
+            size = len(buffer) if remaining is None else min(len(buffer), remaining)
+            count = stream.readinto(memoryview(buffer)[:size])
+            if not count:
+                return
+            if remaining is not None:
+                remaining -= count
+    except OSError:  # timed out or reset: the connection is closed after the answer anyway
+        return
+
+
+# -- the server ----------------------------------------------------------------------------------
 class JsonErrorRequestHandler(WSGIRequestHandler):
     """werkzeug's handler; parser-level errors answered as JSON, access log at DEBUG."""
 

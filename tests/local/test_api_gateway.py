@@ -265,3 +265,35 @@ def test_api_holds_a_burst_of_connections_without_resets(api: LocalApiServer) ->
         statuses += list(pool.map(lambda _: post(api, PNG).status_code, range(300)))
 
     assert statuses == [200] * len(statuses)
+
+
+# -- the local SageMaker service runs on the same server ------------------------------------------
+SAGEMAKER_JSON = {"Content-Type": "application/x-amz-json-1.1"}
+
+
+def test_sagemaker_service_binds_loopback_only(service) -> None:
+    assert service.url.startswith("http://127.0.0.1:")
+
+
+def test_sagemaker_service_reads_a_chunked_request(service) -> None:
+    headers = {**SAGEMAKER_JSON, "X-Amz-Target": "SageMaker.ListEndpoints"}
+
+    response = requests.post(service.url, data=iter([b"{", b"}"]), headers=headers, timeout=30)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["Endpoints"] == []
+
+
+def test_sagemaker_service_bad_content_length_is_a_json_400(service) -> None:
+    port = int(service.url.rsplit(":", 1)[1])
+    request = (
+        b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: SageMaker.ListEndpoints\r\n"
+        b"Content-Length: twelve\r\n\r\n{}"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        raw = b"".join(iter(lambda: sock.recv(65536), b""))
+
+    status, answer = status_and_json(raw)
+    assert status == 400
+    assert answer["__type"] == "ValidationError" and "Content-Length" in answer["message"]
