@@ -219,7 +219,7 @@ class LocalApiServer:
             ("x-amzn-RequestId", request_id),
         ]
         start_response(f"{status} {_phrase(status)}", headers)
-        return [body]
+        return [] if environ["REQUEST_METHOD"] == "HEAD" else [body]  # werkzeug would send it
 
     def handle(self, environ: dict[str, Any], request_id: str) -> Answer:
         """API Gateway's checks in its order: route, API key, size; then the integration."""

@@ -245,6 +245,13 @@ def test_api_function_error_is_502(api: LocalApiServer) -> None:
     assert response.json() == {"message": "Internal server error"}
 
 
+def test_api_head_request_gets_headers_only(api: LocalApiServer) -> None:
+    raw = raw_exchange(api, b"HEAD /v1/echo HTTP/1.1\r\nHost: x\r\n\r\n")
+
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 403") and body == b""
+
+
 def test_api_route_without_key_requirement_needs_none(api: LocalApiServer) -> None:
     response = post(api, PNG, path="/open", key=None)
 
