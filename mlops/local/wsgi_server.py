@@ -122,6 +122,10 @@ class JsonErrorRequestHandler(WSGIRequestHandler):
     # the delayed ACK (bench/serving.py measured it on the old servers).
     disable_nagle_algorithm = True
 
+    def handle_expect_100(self) -> bool:
+        """http.server would send "100 Continue" here and werkzeug again in run_wsgi: once."""
+        return True
+
     def make_environ(self) -> dict[str, Any]:
         """The WSGI environ plus the request headers as sent (names in their own case)."""
         environ = super().make_environ()

@@ -245,6 +245,18 @@ def test_api_function_error_is_502(api: LocalApiServer) -> None:
     assert response.json() == {"message": "Internal server error"}
 
 
+def test_api_expect_100_continue_gets_one_interim_answer(api: LocalApiServer) -> None:
+    request = (
+        f"POST /v1/echo HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nx-api-key: {KEY}\r\n"
+        f"Expect: 100-continue\r\nContent-Length: {len(PNG)}\r\n\r\n"
+    ).encode() + PNG
+
+    raw = raw_exchange(api, request)
+
+    assert raw.count(b"100 Continue") == 1, raw[:300]
+    assert b"HTTP/1.1 200 OK" in raw
+
+
 def test_api_head_request_gets_headers_only(api: LocalApiServer) -> None:
     raw = raw_exchange(api, b"HEAD /v1/echo HTTP/1.1\r\nHost: x\r\n\r\n")
 
