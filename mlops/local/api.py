@@ -7,10 +7,12 @@ Lambda's 6 MB payload limit), and the function's proxy response becomes the HTTP
 
 API Gateway's own answers are copied, in API Gateway's order and JSON shape (docs/limits.md has
 the sources): 403 "Missing Authentication Token" for an unknown route or method, 403 "Forbidden"
-without a valid API key (decided from the headers, before any of the body is read), 413
-"Request Too Long" for a body over 10 MB or an event Lambda refuses as over 6 MB, 502 "Internal
-server error" when the function fails or answers no proxy response, 500 when Lambda refuses the
-invocation (throttled), 504 "Endpoint request timed out" after the 29 s integration timeout.
+without a valid API key (decided from the headers, before any of the body is read), 429 "Too
+Many Requests" when the key's usage plan throttle (a token bucket: RateLimit per second, up to
+BurstLimit) is empty, also before the body is read, 413 "Request Too Long" for a body over
+10 MB or an event Lambda refuses as over 6 MB, 502 "Internal server error" when the function
+fails or answers no proxy response, 500 when Lambda refuses the invocation (throttled), 504
+"Endpoint request timed out" after the 29 s integration timeout.
 
 The HTTP side runs on werkzeug (mlops/local/wsgi_server.py says why): chunked bodies are
 de-chunked, a bad Content-Length is a 400, and a refused body is read and thrown away in small
@@ -53,7 +55,7 @@ INTEGRATION_TIMEOUT_S = 29.0  # API Gateway REST: default (and, for most account
 MISSING_TOKEN = (403, "Missing Authentication Token", "MissingAuthenticationTokenException")
 FORBIDDEN = (403, "Forbidden", "ForbiddenException")
 TOO_LONG = (413, "Request Too Long", "BadRequestException")
-THROTTLED = (429, "Too Many Requests", "TooManyRequestsException")  # usage plan: not emulated
+THROTTLED = (429, "Too Many Requests", "TooManyRequestsException")  # usage plan throttle
 INTERNAL = (500, "Internal server error", "InternalServerErrorException")
 BAD_GATEWAY = (502, "Internal server error", "InternalServerErrorException")
 TIMED_OUT = (504, "Endpoint request timed out", "InternalServerErrorException")
@@ -76,11 +78,46 @@ class LambdaInvokeError(Exception):
 
 @dataclass
 class ApiConfig:
+    """What the deployed Api defines; `rate_limit`/`burst_limit` are its usage plan's Throttle
+    (None: no throttle, as for an API without a usage plan)."""
+
     routes: list[ApiRoute]
     api_key: str
     binary_media_types: list[str]
     api_id: str = "local"
     stage: str = "Prod"
+    rate_limit: float | None = None
+    burst_limit: int | None = None
+
+
+class TokenBucket:
+    """API Gateway's throttle: a bucket of `burst` tokens, full at the start and refilled at
+    `rate` tokens per second; a request takes one token or is throttled.
+
+    `clock` is injectable (seconds, monotonic) so a test can move time instead of sleeping.
+    """
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic):
+        if rate <= 0 or burst < 1:
+            raise ValueError(f"throttle needs rate > 0 and burst >= 1, got {rate} and {burst}")
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self._tokens = float(burst)
+        self._updated = clock()
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        """One token if there is one (True), else False: the request is throttled."""
+        with self._lock:
+            now = self.clock()
+            elapsed = max(0.0, now - self._updated)
+            self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
+            self._updated = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return True
+            return False
 
 
 def _route_pattern(path: str) -> re.Pattern[str]:
@@ -171,6 +208,7 @@ class LocalApiServer:
         port: int = 0,
         max_body_bytes: int = MAX_PAYLOAD_BYTES,
         integration_timeout_s: float = INTEGRATION_TIMEOUT_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.invoke = invoke
@@ -178,6 +216,9 @@ class LocalApiServer:
         self.max_body_bytes = max_body_bytes
         self.integration_timeout_s = integration_timeout_s
         self._routes = [(route, _route_pattern(route.path)) for route in config.routes]
+        self._clock = clock
+        self._buckets: dict[str, TokenBucket] = {}  # per API key, as a usage plan throttles
+        self._buckets_lock = threading.Lock()
         self._server: LocalWsgiServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -222,7 +263,8 @@ class LocalApiServer:
         return [] if environ["REQUEST_METHOD"] == "HEAD" else [body]  # werkzeug would send it
 
     def handle(self, environ: dict[str, Any], request_id: str) -> Answer:
-        """API Gateway's checks in its order: route, API key, size; then the integration."""
+        """API Gateway's checks in its order: route, API key, throttle, size; then the
+        integration."""
         method = environ["REQUEST_METHOD"]
         parts = urlsplit(environ.get("REQUEST_URI") or environ.get("PATH_INFO") or "/")
         path = self._strip_stage(parts.path)
@@ -264,11 +306,30 @@ class LocalApiServer:
         matched = self.match(method, path)
         if matched is None:
             return gateway_error(MISSING_TOKEN)
-        if matched[0].api_key_required and header(headers, "x-api-key") != self.config.api_key:
-            return gateway_error(FORBIDDEN)
+        if matched[0].api_key_required:
+            key = header(headers, "x-api-key")
+            if key != self.config.api_key:
+                return gateway_error(FORBIDDEN)
+            if not self._admit(key):
+                return gateway_error(THROTTLED)
         if length is not None and length > self.max_body_bytes:
             return gateway_error(TOO_LONG)
         return None
+
+    def _admit(self, api_key: str) -> bool:
+        """Take a token from the key's bucket; True without a usage plan throttle.
+
+        A usage plan throttles requests that carry its key, so routes without a key requirement
+        are not throttled here (AWS's stage and account throttles are far above local loads).
+        """
+        rate, burst = self.config.rate_limit, self.config.burst_limit
+        if rate is None or burst is None:
+            return True
+        with self._buckets_lock:
+            bucket = self._buckets.get(api_key)
+            if bucket is None:
+                bucket = self._buckets[api_key] = TokenBucket(rate, burst, self._clock)
+        return bucket.take()
 
     def _integrate(self, function_name: str, event: dict[str, Any], what: str) -> Answer:
         """The Lambda proxy integration under API Gateway's integration timeout."""

@@ -216,7 +216,8 @@ def _lower(credentials: dict[str, str]) -> dict[str, str]:
 
 
 def _api_config(deployer: LocalDeployer, deployment: Deployment, api_key: str) -> ApiConfig:
-    """Routes from the functions' Api events; stage and binary media types from the Api."""
+    """Routes from the functions' Api events; stage, binary media types and the usage plan's
+    throttle from the Api, with the deployment's parameters resolved (ApiRateLimit, ...)."""
     apis = {
         logical_id: deployer.resolver.resolve(resource.get("Properties", {}))
         for logical_id, resource in deployer.resources.items()
@@ -227,7 +228,28 @@ def _api_config(deployer: LocalDeployer, deployment: Deployment, api_key: str) -
         config.binary_media_types.extend(props.get("BinaryMediaTypes", []))
         config.stage = props.get("StageName", config.stage)
         config.api_id = deployer.resolver.refs[logical_id]
+        throttle = usage_plan_throttle(props)
+        if throttle is not None:
+            config.rate_limit, config.burst_limit = throttle
     return config
+
+
+def usage_plan_throttle(api_props: dict[str, Any]) -> tuple[float, int] | None:
+    """(RateLimit, BurstLimit) of an Api's `Auth.UsagePlan.Throttle`, or None without one.
+
+    API Gateway takes RateLimit as a double and BurstLimit as an integer; a Throttle that sets
+    only one of them is completed with the other (a bucket of at least one request)."""
+    plan = (api_props.get("Auth") or {}).get("UsagePlan") or {}
+    throttle = plan.get("Throttle") or {}
+    if plan.get("CreateUsagePlan", "NONE") == "NONE" or not throttle:
+        return None
+    rate = float(throttle.get("RateLimit", throttle.get("BurstLimit", 0)))
+    burst = int(float(throttle.get("BurstLimit", max(1.0, rate))))
+    if rate <= 0 or burst < 1:
+        raise ValueError(
+            f"Api usage plan throttle needs RateLimit > 0 and BurstLimit >= 1: {throttle}"
+        )
+    return rate, burst
 
 
 def _point_outputs_at_local_api(deployment: Deployment, api_id: str, base_url: str) -> None:

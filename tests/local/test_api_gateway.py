@@ -286,6 +286,117 @@ def test_api_holds_a_burst_of_connections_without_resets(api: LocalApiServer) ->
     assert statuses == [200] * len(statuses)
 
 
+# -- the usage plan's throttle ------------------------------------------------------------------
+class Clock:
+    """A clock the test moves: the token bucket refills without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def throttled_api(clock: Clock) -> Iterator[LocalApiServer]:
+    """The API with a usage plan throttle of 2 requests per second, burst 3."""
+    config = ApiConfig(
+        routes=[
+            ApiRoute("POST", "/echo", "echo", api_key_required=True),
+            ApiRoute("POST", "/open", "echo", api_key_required=False),
+        ],
+        api_key=KEY,
+        binary_media_types=["image~1png"],
+        stage="v1",
+        rate_limit=2.0,
+        burst_limit=3,
+    )
+    server = LocalApiServer(config, invoke, integration_timeout_s=5.0, clock=clock)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def statuses_of(api: LocalApiServer, count: int, **kw) -> list[int]:
+    return [post(api, PNG, **kw).status_code for _ in range(count)]
+
+
+def test_api_throttle_answers_429_after_the_burst(throttled_api: LocalApiServer) -> None:
+    assert statuses_of(throttled_api, 3) == [200, 200, 200]
+
+    response = post(throttled_api, PNG)
+
+    assert response.status_code == 429
+    assert response.json() == {"message": "Too Many Requests"}
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.headers["x-amzn-ErrorType"] == "TooManyRequestsException"
+    assert response.headers["x-amzn-RequestId"]
+
+
+def test_api_throttle_refills_at_the_rate_up_to_the_burst(
+    throttled_api: LocalApiServer, clock: Clock
+) -> None:
+    assert statuses_of(throttled_api, 4) == [200, 200, 200, 429]
+
+    clock.now += 0.5  # 2 per second: one token back
+    assert statuses_of(throttled_api, 2) == [200, 429]
+    clock.now += 0.25  # half a token: still throttled
+    assert statuses_of(throttled_api, 1) == [429]
+    clock.now += 60  # a long pause fills the bucket to the burst, not beyond
+    assert statuses_of(throttled_api, 4) == [200, 200, 200, 429]
+
+
+def test_api_throttle_comes_after_the_key_check(throttled_api: LocalApiServer) -> None:
+    """A wrong key is 403 even with an empty bucket, and it takes no token."""
+    assert statuses_of(throttled_api, 4) == [200, 200, 200, 429]
+
+    assert statuses_of(throttled_api, 5, key="wrong") == [403] * 5
+    assert statuses_of(throttled_api, 1, key=None) == [403]
+    assert statuses_of(throttled_api, 1, path="/nowhere") == [403]
+
+
+def test_api_throttled_body_is_not_read(throttled_api: LocalApiServer) -> None:
+    """The 429 is decided from the headers: a 100 MB declared body gets it without sending."""
+    statuses_of(throttled_api, 3)
+    request = (
+        b"POST /v1/echo HTTP/1.1\r\nHost: x\r\nx-api-key: " + KEY.encode() + b"\r\n"
+        b"Content-Type: image/png\r\nContent-Length: 104857600\r\n\r\n"
+    )
+
+    status, body = status_and_json(raw_exchange(throttled_api, request, half_close=True))
+
+    assert (status, body) == (429, {"message": "Too Many Requests"})
+
+
+def test_api_route_without_key_is_not_throttled_by_the_usage_plan(
+    throttled_api: LocalApiServer,
+) -> None:
+    assert statuses_of(throttled_api, 10, path="/open", key=None) == [200] * 10
+
+
+def test_api_burst_beyond_the_limit_is_throttled_under_concurrency(
+    throttled_api: LocalApiServer,
+) -> None:
+    """20 requests at once with the clock standing still: exactly the burst (3) gets through."""
+    barrier = threading.Barrier(20)
+
+    def one(_: int) -> int:
+        barrier.wait(timeout=30)
+        return post(throttled_api, PNG).status_code
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        statuses = sorted(pool.map(one, range(20)))
+
+    assert statuses == [200] * 3 + [429] * 17
+
+
 # -- the local SageMaker service runs on the same server ------------------------------------------
 SAGEMAKER_JSON = {"Content-Type": "application/x-amz-json-1.1"}
 
