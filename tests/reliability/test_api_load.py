@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from .conftest import LOAD_LIMITS, ServingCloud
 from .helpers import Api
 
 REQUESTS = 2000
@@ -60,8 +61,12 @@ def send_all(api: Api, image: bytes) -> tuple[list[float], list[str], float]:
 
 
 def test_api_load_2000_requests_at_concurrency_32_without_errors(
-    api: Api, digit_png: bytes, capsys: pytest.CaptureFixture[str]
+    serving_cloud: ServingCloud, api: Api, digit_png: bytes, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # Deployed with the usage plan raised (conftest.py says why): at the template's 20/s, burst
+    # 40, this load would be answered 429 (test_api_throttle.py).
+    parameters = serving_cloud.info.deployment["parameters"]
+    assert {name: parameters[name] for name in LOAD_LIMITS} == LOAD_LIMITS
     api.post(digit_png).raise_for_status()  # warm one worker and the model server
 
     latencies, errors, wall = send_all(api, digit_png)
