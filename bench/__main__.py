@@ -26,6 +26,7 @@ from bench.report import format_table
 BENCHMARKS = {
     "debug_overhead": "bench.debug_overhead",
     "serving": "bench.serving",
+    "api_load": "bench.api_load",
     "orchestration": "bench.orchestration",
     "cold_start": "bench.cold_start",
     "tuning": "bench.tuning",

@@ -18,13 +18,15 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
+import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
+from botocore.config import Config
 from botocore.exceptions import ClientError
-from pipeline_common.aws import THROTTLING_CODES, client, error_code, error_message
+from pipeline_common.aws import CLIENT_CONFIG, THROTTLING_CODES, error_code, error_message
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -33,7 +35,22 @@ logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 app = APIGatewayRestResolver()
-runtime = client("sagemaker-runtime")
+# InvokeEndpoint waits at most INVOKE_ATTEMPTS x (connect + read) plus botocore's standard
+# backoff (under 1 s after the first attempt): 2 x (1 + 10) + 1 = 23 s, under the function's
+# 25 s Timeout (template.yaml), so the call ends, and predict can answer, before Lambda stops
+# it and before API Gateway's 29 s. botocore's defaults (60 s read timeout; 4 attempts with
+# CLIENT_CONFIG) would outlive both.
+INVOKE_CONNECT_TIMEOUT_S = 1
+INVOKE_READ_TIMEOUT_S = 10
+INVOKE_ATTEMPTS = 2
+RUNTIME_CONFIG = CLIENT_CONFIG.merge(
+    Config(
+        connect_timeout=INVOKE_CONNECT_TIMEOUT_S,
+        read_timeout=INVOKE_READ_TIMEOUT_S,
+        retries={"mode": "standard", "total_max_attempts": INVOKE_ATTEMPTS},
+    )
+)
+runtime = boto3.client("sagemaker-runtime", config=RUNTIME_CONFIG)
 
 IMAGE_CONTENT_TYPES = frozenset(
     {"image/jpeg", "image/png", "application/x-image", "application/octet-stream"}

@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
 from moto.core.config import default_user_config
 from moto.server import ThreadedMotoServer
 
 from mlops.images import image_parameters
-from mlops.local.api import ApiConfig, LocalApiServer
+from mlops.local.api import ApiConfig, LambdaInvokeError, LocalApiServer
 from mlops.local.deploy import API, Deployment, LocalDeployer
 from mlops.local.lambda_runtime import LambdaRuntime
 from mlops.local.template import REGION, load_template, read_parameter_overrides
@@ -36,6 +38,7 @@ from mlops.packaging import REPO_ROOT, publish_training_source
 log = logging.getLogger(__name__)
 
 STACK_NAME = "mlops-local"
+LAMBDA_MAX_TIMEOUT_S = 900
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 
@@ -166,10 +169,24 @@ class LocalCloud:
 
     @staticmethod
     def _invoke_function(session: boto3.Session, moto_url: str):
-        client = session.client("lambda", endpoint_url=moto_url)
+        """The API's integration: Lambda's Invoke API, once (API Gateway does not retry), with
+        a connection per concurrent request and no client timeout before Lambda's own 900 s."""
+        config = Config(
+            max_pool_connections=64,
+            read_timeout=LAMBDA_MAX_TIMEOUT_S + 60,
+            retries={"total_max_attempts": 1},
+        )
+        client = session.client("lambda", endpoint_url=moto_url, config=config)
 
         def invoke(function_name: str, event: dict[str, Any]) -> tuple[Any, bool]:
-            response = client.invoke(FunctionName=function_name, Payload=json.dumps(event).encode())
+            try:
+                response = client.invoke(
+                    FunctionName=function_name, Payload=json.dumps(event).encode()
+                )
+            except ClientError as error:
+                details = error.response.get("Error", {})
+                code, message = details.get("Code", ""), details.get("Message", "")
+                raise LambdaInvokeError(code, message) from error
             payload = json.loads(response["Payload"].read() or b"null")
             return payload, "FunctionError" in response
 
@@ -199,7 +216,8 @@ def _lower(credentials: dict[str, str]) -> dict[str, str]:
 
 
 def _api_config(deployer: LocalDeployer, deployment: Deployment, api_key: str) -> ApiConfig:
-    """Routes from the functions' Api events; stage and binary media types from the Api."""
+    """Routes from the functions' Api events; stage, binary media types and the usage plan's
+    throttle from the Api, with the deployment's parameters resolved (ApiRateLimit, ...)."""
     apis = {
         logical_id: deployer.resolver.resolve(resource.get("Properties", {}))
         for logical_id, resource in deployer.resources.items()
@@ -210,7 +228,28 @@ def _api_config(deployer: LocalDeployer, deployment: Deployment, api_key: str) -
         config.binary_media_types.extend(props.get("BinaryMediaTypes", []))
         config.stage = props.get("StageName", config.stage)
         config.api_id = deployer.resolver.refs[logical_id]
+        throttle = usage_plan_throttle(props)
+        if throttle is not None:
+            config.rate_limit, config.burst_limit = throttle
     return config
+
+
+def usage_plan_throttle(api_props: dict[str, Any]) -> tuple[float, int] | None:
+    """(RateLimit, BurstLimit) of an Api's `Auth.UsagePlan.Throttle`, or None without one.
+
+    API Gateway takes RateLimit as a double and BurstLimit as an integer; a Throttle that sets
+    only one of them is completed with the other (a bucket of at least one request)."""
+    plan = (api_props.get("Auth") or {}).get("UsagePlan") or {}
+    throttle = plan.get("Throttle") or {}
+    if plan.get("CreateUsagePlan", "NONE") == "NONE" or not throttle:
+        return None
+    rate = float(throttle.get("RateLimit", throttle.get("BurstLimit", 0)))
+    burst = int(float(throttle.get("BurstLimit", max(1.0, rate))))
+    if rate <= 0 or burst < 1:
+        raise ValueError(
+            f"Api usage plan throttle needs RateLimit > 0 and BurstLimit >= 1: {throttle}"
+        )
+    return rate, burst
 
 
 def _point_outputs_at_local_api(deployment: Deployment, api_id: str, base_url: str) -> None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from moto.awslambda.exceptions import LambdaClientError
 from moto.awslambda.models import LambdaFunction
 from moto.awslambda.utils import get_backend
 
@@ -38,8 +39,46 @@ from mlops.local.faults import Faults
 
 log = logging.getLogger(__name__)
 
+# Lambda's synchronous (RequestResponse) payload limits, "6 MB" in the quotas page; the exact
+# numbers are those Lambda's own errors name (docs/limits.md has the sources).
+SYNC_REQUEST_LIMIT_BYTES = 6 * 1024 * 1024  # 6,291,456
+SYNC_RESPONSE_LIMIT_BYTES = 6 * 1024 * 1024 + 100  # 6,291,556
 ASYNC_RETRY_ATTEMPTS = 2  # AWS retries a failed asynchronous invocation twice.
 ASYNC_RETRY_DELAY_S = 1.0
+
+
+class RequestEntityTooLargeException(LambdaClientError):
+    """What Lambda's Invoke API answers (HTTP 413) to a synchronous request over the limit."""
+
+    code = 413
+
+    def __init__(self) -> None:
+        super().__init__(
+            "RequestEntityTooLargeException",
+            f"Request must be smaller than {SYNC_REQUEST_LIMIT_BYTES} bytes for the "
+            "InvokeFunction operation",
+        )
+
+
+def check_sync_request_size(body: bytes | str | None) -> None:
+    """Refuse a RequestResponse invocation whose payload Lambda would not accept; the function
+    never runs (moto checks no request size)."""
+    size = len(body.encode() if isinstance(body, str) else body or b"")
+    if size > SYNC_REQUEST_LIMIT_BYTES:
+        raise RequestEntityTooLargeException()
+
+
+def limit_sync_response(payload: bytes, failed: bool) -> tuple[bytes, bool]:
+    """A function answer over the limit becomes Lambda's Function.ResponseSizeTooLarge error
+    (the Invoke call itself still succeeds, with X-Amz-Function-Error set)."""
+    if len(payload) <= SYNC_RESPONSE_LIMIT_BYTES:
+        return payload, failed
+    error = {
+        "errorMessage": "Response payload size exceeded maximum allowed payload size "
+        f"({SYNC_RESPONSE_LIMIT_BYTES} bytes).",
+        "errorType": "Function.ResponseSizeTooLarge",
+    }
+    return json.dumps(error).encode(), True
 
 
 @dataclass
@@ -104,17 +143,19 @@ class LambdaRuntime:
         self, fn: LambdaFunction, body: Any, request_headers: Any, response_headers: Any
     ) -> bytes:
         """Synchronous invocations answer now; asynchronous ones (S3 events) run in a thread."""
-        event = json.loads(body) if body else {}
         invocation_type = request_headers.get("x-amz-invocation-type", "RequestResponse")
         # moto's S3 notifications call invoke with empty headers: that is an async event on AWS.
         from_s3_notification = isinstance(request_headers, dict) and not request_headers
         if invocation_type == "Event" or from_s3_notification:
+            event = json.loads(body) if body else {}
             threading.Thread(target=self._invoke_async, args=(fn, event), daemon=True).start()
             return b""
-        result, failed = self.run(fn, event)
+        check_sync_request_size(body)
+        result, failed = self.run(fn, json.loads(body) if body else {})
+        payload, failed = limit_sync_response(json.dumps(result).encode(), failed)
         if failed:
             response_headers["x-amz-function-error"] = "Unhandled"
-        return json.dumps(result).encode()
+        return payload
 
     def _invoke_async(self, fn: LambdaFunction, event: Any) -> None:
         for attempt in range(1 + ASYNC_RETRY_ATTEMPTS):

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from mlops.local.cloud import usage_plan_throttle
+from mlops.local.deploy import API
 from mlops.local.template import (
     Resolver,
     TemplateError,
@@ -82,3 +84,47 @@ def test_parameter_overrides_read_from_samconfig_environment(tmp_path):
     assert read_parameter_overrides(samconfig, "local") == {"MaxJobs": "2", "Name": "x y"}
     assert read_parameter_overrides(samconfig, "default") == {"A": "1"}
     assert read_parameter_overrides(tmp_path / "missing.toml", "local") == {}
+
+
+# -- the usage plan's throttle, as the local API reads it from the deployed Api -----------------
+def api_auth(overrides: dict[str, str]) -> dict:
+    """The real template's Api properties, resolved with `overrides` as the deployment would."""
+    template_path = Path(__file__).parents[2] / "template.yaml"
+    template = load_template(template_path)
+    images = {"TrainingImage": "training:1", "InferenceImage": "inference:1"}
+    resolver = Resolver(
+        stack_name="mlops-local",
+        parameters=parameter_values(template, {**images, **overrides}),
+        conditions=template.get("Conditions", {}),
+    )
+    (api,) = [r for r in template["Resources"].values() if r["Type"] == API]
+    return {"Auth": resolver.resolve(api["Properties"]["Auth"])}
+
+
+def test_usage_plan_throttle_is_the_templates_defaults() -> None:
+    assert usage_plan_throttle(api_auth({})) == (20.0, 40)
+
+
+def test_usage_plan_throttle_follows_parameter_overrides() -> None:
+    overrides = {"ApiRateLimit": "1000", "ApiBurstLimit": "2000"}
+
+    assert usage_plan_throttle(api_auth(overrides)) == (1000.0, 2000)
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        {},
+        {"ApiKeyRequired": True},
+        {"UsagePlan": {"CreateUsagePlan": "NONE", "Throttle": {"RateLimit": 1}}},
+        {"UsagePlan": {"CreateUsagePlan": "PER_API", "Quota": {"Limit": 5, "Period": "DAY"}}},
+    ],
+)
+def test_usage_plan_throttle_is_none_without_a_throttle(auth: dict) -> None:
+    assert usage_plan_throttle({"Auth": auth}) is None
+
+
+def test_usage_plan_throttle_with_a_rate_only_has_a_burst_of_the_rate() -> None:
+    auth = {"UsagePlan": {"CreateUsagePlan": "SHARED", "Throttle": {"RateLimit": "2.5"}}}
+
+    assert usage_plan_throttle({"Auth": auth}) == (2.5, 2)

@@ -249,6 +249,15 @@ def test_template_api_requires_a_key_and_accepts_binary_images():
     assert (event["Path"], event["Method"]) == ("/predict", "post")
 
 
+def test_template_predict_times_out_before_api_gateways_integration_timeout():
+    """API Gateway REST gives up after 29 s (504); the function must answer first."""
+    from mlops.local.api import INTEGRATION_TIMEOUT_S
+
+    timeout = sam_template.functions()["PredictFunction"]["Timeout"]
+
+    assert isinstance(timeout, int) and timeout < INTEGRATION_TIMEOUT_S
+
+
 def test_template_outputs_what_the_cli_needs():
     outputs = sam_template.load_template()["Outputs"]
 

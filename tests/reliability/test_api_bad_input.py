@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import random
 import struct
 import zlib
 
@@ -86,12 +87,50 @@ def test_api_png_bomb_is_refused_before_decoding(api: Api) -> None:
     assert "too large" in document["message"] or "pixels" in document["message"]
 
 
-def test_api_image_over_the_lambda_limit_is_413(api: Api, digit_png: bytes) -> None:
-    large = digit_png + b"\x00" * (5 * 1024 * 1024)
+def png_of_size(size: int, seed: int = 0) -> bytes:
+    """A valid noise PNG of exactly `size` bytes (a private ancillary chunk fills the rest)."""
+    side = int(((size - 2048) / 3) ** 0.5) - 8
+    pixels = random.Random(seed).randbytes(side * side * 3)
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (side, side), pixels).save(buffer, "PNG", compress_level=0)
+    image = buffer.getvalue()
+    filler = size - len(image) - 12  # a chunk is length + type + data + CRC
+    assert filler >= 0, (size, len(image))
+    ihdr_end = 8 + 12 + 13
+    return image[:ihdr_end] + png_chunk(b"prVt", b"\x00" * filler) + image[ihdr_end:]
 
-    document = assert_clean_error(api.post(large), 413)
+
+def test_api_image_of_4_mib_is_predicted(api: Api) -> None:
+    """4 MiB is predict's own limit; base64-encoded (5.6 MB) it fits Lambda's 6 MB."""
+    image = png_of_size(4 * 1024 * 1024)
+
+    response = api.post(image)
+
+    assert response.status_code == 200, response.text[:500]
+    assert 0 <= response.json()["class_index"] < 10
+
+
+def test_api_image_over_predicts_limit_is_predicts_413(api: Api) -> None:
+    """4.3 MiB still fits Lambda's 6 MB base64-encoded: predict itself refuses it."""
+    document = assert_clean_error(api.post(png_of_size(4_500_000)), 413)
     assert document["error"] == "PayloadTooLarge"
     assert "limit" in document["message"]
+
+
+def test_api_image_over_the_lambda_limit_is_api_gateways_413(api: Api) -> None:
+    """5 MiB is about 7 MB base64-encoded in the event: Lambda refuses the invocation and API
+    Gateway answers 413 "Request Too Long" (docs/limits.md); the function never runs."""
+    document = assert_clean_error(api.post(png_of_size(5 * 1024 * 1024)), 413)
+    assert document == {"message": "Request Too Long"}
+
+
+def test_api_chunked_upload_is_predicted(api: Api, digit_png: bytes) -> None:
+    pieces = (digit_png[i : i + 64] for i in range(0, len(digit_png), 64))
+
+    response = api.post(pieces)  # a generator: requests sends Transfer-Encoding: chunked
+
+    assert response.status_code == 200, response.text
+    assert 0 <= response.json()["class_index"] < 10
 
 
 def test_api_body_over_the_gateway_limit_is_413(api: Api, digit_png: bytes) -> None:

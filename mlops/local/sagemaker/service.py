@@ -1,5 +1,8 @@
 """The local SageMaker HTTP service: one threaded server for the control plane and the runtime.
 
+It runs on werkzeug's threaded WSGI server (mlops/local/wsgi_server.py: chunked bodies, a bad
+Content-Length answered 400, a deep listen backlog, JSON errors, a body-size guard).
+
     service = LocalSageMakerService(SageMakerConfig(state_dir=".mlops/sagemaker")).start()
     boto3.client("sagemaker", endpoint_url=service.url)           # control plane
     boto3.client("sagemaker-runtime", endpoint_url=service.url)   # InvokeEndpoint
@@ -12,11 +15,13 @@ AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME (both = service.url).
 from __future__ import annotations
 
 import atexit
+import http
+import json
 import logging
 import re
 import threading
 import weakref
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import unquote
 
@@ -24,54 +29,76 @@ from mlops.local.sagemaker.config import SageMakerConfig
 from mlops.local.sagemaker.models import SageMakerBackend
 from mlops.local.sagemaker.processes import kill_all_processes
 from mlops.local.sagemaker.responses import SageMakerResponses, WireResponse
+from mlops.local.wsgi_server import (
+    BadRequestBody,
+    BodyTooLarge,
+    LocalWsgiServer,
+    declared_length,
+    discard_body,
+    read_body,
+    start_wsgi_server,
+    stop_wsgi_server,
+)
 
 logger = logging.getLogger(__name__)
 
 INVOCATIONS_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
 
 
-def _make_handler(responses: SageMakerResponses) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "mlops-local-sagemaker/1"
-        # Headers and body leave in two writes: without TCP_NODELAY a kept-alive
-        # connection waits ~40 ms for the delayed ACK (bench/serving.py measured it).
-        disable_nagle_algorithm = True
+MAX_BODY_BYTES = 12 * 1024 * 1024  # a memory guard above InvokeEndpoint's 6 MB (the model's)
 
-        def do_POST(self) -> None:
-            body = self._read_body()
-            path = self.path.split("?")[0]
-            invocation = INVOCATIONS_PATH.match(path)
-            if invocation:
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                self._send(responses.invoke_endpoint(unquote(invocation.group(1)), body, headers))
-            else:
-                self._send(responses.control_plane(self.headers.get("X-Amz-Target"), body))
 
-        def do_GET(self) -> None:
-            if self.path.split("?")[0] in {"/", "/health"}:
-                self._send(
-                    WireResponse(200, b'{"status": "ok"}', {"Content-Type": "application/json"})
-                )
-            else:
-                self._send(responses.control_plane(None, b""))
+def _make_app(responses: SageMakerResponses) -> Callable[..., Iterable[bytes]]:
+    """The WSGI application: InvokeEndpoint by path, the control plane by X-Amz-Target."""
 
-        def _read_body(self) -> bytes:
-            length = int(self.headers.get("Content-Length") or 0)
-            return self.rfile.read(length) if length else b""
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        try:
+            response = _answer(responses, environ)
+        except Exception as error:  # never a traceback to the client; the log has it
+            logger.exception("local SageMaker failed on %s", environ.get("PATH_INFO"))
+            response = _error(500, "InternalFailure", f"{type(error).__name__}: {error}")
+        headers = [*response.headers.items(), ("Content-Length", str(len(response.body)))]
+        start_response(f"{response.status} {_phrase(response.status)}", headers)
+        return [response.body]
 
-        def _send(self, response: WireResponse) -> None:
-            self.send_response(response.status)
-            for name, value in response.headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(response.body)))
-            self.end_headers()
-            self.wfile.write(response.body)
+    return app
 
-        def log_message(self, format: str, *args: Any) -> None:
-            logger.debug("%s - %s", self.address_string(), format % args)
 
-    return Handler
+def _answer(responses: SageMakerResponses, environ: dict[str, Any]) -> WireResponse:
+    method = environ["REQUEST_METHOD"]
+    path = environ.get("PATH_INFO") or "/"
+    if method == "GET" and path in {"/", "/health"}:
+        return WireResponse(200, b'{"status": "ok"}', {"Content-Type": "application/json"})
+    try:
+        length = declared_length(environ)
+        if length is not None and length > MAX_BODY_BYTES:
+            discard_body(environ, length)
+            raise BodyTooLarge(f"the body has {length} bytes")
+        body = read_body(environ, length, MAX_BODY_BYTES) if method == "POST" else b""
+    except BodyTooLarge:
+        discard_body(environ, None)
+        return _error(413, "ValidationError", f"The request body is over {MAX_BODY_BYTES} bytes")
+    except BadRequestBody as error:
+        return _error(400, "ValidationError", str(error))
+    raw_path = (environ.get("REQUEST_URI") or path).split("?")[0]
+    invocation = INVOCATIONS_PATH.match(raw_path) if method == "POST" else None
+    if invocation:
+        headers = {k.lower(): v for k, v in environ.get("mlops.raw_headers") or []}
+        return responses.invoke_endpoint(unquote(invocation.group(1)), body, headers)
+    return responses.control_plane(environ.get("HTTP_X_AMZ_TARGET"), body)
+
+
+def _error(status: int, code: str, message: str) -> WireResponse:
+    body = json.dumps({"__type": code, "message": message}).encode()
+    headers = {"Content-Type": "application/json", "x-amzn-ErrorType": code}
+    return WireResponse(status, body, headers)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
 
 
 class LocalSageMakerService:
@@ -81,21 +108,21 @@ class LocalSageMakerService:
         self.config = config
         self.backend = SageMakerBackend(config)
         self.responses = SageMakerResponses(self.backend)
-        self._server = ThreadingHTTPServer((host, port), _make_handler(self.responses))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True
-        )
+        self._host, self._port = host, port
+        self._server: LocalWsgiServer | None = None
+        self._thread: threading.Thread | None = None
         self._stopped = False
         atexit.register(_shutdown_if_alive, weakref.ref(self))
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        assert self._server is not None, "start() the service first"
+        return f"http://{self._host}:{self._server.port}"
 
     def start(self) -> LocalSageMakerService:
-        self._thread.start()
+        self._server, self._thread = start_wsgi_server(
+            _make_app(self.responses), self._host, self._port, name="local-sagemaker"
+        )
         logger.info(
             "local SageMaker listening on %s (state in %s)", self.url, self.config.state_dir
         )
@@ -106,11 +133,9 @@ class LocalSageMakerService:
         if self._stopped:
             return
         self._stopped = True
-        self._server.shutdown()
-        self._server.server_close()
+        if self._server is not None:
+            stop_wsgi_server(self._server, self._thread)
         self.backend.shutdown()
-        if self._thread.is_alive():
-            self._thread.join(5)
 
     stop = shutdown
 

@@ -25,6 +25,9 @@ def lambda_handler(event, context):
         )
         return {"started": key}
     if "httpMethod" in event:
+        query = event.get("queryStringParameters") or {}
+        if "respond_bytes" in query:  # an answer of that size, to cross Lambda's response limit
+            return {"statusCode": 200, "body": "A" * int(query["respond_bytes"])}
         body = {"isBase64Encoded": event["isBase64Encoded"], "length": len(event["body"] or "")}
         return {
             "statusCode": 200,
