@@ -604,7 +604,10 @@ class TrainingExecution:
         try:
             return contained(self.job.job_dir, path.removeprefix("/opt/ml/"))
         except PathEscapeError as error:
-            raise JobFailure(f"ClientError: LocalPath {error}") from error
+            raise JobFailure(
+                f"ClientError: LocalPath {path!r} resolves outside the job folder "
+                f"{self.job.job_dir}: refused"
+            ) from error
 
     def _tensor_dir(self) -> Path:
         hook = self.job.request.get("DebugHookConfig") or {}
