@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 from moto.core.config import default_user_config
 from moto.server import ThreadedMotoServer
 
@@ -185,7 +186,13 @@ class LocalCloud:
         client = session.client("lambda", endpoint_url=moto_url)
 
         def invoke(function_name: str, event: dict[str, Any]) -> tuple[Any, bool]:
-            response = client.invoke(FunctionName=function_name, Payload=json.dumps(event).encode())
+            try:
+                response = client.invoke(
+                    FunctionName=function_name, Payload=json.dumps(event).encode()
+                )
+            except ClientError as error:  # e.g. TooManyRequestsException: the function never ran
+                details = error.response["Error"]
+                return {"errorType": details["Code"], "errorMessage": details["Message"]}, True
             payload = json.loads(response["Payload"].read() or b"null")
             return payload, "FunctionError" in response
 
