@@ -234,11 +234,10 @@ class LambdaRuntime:
     ) -> tuple[dict[str, str], bool]:
         """A timed-out or crashed environment is thrown away, as Lambda does."""
         code = worker.process.poll()
-        worker.stop()
         with self._lock:
             self._busy[fn.function_name] -= 1
-            if worker in self._all:
-                self._all.remove(worker)
+            self._forget(worker)
+        worker.stop()
         if timed_out:
             message = f"Task timed out after {timeout_s:.2f} seconds"
             return {"errorType": "Sandbox.Timedout", "errorMessage": message}, True

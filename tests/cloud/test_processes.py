@@ -281,3 +281,24 @@ def test_worker_pool_is_bounded_per_function_and_idle_workers_are_reaped(tmp_pat
         assert burst(info, function, 1, {}) == ["ok"]  # a fresh environment after reaping
     finally:
         stop_cloud_process(process)
+
+
+def test_a_throttled_task_fails_as_lambda_too_many_requests_in_step_functions(toy):
+    """What the pipeline's Retry on Lambda.TooManyRequestsException sees (no Retry in the toy)."""
+    _, _, info = toy
+    function = info.deployment["functions"]["ToyFunction"]
+    lam = client(info, "lambda")
+    lam.put_function_concurrency(FunctionName=function, ReservedConcurrentExecutions=0)
+    try:
+        sfn = client(info, "stepfunctions")
+        arn = sfn.start_execution(
+            stateMachineArn=info.deployment["outputs"]["StateMachineArn"], name="throttled"
+        )["executionArn"]
+        assert wait_until(
+            lambda: sfn.describe_execution(executionArn=arn)["status"] != "RUNNING", 90, 0.5
+        )
+        execution = sfn.describe_execution(executionArn=arn)
+        assert execution["status"] == "FAILED"
+        assert execution["error"] == "Lambda.TooManyRequestsException"
+    finally:
+        lam.delete_function_concurrency(FunctionName=function)
