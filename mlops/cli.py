@@ -119,7 +119,7 @@ def _print_status(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    info = load_info(args.root)
+    info = running_cloud(args.root)
     if info is None:
         raise CliError("No local cloud is running: run `mlops up` first")
     for key, value in info.client_env().items():

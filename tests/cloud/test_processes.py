@@ -148,6 +148,8 @@ def test_down_leaves_a_process_that_reused_the_pid_alone(tmp_path, capsys):
         }
         (tmp_path / "cloud.json").write_text(json.dumps(record))
         assert cli.main(["status", "--root", str(tmp_path)]) == 1
+        assert cli.main(["env", "--root", str(tmp_path)]) == 2
+        assert cli.main(["executions", "--root", str(tmp_path)]) == 2  # no stale endpoints
         assert cli.main(["down", "--root", str(tmp_path)]) == 0
         assert "left alone" in capsys.readouterr().out
         time.sleep(0.3)
