@@ -271,6 +271,7 @@ class LambdaRuntime:
                 if worker.alive():
                     return worker
                 evicted.append(worker)
+                self._forget(worker)
             # No warm worker for this version: make room among the function's idle ones.
             warm = [w for k, ws in self._idle.items() for w in ws if w.function_name == name]
             while warm and self._busy[name] - 1 + len(warm) >= limit:
@@ -299,13 +300,6 @@ class LambdaRuntime:
                 workers.remove(worker)
         if worker in self._all:
             self._all.remove(worker)
-
-    def worker_count(self, function_name: str | None = None) -> int:
-        """Live workers (of one function, or all): tests and benchmarks read it."""
-        with self._lock:
-            return sum(
-                1 for w in self._all if w.alive() and function_name in (None, w.function_name)
-            )
 
     def _reap_idle(self) -> None:
         """Stop environments idle for longer than idle_timeout_s, as Lambda recycles them."""
