@@ -41,6 +41,7 @@ def _load_local_helpers():
 
 
 local_helpers = _load_local_helpers()
+SLOW = {"Slow": "true"}  # a 30 s function timeout: a cold start on a busy machine is no timeout
 NO_RETRIES = Config(retries={"total_max_attempts": 1, "mode": "standard"}, read_timeout=60)
 
 
@@ -198,7 +199,7 @@ def test_down_stops_the_cloud_it_started(tmp_path, capsys):
 
 # --- nothing outlives the cloud ------------------------------------------------------------------
 def test_kill_9_of_the_cloud_leaves_no_process_behind(tmp_path):
-    process, info = start_cloud_process(tmp_path, template=TOY)
+    process, info = start_cloud_process(tmp_path, template=TOY, parameters=SLOW)
     before: list[psutil.Process] = []
     try:
         function = info.deployment["functions"]["ToyFunction"]
@@ -262,10 +263,10 @@ def burst(info, function: str, count: int, event: dict) -> list[str]:
 
 def test_worker_pool_is_bounded_per_function_and_idle_workers_are_reaped(tmp_path):
     env = {"MLOPS_LAMBDA_CONCURRENCY": "2", "MLOPS_LAMBDA_IDLE_TIMEOUT_S": "2"}
-    process, info = start_cloud_process(tmp_path, template=TOY, extra_env=env)
+    process, info = start_cloud_process(tmp_path, template=TOY, parameters=SLOW, extra_env=env)
     try:
         function = info.deployment["functions"]["ToyFunction"]
-        answers = burst(info, function, 6, {"sleep": 0.5})
+        answers = burst(info, function, 6, {"sleep": 1.0})
         assert answers.count("ok") >= 2, answers
         assert "TooManyRequestsException/429" in answers, answers
         assert set(answers) <= {"ok", "TooManyRequestsException/429"}, answers
@@ -275,7 +276,7 @@ def test_worker_pool_is_bounded_per_function_and_idle_workers_are_reaped(tmp_pat
         client(info, "lambda").put_function_concurrency(
             FunctionName=function, ReservedConcurrentExecutions=1
         )
-        answers = burst(info, function, 3, {"sleep": 0.5})
+        answers = burst(info, function, 3, {"sleep": 1.0})
         assert answers.count("ok") == 1, answers
         assert answers.count("TooManyRequestsException/429") == 2, answers
 
