@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from mlops import executions as ex
-from mlops.local.cloud import load_info
-from mlops.local.process import CloudStartError, start_cloud_process
+from mlops.local.cloud import CloudInfo, load_info
+from mlops.local.process import CloudStartError, lock_holder, start_cloud_process
 from mlops.manifest import (
     DatasetFolderError,
     build_manifest,
@@ -46,9 +46,9 @@ def progress(text: str) -> None:
 
 # -- local cloud lifecycle ---------------------------------------------------------------------
 def cmd_up(args: argparse.Namespace) -> int:
-    info = load_info(args.root)
-    if info and _alive(info.pid):
-        out(f"The local cloud is already running (pid {info.pid}).")
+    holder = lock_holder(args.root)
+    if holder is not None:
+        out(f"The local cloud is already running (pid {holder.get('pid')}).")
         return _print_status(args)
     progress("Starting the local cloud (moto, Lambda runtime, SageMaker, API) ...")
     parameters = dict(item.split("=", 1) for item in args.parameter)
@@ -59,27 +59,37 @@ def cmd_up(args: argparse.Namespace) -> int:
     return _print_status(args)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
+def running_cloud(root: Path) -> CloudInfo | None:
+    """cloud.json's cloud if it provably runs: the state folder's lock is held and the process
+    with that PID has the start time recorded. A stale file (the PID reused by another
+    process, or no lock) gives None."""
+    info = load_info(root)
+    if info is None or lock_holder(root) is None:
+        return None
+    return info if info.identity().alive() else None
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     info = load_info(args.root)
-    if info is None or not _alive(info.pid):
-        out("No local cloud is running.")
-        (args.root / "cloud.json").unlink(missing_ok=True)
+    cloud = running_cloud(args.root)
+    if cloud is None:
+        if info is not None:
+            out(
+                f"No local cloud is running: {args.root / 'cloud.json'} named pid {info.pid}, "
+                "which is not a local cloud of this folder any more; it was left alone."
+            )
+            (args.root / "cloud.json").unlink(missing_ok=True)
+        else:
+            out("No local cloud is running.")
         return 0
-    os.kill(info.pid, signal.SIGTERM)
+    identity = cloud.identity()
+    os.kill(identity.pid, signal.SIGTERM)
     deadline = time.time() + 60
-    while _alive(info.pid) and time.time() < deadline:
+    while identity.alive() and time.time() < deadline:
         time.sleep(0.2)
-    if _alive(info.pid):
-        os.killpg(info.pid, signal.SIGKILL)
-    out(f"Stopped the local cloud (pid {info.pid}).")
+    if identity.alive():  # still the same process (start time checked): its group is ours
+        os.killpg(identity.pid, signal.SIGKILL)
+    out(f"Stopped the local cloud (pid {identity.pid}).")
     return 0
 
 
@@ -88,8 +98,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _print_status(args: argparse.Namespace) -> int:
-    info = load_info(args.root)
-    if info is None or not _alive(info.pid):
+    info = running_cloud(args.root)
+    if info is None:
         out("No local cloud is running: `mlops up` starts one.")
         return 1
     if args.json:
@@ -109,7 +119,7 @@ def _print_status(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    info = load_info(args.root)
+    info = running_cloud(args.root)
     if info is None:
         raise CliError("No local cloud is running: run `mlops up` first")
     for key, value in info.client_env().items():
@@ -142,7 +152,12 @@ def upload_dataset(
 ) -> dict[str, Any]:
     """Upload every file, then manifest.json (which starts a run); return that execution."""
     name = check_dataset_name(name)
-    files = list_dataset_files(directory)
+    links: list[Path] = []
+    files = list_dataset_files(directory, skipped=links)
+    if links:
+        shown = ", ".join(str(link.relative_to(directory)) for link in links[:5])
+        more = f" and {len(links) - 5} more" if len(links) > 5 else ""
+        progress(f"Skipped {len(links)} symbolic link(s), not uploaded: {shown}{more}")
     s3 = target.client("s3")
     prefix = f"datasets/{name}"
     started = datetime.now().astimezone()

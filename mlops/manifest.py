@@ -37,8 +37,13 @@ def check_dataset_name(name: str) -> str:
     return name
 
 
-def list_dataset_files(root: Path) -> list[DatasetFile]:
-    """Every file under <root>/<split>/<class>/, in a stable order; layout errors name the fix."""
+def list_dataset_files(root: Path, skipped: list[Path] | None = None) -> list[DatasetFile]:
+    """Every file under <root>/<split>/<class>/, in a stable order; layout errors name the fix.
+
+    Symbolic links are never followed (a link could point anywhere on the machine): links to
+    files or folders are left out and appended to ``skipped``, so the caller can say so, and a
+    split folder that is a link is refused.
+    """
     if not root.is_dir():
         raise DatasetFolderError(f"{root} is not a folder")
     missing = [split for split in SPLITS if not (root / split).is_dir()]
@@ -47,9 +52,19 @@ def list_dataset_files(root: Path) -> list[DatasetFile]:
             f"{root} has no {', '.join(missing)} folder(s): expected "
             f"{'|'.join(SPLITS)}/<NNN.Label>/<image> (e.g. train/001.Affenpinscher/x.jpg)"
         )
+    linked = [split for split in SPLITS if (root / split).is_symlink()]
+    if linked:
+        raise DatasetFolderError(
+            f"{', '.join(str(root / s) for s in linked)} is a symbolic link: the upload does not "
+            "follow links out of the data set folder; copy the files in instead"
+        )
     files = []
     for split in SPLITS:
         for path in sorted((root / split).rglob("*")):
+            if path.is_symlink():
+                if skipped is not None:
+                    skipped.append(path)
+                continue
             if path.is_file() and not path.name.startswith("."):
                 relative = path.relative_to(root)
                 if len(relative.parts) != 3:

@@ -58,10 +58,16 @@ class Target:
 
 def local_target(root: Path = DEFAULT_ROOT) -> Target:
     from mlops.local.cloud import load_info  # not shipped in the report Lambda's layer
+    from mlops.local.process import lock_holder
 
     info = load_info(root)
     if info is None:
         raise TargetError(f"No local cloud is running (no {root / 'cloud.json'}): run `mlops up`")
+    if lock_holder(root) is None:
+        raise TargetError(
+            f"No local cloud is running ({root / 'cloud.json'} is left from one that ended): "
+            "run `mlops up`"
+        )
     env = info.client_env()
     session = boto3.Session(
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],

@@ -10,6 +10,10 @@ One `LocalCloud` owns everything it starts and stops all of it in `stop()`:
 - a local API Gateway that turns HTTP requests into proxy events for the API's functions.
 
 Lambdas find the services through the standard AWS_ENDPOINT_URL* variables, nothing else.
+
+One cloud per state folder: `start()` takes <root>/cloud.lock (held until the process ends) and
+refuses to start when another cloud holds it. cloud.json, which carries the API key, is written
+0600; it records the cloud's PID with its start time, so the CLI signals only this process.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from mlops.images import image_parameters
 from mlops.local.api import ApiConfig, LambdaInvokeError, LocalApiServer
 from mlops.local.deploy import API, Deployment, LocalDeployer
 from mlops.local.lambda_runtime import LambdaRuntime
+from mlops.local.paths import write_private
+from mlops.local.process import ProcessIdentity, acquire_cloud_lock
 from mlops.local.template import REGION, load_template, read_parameter_overrides
 from mlops.packaging import REPO_ROOT, publish_training_source
 
@@ -53,6 +59,7 @@ class CloudInfo:
     api_key: str
     region: str
     deployment: dict[str, Any]
+    started: float = 0.0  # the process's start time (psutil), with pid: which process it is
 
     def client_env(self) -> dict[str, str]:
         """Variables that point the aws CLI, boto3 and the sagemaker SDK at the local cloud."""
@@ -67,6 +74,9 @@ class CloudInfo:
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
+
+    def identity(self) -> ProcessIdentity:
+        return ProcessIdentity(self.pid, self.started)
 
 
 class LocalCloud:
@@ -87,6 +97,7 @@ class LocalCloud:
         self.sagemaker: Any = None
         self.api: LocalApiServer | None = None
         self.info: CloudInfo | None = None
+        self._lock_fd: int | None = None
 
     def _add_image_parameters(self) -> None:
         """Image URIs the template asks for, resolved with the sagemaker SDK as for AWS.
@@ -101,7 +112,10 @@ class LocalCloud:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> CloudInfo:
+        """Start every service; CloudLockedError (before anything starts) when the state
+        folder already has a running cloud."""
         self.root.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = acquire_cloud_lock(self.root)
         try:
             return self._start()
         except BaseException:
@@ -131,8 +145,10 @@ class LocalCloud:
         self.api = LocalApiServer(api_config, invoke=self._invoke_function(session, moto_url))
         self.api.start()
         _point_outputs_at_local_api(deployment, api_config.api_id, self.api.base_url)
+        me = ProcessIdentity.of(os.getpid())
         self.info = CloudInfo(
-            pid=os.getpid(),
+            pid=me.pid,
+            started=me.started,
             moto_url=moto_url,
             sagemaker_url=sagemaker_url,
             api_url=self.api.url,
@@ -140,7 +156,7 @@ class LocalCloud:
             region=REGION,
             deployment=deployment.to_json(),
         )
-        (self.root / "cloud.json").write_text(json.dumps(self.info.to_json(), indent=2))
+        write_private(self.root / "cloud.json", json.dumps(self.info.to_json(), indent=2))
         return self.info
 
     def _start_moto(self) -> str:
@@ -205,7 +221,10 @@ class LocalCloud:
             except Exception as exc:  # keep stopping the rest
                 log.warning("while stopping the local cloud: %s", exc)
         self.api = self.sagemaker = self.lambdas = self.moto = None
-        (self.root / "cloud.json").unlink(missing_ok=True)
+        if self._lock_fd is not None:  # cloud.json is ours only while we hold the lock
+            (self.root / "cloud.json").unlink(missing_ok=True)
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
 
 def _lower(credentials: dict[str, str]) -> dict[str, str]:
@@ -263,7 +282,8 @@ def load_info(root: Path) -> CloudInfo | None:
     path = root / "cloud.json"
     if not path.exists():
         return None
-    return CloudInfo(**json.loads(path.read_text()))
+    fields = set(CloudInfo.__dataclass_fields__)
+    return CloudInfo(**{k: v for k, v in json.loads(path.read_text()).items() if k in fields})
 
 
 __all__ = ["CloudInfo", "Deployment", "LocalCloud", "load_info"]

@@ -327,6 +327,11 @@ class LocalDeployer:
             },
             Layers=[str(layer) for layer in props.get("Layers", [])],
         )
+        if "ReservedConcurrentExecutions" in props:  # the local runtime bounds its pool by it
+            self.client("lambda").put_function_concurrency(
+                FunctionName=name,
+                ReservedConcurrentExecutions=int(props["ReservedConcurrentExecutions"]),
+            )
         deployment.functions[logical_id] = name
 
     def _execution_role(self, role_logical_id: str) -> str:

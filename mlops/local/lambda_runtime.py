@@ -10,6 +10,13 @@ state machine's Retry and Catch see what they would see on AWS.
 
 The fault ``lambda_hang`` (mlops/local/faults.py) makes the worker block instead of calling the
 handler, so the timeout below fires for real: nothing answers Sandbox.Timedout on its behalf.
+
+The pool is bounded per function as AWS bounds concurrency: at most ReservedConcurrentExecutions
+(from the template) or MLOPS_LAMBDA_CONCURRENCY (default 32) environments run or wait warm for
+one function; an invocation beyond that is answered TooManyRequestsException (HTTP 429), which
+the state machine retries as Lambda.TooManyRequestsException, and an asynchronous one (an S3
+event) waits for a free environment, as Lambda's event queue does. An environment idle for
+MLOPS_LAMBDA_IDLE_TIMEOUT_S (default 300 s) is stopped.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import json
 import logging
 import os
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -34,8 +42,10 @@ from typing import Any
 from moto.awslambda.exceptions import LambdaClientError
 from moto.awslambda.models import LambdaFunction
 from moto.awslambda.utils import get_backend
+from moto.core.exceptions import JsonRESTError
 
 from mlops.local.faults import Faults
+from mlops.local.process import forget_group, spawn
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +55,23 @@ SYNC_REQUEST_LIMIT_BYTES = 6 * 1024 * 1024  # 6,291,456
 SYNC_RESPONSE_LIMIT_BYTES = 6 * 1024 * 1024 + 100  # 6,291,556
 ASYNC_RETRY_ATTEMPTS = 2  # AWS retries a failed asynchronous invocation twice.
 ASYNC_RETRY_DELAY_S = 1.0
+ASYNC_THROTTLE_WAIT_S = 600.0  # how long an event waits for a free environment (AWS: 6 h)
+DEFAULT_CONCURRENCY = 32  # per function, when the template reserves none
+DEFAULT_IDLE_TIMEOUT_S = 300.0
+
+
+class TooManyRequestsException(JsonRESTError):
+    """What Lambda answers when a function's concurrency is used up (HTTP 429)."""
+
+    code = 429
+
+    def __init__(self, function_name: str, limit: int) -> None:
+        super().__init__("TooManyRequestsException", "Rate Exceeded.")
+        reason = "ReservedFunctionConcurrentInvocationLimitExceeded"
+        self.description = json.dumps(
+            {"__type": self.error_type, "message": self.message, "Reason": reason, "Type": "User"}
+        )
+        log.info("throttled %s: %d concurrent executions in use", function_name, limit)
 
 
 class RequestEntityTooLargeException(LambdaClientError):
@@ -89,16 +116,21 @@ class Worker:
     requests: Any
     responses: Any
     log_stream: str
+    function_name: str = ""
+    last_used: float = 0.0  # time.monotonic() when it last finished an invocation
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
     def stop(self) -> None:
-        if self.alive():
-            self.process.kill()
+        """Kill the worker and whatever it started (its own process group)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
+        forget_group(self.process.pid)
         for pipe in (self.requests, self.responses):
-            pipe.close()
+            with contextlib.suppress(OSError):
+                pipe.close()
 
 
 class LambdaRuntime:
@@ -109,7 +141,15 @@ class LambdaRuntime:
         self.endpoint_env = endpoint_env
         self._idle: dict[str, list[Worker]] = {}
         self._all: list[Worker] = []
+        self._busy: dict[str, int] = {}  # function name -> invocations running now
         self._lock = threading.Lock()
+        self.default_concurrency = int(
+            os.environ.get("MLOPS_LAMBDA_CONCURRENCY", DEFAULT_CONCURRENCY)
+        )
+        self.idle_timeout_s = float(
+            os.environ.get("MLOPS_LAMBDA_IDLE_TIMEOUT_S", DEFAULT_IDLE_TIMEOUT_S)
+        )
+        self._stopping = threading.Event()
         self._original_invoke = None
         self.invocation_count = 0
         self.faults = Faults()
@@ -125,6 +165,7 @@ class LambdaRuntime:
             return runtime.invoke(fn, body, request_headers, response_headers)
 
         LambdaFunction.invoke = invoke  # type: ignore[method-assign]
+        threading.Thread(target=self._reap_idle, name="lambda-reaper", daemon=True).start()
 
     def uninstall(self) -> None:
         if self._original_invoke is not None:
@@ -132,6 +173,7 @@ class LambdaRuntime:
             self._original_invoke = None
 
     def shutdown(self) -> None:
+        self._stopping.set()
         self.uninstall()
         with self._lock:
             workers, self._all, self._idle = self._all, [], {}
@@ -159,7 +201,7 @@ class LambdaRuntime:
 
     def _invoke_async(self, fn: LambdaFunction, event: Any) -> None:
         for attempt in range(1 + ASYNC_RETRY_ATTEMPTS):
-            result, failed = self.run(fn, event)
+            result, failed = self._run_when_free(fn, event)
             if not failed:
                 return
             log.warning(
@@ -170,8 +212,24 @@ class LambdaRuntime:
             )
             time.sleep(ASYNC_RETRY_DELAY_S)
 
+    def _run_when_free(self, fn: LambdaFunction, event: Any) -> tuple[Any, bool]:
+        """An event waits for a free environment instead of failing, as Lambda's queue does."""
+        deadline = time.monotonic() + ASYNC_THROTTLE_WAIT_S
+        delay = 0.1
+        while True:
+            try:
+                return self.run(fn, event)
+            except TooManyRequestsException:
+                if self._stopping.is_set() or time.monotonic() > deadline:
+                    message = f"throttled for {ASYNC_THROTTLE_WAIT_S:.0f} s: event dropped"
+                    return {"errorType": "TooManyRequestsException", "errorMessage": message}, True
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
     def run(self, fn: LambdaFunction, event: Any) -> tuple[Any, bool]:
-        """Run one invocation to completion; returns (payload, failed)."""
+        """Run one invocation to completion; returns (payload, failed).
+
+        Raises TooManyRequestsException when the function's concurrency is used up."""
         self.invocation_count += 1
         key = self._worker_key(fn)
         worker = self._acquire(fn, key)
@@ -192,6 +250,7 @@ class LambdaRuntime:
         }
         if self._hangs(fn):
             request["hang"] = True  # the worker blocks; the select below times out for real
+        ready: list[Any] = []
         try:
             worker.requests.write(json.dumps(request) + "\n")
             worker.requests.flush()
@@ -216,10 +275,10 @@ class LambdaRuntime:
     ) -> tuple[dict[str, str], bool]:
         """A timed-out or crashed environment is thrown away, as Lambda does."""
         code = worker.process.poll()
-        worker.stop()
         with self._lock:
-            if worker in self._all:
-                self._all.remove(worker)
+            self._busy[fn.function_name] -= 1
+            self._forget(worker)
+        worker.stop()
         if timed_out:
             message = f"Task timed out after {timeout_s:.2f} seconds"
             return {"errorType": "Sandbox.Timedout", "errorMessage": message}, True
@@ -234,18 +293,67 @@ class LambdaRuntime:
             f"{fn.function_arn}|{fn.code_sha_256}|{layers}|{hashlib.sha1(env.encode()).hexdigest()}"
         )
 
+    def concurrency_limit(self, fn: LambdaFunction) -> int:
+        """ReservedConcurrentExecutions when the function has it, else the local default."""
+        reserved = getattr(fn, "reserved_concurrency", None)
+        return int(reserved) if reserved is not None else self.default_concurrency
+
     def _acquire(self, fn: LambdaFunction, key: str) -> Worker:
+        """A warm worker for ``key`` or a new one, within the function's concurrency."""
+        name, limit = fn.function_name, self.concurrency_limit(fn)
+        evicted: list[Worker] = []
         with self._lock:
+            if self._busy.get(name, 0) >= limit:
+                raise TooManyRequestsException(name, limit)
+            self._busy[name] = self._busy.get(name, 0) + 1
             idle = self._idle.setdefault(key, [])
             while idle:
                 worker = idle.pop()
                 if worker.alive():
                     return worker
-        return self._start_worker(fn)
+                evicted.append(worker)
+                self._forget(worker)
+            # No warm worker for this version: make room among the function's idle ones.
+            warm = [w for k, ws in self._idle.items() for w in ws if w.function_name == name]
+            while warm and self._busy[name] - 1 + len(warm) >= limit:
+                worker = warm.pop(0)
+                evicted.append(worker)
+                self._forget(worker)
+        for worker in evicted:
+            worker.stop()
+        try:
+            return self._start_worker(fn)
+        except BaseException:
+            with self._lock:
+                self._busy[name] -= 1
+            raise
 
     def _release(self, key: str, worker: Worker) -> None:
         with self._lock:
+            self._busy[worker.function_name] -= 1
+            worker.last_used = time.monotonic()
             self._idle.setdefault(key, []).append(worker)
+
+    def _forget(self, worker: Worker) -> None:
+        """Drop a worker from the pool's books (the caller holds the lock and stops it)."""
+        for workers in self._idle.values():
+            if worker in workers:
+                workers.remove(worker)
+        if worker in self._all:
+            self._all.remove(worker)
+
+    def _reap_idle(self) -> None:
+        """Stop environments idle for longer than idle_timeout_s, as Lambda recycles them."""
+        interval = min(max(self.idle_timeout_s / 4, 0.2), 10.0)
+        while not self._stopping.wait(interval):
+            cutoff = time.monotonic() - self.idle_timeout_s
+            with self._lock:
+                stale = [w for ws in self._idle.values() for w in ws if w.last_used < cutoff]
+                for worker in stale:
+                    self._forget(worker)
+            for worker in stale:
+                log.info("stopping idle Lambda environment of %s", worker.function_name)
+                worker.stop()
 
     def _start_worker(self, fn: LambdaFunction) -> Worker:
         code_dir = self._unpack(fn.code_bytes, "code")
@@ -257,7 +365,7 @@ class LambdaRuntime:
         env = self._environment(fn, python_path, code_dir, log_stream)
         request_r, request_w = os.pipe()
         response_r, response_w = os.pipe()
-        process = subprocess.Popen(
+        process = spawn(
             [
                 sys.executable,
                 "-m",
@@ -275,7 +383,6 @@ class LambdaRuntime:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            start_new_session=True,
         )
         os.close(request_r)
         os.close(response_w)
@@ -284,6 +391,7 @@ class LambdaRuntime:
             requests=os.fdopen(request_w, "w"),
             responses=os.fdopen(response_r, "r"),
             log_stream=log_stream,
+            function_name=fn.function_name,
         )
         threading.Thread(
             target=self._forward_logs, args=(fn, worker), daemon=True, name="lambda-logs"

@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 from mlops.local.cloud import LocalCloud
+from mlops.local.process import CloudLockedError
 from mlops.packaging import REPO_ROOT
 
 
@@ -74,6 +75,10 @@ def main(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stopping.set())
     try:
         info = cloud.start()
+    except CloudLockedError as exc:
+        logging.error("%s", exc)
+        print(f"LOCKED {exc}", flush=True)
+        return 1
     except Exception as exc:
         logging.exception("local cloud failed to start")
         print(f"FAILED {type(exc).__name__}: {exc}", flush=True)

@@ -20,6 +20,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from mlops.local.paths import PathEscapeError, contained
+
 logger = logging.getLogger(__name__)
 
 
@@ -33,6 +35,17 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     if parsed.scheme != "s3" or not parsed.netloc:
         raise S3UriError(f"not an S3 URI: {uri!r} (expected s3://bucket/key)")
     return parsed.netloc, parsed.path.lstrip("/")
+
+
+class UnsafeKeyError(ValueError):
+    """An S3 key that would be written outside the folder it is downloaded into."""
+
+    def __init__(self, bucket: str, key: str, target: Path) -> None:
+        super().__init__(
+            f"the S3 key s3://{bucket}/{key} would be written outside {target}: refused "
+            "(remove the object or rename it without '..')"
+        )
+        self.key = key
 
 
 class AwsClients:
@@ -69,11 +82,12 @@ class AwsClients:
         """Copy every object under an S3 prefix into ``target`` (keys relative to the prefix).
 
         Returns the number of files; raises FileNotFoundError when the prefix holds nothing,
-        which SageMaker reports as a ClientError of the job.
+        which SageMaker reports as a ClientError of the job, and UnsafeKeyError, before anything
+        is written, when a key would land outside ``target`` (``..``, symlinks).
         """
         bucket, prefix = parse_s3_uri(uri)
         s3 = self.client("s3")
-        count = 0
+        planned: list[tuple[str, Path]] = []
         paginator = s3.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
             for item in page.get("Contents", []):
@@ -81,13 +95,16 @@ class AwsClients:
                 if key.endswith("/"):
                     continue
                 relative = key[len(prefix) :].lstrip("/") or Path(key).name
-                destination = target / relative
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                s3.download_file(bucket, key, str(destination))
-                count += 1
-        if count == 0:
+                try:
+                    planned.append((key, contained(target, relative)))
+                except PathEscapeError:
+                    raise UnsafeKeyError(bucket, key, target) from None
+        if not planned:
             raise FileNotFoundError(f'No S3 objects found under S3 URL "{uri}"')
-        return count
+        for key, destination in planned:
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(bucket, key, str(destination))
+        return len(planned)
 
     def download_file(self, uri: str, destination: Path) -> Path:
         bucket, key = parse_s3_uri(uri)
@@ -100,9 +117,11 @@ class AwsClients:
         self.client("s3").upload_file(str(source), bucket, key)
 
     def upload_directory(self, source: Path, uri: str) -> int:
-        """Upload every file under ``source`` to ``uri/<relative path>``; returns the count."""
+        """Upload every file under ``source`` to ``uri/<relative path>``; returns the count.
+
+        Symbolic links are left out: a link in a job's output must not upload a host file."""
         count = 0
-        for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        for path in sorted(p for p in source.rglob("*") if p.is_file() and not p.is_symlink()):
             self.upload_file(path, uri.rstrip("/") + "/" + path.relative_to(source).as_posix())
             count += 1
         return count

@@ -28,6 +28,7 @@ import urllib3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mlops.local.faults import Faults
+from mlops.local.paths import PathEscapeError, contained
 from mlops.local.sagemaker.aws import (
     AwsClients,
     LogShipper,
@@ -43,6 +44,14 @@ logger = logging.getLogger(__name__)
 
 MODEL_SERVER = Path(__file__).resolve().parents[1] / "model_server.py"
 INVOCATION_TIMEOUT_S = 60.0  # SageMaker's real-time invocation limit
+
+
+def _inside(folder: Path, program: str) -> Path:
+    """SAGEMAKER_PROGRAM comes from the request: it names a file inside ``folder`` or nothing."""
+    try:
+        return contained(folder, program)
+    except PathEscapeError as error:
+        raise DeploymentError(f"SAGEMAKER_PROGRAM {error}") from None
 
 
 class DeploymentError(Exception):
@@ -197,9 +206,9 @@ class ModelServer:
                 raise DeploymentError(
                     f"Failed to download inference code {submit}: {error}"
                 ) from error
-            candidates.append(code_dir / program)
+            candidates.append(_inside(code_dir, program))
         candidates += [
-            model_dir / "code" / program,
+            _inside(model_dir / "code", program),
             self.manager.config.repo_root / "training" / program,
         ]
         for candidate in candidates:
@@ -502,7 +511,7 @@ class EndpointManager:
             self._stop_deployments([deployment])
             return
         logger.info("endpoint %s serves %s", endpoint.name, deployment.config.name)
-        history_file = self.config.state_dir / "endpoints" / endpoint.name / "history.json"
+        history_file = contained(self.config.state_dir / "endpoints", endpoint.name, "history.json")
         history_file.write_text(json.dumps(history, indent=1))
         if old is None:
             return
@@ -532,11 +541,12 @@ class EndpointManager:
                     endpoint.name,
                     variant,
                     model,
-                    self.config.state_dir
-                    / "endpoints"
-                    / endpoint.name
-                    / deployment.deployment_id
-                    / variant["VariantName"],
+                    contained(
+                        self.config.state_dir / "endpoints",
+                        endpoint.name,
+                        deployment.deployment_id,
+                        variant["VariantName"],
+                    ),
                     deployment.deployment_id,
                 )
                 deployment.servers[variant["VariantName"]] = server

@@ -13,6 +13,7 @@ import threading
 from typing import Any
 
 from mlops.local.faults import Faults
+from mlops.local.paths import PathEscapeError, contained
 from mlops.local.sagemaker.aws import AwsClients
 from mlops.local.sagemaker.config import SageMakerConfig
 from mlops.local.sagemaker.endpoints import (
@@ -77,7 +78,10 @@ class SageMakerBackend:
                     "Training job names must be unique within an AWS account and region, and a "
                     f"training job with this name already exists ({arn})"
                 )
-            job_dir = self.config.state_dir / "jobs" / name
+            try:
+                job_dir = contained(self.config.state_dir / "jobs", name)
+            except PathEscapeError as error:
+                raise ValidationException(f"TrainingJobName {error}") from None
             job = TrainingJob(request, arn, job_dir, tuning_job_arn, tuned)
             self.training_jobs[name] = job
             self._store_tags(arn, request.get("Tags"))

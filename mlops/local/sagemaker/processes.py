@@ -3,7 +3,8 @@
 Training scripts start data-loader workers and model servers may fork; killing only the direct
 child would leave those running. Every process is therefore a session leader and is stopped by
 signalling its whole group, and a module-level registry kills whatever is still alive when the
-interpreter exits (atexit), so a crashed test run leaves nothing behind.
+interpreter exits (atexit), so a crashed test run leaves nothing behind. They are started with
+`mlops.local.process.spawn`, so they also die with the local cloud when it is killed (-9).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mlops.local.process import forget_group, spawn
+
 logger = logging.getLogger(__name__)
 
 _LIVE: set[ManagedProcess] = set()
@@ -33,14 +36,13 @@ class ManagedProcess:
     def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], name: str) -> None:
         self.name = name
         self.argv = argv
-        self.popen = subprocess.Popen(
+        self.popen = spawn(
             argv,
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
             text=True,
             encoding="utf-8",
             errors="replace",
@@ -85,6 +87,7 @@ class ManagedProcess:
     def _reap_group(self) -> None:
         """After the leader exits, kill stragglers of its group and forget the process."""
         self._signal_group(signal.SIGKILL)
+        forget_group(self.pgid)
         with _LIVE_LOCK:
             _LIVE.discard(self)
 

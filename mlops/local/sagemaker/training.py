@@ -30,11 +30,13 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mlops.local.faults import Faults
+from mlops.local.paths import PathEscapeError, contained
 from mlops.local.sagemaker import protocol
 from mlops.local.sagemaker.aws import (
     AwsClients,
     LogShipper,
     S3UriError,
+    UnsafeKeyError,
     aws_env_for_children,
     extract_tarball,
     make_tarball,
@@ -594,9 +596,18 @@ class TrainingExecution:
         """Map a container path (/opt/ml/...) into the job directory; other paths stay."""
         if not path:
             return default
-        if path.startswith("/opt/ml/"):
-            return self.job.job_dir / path.removeprefix("/opt/ml/")
-        return Path(path)
+        if not path.startswith("/opt/ml/"):
+            raise JobFailure(
+                f"ClientError: the local SageMaker maps only /opt/ml/... into the job folder; "
+                f"{path!r} would be a path on this machine: use a path under /opt/ml/"
+            )
+        try:
+            return contained(self.job.job_dir, path.removeprefix("/opt/ml/"))
+        except PathEscapeError as error:
+            raise JobFailure(
+                f"ClientError: LocalPath {path!r} resolves outside the job folder "
+                f"{self.job.job_dir}: refused"
+            ) from error
 
     def _tensor_dir(self) -> Path:
         hook = self.job.request.get("DebugHookConfig") or {}
@@ -624,7 +635,9 @@ class TrainingExecution:
             raise JobFailure(f"ClientError: channel {name!r}: Pipe input mode is not supported")
         uri = s3_source["S3Uri"]
         try:
-            count = self.clients.download_prefix(uri, self.dirs["data"] / name)
+            count = self.clients.download_prefix(uri, contained(self.dirs["data"], name))
+        except (PathEscapeError, UnsafeKeyError) as error:
+            raise JobFailure(f"ClientError: channel {name!r}: {error}") from error
         except (FileNotFoundError, S3UriError, ClientError, BotoCoreError) as error:
             raise JobFailure(
                 f"ClientError: Data download failed:{error}. Please ensure that the bucket "
@@ -654,7 +667,11 @@ class TrainingExecution:
             raise JobFailure(
                 f"ClientError: could not fetch the training source {submit}: {error}"
             ) from error
-        if not (self.dirs["code"] / str(program)).is_file():
+        try:
+            entry_point = contained(self.dirs["code"], str(program))
+        except PathEscapeError as error:
+            raise JobFailure(f"ClientError: sagemaker_program {error}") from error
+        if not entry_point.is_file():
             raise JobFailure(
                 f"ClientError: the entry point {program!r} is not in {submit} "
                 f"(found: {', '.join(sorted(p.name for p in self.dirs['code'].iterdir()))})"
@@ -672,6 +689,8 @@ class TrainingExecution:
             self.logs.write(f"Restored {count} checkpoint files from {checkpoint['S3Uri']}")
         except FileNotFoundError:
             pass  # no checkpoints yet: a first run
+        except UnsafeKeyError as error:
+            raise JobFailure(f"ClientError: checkpoints: {error}") from error
         except (ClientError, BotoCoreError, S3UriError) as error:
             raise JobFailure(f"ClientError: could not read checkpoints: {error}") from error
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 import time
 
 import boto3
@@ -34,6 +35,9 @@ def lambda_handler(event, context):
             "headers": {"Content-Type": "application/json"},
             "body": json.dumps(body),
         }
+    if event.get("spawn"):  # a grandchild of the cloud, as a handler's helper process would be
+        child = subprocess.Popen(["sleep", str(event["spawn"])])
+        return {"child_pid": child.pid}
     if event.get("sleep"):
         time.sleep(event["sleep"])
     if event.get("fail"):
