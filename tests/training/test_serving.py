@@ -52,8 +52,8 @@ def variants(digit: Image.Image) -> dict[str, tuple[bytes, str]]:
 
 
 def predict(model, body, content_type="image/png", accept="application/json") -> dict:
-    answer, content = inference.output_fn(
-        inference.predict_fn(inference.input_fn(body, content_type), model), accept
+    answer, content = inference.encode_response(
+        inference.predict(inference.decode_request(body, content_type), model), accept
     )
     assert content == "application/json"
     return json.loads(answer)
@@ -83,11 +83,11 @@ def test_predict_any_image_mode_gives_a_valid_class(model, digit, kind):
     check_answer(predict(model, body, content_type), model.classes)
 
 
-def test_input_fn_converts_every_mode_to_rgb_of_the_same_digit(digit):
+def test_decode_request_converts_every_mode_to_rgb_of_the_same_digit(digit):
     """All encodings of one digit decode to (nearly) the same RGB picture: alpha over white."""
-    reference = inference.input_fn(encode(digit, "PNG"), "image/png")
+    reference = inference.decode_request(encode(digit, "PNG"), "image/png")
     for kind, (body, content_type) in variants(digit).items():
-        image = inference.input_fn(body, content_type)
+        image = inference.decode_request(body, content_type)
         assert image.mode == "RGB" and image.size == digit.size, kind
         diff = max(abs(a - b) for a, b in zip(image.tobytes(), reference.tobytes(), strict=True))
         assert diff <= 80, f"{kind} differs by {diff}"
@@ -126,45 +126,45 @@ def test_predict_matches_the_evaluation_transform(model, trained, digit):
         (b"GIF89a", None, 415, "unsupported content type"),
     ],
 )
-def test_input_fn_rejects_bad_requests(body, content_type, status, words):
+def test_decode_request_rejects_bad_requests(body, content_type, status, words):
     with pytest.raises(InputError) as error:
-        inference.input_fn(body, content_type)
+        inference.decode_request(body, content_type)
     assert error.value.status_code == status
     assert words in error.value.message
 
 
-def test_input_fn_rejects_truncated_jpeg(digit):
+def test_decode_request_rejects_truncated_jpeg(digit):
     jpeg = encode(digit.resize((64, 64)), "JPEG", quality=95)
     with pytest.raises(InputError) as error:
-        inference.input_fn(jpeg[: len(jpeg) // 2], "image/jpeg")
+        inference.decode_request(jpeg[: len(jpeg) // 2], "image/jpeg")
     assert error.value.status_code == 400
     assert "truncated or corrupt" in error.value.message
 
 
-def test_input_fn_rejects_body_over_the_size_limit():
+def test_decode_request_rejects_body_over_the_size_limit():
     body = b"\xff\xd8" + bytes(inference.MAX_BODY_BYTES)
     with pytest.raises(InputError) as error:
-        inference.input_fn(body, "image/jpeg")
+        inference.decode_request(body, "image/jpeg")
     assert error.value.status_code == 413
     assert str(inference.MAX_BODY_BYTES) in error.value.message
 
 
-def test_input_fn_refuses_decompression_bomb_before_decoding():
+def test_decode_request_refuses_decompression_bomb_before_decoding():
     """A few-kB PNG that declares 64 million pixels is refused from its header."""
     bomb = encode(Image.new("1", (8000, 8000)), "PNG", optimize=True)
     assert len(bomb) < 100_000
     with pytest.raises(InputError) as error:
-        inference.input_fn(bomb, "image/png")
+        inference.decode_request(bomb, "image/png")
     assert error.value.status_code == 413
     assert "8000x8000" in error.value.message
 
 
-def test_output_fn_refuses_an_accept_it_cannot_produce(model, digit):
-    prediction = inference.predict_fn(inference.input_fn(encode(digit, "PNG"), "image/png"), model)
+def test_encode_response_refuses_an_accept_it_cannot_produce(model, digit):
+    prediction = inference.predict(inference.decode_request(encode(digit, "PNG"), "image/png"), model)
     for accept in (None, "*/*", "application/json", "text/html, application/json;q=0.9"):
-        assert inference.output_fn(prediction, accept)[1] == "application/json"
+        assert inference.encode_response(prediction, accept)[1] == "application/json"
     with pytest.raises(InputError) as error:
-        inference.output_fn(prediction, "text/csv")
+        inference.encode_response(prediction, "text/csv")
     assert error.value.status_code == 406
 
 
