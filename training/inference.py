@@ -224,7 +224,12 @@ def _identify(data: bytes) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise InputError(413, f"image is too large to decode safely: {e}", "ImageTooLarge") from e
+        raise InputError(
+            413,
+            f"image is too large to decode safely ({e}); the limit is {MAX_IMAGE_PIXELS} "
+            "pixels (e.g. 3840x2160): send a smaller image",
+            "ImageTooLarge",
+        ) from e
     except UnidentifiedImageError as e:
         raise InputError(
             400,
