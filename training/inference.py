@@ -50,6 +50,8 @@ MAX_BODY_BYTES = 6 * 1024 * 1024
 # At most this many pixels are ever decoded (3840x2160 fits): with the mode conversion done in
 # strips, one request then holds at most about 60 MB of pixels (see docs/reliability.md).
 MAX_IMAGE_PIXELS = 1 << 23
+# libwebp decodes through an RGBA canvas and a second frame buffer: fewer pixels for WebP.
+FORMAT_PIXEL_LIMITS = {"WEBP": 1 << 22}
 # A baseline JPEG larger than that is decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself
 # (draft mode), so phone and camera photos are served; up to this many pixels in its header.
 MAX_JPEG_PIXELS = 1 << 26
@@ -57,9 +59,10 @@ MAX_JPEG_PIXELS = 1 << 26
 # sample) whatever the scale, so it gets the plain pixel limit.
 # PNG text chunks (zTXt/iTXt) are decompressed at open; Pillow allows 64 MB of them in all.
 MAX_PNG_TEXT_BYTES = 1 << 20
-# A JSON body is {"image": "<base64>"}: one object, no arrays. More brackets than this is not
-# such a body, and refusing it by counting keeps a 10,000-deep nest away from json.loads.
-MAX_JSON_BRACKETS = 16
+# A JSON body is {"image": "<base64>"}: one object, no arrays, hardly a comma (base64 has
+# none). More brackets and commas than this is not such a body; counting them first keeps a
+# 10,000-deep nest (RecursionError) and 500,000 distinct keys (100 MB of dict) from json.loads.
+MAX_JSON_STRUCTURE = 64
 # Only these decoders are allowed to touch request bytes (no EPS/PDF-style plugins).
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
 RAW_IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image", "application/octet-stream")
@@ -151,7 +154,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     the conversion never holds a second full-size copy in a wider mode (a 16-bit PNG used to
     cost 8 bytes a pixel in float64).
     """
-    image = ImageOps.exif_transpose(image)
+    ImageOps.exif_transpose(image, in_place=True)  # without in_place: a full copy, always
     if image.mode == "RGB":
         return image
     if image.mode in _HIGH_BIT_MODES:
@@ -252,7 +255,9 @@ def _limit_size(image: Image.Image) -> None:
     pixels = width * height
     progressive = bool(image.info.get("progressive") or image.info.get("progression"))
     draftable = image.format == "JPEG" and not progressive
-    limit = MAX_JPEG_PIXELS if draftable else MAX_IMAGE_PIXELS
+    limit = (
+        MAX_JPEG_PIXELS if draftable else FORMAT_PIXEL_LIMITS.get(image.format, MAX_IMAGE_PIXELS)
+    )
     if pixels == 0:
         raise InputError(400, f"image header declares a {width}x{height} image", "CorruptImage")
     if pixels > limit:
@@ -422,7 +427,7 @@ def _body_bytes(body: bytes | bytearray | memoryview | str | None) -> bytes:
 
 def _image_from_json(data: bytes) -> bytes:
     """Read {"image": "<base64>"} (a data: URL prefix is accepted too)."""
-    if data.count(b"[") + data.count(b"{") > MAX_JSON_BRACKETS:
+    if sum(data.count(token) for token in (b"[", b"{", b",")) > MAX_JSON_STRUCTURE:
         raise InputError(
             400,
             'JSON body is nested or structured far beyond {"image": "<base64>"}; send that '

@@ -43,9 +43,10 @@ DEFAULT_MAX_IMAGE_BYTES = 4 * 1024 * 1024
 UNAVAILABLE_CODES = frozenset({"ServiceUnavailable", "ModelNotReadyException", "InternalFailure"})
 # The SageMaker inference toolkit appends the Python traceback to every error body it makes.
 TRACEBACK_MARK = "Traceback (most recent call last):"
-# {"image": "<base64>"} has one pair of braces; far more is not such a body (and a nest 10,000
-# deep would break json.loads with a RecursionError).
-MAX_JSON_BRACKETS = 16
+# {"image": "<base64>"} has one pair of braces and hardly a comma (base64 has none); far more
+# is not such a body. Counting first keeps a nest 10,000 deep (RecursionError) and 500,000
+# distinct keys (about 100 MB of dict) away from json.loads.
+MAX_JSON_STRUCTURE = 64
 IMAGE_SIGNATURES = (
     (b"\xff\xd8\xff", "image/jpeg"),
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -133,8 +134,8 @@ def body_bytes(body: str | None, is_base64: bool) -> bytes:
 def image_from_json(raw: bytes) -> bytes:
     """``{"image": "<base64>"}`` -> the image bytes."""
     try:
-        if raw.count(b"[") + raw.count(b"{") > MAX_JSON_BRACKETS:
-            raise ValueError("too deeply nested")
+        if sum(raw.count(token) for token in (b"[", b"{", b",")) > MAX_JSON_STRUCTURE:
+            raise ValueError("too deeply nested or too many members")
         document = json.loads(raw)
         encoded = document["image"]
         return base64.b64decode(encoded, validate=True)

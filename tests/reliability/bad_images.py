@@ -337,6 +337,14 @@ def corpus() -> tuple[BadImage, ...]:
             400,
             400,
         ),
+        (
+            "json-many-keys",
+            "JSON object of 300,000 distinct keys",
+            b"{" + b",".join(b'"k%d": 0' % i for i in range(300_000)) + b"}",
+            JSON_TYPE,
+            400,
+            400,
+        ),
         ("json-not-json", "broken JSON", b'{"image": ', JSON_TYPE, 400, 400),
         (
             "json-no-image",
@@ -423,3 +431,73 @@ def exotic_images() -> tuple[GoodImage, ...]:
         ("json-png", as_json(encode(base, "PNG")), JSON_TYPE),
     ]
     return tuple(GoodImage(*image) for image in images)
+
+
+def worst_inputs() -> list[GoodImage]:
+    """The costliest requests under the API's 4 MiB image limit, for bench/memory.py.
+
+    Each is at (or just under) a decoding limit: the most pixels the endpoint decodes, in the
+    modes that cost the most bytes per pixel or need a conversion, a progressive JPEG (its
+    coefficients are all held), a baseline JPEG decoded at a reduced scale, the most PNG text.
+    """
+    side = 2896  # 2896 x 2896 = 8,386,816 pixels, just under MAX_IMAGE_PIXELS (2**23)
+    wide = (4096, 2048)
+    gradient = Image.linear_gradient("L").resize((side, side))
+    rgba = Image.merge(
+        "RGBA", [gradient, gradient.transpose(Image.Transpose.ROTATE_90), gradient, gradient]
+    )
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    images = [
+        ("rgb-png-4096x2048", encode(Image.new("RGB", wide, (200, 30, 90)), "PNG"), "image/png"),
+        ("rgba-png-2896", encode(rgba, "PNG", compress_level=9), "image/png"),
+        (
+            "png-16bit-2896",
+            encode(gradient.convert("I").point(lambda v: v * 257).convert("I;16"), "PNG"),
+            "image/png",
+        ),
+        (
+            "tiff-float-2896",
+            encode(gradient.convert("F"), "TIFF", compression="tiff_adobe_deflate"),
+            "application/x-image",
+        ),
+        (
+            "tiff-int32-2896",
+            encode(gradient.convert("I"), "TIFF", compression="tiff_adobe_deflate"),
+            "application/x-image",
+        ),
+        (
+            "palette-png-transparent-2896",
+            encode(gradient.convert("P"), "PNG", transparency=0),
+            "image/png",
+        ),
+        (
+            "cmyk-jpeg-2896",
+            encode(Image.merge("CMYK", [gradient] * 4), "JPEG", quality=30),
+            "application/x-image",
+        ),
+        (
+            "progressive-jpeg-2896",
+            encode(rgba.convert("RGB"), "JPEG", quality=30, progressive=True),
+            "image/jpeg",
+        ),
+        (
+            "jpeg-exif-rotated-4096x2048",
+            encode(Image.new("RGB", wide, (9, 99, 199)), "JPEG", exif=exif.tobytes()),
+            "image/jpeg",
+        ),
+        (
+            "baseline-jpeg-8192-draft",
+            encode(Image.new("RGB", (8192, 8192), (120, 60, 30)), "JPEG", quality=20),
+            "image/jpeg",
+        ),
+        ("gif-2896", encode(gradient.convert("P"), "GIF"), "application/x-image"),
+        (
+            "webp-2048",
+            encode(rgba.convert("RGB").resize((2048, 2048)), "WEBP", quality=10),
+            "application/x-image",
+        ),
+        ("png-text-1mb", png_text_bomb(1), "image/png"),
+        ("json-png-2896", as_json(encode(gradient, "PNG")), JSON_TYPE),
+    ]
+    return [GoodImage(*image) for image in images if len(image[1]) <= 4 * 1024 * 1024]
