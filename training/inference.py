@@ -187,7 +187,7 @@ def _to_8bit_gray(image: Image.Image) -> Image.Image:
     for box in _strips(image):
         pixels = np.asarray(image.crop(box), dtype=np.float32)
         pixels = np.clip(np.nan_to_num(pixels * scale), 0, 255).astype(np.uint8)
-        gray.paste(Image.fromarray(pixels, mode="L"), box[:2])
+        gray.paste(Image.fromarray(pixels), box[:2])
     return gray
 
 

@@ -160,7 +160,9 @@ def test_decode_request_refuses_decompression_bomb_before_decoding():
 
 
 def test_encode_response_refuses_an_accept_it_cannot_produce(model, digit):
-    prediction = inference.predict(inference.decode_request(encode(digit, "PNG"), "image/png"), model)
+    prediction = inference.predict(
+        inference.decode_request(encode(digit, "PNG"), "image/png"), model
+    )
     for accept in (None, "*/*", "application/json", "text/html, application/json;q=0.9"):
         assert inference.encode_response(prediction, accept)[1] == "application/json"
     with pytest.raises(InputError) as error:
@@ -193,3 +195,72 @@ def test_saved_code_serves_the_model_on_its_own(trained, digits_dir, tmp_path):
         answer["class_name"]
         == json.loads((trained.model_dir / "classes.json").read_text())[answer["class_index"]]
     )
+
+
+class RecordingContext:
+    """The one method of TorchServe's context that inference.py calls."""
+
+    def __init__(self) -> None:
+        self.status: tuple[int, str] | None = None
+
+    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
+        self.status = (code, phrase)
+
+
+def test_transform_fn_answers_bad_input_through_the_context(model):
+    """No exception (the toolkit would append a traceback): status on the context, JSON body."""
+    context = RecordingContext()
+    body, content_type = inference.transform_fn(model, b"not an image", "image/png", None, context)
+    assert context.status == (400, "Bad Request")
+    assert content_type == "application/json"
+    assert json.loads(body) == {
+        "error": "NotAnImage",
+        "message": "body is not a readable image (supported formats: JPEG, PNG, GIF, BMP, "
+        "WEBP, TIFF)",
+    }
+
+
+def test_transform_fn_without_a_context_raises_the_toolkits_error(model):
+    """An older toolkit passes no context: its own error type carries the status."""
+    from sagemaker_inference.errors import GenericInferenceToolkitError
+
+    with pytest.raises(GenericInferenceToolkitError) as raised:
+        inference.transform_fn(model, b"", "image/png", None)
+    assert raised.value.status_code == 400
+    assert json.loads(raised.value.message)["error"] == "EmptyBody"
+
+
+def test_transform_fn_predicts_a_good_image(model, digit):
+    context = RecordingContext()
+    body, content_type = inference.transform_fn(
+        model, encode(digit, "PNG"), "image/png", "application/json", context
+    )
+    assert context.status is None and content_type == "application/json"
+    check_answer(json.loads(body), model.classes)
+
+
+def test_wide_modes_are_converted_in_strips_exactly():
+    """A 16-bit image taller than one strip converts as one whole-image scaling would."""
+    import numpy as np
+
+    width, height = 300, 2 * inference.STRIP_PIXELS // 300 + 7
+    values = (np.arange(width * height, dtype=np.uint32) * 7919 % 65536).astype(np.uint16)
+    image = Image.frombytes("I;16", (width, height), values.astype("<u2").tobytes())
+    assert len(inference._strips(image)) == 3
+    expected = np.clip(values.astype(np.float32) * (255.0 / 65535.0), 0, 255).astype(np.uint8)
+    converted = np.asarray(inference.to_rgb(image))
+    assert converted.shape == (height, width, 3)
+    assert np.array_equal(converted[:, :, 0].ravel(), expected)
+
+
+def test_a_large_baseline_jpeg_is_decoded_at_a_reduced_scale():
+    jpeg = encode(Image.new("RGB", (6000, 4000), (10, 120, 200)), "JPEG", quality=50)
+    image = inference.decode_request(jpeg, "image/jpeg")
+    assert image.size == (3000, 2000)  # 24 Mpx at 1/2: 6 Mpx, under MAX_IMAGE_PIXELS
+
+
+def test_deep_or_wide_json_is_refused_before_parsing():
+    for body in (b"[" * 10_000 + b"]" * 10_000, b"{" + b",".join([b'"k": 0'] * 1000) + b"}"):
+        with pytest.raises(InputError) as error:
+            inference.decode_request(body, "application/json")
+        assert (error.value.status_code, error.value.error) == (400, "InvalidJson")
