@@ -330,7 +330,7 @@ def main(args: argparse.Namespace) -> None:
         raise SystemExit(0)  # waitress's run() closes its sockets on SystemExit
 
     signal.signal(signal.SIGTERM, shut_down)
-    port = server.effective_port
+    port = int(server.effective_port)
     write_port_file(args.port_file, port)
     logger.info("serving on http://%s:%d (GET /ping, POST /invocations)", args.host, port)
     server.run()
