@@ -8,7 +8,7 @@ PYTEST := $(BIN)/python -m pytest
 
 .PHONY: venv sam-venv checkov-venv test-reliability demo test test-slow lint format sample-data build deploy bench clean
 
-$(VENV)/.installed: requirements/training.txt requirements/lambda.txt requirements/dev.txt pyproject.toml
+$(VENV)/.installed: requirements/training.txt requirements/lambda.txt requirements/serving.txt requirements/dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements/dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .

@@ -17,11 +17,20 @@ imports. The ratio reported is (peak RSS - runtime) / (parameters + activations)
 times the model's own bytes the process holds beyond the runtime. Training also keeps the
 gradients and SGD's momentum (2 x parameters more) and the tensors autograd saves for backward,
 so about 2-4 is expected there; serving should stay near 1-2.
+
+Part 2, bad and costly input: the model server's peak memory growth for one request of each of
+the costliest inputs under the API's 4 MiB image limit (tests/reliability/bad_images.py's
+worst_inputs: the most pixels decoded, in the widest modes, a progressive JPEG, a huge baseline
+JPEG decoded at a reduced scale, PNG text) and of every kind of bad image. Each costly input
+gets a fresh server, warmed by one ordinary request; growth = VmHWM after the request - VmHWM
+before it. Goal: under 100 MB for the worst.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +47,7 @@ from bench.common import (
     TRAINING_DIR,
     ChildRun,
     Settings,
+    at_most,
     base_env,
     digits,
     info,
@@ -53,6 +63,7 @@ NAME = "memory"
 TITLE = "Memory: peak RSS against parameters + activations"
 ARCHITECTURES = ("resnet18", "resnet50")
 MB = 1024 * 1024
+GROWTH_GOAL_MB = 100.0
 HIGH_WATER = "print('BENCH', open('/proc/self/status').read().split('VmHWM:')[1].split()[0])"
 TRAIN_IMPORTS = f"import sys; sys.path.insert(0, '.'); import train; {HIGH_WATER}"
 SERVE_IMPORTS = f"import sys; sys.path.insert(0, '.'); import inference; {HIGH_WATER}"
@@ -169,6 +180,64 @@ def serving_peak(settings: Settings, model_dir: Path, arch: str, size: Size) -> 
     return peak
 
 
+def post(port: int, body: bytes, content_type: str) -> int:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": content_type}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=300) as response:
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as error:
+        error.read()
+        return error.code
+
+
+def input_growth(settings: Settings, model_dir: Path) -> dict[str, Any]:
+    """Peak RSS growth of a fresh, warmed model server for each costly input (and the corpus)."""
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from reliability.bad_images import corpus, worst_inputs
+
+    work = settings.scratch(NAME)
+    warm = sorted((digits(settings, 5, 32) / "test").rglob("*.png"))[0].read_bytes()
+    inputs = worst_inputs()[:3] if settings.quick else worst_inputs()
+    growth: dict[str, Any] = {}
+    for image in [*inputs, None]:
+        tag = image.kind if image is not None else "bad-image-corpus"
+        command = [
+            PYTHON,
+            str(MODEL_SERVER),
+            "--model-dir",
+            str(model_dir),
+            "--inference",
+            str(model_dir / "code" / "inference.py"),
+            "--port-file",
+            str(work / "growth.port"),
+        ]
+        env = base_env(**SINGLE_THREAD_ENV, MODEL_SERVER_LOG_LEVEL="WARNING")
+        with served(
+            command,
+            env=env,
+            cwd=REPO_ROOT,
+            port_file=work / "growth.port",
+            log_path=work / f"growth-{tag}.log",
+        ) as (process, port):
+            assert post(port, warm, "image/png") == 200
+            before = peak_rss_bytes(process.pid) or 0
+            if image is not None:
+                statuses = [post(port, image.body, image.content_type)]
+            else:  # every bad image once, in one server: the most any of them added
+                statuses = [post(port, bad.body, bad.content_type) for bad in corpus()]
+            after = peak_rss_bytes(process.pid) or 0
+        growth[tag] = {
+            "growth_mb": (after - before) / MB,
+            "statuses": sorted(set(statuses)),
+            "bytes": len(image.body) if image is not None else None,
+        }
+        log(f"{NAME}: {tag}: +{(after - before) / MB:.1f} MB, status {sorted(set(statuses))}")
+    return growth
+
+
 def figures(peak: int, runtime: int, model: dict[str, int]) -> dict[str, float]:
     own = model["parameter_bytes"] + model["activations"]
     return {
@@ -216,6 +285,19 @@ def run(settings: Settings) -> dict[str, Any]:
                     f"{values['parameters_mb']:.0f} / {values['activations_mb']:.0f}",
                 )
             )
+    log(f"{NAME}: model server memory per request, costly and bad input")
+    growth = input_growth(settings, model_dir)
+    measurements["input_growth"] = growth
+    worst_tag = max(growth, key=lambda tag: growth[tag]["growth_mb"])
+    checks.append(
+        at_most(
+            f"model server peak growth for one request, worst input ({worst_tag}), MB",
+            growth[worst_tag]["growth_mb"],
+            GROWTH_GOAL_MB,
+        )
+    )
+    server_errors = [tag for tag, g in growth.items() if any(s >= 500 for s in g["statuses"])]
+    checks.append(info("inputs answered with a 5xx", ", ".join(server_errors) or "none"))
     notes = [
         f"{size.image_size}px, training batch {size.batch_size}, one intra-op thread, "
         "--workers 0; activations counted once per storage"

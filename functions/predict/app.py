@@ -58,6 +58,12 @@ IMAGE_CONTENT_TYPES = frozenset(
 JSON_CONTENT_TYPE = "application/json"
 DEFAULT_MAX_IMAGE_BYTES = 4 * 1024 * 1024
 UNAVAILABLE_CODES = frozenset({"ServiceUnavailable", "ModelNotReadyException", "InternalFailure"})
+# The SageMaker inference toolkit appends the Python traceback to every error body it makes.
+TRACEBACK_MARK = "Traceback (most recent call last):"
+# {"image": "<base64>"} has one pair of braces and hardly a comma (base64 has none); far more
+# is not such a body. Counting first keeps a nest 10,000 deep (RecursionError) and 500,000
+# distinct keys (about 100 MB of dict) away from json.loads.
+MAX_JSON_STRUCTURE = 64
 IMAGE_SIGNATURES = (
     (b"\xff\xd8\xff", "image/jpeg"),
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -145,10 +151,12 @@ def body_bytes(body: str | None, is_base64: bool) -> bytes:
 def image_from_json(raw: bytes) -> bytes:
     """``{"image": "<base64>"}`` -> the image bytes."""
     try:
+        if sum(raw.count(token) for token in (b"[", b"{", b",")) > MAX_JSON_STRUCTURE:
+            raise ValueError("too deeply nested or too many members")
         document = json.loads(raw)
         encoded = document["image"]
         return base64.b64decode(encoded, validate=True)
-    except (ValueError, KeyError, TypeError, binascii.Error) as e:
+    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError) as e:
         raise InvalidJson(
             'a JSON body must be {"image": "<base64-encoded JPEG or PNG>"} with valid base64'
         ) from e
@@ -183,15 +191,29 @@ def read_image(content_type: str, raw: bytes) -> tuple[bytes, str]:
     return data, content_type if content_type in ("image/jpeg", "image/png") else forward_type
 
 
+def container_message(original: str) -> str:
+    """What the model container said, without the traceback the inference toolkit appends.
+
+    inference.py answers a bad input with ``{"error", "message"}``; any other answer of the
+    toolkit is ``message\nTraceback ...``, whose message may itself be such a JSON body.
+    """
+    text = original.split(TRACEBACK_MARK, 1)[0].strip()
+    with contextlib.suppress(ValueError, RecursionError):
+        document = json.loads(text)
+        if isinstance(document, dict) and isinstance(document.get("message"), str):
+            return document["message"]
+    return text.splitlines()[0] if text else ""
+
+
 def model_error(error: ClientError) -> RequestRejected:
     """The model container refused or failed: pass its 4xx through, map 5xx to 502."""
     status = int(error.response.get("OriginalStatusCode", 0) or 0)
-    message = str(error.response.get("OriginalMessage", "") or error_message(error))
-    with contextlib.suppress(ValueError, AttributeError):
-        message = json.loads(message).get("message", message)
+    message = container_message(str(error.response.get("OriginalMessage", "") or ""))
     if 400 <= status < 500:
-        return ModelRejectedInput(message[:500], status=status)
-    return ModelFailed(f"the model failed on this input ({status or 'no status'}): {message[:300]}")
+        return ModelRejectedInput(
+            message[:500] or f"the model refused this input ({status})", status=status
+        )
+    return ModelFailed(f"the model failed on this input ({status or 'no status'}): {message[:200]}")
 
 
 def invocation_error(error: ClientError, endpoint: str) -> RequestRejected:

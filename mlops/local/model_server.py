@@ -1,43 +1,58 @@
-"""A model server speaking SageMaker's inference contract around an ``inference.py``.
+"""The local endpoint's model server: SageMaker's real PyTorch handler service, served by waitress.
 
     python mlops/local/model_server.py --model-dir DIR --inference FILE --port-file FILE
 
-It loads the model once (``model_fn``), then serves ``GET /ping`` (200 once the model is
-loaded) and ``POST /invocations`` (``input_fn`` -> ``predict_fn`` -> ``output_fn``), the
-contract of SageMaker's PyTorch serving containers. It binds 127.0.0.1 on a free port and
-writes that port to ``--port-file`` only when it is ready, so the caller never races a
-half-started server.
+In the SageMaker PyTorch inference image, TorchServe (Java) receives the HTTP request and hands
+it to a Python worker, which calls ``HandlerService.handle(data, context)`` of
+``sagemaker-pytorch-inference`` (2.0.25 in the PyTorch 2.6 image; it carries its own copy of
+``sagemaker_inference``, whose ``Transformer`` imports the user's inference.py and runs
+``model_fn`` / ``transform_fn`` or ``input_fn`` -> ``predict_fn`` -> ``output_fn``).
+TorchServe needs Java and is archived, so here waitress (a pure-Python WSGI server) takes its
+place and this file does what TorchServe's worker does: one ``Context`` whose request
+processor is replaced for each request, the status code, reason phrase and content type the
+handler set on it, and the handler's list of answers turned into the response body. Everything
+between the request and those bytes is the real toolkit: an exception in inference.py becomes
+what the toolkit makes of it (500, or the status of its own error type, with a body of message
+plus traceback), on AWS and here alike.
 
-Errors: ``inference.InputError(status_code, message)`` becomes that status with a JSON body
-``{"error": message}``; any other exception becomes 500 with a short message. A traceback is
-logged (to stderr, which the local SageMaker ships to CloudWatch Logs) and never sent back.
+    GET /ping          200 {"status": "Healthy"} once the model is loaded (as TorchServe)
+    POST /invocations  the handler's answer; server-side failures as TorchServe's JSON errors
 
-This file uses the standard library only (plus whatever inference.py imports), because it runs
-as its own process, started by path, in the training environment.
+Why waitress (not werkzeug's development server, which moto brings): it is a production
+server with no dependencies, decodes chunked bodies, answers a bad Content-Length with a 400,
+enforces a body-size limit before buffering the body, and takes a listen backlog and a fixed
+thread pool as settings. One request at a time reaches the handler (a TorchServe worker with
+batch size 1 does the same); the other threads queue, and /ping never waits for them.
+
+The port is written to ``--port-file`` only once the model is loaded and the socket bound, so
+the caller never races a half-started server. Logs (the toolkit's tracebacks too) go to stderr,
+which the local SageMaker ships to CloudWatch Logs.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
 import signal
 import sys
 import threading
-import time
-import traceback
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
 from typing import Any
+
+import waitress
 
 logger = logging.getLogger("model_server")
 
-DEFAULT_ACCEPT = "application/json"
-MAX_BODY_BYTES = 6 * 1024 * 1024  # SageMaker real-time endpoints accept at most 6 MB
+# TorchServe's default max_request_size (the image keeps it); SageMaker refuses > 6 MB before.
+MAX_BODY_BYTES = 6_553_500
+LISTEN_BACKLOG = 1024  # a burst of 32+ concurrent clients must not see connection resets
+THREADS = 4
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -47,149 +62,232 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     parser.add_argument("--port", type=int, default=0, help="port to bind (0: a free one)")
     parser.add_argument("--port-file", type=Path, required=True, help="where to write the port")
+    parser.add_argument(
+        "--max-body-bytes", type=int, default=MAX_BODY_BYTES, help="largest request body"
+    )
     return parser
 
 
-def load_inference_module(path: Path) -> ModuleType:
-    """Import inference.py by path, with its folder on sys.path (for its own helper modules)."""
-    sys.path.insert(0, str(path.parent))
-    spec = importlib.util.spec_from_file_location("inference", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["inference"] = module
-    spec.loader.exec_module(module)
-    return module
+# --- what TorchServe's Python worker gives the handler (ts.context) ----------------------------
 
 
-class InferenceHandler:
-    """The four SageMaker hooks of one inference module around one loaded model."""
+class RequestProcessor:
+    """One request's headers in, its status, reason phrase and response headers out."""
 
-    def __init__(self, module: ModuleType, model_dir: Path) -> None:
-        self.module = module
-        self.input_error = getattr(module, "InputError", None)
-        if not hasattr(module, "model_fn"):
-            raise AttributeError(f"{module.__file__} defines no model_fn(model_dir)")
-        self.model = module.model_fn(str(model_dir))
+    def __init__(self, request_header: dict[str, str]) -> None:
+        self._status_code = 200
+        self._reason_phrase: str | None = None
+        self._response_header: dict[str, str] = {}
+        self._request_header = request_header
 
-    def invoke(self, body: bytes, content_type: str, accept: str) -> tuple[bytes, str]:
-        data = self._call("input_fn", body, content_type)
-        prediction = self._call("predict_fn", data, self.model)
-        result = self._call("output_fn", prediction, accept)
-        if isinstance(result, tuple):  # output_fn may answer (body, content_type)
-            result, accept = result
-        if isinstance(result, str):
-            result = result.encode("utf-8")
-        return bytes(result), accept
+    def get_request_property(self, key: str) -> str | None:
+        return self._request_header.get(key)
 
-    def _call(self, name: str, *args: Any) -> Any:
-        function = getattr(self.module, name, None)
-        if function is None:
-            return _DEFAULTS[name](*args)
-        return function(*args)
+    def get_request_properties(self) -> dict[str, str]:
+        return self._request_header
 
-    def client_error(self, error: Exception) -> tuple[int, str] | None:
-        """(status, message) when ``error`` is the module's InputError (or looks like one)."""
-        is_input_error = self.input_error is not None and isinstance(error, self.input_error)
-        status = getattr(error, "status_code", None)
-        if (is_input_error or type(error).__name__ == "InputError") and isinstance(status, int):
-            message = getattr(error, "message", None) or str(error)
-            return status, str(message)
-        return None
+    def report_status(self, code: int, reason_phrase: str | None = None) -> None:
+        self._status_code = code
+        self._reason_phrase = reason_phrase
+
+    def get_response_status_code(self) -> int:
+        return self._status_code
+
+    def get_response_status_phrase(self) -> str | None:
+        return self._reason_phrase
+
+    def add_response_property(self, key: str, value: str) -> None:
+        self._response_header[key] = value
+
+    def get_response_headers(self) -> dict[str, str]:
+        return self._response_header
 
 
-def _default_input(body: bytes, content_type: str) -> Any:
-    if content_type.split(";")[0].strip() == "application/json":
-        return json.loads(body)
-    return body
+class Context:
+    """TorchServe's worker context: one per model, its request processors set per request.
+
+    The toolkit keeps the context it saw at initialisation and passes that one to handler
+    functions that take a context, so (as in TorchServe) it must be the same object for every
+    request, with ``request_processor`` replaced each time.
+    """
+
+    def __init__(self, model_name: str, model_dir: str) -> None:
+        self.model_name = model_name
+        self.manifest = None
+        self._system_properties = {
+            "model_dir": model_dir,
+            "gpu_id": None,
+            "batch_size": 1,
+            "server_name": "MMS",
+            "server_version": "local",
+            "limit_max_image_pixels": True,
+        }
+        self.request_ids: dict[int, str] | None = None
+        self.request_processor: list[RequestProcessor] | None = None
+        self.metrics = None
+
+    @property
+    def system_properties(self) -> dict[str, Any]:
+        return self._system_properties
+
+    def get_request_header(self, idx: int, key: str) -> str | None:
+        return self.request_processor[idx].get_request_property(key)
+
+    def get_all_request_header(self, idx: int) -> dict[str, str]:
+        return self.request_processor[idx].get_request_properties()
+
+    def set_response_content_type(self, idx: int, value: str) -> None:
+        self.set_response_header(idx, "content-type", value)
+
+    def get_response_content_type(self, idx: int) -> str | None:
+        return self.get_response_headers(idx).get("content-type")
+
+    def get_response_status(self, idx: int) -> tuple[int, str | None]:
+        processor = self.request_processor[idx]
+        return processor.get_response_status_code(), processor.get_response_status_phrase()
+
+    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
+        if self.request_processor is not None and self.request_processor[idx] is not None:
+            self.request_processor[idx].report_status(code, reason_phrase=phrase)
+
+    def get_response_headers(self, idx: int) -> dict[str, str]:
+        return self.request_processor[idx].get_response_headers()
+
+    def set_response_header(self, idx: int, key: str, value: str) -> None:
+        self.request_processor[idx].add_response_property(key, value)
 
 
-def _default_predict(data: Any, model: Any) -> Any:
-    return model(data)
+# --- the worker: the real handler service around one model ------------------------------------
 
 
-def _default_output(prediction: Any, accept: str) -> tuple[bytes, str]:
-    return json.dumps(prediction).encode(), "application/json"
+class Answer:
+    """Status, headers and body of one HTTP response."""
+
+    def __init__(self, status: int, body: bytes, content_type: str, phrase: str | None = None):
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.phrase = phrase
+
+    @classmethod
+    def error(cls, status: int, kind: str, message: str) -> Answer:
+        """TorchServe's own error body (ErrorResponse: code, type, message)."""
+        body = json.dumps({"code": status, "type": kind, "message": message}).encode()
+        return cls(status, body, "application/json")
 
 
-_DEFAULTS = {
-    "input_fn": _default_input,
-    "predict_fn": _default_predict,
-    "output_fn": _default_output,
-}
+class Worker:
+    """``HandlerService.initialize`` once, then ``handle`` per request, one at a time."""
 
+    def __init__(self, model_dir: Path, inference: Path) -> None:
+        # The image puts the model's code/ folder on PYTHONPATH and names the module with
+        # SAGEMAKER_PROGRAM; the toolkit imports it by that name.
+        sys.path.insert(0, str(inference.parent))
+        os.environ["SAGEMAKER_PROGRAM"] = inference.name
+        from sagemaker_pytorch_serving_container.handler_service import HandlerService
 
-def make_request_handler(handler: InferenceHandler) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "mlops-model-server/1"
-        # Headers and body leave in two writes: without TCP_NODELAY a kept-alive
-        # connection waits ~40 ms for the delayed ACK (bench/serving.py measured it).
-        disable_nagle_algorithm = True
+        self.context = Context("model", str(model_dir))
+        self.service = HandlerService()
+        self.service.initialize(self.context)
+        self._lock = threading.Lock()
+        self._next_id = 0
 
-        def do_GET(self) -> None:
-            if self.path.split("?")[0] == "/ping":
-                self._send(HTTPStatus.OK, b"", "text/plain")
-            else:
-                self._send_error(HTTPStatus.NOT_FOUND, f"no route GET {self.path}")
-
-        def do_POST(self) -> None:
-            path = self.path.split("?")[0]
-            if path != "/invocations":
-                self._drain_body()
-                self._send_error(HTTPStatus.NOT_FOUND, f"no route POST {self.path}")
-                return
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                self._drain_body()
-                self._send_error(413, f"request body of {length} bytes exceeds {MAX_BODY_BYTES}")
-                return
-            body = self.rfile.read(length)
-            content_type = self.headers.get("Content-Type") or "application/octet-stream"
-            accept = self.headers.get("Accept") or DEFAULT_ACCEPT
-            if accept in {"*/*", ""}:
-                accept = DEFAULT_ACCEPT
-            self._invoke(body, content_type, accept)
-
-        def _invoke(self, body: bytes, content_type: str, accept: str) -> None:
-            started = time.perf_counter()
+    def invoke(self, body: bytes, headers: dict[str, str]) -> Answer:
+        with self._lock:
+            self._next_id += 1
+            self.context.request_ids = {0: f"request-{self._next_id}"}
+            self.context.request_processor = [RequestProcessor(headers)]
             try:
-                answer, answer_type = handler.invoke(body, content_type, accept)
-            except Exception as error:
-                client_error = handler.client_error(error)
-                if client_error is not None:
-                    self._send_error(*client_error)
-                    return
-                logger.error("invocation failed:\n%s", traceback.format_exc())
-                self._send_error(
-                    500, f"internal error in the model server ({type(error).__name__})"
+                answers = self.service.handle([{"body": bytearray(body)}], self.context)
+            except MemoryError:
+                logger.exception("out of memory while predicting")
+                return Answer.error(507, "InternalServerException", "Out of resources")
+            except Exception:
+                logger.exception("invoking the handler service failed")
+                return Answer.error(503, "ServiceUnavailableException", "Prediction failed")
+            return self._answer(answers)
+
+    def _answer(self, answers: Any) -> Answer:
+        """What TorchServe makes of the handler's return value (create_predict_response)."""
+        if not isinstance(answers, list) or len(answers) != 1:
+            logger.warning("handler returned %s, not a list of one answer", type(answers))
+            return Answer.error(503, "ServiceUnavailableException", "Invalid model predict output")
+        status, phrase = self.context.get_response_status(0)
+        content_type = self.context.get_response_content_type(0) or ""
+        value = answers[0]
+        if isinstance(value, (bytes, bytearray)):
+            body = bytes(value)
+        elif isinstance(value, str):
+            body = value.encode("utf-8")
+        else:
+            try:
+                body = json.dumps(value, indent=2).encode("utf-8")
+            except TypeError:
+                logger.warning("unable to serialize model output", exc_info=True)
+                return Answer.error(
+                    503, "ServiceUnavailableException", "Unsupported model output data type."
                 )
-                return
-            self._send(HTTPStatus.OK, answer, answer_type)
-            logger.debug("invocation took %.1f ms", (time.perf_counter() - started) * 1000)
+        return Answer(status or 200, body, content_type, phrase)
 
-        def _drain_body(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            while length > 0:
-                chunk = self.rfile.read(min(length, 1 << 16))
-                if not chunk:
-                    break
-                length -= len(chunk)
 
-        def _send_error(self, status: int, message: str) -> None:
-            self._send(status, json.dumps({"error": message}).encode(), "application/json")
+# --- HTTP -------------------------------------------------------------------------------------
 
-        def _send(self, status: int, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            logger.debug("%s - %s", self.address_string(), format % args)
+def request_headers(environ: dict[str, Any]) -> dict[str, str]:
+    """The request's headers by their usual names, as TorchServe hands them to the worker."""
+    headers = {}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            headers[key[5:].replace("_", "-").title()] = value
+    if environ.get("CONTENT_TYPE"):
+        headers["Content-Type"] = environ["CONTENT_TYPE"]
+    return headers
 
-    return Handler
+
+def make_app(worker: Worker, max_body_bytes: int) -> Callable[..., Iterable[bytes]]:
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        if path == "/ping" and method == "GET":
+            answer = Answer(200, b'{"status": "Healthy"}', "application/json")
+        elif path == "/invocations" and method == "POST":
+            answer = invocation(worker, environ, max_body_bytes)
+        elif path in ("/ping", "/invocations"):
+            answer = Answer.error(405, "MethodNotAllowedException", f"{method} {path}")
+        else:
+            answer = Answer.error(404, "ResourceNotFoundException", f"no route {method} {path}")
+        phrase = answer.phrase or _phrase(answer.status)
+        headers = [("Content-Length", str(len(answer.body)))]
+        if answer.content_type:
+            headers.append(("Content-Type", answer.content_type))
+        start_response(f"{answer.status} {phrase}", headers)
+        return [answer.body]
+
+    return app
+
+
+def invocation(worker: Worker, environ: dict[str, Any], max_body_bytes: int) -> Answer:
+    """Read the body (refusing one over the limit unread) and hand it to the worker."""
+    declared = environ.get("CONTENT_LENGTH") or ""
+    if declared.isdigit() and int(declared) > max_body_bytes:
+        return too_large(int(declared), max_body_bytes)
+    # waitress has already de-chunked and buffered the body, up to its own limit
+    body = environ["wsgi.input"].read(max_body_bytes + 1)
+    if len(body) > max_body_bytes:
+        return too_large(len(body), max_body_bytes)
+    return worker.invoke(body, request_headers(environ))
+
+
+def too_large(size: int, limit: int) -> Answer:
+    return Answer.error(
+        413, "RequestEntityTooLarge", f"request body of {size} bytes exceeds {limit} bytes"
+    )
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
 
 
 def write_port_file(path: Path, port: int) -> None:
@@ -199,27 +297,43 @@ def write_port_file(path: Path, port: int) -> None:
     os.replace(temporary, path)
 
 
+def make_server(app: Callable[..., Iterable[bytes]], host: str, port: int, max_body: int) -> Any:
+    return waitress.create_server(
+        app,
+        host=host,
+        port=port,
+        threads=THREADS,
+        backlog=LISTEN_BACKLOG,
+        # one byte over ours, so the app answers an oversized body with a JSON 413 itself
+        max_request_body_size=max_body + 1,
+        channel_timeout=120,
+        ident="mlops-model-server",
+        clear_untrusted_proxy_headers=True,
+    )
+
+
 def main(args: argparse.Namespace) -> None:
     logging.basicConfig(
         level=os.environ.get("MODEL_SERVER_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" noise
     logger.info("loading %s with model dir %s", args.inference, args.model_dir)
-    handler = InferenceHandler(load_inference_module(args.inference), args.model_dir)
-    server = ThreadingHTTPServer((args.host, args.port), make_request_handler(handler))
-    server.daemon_threads = True
+    worker = Worker(args.model_dir.resolve(), args.inference.resolve())
+    server = make_server(
+        make_app(worker, args.max_body_bytes), args.host, args.port, args.max_body_bytes
+    )
 
     def shut_down(signum: int, frame: Any) -> None:
         logger.info("signal %d: shutting down", signum)
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        raise SystemExit(0)  # waitress's run() closes its sockets on SystemExit
 
     signal.signal(signal.SIGTERM, shut_down)
-    port = server.server_address[1]
+    port = int(server.effective_port)
     write_port_file(args.port_file, port)
     logger.info("serving on http://%s:%d (GET /ping, POST /invocations)", args.host, port)
-    server.serve_forever(poll_interval=0.2)
-    server.server_close()
+    server.run()
 
 
 if __name__ == "__main__":

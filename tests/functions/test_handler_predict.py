@@ -171,11 +171,44 @@ def test_predict_model_4xx_is_passed_through(app, context):
 
 
 def test_predict_model_5xx_is_a_502(app, context):
+    """The toolkit's answer to an exception: 500, message + traceback; the client sees 502
+    and the message, never the traceback."""
+    trace = 'Traceback (most recent call last):\n  File "inference.py", line 9\nRuntimeError: x'
     with Stubber(app.runtime) as stub:
-        model_error(stub, 500, "Traceback (most recent call last): ...")
+        model_error(stub, 500, "CUDA error: out of memory\n" + trace)
         code, payload = answer_of(app.lambda_handler(request(PNG_BYTES), context))
 
     assert (code, payload["error"]) == (502, "ModelFailed")
+    assert "CUDA error: out of memory" in payload["message"]
+    assert "Traceback" not in payload["message"] and "File " not in payload["message"]
+
+
+def test_predict_model_4xx_from_the_toolkits_own_error_drops_the_traceback(app, context):
+    """A toolkit error type (e.g. from an older toolkit without a context) carries the status
+    and a traceback after the message; the message may be inference.py's JSON body."""
+    body = json.dumps({"error": "ImageTooLarge", "message": "image is 9000x9000"})
+    with Stubber(app.runtime) as stub:
+        model_error(stub, 413, body + "\nTraceback (most recent call last):\n  File ...")
+        code, payload = answer_of(app.lambda_handler(request(PNG_BYTES), context))
+
+    assert (code, payload["error"], payload["message"]) == (
+        413,
+        "ModelRejectedInput",
+        "image is 9000x9000",
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 10_000 + b"]" * 10_000, b"{" + b",".join([b'"k": 0'] * 100_000) + b"}"],
+    ids=["nested-10000-deep", "100000-keys"],
+)
+def test_predict_deep_or_wide_json_is_400(app, context, body):
+    code, payload = answer_of(
+        app.lambda_handler(request(body.decode(), "application/json", binary=False), context)
+    )
+
+    assert (code, payload["error"]) == (400, "InvalidJson")
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from typing import Any
@@ -58,6 +57,8 @@ def test_endpoint_create_invoke_describe_delete(sm: Any, runtime: Any, s3: Any) 
 
 
 def test_container_errors_map_to_model_error(sm: Any, runtime: Any, s3: Any) -> None:
+    """What the real inference toolkit answers is what InvokeEndpoint reports: the status of
+    its own error type, or 500 for any other exception, each with message plus traceback."""
     sm.create_endpoint(EndpointName="ep-errors", EndpointConfigName=make_config(sm, s3, "e1"))
     assert wait_endpoint(sm, "ep-errors")["EndpointStatus"] == "InService"
 
@@ -67,7 +68,9 @@ def test_container_errors_map_to_model_error(sm: Any, runtime: Any, s3: Any) -> 
     assert error["Error"]["Code"] == "ModelError"
     assert error["ResponseMetadata"]["HTTPStatusCode"] == 424
     assert error["OriginalStatusCode"] == 415
-    assert json.loads(error["OriginalMessage"]) == {"error": "unsupported content type text/plain"}
+    message, trace = error["OriginalMessage"].split("\n", 1)
+    assert message == "unsupported content type text/plain"
+    assert trace.startswith("Traceback (most recent call last):")
     assert error["Error"]["Message"].startswith("Received client error (415) from primary")
     assert "/aws/sagemaker/Endpoints/ep-errors" in error["LogStreamArn"]
 
@@ -76,7 +79,7 @@ def test_container_errors_map_to_model_error(sm: Any, runtime: Any, s3: Any) -> 
     error = raised.value.response
     assert error["OriginalStatusCode"] == 500
     assert error["Error"]["Message"].startswith("Received server error (500) from primary")
-    assert "Traceback" not in error["OriginalMessage"]
+    assert error["OriginalMessage"].startswith("kaboom: a bug in predict_fn\nTraceback")
     assert "RuntimeError" in error["OriginalMessage"]
 
 

@@ -1,6 +1,10 @@
 """Bad input at the HTTP API, through the real predict Lambda to a real endpoint.
 
-Every refusal is a 4xx JSON error that names the problem; never a 5xx, never a traceback.
+Every refusal is a 4xx JSON error that names the problem; never a 5xx, never a traceback. The
+endpoint is served by the real SageMaker inference toolkit (mlops/local/model_server.py), so
+what it answers is what the toolkit answers on AWS. The corpus of bad images is
+tests/reliability/bad_images.py (also tried in tests/aws_contract, listed in
+docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -11,10 +15,13 @@ import json
 import random
 import struct
 import zlib
+from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from PIL import Image
 
+from .bad_images import BadImage, corpus
 from .helpers import Api, assert_clean_error
 
 pytestmark = pytest.mark.timeout(900)
@@ -204,3 +211,26 @@ def test_api_without_api_key_is_403(api: Api, digit_png: bytes) -> None:
 def test_api_with_wrong_api_key_is_403(api: Api, digit_png: bytes) -> None:
     document = assert_clean_error(api.post(digit_png, key="not-the-key"), 403)
     assert document["message"] == "Forbidden"
+
+
+@pytest.mark.parametrize("image", corpus(), ids=lambda image: image.kind)
+def test_api_refuses_every_bad_image_of_the_corpus(api: Api, image: BadImage) -> None:
+    assert_clean_error(api.post(image.body, content_type=image.content_type), image.api)
+
+
+@pytest.mark.parametrize("image", corpus(), ids=lambda image: image.kind)
+def test_endpoint_refuses_every_bad_image_of_the_corpus(
+    serving_cloud: Any, image: BadImage
+) -> None:
+    """InvokeEndpoint straight to the model: ModelError with the 4xx and the JSON body."""
+    runtime = serving_cloud.target.client("sagemaker-runtime")
+    with pytest.raises(ClientError) as raised:
+        runtime.invoke_endpoint(
+            EndpointName=serving_cloud.endpoint, ContentType=image.content_type, Body=image.body
+        )
+    error = raised.value.response
+    assert error["Error"]["Code"] == "ModelError", error["Error"]
+    assert error["OriginalStatusCode"] == image.endpoint, error["OriginalMessage"][:500]
+    assert "Traceback" not in error["OriginalMessage"]
+    document = json.loads(error["OriginalMessage"])
+    assert document["error"] and document["message"]

@@ -52,8 +52,8 @@ def variants(digit: Image.Image) -> dict[str, tuple[bytes, str]]:
 
 
 def predict(model, body, content_type="image/png", accept="application/json") -> dict:
-    answer, content = inference.output_fn(
-        inference.predict_fn(inference.input_fn(body, content_type), model), accept
+    answer, content = inference.encode_response(
+        inference.predict(inference.decode_request(body, content_type), model), accept
     )
     assert content == "application/json"
     return json.loads(answer)
@@ -83,11 +83,11 @@ def test_predict_any_image_mode_gives_a_valid_class(model, digit, kind):
     check_answer(predict(model, body, content_type), model.classes)
 
 
-def test_input_fn_converts_every_mode_to_rgb_of_the_same_digit(digit):
+def test_decode_request_converts_every_mode_to_rgb_of_the_same_digit(digit):
     """All encodings of one digit decode to (nearly) the same RGB picture: alpha over white."""
-    reference = inference.input_fn(encode(digit, "PNG"), "image/png")
+    reference = inference.decode_request(encode(digit, "PNG"), "image/png")
     for kind, (body, content_type) in variants(digit).items():
-        image = inference.input_fn(body, content_type)
+        image = inference.decode_request(body, content_type)
         assert image.mode == "RGB" and image.size == digit.size, kind
         diff = max(abs(a - b) for a, b in zip(image.tobytes(), reference.tobytes(), strict=True))
         assert diff <= 80, f"{kind} differs by {diff}"
@@ -126,45 +126,47 @@ def test_predict_matches_the_evaluation_transform(model, trained, digit):
         (b"GIF89a", None, 415, "unsupported content type"),
     ],
 )
-def test_input_fn_rejects_bad_requests(body, content_type, status, words):
+def test_decode_request_rejects_bad_requests(body, content_type, status, words):
     with pytest.raises(InputError) as error:
-        inference.input_fn(body, content_type)
+        inference.decode_request(body, content_type)
     assert error.value.status_code == status
     assert words in error.value.message
 
 
-def test_input_fn_rejects_truncated_jpeg(digit):
+def test_decode_request_rejects_truncated_jpeg(digit):
     jpeg = encode(digit.resize((64, 64)), "JPEG", quality=95)
     with pytest.raises(InputError) as error:
-        inference.input_fn(jpeg[: len(jpeg) // 2], "image/jpeg")
+        inference.decode_request(jpeg[: len(jpeg) // 2], "image/jpeg")
     assert error.value.status_code == 400
     assert "truncated or corrupt" in error.value.message
 
 
-def test_input_fn_rejects_body_over_the_size_limit():
+def test_decode_request_rejects_body_over_the_size_limit():
     body = b"\xff\xd8" + bytes(inference.MAX_BODY_BYTES)
     with pytest.raises(InputError) as error:
-        inference.input_fn(body, "image/jpeg")
+        inference.decode_request(body, "image/jpeg")
     assert error.value.status_code == 413
     assert str(inference.MAX_BODY_BYTES) in error.value.message
 
 
-def test_input_fn_refuses_decompression_bomb_before_decoding():
+def test_decode_request_refuses_decompression_bomb_before_decoding():
     """A few-kB PNG that declares 64 million pixels is refused from its header."""
     bomb = encode(Image.new("1", (8000, 8000)), "PNG", optimize=True)
     assert len(bomb) < 100_000
     with pytest.raises(InputError) as error:
-        inference.input_fn(bomb, "image/png")
+        inference.decode_request(bomb, "image/png")
     assert error.value.status_code == 413
     assert "8000x8000" in error.value.message
 
 
-def test_output_fn_refuses_an_accept_it_cannot_produce(model, digit):
-    prediction = inference.predict_fn(inference.input_fn(encode(digit, "PNG"), "image/png"), model)
+def test_encode_response_refuses_an_accept_it_cannot_produce(model, digit):
+    prediction = inference.predict(
+        inference.decode_request(encode(digit, "PNG"), "image/png"), model
+    )
     for accept in (None, "*/*", "application/json", "text/html, application/json;q=0.9"):
-        assert inference.output_fn(prediction, accept)[1] == "application/json"
+        assert inference.encode_response(prediction, accept)[1] == "application/json"
     with pytest.raises(InputError) as error:
-        inference.output_fn(prediction, "text/csv")
+        inference.encode_response(prediction, "text/csv")
     assert error.value.status_code == 406
 
 
@@ -193,3 +195,72 @@ def test_saved_code_serves_the_model_on_its_own(trained, digits_dir, tmp_path):
         answer["class_name"]
         == json.loads((trained.model_dir / "classes.json").read_text())[answer["class_index"]]
     )
+
+
+class RecordingContext:
+    """The one method of TorchServe's context that inference.py calls."""
+
+    def __init__(self) -> None:
+        self.status: tuple[int, str] | None = None
+
+    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
+        self.status = (code, phrase)
+
+
+def test_transform_fn_answers_bad_input_through_the_context(model):
+    """No exception (the toolkit would append a traceback): status on the context, JSON body."""
+    context = RecordingContext()
+    body, content_type = inference.transform_fn(model, b"not an image", "image/png", None, context)
+    assert context.status == (400, "Bad Request")
+    assert content_type == "application/json"
+    assert json.loads(body) == {
+        "error": "NotAnImage",
+        "message": "body is not a readable image (supported formats: JPEG, PNG, GIF, BMP, "
+        "WEBP, TIFF)",
+    }
+
+
+def test_transform_fn_without_a_context_raises_the_toolkits_error(model):
+    """An older toolkit passes no context: its own error type carries the status."""
+    from sagemaker_inference.errors import GenericInferenceToolkitError
+
+    with pytest.raises(GenericInferenceToolkitError) as raised:
+        inference.transform_fn(model, b"", "image/png", None)
+    assert raised.value.status_code == 400
+    assert json.loads(raised.value.message)["error"] == "EmptyBody"
+
+
+def test_transform_fn_predicts_a_good_image(model, digit):
+    context = RecordingContext()
+    body, content_type = inference.transform_fn(
+        model, encode(digit, "PNG"), "image/png", "application/json", context
+    )
+    assert context.status is None and content_type == "application/json"
+    check_answer(json.loads(body), model.classes)
+
+
+def test_wide_modes_are_converted_in_strips_exactly():
+    """A 16-bit image taller than one strip converts as one whole-image scaling would."""
+    import numpy as np
+
+    width, height = 300, 2 * inference.STRIP_PIXELS // 300 + 7
+    values = (np.arange(width * height, dtype=np.uint32) * 7919 % 65536).astype(np.uint16)
+    image = Image.frombytes("I;16", (width, height), values.astype("<u2").tobytes())
+    assert len(inference._strips(image)) == 3
+    expected = np.clip(values.astype(np.float32) * (255.0 / 65535.0), 0, 255).astype(np.uint8)
+    converted = np.asarray(inference.to_rgb(image))
+    assert converted.shape == (height, width, 3)
+    assert np.array_equal(converted[:, :, 0].ravel(), expected)
+
+
+def test_a_large_baseline_jpeg_is_decoded_at_a_reduced_scale():
+    jpeg = encode(Image.new("RGB", (6000, 4000), (10, 120, 200)), "JPEG", quality=50)
+    image = inference.decode_request(jpeg, "image/jpeg")
+    assert image.size == (3000, 2000)  # 24 Mpx at 1/2: 6 Mpx, under MAX_IMAGE_PIXELS
+
+
+def test_deep_or_wide_json_is_refused_before_parsing():
+    for body in (b"[" * 10_000 + b"]" * 10_000, b"{" + b",".join([b'"k": 0'] * 1000) + b"}"):
+        with pytest.raises(InputError) as error:
+            inference.decode_request(body, "application/json")
+        assert (error.value.status_code, error.value.error) == (400, "InvalidJson")

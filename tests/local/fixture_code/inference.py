@@ -1,4 +1,9 @@
-"""A stand-in inference.py for the local SageMaker's tests (the SageMaker serving contract)."""
+"""A stand-in inference.py for the local SageMaker's tests (the SageMaker serving contract).
+
+It uses the toolkit's plain input_fn/predict_fn/output_fn contract and raises the toolkit's own
+error type, so the tests see what the real toolkit makes of that: the status it carries and a
+body of message plus traceback (training/inference.py answers through the context instead).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-class InputError(Exception):
-    def __init__(self, status_code: int, message: str) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.message = message
+from sagemaker_inference.errors import GenericInferenceToolkitError as InputError
 
 
 def model_fn(model_dir: str) -> dict[str, Any]:

@@ -1,0 +1,439 @@
+"""model.tar.gz through the real SageMaker inference toolkit; the predict Lambda on its answers.
+
+The model archive is made by train.py's own save_model (untrained weights: the contract is about
+the serving path, not accuracy), packed and unpacked as SageMaker does, and served by the local
+model server, which hands every request to sagemaker-pytorch-inference's HandlerService (the
+image's toolkit, 2.0.25). Good images answer 200; every bad image of the reliability corpus
+answers a 4xx JSON error without a traceback, which only holds because inference.py answers
+through the toolkit's context (the toolkit itself appends a traceback to any error it makes).
+Then the predict Lambda gets exactly those answers as InvokeEndpoint's ModelError and must give
+the API client the same 4xx, as JSON, without a traceback; a 5xx from the model is a 502.
+
+The second half checks the local endpoint's HTTP server (waitress) itself: chunked bodies, a
+bad Content-Length, the body-size limit and a burst of concurrent connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import importlib.util
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import traceback
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+for folder in (ROOT, ROOT / "tests", ROOT / "tests" / "integration"):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+import sam_template  # noqa: E402
+from reliability.bad_images import BadImage, corpus, exotic_images  # noqa: E402
+
+MODEL_SERVER = ROOT / "mlops" / "local" / "model_server.py"
+CLASSES = [f"{i:03d}.class{i}" for i in range(4)]
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@dataclass
+class Answer:
+    status: int
+    body: bytes
+    content_type: str
+
+
+@dataclass
+class Server:
+    port: int
+    process: subprocess.Popen
+
+    def post(self, body: bytes, content_type: str, accept: str | None = None) -> Answer:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        headers = {"Content-Type": content_type}
+        if accept:
+            headers["Accept"] = accept
+        try:
+            connection.request("POST", "/invocations", body=body, headers=headers)
+            response = connection.getresponse()
+            return Answer(response.status, response.read(), response.getheader("Content-Type", ""))
+        finally:
+            connection.close()
+
+
+def model_archive(work: Path) -> Path:
+    """model.tar.gz as a training job leaves it: train.py's save_model, then tar of the folder."""
+    from training import inference, train
+
+    model_dir = work / "model"
+    arguments = argparse.Namespace(model="resnet18", image_size=32)
+    network = inference.build_model("resnet18", len(CLASSES))
+    train.save_model(model_dir, network, arguments, CLASSES)
+    archive = work / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(model_dir.rglob("*")):
+            tar.add(path, arcname=path.relative_to(model_dir).as_posix(), recursive=False)
+    return archive
+
+
+def start_server(model_dir: Path, work: Path) -> Server:
+    port_file = work / "port"
+    log = (work / "server.log").open("w")
+    env = {**os.environ, "PYTHONPATH": ""}  # the archive must serve itself, as in the image
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(MODEL_SERVER),
+            "--model-dir",
+            str(model_dir),
+            "--inference",
+            str(model_dir / "code" / "inference.py"),
+            "--port-file",
+            str(port_file),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=work,
+    )
+    deadline = time.monotonic() + 120
+    while not port_file.is_file():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError((work / "server.log").read_text()[-3000:])
+        time.sleep(0.2)
+    return Server(int(port_file.read_text()), process)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    work = tmp_path_factory.mktemp("inference-contract")
+    model_dir = work / "opt-ml-model"  # the image unpacks model.tar.gz into /opt/ml/model
+    with tarfile.open(model_archive(work)) as tar:
+        tar.extractall(model_dir, filter="data")
+    running = start_server(model_dir, work)
+    try:
+        yield running
+    finally:
+        running.process.terminate()
+        try:
+            running.process.wait(10)
+        except subprocess.TimeoutExpired:
+            running.process.kill()
+            running.process.wait(5)
+
+
+def assert_clean_error(answer: Answer | dict[str, Any], status: int) -> dict[str, Any]:
+    """A 4xx with a JSON {"error", "message"} body and nothing of a traceback."""
+    if isinstance(answer, Answer):
+        code, text, content_type = answer.status, answer.body.decode(), answer.content_type
+    else:
+        code, text = answer["statusCode"], answer["body"]
+        headers = answer.get("multiValueHeaders") or {}
+        content_type = (headers.get("Content-Type") or [""])[0]
+    assert code == status, f"{code} (expected {status}): {text[:600]}"
+    assert "Traceback" not in text and 'File "' not in text, text[:2000]
+    assert content_type.startswith("application/json"), content_type
+    document = json.loads(text)
+    assert isinstance(document.get("error"), str) and document.get("message"), document
+    return document
+
+
+# --- the endpoint: the real toolkit around inference.py --------------------------------------
+
+
+@pytest.mark.parametrize("image", exotic_images(), ids=lambda image: image.kind)
+def test_endpoint_predicts_every_valid_image(server: Server, image: Any) -> None:
+    answer = server.post(image.body, image.content_type)
+    assert answer.status == 200, answer.body[:1000]
+    prediction = json.loads(answer.body)
+    assert prediction["class_name"] == CLASSES[prediction["class_index"]]
+    assert prediction["top_k"][0]["class_index"] == prediction["class_index"]
+
+
+@pytest.mark.parametrize("image", corpus(), ids=lambda image: image.kind)
+def test_endpoint_refuses_every_bad_image_with_a_clean_4xx(server: Server, image: BadImage) -> None:
+    assert_clean_error(server.post(image.body, image.content_type), image.endpoint)
+
+
+def test_endpoint_refuses_an_accept_it_cannot_produce(server: Server) -> None:
+    good = exotic_images()[0]
+    assert_clean_error(server.post(good.body, good.content_type, accept="text/csv"), 406)
+    assert server.post(good.body, good.content_type, accept="*/*").status == 200
+
+
+def test_corpus_has_at_least_25_kinds_and_docs_list_each() -> None:
+    kinds = [image.kind for image in corpus()]
+    assert len(set(kinds)) == len(kinds) >= 25
+    table = (ROOT / "docs" / "reliability.md").read_text()
+    missing = [kind for kind in kinds if f"`{kind}`" not in table]
+    assert not missing, f"docs/reliability.md lacks rows for {missing}"
+
+
+# --- the predict Lambda fed the toolkit's real answers ---------------------------------------
+
+
+@pytest.fixture
+def predict_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """functions/predict/app.py with its template environment, inside moto's mock."""
+    from moto import mock_aws
+
+    for name, value in {
+        "AWS_REGION": sam_template.REGION,
+        "AWS_DEFAULT_REGION": sam_template.REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", raising=False)
+    monkeypatch.syspath_prepend(str(sam_template.layer_path()))
+    with mock_aws():
+        resolver = sam_template.template_resolver(
+            {"TrainingImage": "training-image", "InferenceImage": "inference-image"}
+        )
+        logical_id = sam_template.function_for_folder("predict")
+        for name, value in sam_template.function_environment(logical_id, resolver).items():
+            monkeypatch.setenv(name, value)
+        path = ROOT / "functions" / "predict" / "app.py"
+        spec = importlib.util.spec_from_file_location(f"predict_{uuid.uuid4().hex}", path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        yield module
+
+
+class LambdaContext:
+    function_name = "predict"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:predict"
+    aws_request_id = "00000000-0000-0000-0000-000000000000"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 25_000
+
+
+def api_event(body: bytes, content_type: str) -> dict[str, Any]:
+    """API Gateway's proxy event for a binary POST /predict (the body base64-encoded)."""
+    event = json.loads((ROOT / "tests" / "events" / "api_predict_png.json").read_text())
+    event["headers"] = {"Content-Type": content_type}
+    event["multiValueHeaders"] = {"Content-Type": [content_type]}
+    event["body"] = base64.b64encode(body).decode()
+    event["isBase64Encoded"] = True
+    return event
+
+
+def container_answer(stub: Any, answer: Answer, endpoint: str) -> None:
+    """What InvokeEndpoint gives the Lambda for the container's answer."""
+    from botocore.response import StreamingBody
+
+    if answer.status == 200:
+        stub.add_response(
+            "invoke_endpoint",
+            {
+                "Body": StreamingBody(io.BytesIO(answer.body), len(answer.body)),
+                "ContentType": answer.content_type,
+            },
+        )
+        return
+    kind = "client" if answer.status < 500 else "server"
+    text = answer.body.decode()
+    group = f"/aws/sagemaker/Endpoints/{endpoint}"
+    stub.add_client_error(
+        "invoke_endpoint",
+        "ModelError",
+        f'Received {kind} error ({answer.status}) from primary with message "{text}"',
+        http_status_code=424,
+        modeled_fields={
+            "OriginalStatusCode": answer.status,
+            "OriginalMessage": answer.body.decode(),
+            "LogStreamArn": f"arn:aws:logs:us-east-1:123456789012:log-group:{group}",
+        },
+    )
+
+
+@pytest.mark.parametrize("image", corpus(), ids=lambda image: image.kind)
+def test_predict_lambda_answers_every_bad_image_with_the_same_4xx(
+    server: Server, predict_app: ModuleType, image: BadImage
+) -> None:
+    from botocore.stub import Stubber
+
+    app = predict_app
+    try:
+        data, forward_type = app.read_image(app.media_type(image.content_type), image.body)
+    except app.RequestRejected as refused:  # the Lambda refuses it before the endpoint
+        assert refused.status == image.api
+        forwarded = None
+    else:
+        forwarded = server.post(data, forward_type)
+        assert forwarded.status == image.api, forwarded.body[:500]
+    with Stubber(app.runtime) as stub:
+        if forwarded is not None:
+            container_answer(stub, forwarded, os.environ["ENDPOINT_NAME"])
+        response = app.lambda_handler(api_event(image.body, image.content_type), LambdaContext())
+    document = assert_clean_error(response, image.api)
+    if forwarded is not None:
+        assert document["message"] == json.loads(forwarded.body)["message"]
+
+
+def toolkit_error_body(status: int, message: str) -> Answer:
+    """The body the real toolkit makes of an exception: message, newline, traceback."""
+    from sagemaker_inference.errors import GenericInferenceToolkitError
+    from sagemaker_inference.transformer import Transformer
+
+    sys.path.insert(0, str(MODEL_SERVER.parent))
+    try:
+        from model_server import Context, RequestProcessor
+    finally:
+        sys.path.pop(0)
+    context = Context("model", "/opt/ml/model")
+    context.request_processor = [RequestProcessor({})]
+    try:
+        raise RuntimeError(message)
+    except RuntimeError:
+        trace = traceback.format_exc()
+    body = Transformer.handle_error(context, GenericInferenceToolkitError(status, message), trace)
+    assert context.get_response_status(0)[0] == status
+    assert "Traceback (most recent call last)" in body[0]
+    return Answer(status, body[0].encode(), "")
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "expected"),
+    [
+        (400, '{"error": "NotAnImage", "message": "body is not a readable image"}', 400),
+        (413, "image is too large", 413),
+        (500, "CUDA error: an illegal memory access was encountered", 502),
+        (503, "Prediction failed", 502),
+    ],
+)
+def test_predict_lambda_strips_the_toolkits_traceback(
+    predict_app: ModuleType, status: int, message: str, expected: int
+) -> None:
+    """Errors the toolkit makes itself (its own error types, any exception: 500) carry a
+    traceback; the API client gets the status (5xx as 502) and the message, never the trace."""
+    from botocore.stub import Stubber
+
+    png = exotic_images()[4].body
+    with Stubber(predict_app.runtime) as stub:
+        container_answer(stub, toolkit_error_body(status, message), os.environ["ENDPOINT_NAME"])
+        response = predict_app.lambda_handler(api_event(png, "image/png"), LambdaContext())
+    document = assert_clean_error(response, expected)
+    if expected < 500:
+        assert document["error"] == "ModelRejectedInput"
+        assert document["message"] in message
+    else:
+        assert document["error"] == "ModelFailed"
+        assert message in document["message"]
+
+
+# --- the local endpoint's HTTP server ---------------------------------------------------------
+
+
+def raw_request(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        connection.sendall(request)
+        connection.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := connection.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_model_server_answers_ping_and_unknown_routes_as_json(server: Server) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request("GET", "/ping")
+    response = connection.getresponse()
+    assert (response.status, json.loads(response.read())) == (200, {"status": "Healthy"})
+    connection.request("GET", "/nope")
+    response = connection.getresponse()
+    assert response.status == 404 and json.loads(response.read())["code"] == 404
+    connection.close()
+
+
+def test_model_server_reads_a_chunked_body(server: Server) -> None:
+    png = exotic_images()[4].body
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    pieces = iter([png[:100], png[100:1000], png[1000:]])
+    connection.request(
+        "POST",
+        "/invocations",
+        body=pieces,
+        headers={"Content-Type": "image/png", "Transfer-Encoding": "chunked"},
+        encode_chunked=True,
+    )
+    response = connection.getresponse()
+    assert response.status == 200, response.read()[:500]
+    assert json.loads(response.read())["class_name"] in CLASSES
+    connection.close()
+
+
+@pytest.mark.parametrize("length", [b"abc", b"-5", b"1e3", b"10, 20"])
+def test_model_server_refuses_a_bad_content_length_with_400(server: Server, length: bytes) -> None:
+    answer = raw_request(
+        server.port,
+        b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+        b"Content-Length: " + length + b"\r\n\r\nabc",
+    )
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+
+
+def test_model_server_refuses_an_oversized_body_before_reading_it(server: Server) -> None:
+    """Content-Length over the limit: a JSON 413 at once, without the body being sent."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+        connection.sendall(
+            b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Content-Length: 104857600\r\n\r\n"
+        )
+        answer = connection.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
+
+
+def test_model_server_refuses_an_oversized_chunked_body(server: Server) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    block = b"\0" * (1 << 20)
+    connection.request(
+        "POST",
+        "/invocations",
+        body=iter([block] * 8),
+        headers={"Content-Type": "image/png", "Transfer-Encoding": "chunked"},
+        encode_chunked=True,
+    )
+    assert connection.getresponse().status == 413
+    connection.close()
+
+
+def test_model_server_holds_a_burst_of_concurrent_connections(server: Server) -> None:
+    """64 clients connect at once: none is reset (the backlog is 1024, not Python's 5)."""
+
+    def ping(_: int) -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        try:
+            connection.request("GET", "/ping")
+            return connection.getresponse().status
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(64) as pool:
+        statuses = list(pool.map(ping, range(256)))
+    assert statuses == [200] * 256
