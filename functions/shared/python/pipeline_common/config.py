@@ -133,6 +133,7 @@ class TrainingSettings:
     strategy: str
     debugger_available: bool
     rule_evaluator_image: str
+    seed: int = 0
 
     @classmethod
     def from_env(cls) -> TrainingSettings:
@@ -181,6 +182,7 @@ class TrainingSettings:
             strategy=strategy,
             debugger_available=debugger,
             rule_evaluator_image=rule_image,
+            seed=env_int("SEED", 0, minimum=0),
         )
 
 
