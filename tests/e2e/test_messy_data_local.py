@@ -61,7 +61,8 @@ def messy_files(sample: Path) -> dict[str, bytes]:
     photo = Image.open(sample).convert("RGB")
     png = encode(photo, "PNG")
     palette = photo.convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
-    sixteen = Image.fromarray(np.asarray(photo.convert("L"), dtype=np.uint16) * 257, mode="I;16")
+    sixteen = Image.fromarray(np.asarray(photo.convert("L"), dtype=np.uint16) * 257)
+    assert sixteen.mode == "I;16", sixteen.mode
     files = {
         # "0000-..." sorts before every "NNNN.png" of the class: first in its split.
         f"{split}/{FIRST_CLASS}/0000-corrupt.png": png[: len(png) // 2]
