@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mlops import cli
 from mlops import executions as ex
 from mlops.cli import follow, upload_dataset
 from mlops.local.process import start_cloud_process, stop_cloud_process
@@ -82,13 +83,18 @@ def messy_files(sample: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def cloud(tmp_path_factory):
+def cloud_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("messy-cloud")
     process, _ = start_cloud_process(root, parameters=PARAMETERS)
     try:
-        yield local_target(root)
+        yield root
     finally:
         stop_cloud_process(process)
+
+
+@pytest.fixture(scope="module")
+def cloud(cloud_root):
+    return local_target(cloud_root)
 
 
 @pytest.fixture(scope="module")
@@ -145,14 +151,25 @@ def test_e2e_messy_data_set_trains_deploys_and_counts_the_skipped_files(cloud, m
     assert 'data-skipped-images="4"' in report
 
 
-def test_e2e_class_with_only_unreadable_images_fails_in_validation(cloud, messy, tmp_path):
+def test_e2e_class_with_only_unreadable_images_fails_in_validation(
+    cloud, cloud_root, messy, tmp_path, capsys
+):
     broken = tmp_path / "broken"
     shutil.copytree(messy, broken)
     for image in (broken / "train" / "007.seven").iterdir():
         image.write_bytes(b"not an image")
 
-    view = run(cloud, broken, "broken")
+    code = cli.main(["upload", str(broken), "--name", "broken", "--root", str(cloud_root)])
 
+    printed = capsys.readouterr().out
+    assert code == 1, printed
+    assert "Validation failed: DatasetInvalid" in printed
+    assert "007.seven" in printed
+    sfn = cloud.client("stepfunctions")
+    [execution] = [
+        e for e in ex.list_executions(sfn, cloud.state_machine_arn) if "broken" in e["name"]
+    ]
+    view = follow(sfn, execution["executionArn"], poll_s=1.0, timeout_s=EXECUTION_TIMEOUT_S)
     assert view.status == "FAILED"
     assert view.error == "DatasetInvalid", view.error
     assert "class 007.seven has 0 readable images in train/" in (view.cause or "")
