@@ -143,8 +143,45 @@ def cmd_upload(args: argparse.Namespace) -> int:
         target, args.directory, args.name, not args.no_checksums, args.start_timeout
     )
     out(f"Started execution {execution['name']}")
+    valid = print_validation(target, execution, args.start_timeout)
     out(f"  follow it with: mlops wait {execution['name']}")
-    return 0
+    return 0 if valid is not False else 1
+
+
+def print_validation(target: Target, execution: dict[str, Any], timeout_s: float) -> bool | None:
+    """Wait for the run's ValidateDataset step and print what it found.
+
+    The pipeline's own validation (every image read, per-class minimums from the template) is
+    the one definition; the CLI only shows its verdict: the unreadable files training will
+    skip and the warnings from validation.json, or the DatasetInvalid error. Returns True
+    (valid), False (rejected) or None (no verdict within `timeout_s`).
+    """
+    from mlops.report.records import read_record
+
+    sfn = target.client("stepfunctions")
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        record = read_record(target, execution["name"], "validation.json")
+        if record is not None:
+            images = record.get("images") or {}
+            count = int(images.get("unreadable_count") or 0)
+            out(
+                f"Validation passed: {count} unreadable image(s) will be skipped"
+                if count
+                else "Validation passed: every image is readable"
+            )
+            for warning in record.get("warnings") or []:
+                out(f"  warning: {warning}")
+            return True
+        described = sfn.describe_execution(executionArn=execution["executionArn"])
+        if described["status"] != "RUNNING":
+            view = ex.describe(sfn, execution["executionArn"])
+            error = view.error or described["status"]
+            out(f"Validation failed: {error}: {_short_cause(view.cause)}")
+            return False
+        time.sleep(1.0)
+    out(f"No validation result within {timeout_s:.0f} s; see `mlops wait {execution['name']}`")
+    return None
 
 
 def upload_dataset(

@@ -51,9 +51,17 @@ def run_demo(root: Path, data_dir: Path, timeout_s: float) -> int:
         print_execution(view)
         print_run_records(target, view.name)
         save_pipeline_report(target, view.name, REPORTS_DIR)
+        gate = read_record(target, view.name, "gate.json")
         if view.status != "SUCCEEDED":
-            raise CliError(f"the execution ended {view.status}: see the states above")
-        accuracy = predict_held_back_images(target, data_dir)
+            raise CliError(failure_advice(view.status, view.error, view.cause, gate))
+        accuracy, errors = predict_held_back_images(target, data_dir)
+        required = float((gate or {}).get("min_test_accuracy") or 0.0)
+        if errors or accuracy < required:
+            raise CliError(
+                f"the run SUCCEEDED but {errors} held-back prediction(s) failed over HTTP and "
+                f"{accuracy:.0%} were correct (the gate's MinTestAccuracy is {required:.0%}): "
+                "see the predictions above and the endpoint's logs (mlops report)"
+            )
         out(
             f"\nDemo finished in {time.time() - started:.0f} s: execution {view.status}, "
             f"{accuracy:.0%} of the held-back images predicted correctly over HTTP."
@@ -62,6 +70,35 @@ def run_demo(root: Path, data_dir: Path, timeout_s: float) -> int:
     finally:
         out("Stopping the local cloud ...")
         stop_cloud_process(process)
+
+
+def failure_advice(
+    status: str, error: str | None, cause: str | None, gate: dict[str, Any] | None
+) -> str:
+    """Why the demo's run did not succeed, in one line, with what to change."""
+    if error == "ModelRejected" and gate:
+        blocking = [f for f in gate.get("findings", []) if f.get("severity") == "block"]
+        names = ", ".join(f"{f['check']} {f['status']}" for f in blocking) or "the gate"
+        if any(f.get("source") == "quality" for f in blocking):
+            change = (
+                "raise Epochs or lower MinTestAccuracy in samconfig.toml [local.deploy.parameters]"
+            )
+        else:
+            change = (
+                "move the rule to warn: in GatePolicy (samconfig.toml [local.deploy.parameters]) "
+                "or try another Seed, and report it: the demo's default run should pass"
+            )
+        return f"the execution ended {status}: the gate rejected the model ({names}); {change}"
+    if error == "DatasetInvalid":
+        return (
+            f"the execution ended {status}: the data set was refused ({(cause or '')[:200]}); "
+            "delete data/digits so the demo writes it again"
+        )
+    return (
+        f"the execution ended {status} with {error or 'no error name'}: "
+        f"{(cause or 'see the states above')[:200]}; the run report in {REPORTS_DIR} has the "
+        "details"
+    )
 
 
 def save_pipeline_report(target: Target, execution: str, out_dir: Path) -> None:
@@ -137,13 +174,15 @@ def held_back_images(data_dir: Path) -> list[tuple[Path, str]]:
     return chosen
 
 
-def predict_held_back_images(target: Target, data_dir: Path) -> float:
+def predict_held_back_images(target: Target, data_dir: Path) -> tuple[float, int]:
+    """Share of correct answers and the number of requests that failed."""
     out("\nPredictions through the HTTP API (POST /predict):")
-    correct = 0
+    correct = errors = 0
     images = held_back_images(data_dir)
     for image, true_class in images:
         result = predict_file(target, image, requests)
         if "error" in result:
+            errors += 1
             out(f"  {image.name}: HTTP {result['status']}: {result['error']}")
             continue
         ok = result.get("class_name") == true_class
@@ -153,4 +192,4 @@ def predict_held_back_images(target: Target, data_dir: Path) -> float:
             f"  {image.parent.name}/{image.name}: predicted {result['label']!r} "
             f"({probability:.2f}), true {true_class.split('.', 1)[-1]!r} {'ok' if ok else 'WRONG'}"
         )
-    return correct / len(images) if images else 0.0
+    return (correct / len(images) if images else 0.0), errors

@@ -1,9 +1,12 @@
 """Send one real test image to the freshly deployed endpoint and check the answer's shape.
 
-The image is the data set's first test image (chosen by validate_dataset), so the request
-goes through the same decoding, resizing and normalization as user traffic. A wrong label
-on one image is recorded but does not fail the run (accuracy was judged by the gate); an
-error, a non-JSON answer or an answer without class_index / label / top_k does.
+The image was chosen by validate_dataset among the test images that decoded completely as
+plain 8-bit RGB or grayscale JPEG/PNG, so the request goes through the same decoding,
+resizing and normalization as user traffic. A wrong label on one image is recorded but does
+not fail the run (accuracy was judged by the gate); neither does a 4xx from the model
+container, which says the input was refused, not that the model is broken (recorded as
+``input_rejected``). A 5xx or any other error, a non-JSON answer or an answer without
+class_index / label / top_k fails the run.
 """
 
 from __future__ import annotations
@@ -46,6 +49,26 @@ def content_type_for(key: str) -> str:
     return CONTENT_TYPES.get(PurePosixPath(key).suffix.lower(), "application/x-image")
 
 
+class InputRejected(Exception):
+    """The model container answered 4xx: the input was refused, the model did not fail."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def rejected_input(error: ClientError) -> InputRejected | None:
+    """A ModelError carrying the container's 4xx status, else None."""
+    if error_code(error) != "ModelError":
+        return None
+    status = int(error.response.get("OriginalStatusCode", 0) or 0)
+    if not 400 <= status < 500:
+        return None
+    message = str(error.response.get("OriginalMessage", "") or error_message(error))
+    return InputRejected(status, message[:500])
+
+
 def invoke(endpoint: str, body: bytes, content_type: str) -> tuple[dict[str, Any], float]:
     """One InvokeEndpoint; returns the parsed answer and the latency in milliseconds."""
     started = time.perf_counter()
@@ -55,6 +78,9 @@ def invoke(endpoint: str, body: bytes, content_type: str) -> tuple[dict[str, Any
         )
         raw = response["Body"].read()
     except ClientError as e:
+        rejected = rejected_input(e)
+        if rejected is not None:
+            raise rejected from e
         raise SmokeTestFailed(
             f"endpoint {endpoint} failed the smoke test: {error_code(e)}: {error_message(e)}. "
             f"See /aws/sagemaker/Endpoints/{endpoint} in CloudWatch Logs"
@@ -86,6 +112,32 @@ def check_answer(endpoint: str, answer: Any) -> None:
         )
 
 
+def input_rejected_result(
+    event: SmokeTestInput, image: SampleImage, rejected: InputRejected
+) -> dict[str, Any]:
+    """The record of a smoke test whose image the container refused (4xx): not a failure."""
+    logger.warning(
+        {
+            "operation": "smoke-test",
+            "endpoint": event.endpoint_name,
+            "image": image.key,
+            "input_rejected": rejected.status,
+            "message": rejected.message,
+        }
+    )
+    metrics.add_metric(name="SmokeTestsInputRejected", unit=MetricUnit.Count, value=1)
+    return {
+        "endpoint_name": event.endpoint_name,
+        "image_key": image.key,
+        "expected_class_index": image.class_index,
+        "predicted_class_index": None,
+        "label": None,
+        "correct": None,
+        "input_rejected": {"status": rejected.status, "message": rejected.message},
+        "latency_ms": None,
+    }
+
+
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
@@ -95,7 +147,14 @@ def lambda_handler(event: SmokeTestInput, context: LambdaContext) -> dict[str, A
     image = event.sample_image
     with aws_call("GetObject", s3_uri(common.data_bucket, image.key)):
         body = s3.get_object(Bucket=common.data_bucket, Key=image.key)["Body"].read()
-    answer, latency = invoke(event.endpoint_name, body, content_type_for(image.key))
+    key = f"{run_prefix(event.execution_name)}smoke_test.json"
+    try:
+        answer, latency = invoke(event.endpoint_name, body, content_type_for(image.key))
+    except InputRejected as rejected:
+        result = input_rejected_result(event, image, rejected)
+        with aws_call("PutObject", s3_uri(common.artifacts_bucket, key)):
+            write_json(s3, common.artifacts_bucket, key, result)
+        return result
     check_answer(event.endpoint_name, answer)
     result = {
         "endpoint_name": event.endpoint_name,
@@ -106,7 +165,6 @@ def lambda_handler(event: SmokeTestInput, context: LambdaContext) -> dict[str, A
         "correct": answer["class_index"] == image.class_index,
         "latency_ms": round(latency, 1),
     }
-    key = f"{run_prefix(event.execution_name)}smoke_test.json"
     with aws_call("PutObject", s3_uri(common.artifacts_bucket, key)):
         write_json(s3, common.artifacts_bucket, key, {**result, "answer": answer})
     logger.info({"operation": "smoke-test", **result})

@@ -2,13 +2,22 @@
 
 Reads ``datasets/<name>/manifest.json``, lists every object under ``datasets/<name>/`` and
 compares the two: splits, class folders, per-class counts, the file count and (when the
-manifest lists files) every file's size. All problems are reported in one DatasetInvalid
-error, so one failed run tells the user everything to fix.
+manifest lists files) every file's size. Then every image is read (parallel GETs) and checked
+with Pillow (pipeline_common.images: header and pixel limit first, then verify and a bounded
+decode): a class with fewer readable images than the template's minimum in any split, or a
+split with none, is invalid; unreadable files that leave enough are warnings (train.py skips
+them). All problems are reported in one DatasetInvalid error, so one failed run tells the
+user everything to fix. The smoke test's image is chosen here among the test images that
+decoded completely as plain 8-bit RGB or grayscale JPEG/PNG.
 """
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -16,9 +25,11 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import event_parser
 from botocore.exceptions import ClientError
 from pipeline_common.aws import aws_call, client, translate_client_error
-from pipeline_common.config import CommonSettings
+from pipeline_common.config import CommonSettings, ValidationSettings
 from pipeline_common.errors import DatasetInvalid
+from pipeline_common.images import ImageCheck, check_image_bytes, unreadable
 from pipeline_common.manifest import (
+    IMAGE_EXTENSIONS,
     SPLITS,
     Manifest,
     ObjectListing,
@@ -38,6 +49,31 @@ logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 s3 = client("s3")
+
+# botocore's default connection pool per client is 10: more threads would only wait for it.
+CHECK_WORKERS = 10
+# Larger objects are not downloaded: no photo for a classifier is this big.
+MAX_IMAGE_BYTES = 50 * 1024 * 1024
+SMOKE_TEST_IMAGES_PER_CLASS = 3
+FILES_NAMED_PER_CLASS = 5
+UNREADABLE_RECORDED = 200
+
+
+@dataclass
+class ImageScan:
+    """What reading every image found, per (split, class)."""
+
+    readable: Counter[tuple[str, str]] = field(default_factory=Counter)
+    unreadable: dict[tuple[str, str], list[tuple[str, str]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    # class -> relative keys of test images that decoded completely as plain RGB/L JPEG/PNG
+    plain_test: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    readable_test: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    @property
+    def unreadable_count(self) -> int:
+        return sum(len(files) for files in self.unreadable.values())
 
 
 class ValidateInput(StepModel):
@@ -70,15 +106,150 @@ def list_relative_keys(bucket: str, prefix: str) -> Iterator[tuple[str, int]]:
                 yield item["Key"][len(prefix) :], int(item.get("Size", 0))
 
 
-def sample_test_image(manifest: Manifest, listing: ObjectListing, prefix: str) -> SampleImage:
-    """The first test image of the first class: a real input for the smoke test."""
-    class_name = manifest.classes[0]
-    relative = listing.first_image[("test", class_name)]
-    return SampleImage(key=prefix + relative, class_index=0, class_name=class_name)
+def image_objects(listing: ObjectListing) -> list[tuple[str, str, str, int]]:
+    """(split, class, key relative to the data set, size) of every image, sorted by key."""
+    found = []
+    for relative, size in sorted(listing.sizes.items()):
+        parts = relative.split("/")
+        is_image = PurePosixPath(parts[-1]).suffix.lower() in IMAGE_EXTENSIONS
+        if len(parts) == 3 and parts[0] in SPLITS and is_image:
+            found.append((parts[0], parts[1], relative, size))
+    return found
+
+
+def check_object(bucket: str, key: str, size: int, full_decode: bool) -> ImageCheck:
+    """Read one image object and judge it; a size of 0 or above the limit needs no GET."""
+    if size == 0:
+        return unreadable("empty file (0 bytes)")
+    if size > MAX_IMAGE_BYTES:
+        return unreadable(f"{size} bytes, over the limit of {MAX_IMAGE_BYTES} bytes per image")
+    try:
+        data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as e:
+        if is_missing(e):
+            return unreadable("deleted after the manifest was written")
+        raise translate_client_error(e, "GetObject", s3_uri(bucket, key)) from e
+    return check_image_bytes(data, full_decode=full_decode)
+
+
+def scan_images(bucket: str, prefix: str, listing: ObjectListing) -> ImageScan:
+    """Check every image, CHECK_WORKERS at a time (S3 latency dominates, Pillow frees the GIL).
+
+    Test images are decoded completely (the smoke test sends one); train/valid JPEGs in
+    draft mode, which still reads every byte.
+    """
+    objects = image_objects(listing)
+    with ThreadPoolExecutor(max_workers=CHECK_WORKERS) as pool:
+        checks = list(
+            pool.map(
+                lambda o: check_object(bucket, prefix + o[2], o[3], full_decode=o[0] == "test"),
+                objects,
+            )
+        )
+    scan = ImageScan()
+    for (split, class_name, relative, _size), check in zip(objects, checks, strict=True):
+        if not check.readable:
+            scan.unreadable[(split, class_name)].append((relative, check.reason or "unreadable"))
+            continue
+        scan.readable[(split, class_name)] += 1
+        if split == "test":
+            scan.readable_test[class_name].append(relative)
+            if check.plain:
+                scan.plain_test[class_name].append(relative)
+    return scan
+
+
+def _named_files(files: list[tuple[str, str]]) -> str:
+    named = ", ".join(f"{key} ({reason})" for key, reason in files[:FILES_NAMED_PER_CLASS])
+    extra = len(files) - FILES_NAMED_PER_CLASS
+    return named + (f" and {extra} more" if extra > 0 else "")
+
+
+def image_problems(manifest: Manifest, scan: ImageScan, settings: ValidationSettings) -> list[str]:
+    """Splits without a readable image, classes below the minimum, each named with its files."""
+    problems = []
+    for split in SPLITS:
+        if not any(scan.readable[(split, c)] for c in manifest.classes):
+            problems.append(f"split {split} has no readable image")
+        minimum = settings.minimum(split)
+        for class_name in manifest.classes:
+            readable = scan.readable[(split, class_name)]
+            if readable >= minimum:
+                continue
+            bad = scan.unreadable.get((split, class_name), [])
+            problems.append(
+                f"class {class_name} has {readable} readable images in {split}/, fewer than the "
+                f"minimum of {minimum}"
+                + (f"; unreadable: {_named_files(bad)}" if bad else "")
+                + " (add images, or lower MinTrainImagesPerClass/MinEvalImagesPerClass)"
+            )
+    return problems
+
+
+def image_warnings(manifest: Manifest, scan: ImageScan, settings: ValidationSettings) -> list[str]:
+    """What passes but deserves a look: unreadable files (skipped) and small classes."""
+    warnings = []
+    for split in SPLITS:
+        bad = [f for c in manifest.classes for f in scan.unreadable.get((split, c), [])]
+        if bad:
+            warnings.append(
+                f"{len(bad)} unreadable image(s) in {split}/ will be skipped: {_named_files(bad)}"
+            )
+        minimum = settings.minimum(split)
+        small = [
+            f"{c} ({scan.readable[(split, c)]})"
+            for c in manifest.classes
+            if scan.readable[(split, c)] < 2 * minimum
+        ]
+        if small:
+            warnings.append(
+                f"small classes in {split}/ (fewer than {2 * minimum} readable images): "
+                f"{', '.join(small)}; their accuracy will be noisy"
+            )
+    return warnings
+
+
+def smoke_test_images(manifest: Manifest, scan: ImageScan, prefix: str) -> list[SampleImage]:
+    """Up to SMOKE_TEST_IMAGES_PER_CLASS test images per class, plain ones first.
+
+    Plain (8-bit RGB/grayscale JPEG/PNG that decoded completely) images test the model, not
+    the endpoint's converter; a data set with none falls back to any readable test image.
+    """
+    chosen = []
+    for index, class_name in enumerate(manifest.classes):
+        keys = scan.plain_test.get(class_name) or scan.readable_test.get(class_name) or []
+        chosen += [
+            SampleImage(key=prefix + key, class_index=index, class_name=class_name)
+            for key in keys[:SMOKE_TEST_IMAGES_PER_CLASS]
+        ]
+    if not any(scan.plain_test.values()):
+        return chosen
+    plain = {prefix + k for keys in scan.plain_test.values() for k in keys}
+    return sorted(chosen, key=lambda image: image.key not in plain)
+
+
+def image_record(scan: ImageScan, manifest: Manifest) -> dict[str, Any]:
+    """validation.json's account of the images: counts per split and class, unreadable files."""
+    unreadable = [
+        {"split": split, "class": class_name, "file": key, "reason": reason}
+        for (split, class_name), files in sorted(scan.unreadable.items())
+        for key, reason in files
+    ]
+    return {
+        "readable": {
+            split: {c: scan.readable[(split, c)] for c in manifest.classes} for split in SPLITS
+        },
+        "unreadable": {
+            split: {c: len(scan.unreadable.get((split, c), [])) for c in manifest.classes}
+            for split in SPLITS
+        },
+        "unreadable_count": len(unreadable),
+        "unreadable_files": unreadable[:UNREADABLE_RECORDED],
+    }
 
 
 def summary(
-    event: ValidateInput, manifest: Manifest, listing: ObjectListing, prefix: str
+    event: ValidateInput, manifest: Manifest, prefix: str, samples: list[SampleImage]
 ) -> ValidatedDataset:
     return ValidatedDataset(
         name=event.dataset,
@@ -88,7 +259,7 @@ def summary(
         class_count=len(manifest.classes),
         counts={split: sum(manifest.splits[split].values()) for split in SPLITS},
         channels={split: s3_uri(event.bucket, f"{prefix}{split}/") for split in SPLITS},
-        sample_image=sample_test_image(manifest, listing, prefix),
+        sample_image=samples[0],
     )
 
 
@@ -108,6 +279,7 @@ def reject(event: ValidateInput, problems: list[str]) -> DatasetInvalid:
 @event_parser(model=ValidateInput)
 def lambda_handler(event: ValidateInput, context: LambdaContext) -> dict[str, Any]:
     common = CommonSettings.from_env()
+    settings = ValidationSettings.from_env()
     if event.bucket != common.data_bucket:
         raise DatasetInvalid(
             f"manifest s3://{event.bucket}/{event.manifest_key} is not in the pipeline's data "
@@ -121,14 +293,36 @@ def lambda_handler(event: ValidateInput, context: LambdaContext) -> dict[str, An
     problems = find_problems(manifest, event.dataset, listing)
     if problems:
         raise reject(event, problems)
-    result = summary(event, manifest, listing, prefix)
+    scan = scan_images(event.bucket, prefix, listing)
+    problems = image_problems(manifest, scan, settings)
+    if problems:
+        raise reject(event, problems)
+    samples = smoke_test_images(manifest, scan, prefix)
+    result = summary(event, manifest, prefix, samples)
+    warnings = image_warnings(manifest, scan, settings)
     with aws_call("PutObject", f"{run_prefix(event.execution_name)}validation.json"):
         write_json(
             s3,
             common.artifacts_bucket,
             f"{run_prefix(event.execution_name)}validation.json",
-            {"dataset": result.model_dump(), "classes": manifest.classes},
+            {
+                "dataset": result.model_dump(),
+                "classes": manifest.classes,
+                "images": image_record(scan, manifest),
+                "minimum_images_per_class": {split: settings.minimum(split) for split in SPLITS},
+                "warnings": warnings,
+                "smoke_test_images": [image.model_dump() for image in samples],
+            },
         )
-    logger.info({"operation": "validate", "dataset": event.dataset, "counts": result.counts})
+    logger.info(
+        {
+            "operation": "validate",
+            "dataset": event.dataset,
+            "counts": result.counts,
+            "unreadable": scan.unreadable_count,
+            "warnings": warnings[:20],
+        }
+    )
     metrics.add_metric(name="DatasetsAccepted", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="UnreadableImages", unit=MetricUnit.Count, value=scan.unreadable_count)
     return result.model_dump()

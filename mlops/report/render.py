@@ -38,6 +38,7 @@ pre { background: #f5f5f5; padding: 8px; overflow-x: auto; white-space: pre-wrap
 nav a { margin-right: 12px; } code { font-size: 13px; }
 """
 SECTIONS = (
+    ("dataset", "Data set"),
     ("timeline", "Timeline"),
     ("tuning", "Tuning"),
     ("training", "Training"),
@@ -142,6 +143,52 @@ def header(data: RunData) -> str:
         "<nav>" + "".join(f'<a href="#{k}">{escape(t)}</a>' for k, t in SECTIONS) + "</nav>"
     )
     return "\n".join(parts)
+
+
+def dataset_section(validation: dict[str, Any] | None) -> str:
+    """What ValidateDataset found: images per split, unreadable ones, and its warnings."""
+    parts = ['<h2 id="dataset">Data set</h2>']
+    if not validation:
+        return parts[0] + '<p class="muted">No validation record (validation.json).</p>'
+    images = validation.get("images") or {}
+    readable, unreadable = images.get("readable") or {}, images.get("unreadable") or {}
+    rows = [
+        [
+            escape(split),
+            str(sum((readable.get(split) or {}).values())),
+            str(sum((unreadable.get(split) or {}).values())),
+            escape(str(min((readable.get(split) or {}).values(), default="-"))),
+        ]
+        for split in ("train", "valid", "test")
+        if split in readable
+    ]
+    count = int(images.get("unreadable_count") or 0)
+    parts.append(
+        f'<p data-unreadable-images="{count}">Unreadable images found by validation (skipped by '
+        f"training, never sent by the smoke test): <strong>{count}</strong></p>"
+    )
+    if rows:
+        parts.append(table(["Split", "Readable", "Unreadable", "Smallest class"], rows))
+    listed = images.get("unreadable_files") or []
+    if listed:
+        parts.append(
+            table(
+                ["Split", "File", "Reason"],
+                [
+                    [
+                        escape(f.get("split", "")),
+                        f"<code>{escape(f.get('file', ''))}</code>",
+                        escape(f.get("reason", "")),
+                    ]
+                    for f in listed
+                ],
+            )
+        )
+    warnings = validation.get("warnings") or []
+    if warnings:
+        items = "".join(f"<li>{escape(w)}</li>" for w in warnings)
+        parts.append(f'<h3>Warnings</h3><ul id="validation-warnings">{items}</ul>')
+    return "".join(parts)
 
 
 def timeline_section(data: RunData, plots: dict[str, bytes]) -> str:
@@ -400,6 +447,16 @@ def endpoint_section(data: RunData, plots: dict[str, bytes]) -> str:
 def smoke_test(record: dict[str, Any] | None) -> str:
     if not record:
         return '<p class="muted">No smoke test record.</p>'
+    rejected = record.get("input_rejected")
+    if rejected:
+        return (
+            "<h3>Smoke test</h3>"
+            f'<p class="muted" data-smoke-input-rejected="{int(rejected.get("status") or 0)}">'
+            f"The endpoint refused <code>{escape(str(record.get('image_key')))}</code> as bad "
+            f"input ({escape(str(rejected.get('status')))}: "
+            f"{escape(str(rejected.get('message', ''))[:200])}); an input error is not a model "
+            "failure, so the run went on.</p>"
+        )
     top = (record.get("answer") or {}).get("top_k") or []
     probability = f" ({top[0].get('probability', 0):.3f})" if top else ""
     return "<h3>Smoke test</h3>" + table(
@@ -481,6 +538,7 @@ def report_json(data: RunData, plots: dict[str, bytes]) -> dict[str, Any]:
             "curves": retrain.curves.to_json() if retrain.curves else None,
         },
         "gate": data.gate,
+        "validation": _validation_json(data.records.get("validation.json")),
         "confusion": None
         if not (data.endpoint and data.endpoint.confusion)
         else data.endpoint.confusion.__dict__,
@@ -489,11 +547,24 @@ def report_json(data: RunData, plots: dict[str, bytes]) -> dict[str, Any]:
     }
 
 
+def _validation_json(validation: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not validation:
+        return None
+    images = validation.get("images") or {}
+    return {
+        "unreadable_count": images.get("unreadable_count"),
+        "unreadable": images.get("unreadable"),
+        "warnings": validation.get("warnings") or [],
+        "smoke_test_images": validation.get("smoke_test_images") or [],
+    }
+
+
 def render(data: RunData, plots: dict[str, bytes]) -> str:
     payload = json.dumps(report_json(data, plots), default=str).replace("</", "<\\/")
     body = "\n".join(
         [
             header(data),
+            dataset_section(data.records.get("validation.json")),
             timeline_section(data, plots),
             tuning_section(data.tuning, plots),
             training_section(data.retrain, plots),

@@ -14,6 +14,18 @@ ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "tests" / "events"
 PNG_BYTES = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 JPEG_BYTES = b"\xff\xd8\xff\xe0" + b"\x00" * 64
+
+
+def image_bytes(fmt: str = "PNG", mode: str = "RGB", size: tuple[int, int] = (8, 8)) -> bytes:
+    """A real, decodable image (validate_dataset decodes every file it accepts)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new(mode, size, color=0).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+GOOD_PNG = image_bytes()
 METRIC_DEFINITIONS = [
     {"Name": "train:loss", "Regex": r"split=train loss=([0-9.]+)"},
     {"Name": "valid:loss", "Regex": r"split=valid loss=([0-9.]+)"},
@@ -33,10 +45,15 @@ def upload_dataset(
     counts: dict[str, dict[str, int]] | None = None,
     manifest: dict[str, Any] | None = None,
     extra_keys: tuple[str, ...] = (),
+    bodies: dict[str, bytes] | None = None,
 ) -> dict[str, Any]:
-    """Write a tiny data set in the contract's layout and its manifest; return the manifest."""
+    """Write a tiny data set in the contract's layout and its manifest; return the manifest.
+
+    Every image is a real 8x8 PNG unless ``bodies`` gives other bytes for a relative key.
+    """
+    bodies = bodies or {}
     counts = counts or {
-        "train": {"000.zero": 3, "001.one": 3},
+        "train": {"000.zero": 5, "001.one": 5},
         "valid": {"000.zero": 2, "001.one": 2},
         "test": {"000.zero": 2, "001.one": 2},
     }
@@ -44,9 +61,9 @@ def upload_dataset(
     for split, per_class in counts.items():
         for class_name, count in per_class.items():
             for i in range(count):
-                s3.put_object(
-                    Bucket=bucket, Key=f"{prefix}{split}/{class_name}/{i:04d}.png", Body=PNG_BYTES
-                )
+                relative = f"{split}/{class_name}/{i:04d}.png"
+                body = bodies.get(relative, GOOD_PNG)
+                s3.put_object(Bucket=bucket, Key=prefix + relative, Body=body)
     for key in extra_keys:
         s3.put_object(Bucket=bucket, Key=prefix + key, Body=b"extra")
     document = {
@@ -193,3 +210,67 @@ def endpoint(
     if config is not None:
         answer["EndpointConfigName"] = config
     return answer
+
+
+def messy_images() -> dict[str, bytes]:
+    """Real-world damage and exotic modes, by name (see test_layer_images for the verdicts)."""
+    import zlib
+
+    from PIL import Image
+
+    def save(image: Any, fmt: str, **options: Any) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt, **options)
+        return buffer.getvalue()
+
+    photo = Image.linear_gradient("L").resize((64, 64)).convert("RGB")
+    jpeg = save(photo, "JPEG", quality=90)
+    png = save(photo, "PNG")
+    palette = Image.new("P", (16, 16), 1)
+    palette.putpalette([0, 0, 0, 255, 255, 255] * 128)
+
+    # A PNG header that claims 7000 x 7000 pixels (over the 40 MP limit) in 100 bytes.
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+
+    ihdr = (7_000).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
+    bomb = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 1024))
+        + chunk(b"IEND", b"")
+    )
+    return {
+        "plain_png": png,
+        "plain_jpeg": jpeg,
+        "gray_png": save(Image.new("L", (16, 16), 128), "PNG"),
+        "zero_bytes": b"",
+        "truncated_jpeg": jpeg[: len(jpeg) // 2],
+        "truncated_png": png[: len(png) // 2],
+        "garbage": b"this is not an image at all" * 4,
+        "png_magic_only": PNG_BYTES,
+        "bomb_png": bomb,
+        "sixteen_bit_png": save(Image.new("I;16", (16, 16), 40_000), "PNG"),
+        "cmyk_jpeg": save(photo.convert("CMYK"), "JPEG"),
+        "palette_transparency_png": save(palette, "PNG", transparency=0),
+        "la_png": save(Image.new("LA", (16, 16), (100, 50)), "PNG"),
+        "rgba_png": save(Image.new("RGBA", (16, 16), (1, 2, 3, 0)), "PNG"),
+    }
+
+
+UNREADABLE_KINDS = (
+    "zero_bytes",
+    "truncated_jpeg",
+    "truncated_png",
+    "garbage",
+    "png_magic_only",
+    "bomb_png",
+)
+EXOTIC_KINDS = (
+    "sixteen_bit_png",
+    "cmyk_jpeg",
+    "palette_transparency_png",
+    "la_png",
+    "rgba_png",
+)

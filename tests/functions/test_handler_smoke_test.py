@@ -8,7 +8,7 @@ import json
 import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
-from handler_helpers import PNG_BYTES, load_event, upload_dataset
+from handler_helpers import GOOD_PNG, load_event, upload_dataset
 from pipeline_common.errors import SmokeTestFailed
 
 EXECUTION = "digits-0123456789abcdef"
@@ -47,7 +47,7 @@ def test_smoke_test_passes_on_a_well_formed_answer(app, buckets, context):
                 "EndpointName": "mlops-classifier",
                 "ContentType": "image/png",
                 "Accept": "application/json",
-                "Body": PNG_BYTES,
+                "Body": GOOD_PNG,
             },
         )
         result = app.lambda_handler(event(), context)
@@ -72,9 +72,49 @@ def test_smoke_test_wrong_label_is_recorded_not_failed(app, buckets, context):
 def test_smoke_test_model_error_fails(app, buckets, context):
     with Stubber(app.runtime) as stub:
         stub.add_client_error(
-            "invoke_endpoint", "ModelError", "Received server error (500) from primary"
+            "invoke_endpoint",
+            "ModelError",
+            "Received server error (500) from primary",
+            http_status_code=424,
+            response_meta={},
         )
         with pytest.raises(SmokeTestFailed, match="ModelError: Received server error"):
+            app.lambda_handler(event(), context)
+
+
+def model_error(stub: Stubber, status: int) -> None:
+    """SageMaker's answer when the container says `status`: 424 with the original status."""
+    stub.add_client_error(
+        "invoke_endpoint",
+        "ModelError",
+        f"Received client error ({status}) from primary",
+        http_status_code=424,
+        modeled_fields={
+            "OriginalStatusCode": status,
+            "OriginalMessage": '{"message": "image is truncated"}',
+        },
+    )
+
+
+@pytest.mark.parametrize("status", [400, 413, 415])
+def test_smoke_test_input_error_from_the_model_is_not_a_failure(app, buckets, context, status):
+    with Stubber(app.runtime) as stub:
+        model_error(stub, status)
+        result = app.lambda_handler(event(), context)
+
+    assert result["correct"] is None
+    assert result["input_rejected"]["status"] == status
+    stored = buckets.s3.get_object(
+        Bucket=buckets.artifacts, Key=f"runs/{EXECUTION}/smoke_test.json"
+    )
+    assert json.loads(stored["Body"].read())["input_rejected"]["status"] == status
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_smoke_test_server_error_from_the_model_fails(app, buckets, context, status):
+    with Stubber(app.runtime) as stub:
+        model_error(stub, status)
+        with pytest.raises(SmokeTestFailed, match=rf"\({status}\)"):
             app.lambda_handler(event(), context)
 
 

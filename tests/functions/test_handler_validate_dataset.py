@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from handler_helpers import load_event, upload_dataset
+from handler_helpers import load_event, messy_images, upload_dataset
 from pipeline_common.errors import DatasetInvalid
 
 
@@ -24,7 +24,7 @@ def test_validate_dataset_accepts_a_valid_data_set(app, buckets, context):
     result = run(app, context)
 
     assert result["name"] == "digits"
-    assert result["counts"] == {"train": 6, "valid": 4, "test": 4}
+    assert result["counts"] == {"train": 10, "valid": 4, "test": 4}
     assert result["channels"]["valid"] == f"s3://{buckets.data}/datasets/digits/valid/"
     assert result["sample_image"] == {
         "key": "datasets/digits/test/000.zero/0000.png",
@@ -52,8 +52,8 @@ def test_validate_dataset_count_mismatch_names_folder_and_counts(app, buckets, c
     with pytest.raises(DatasetInvalid) as error:
         run(app, context)
 
-    assert "train/001.one/: manifest says 3 images, bucket has 2" in str(error.value)
-    assert "file_count is 14 but the bucket holds 13 images" in str(error.value)
+    assert "train/001.one/: manifest says 5 images, bucket has 4" in str(error.value)
+    assert "file_count is 18 but the bucket holds 17 images" in str(error.value)
 
 
 def test_validate_dataset_class_folders_that_differ_between_splits(app, buckets, context):
@@ -145,3 +145,144 @@ def test_validate_dataset_lists_every_problem_at_once(app, buckets, context):
     assert "names data set 'cats'" in message
     assert "sorted order" in message
     assert "unexpected folder extra/" in message
+
+
+# -- every image is read: unreadable files, small classes, the smoke test's image ----------------
+MESSY = messy_images()
+VALIDATION_KEY = "runs/digits-0123456789abcdef/validation.json"
+
+
+def validation_record(buckets) -> dict:
+    return json.loads(
+        buckets.s3.get_object(Bucket=buckets.artifacts, Key=VALIDATION_KEY)["Body"].read()
+    )
+
+
+def test_validate_dataset_skips_unreadable_images_and_warns(app, buckets, context):
+    counts = {
+        "train": {"000.zero": 6, "001.one": 6},
+        "valid": {"000.zero": 3, "001.one": 3},
+        "test": {"000.zero": 3, "001.one": 3},
+    }
+    bodies = {
+        f"{split}/000.zero/0000.png": MESSY["truncated_jpeg"]
+        for split in ("train", "valid", "test")
+    }
+    bodies["train/001.one/0003.png"] = MESSY["zero_bytes"]
+    upload_dataset(buckets.s3, buckets.data, counts=counts, bodies=bodies)
+
+    result = run(app, context)
+
+    assert result["sample_image"]["key"] == "datasets/digits/test/000.zero/0001.png"
+    record = validation_record(buckets)
+    assert record["images"]["unreadable_count"] == 4
+    assert record["images"]["unreadable"]["train"] == {"000.zero": 1, "001.one": 1}
+    assert record["images"]["readable"]["test"] == {"000.zero": 2, "001.one": 3}
+    files = {f["file"]: f["reason"] for f in record["images"]["unreadable_files"]}
+    assert "empty file" in files["train/001.one/0003.png"]
+    assert "corrupt image" in files["test/000.zero/0000.png"]
+    assert any("2 unreadable image(s) in train/" in w for w in record["warnings"])
+
+
+def test_validate_dataset_class_with_only_unreadable_images_is_named(app, buckets, context):
+    bodies = {f"train/001.one/{i:04d}.png": MESSY["zero_bytes"] for i in range(5)}
+    upload_dataset(buckets.s3, buckets.data, bodies=bodies)
+
+    with pytest.raises(DatasetInvalid) as error:
+        run(app, context)
+
+    message = str(error.value)
+    assert "class 001.one has 0 readable images in train/, fewer than the minimum of 5" in message
+    assert "train/001.one/0000.png (empty file (0 bytes))" in message
+    assert "000.zero" not in message
+
+
+def test_validate_dataset_only_zero_byte_images_is_invalid(app, buckets, context):
+    counts = {
+        "train": {"000.zero": 5, "001.one": 5},
+        "valid": {"000.zero": 2, "001.one": 2},
+        "test": {"000.zero": 2, "001.one": 2},
+    }
+    bodies = {
+        f"{split}/{c}/{i:04d}.png": b""
+        for split, per_class in counts.items()
+        for c, n in per_class.items()
+        for i in range(n)
+    }
+    upload_dataset(buckets.s3, buckets.data, counts=counts, bodies=bodies)
+
+    with pytest.raises(DatasetInvalid) as error:
+        run(app, context)
+
+    for split in ("train", "valid", "test"):
+        assert f"split {split} has no readable image" in str(error.value)
+
+
+@pytest.mark.parametrize("kind", ["truncated_png", "garbage", "png_magic_only", "bomb_png"])
+def test_validate_dataset_unreadable_kinds_count_against_the_minimum(app, buckets, context, kind):
+    """valid/ needs 2 readable images per class; one of 2 damaged leaves too few."""
+    upload_dataset(buckets.s3, buckets.data, bodies={"valid/000.zero/0001.png": MESSY[kind]})
+
+    with pytest.raises(DatasetInvalid, match=r"class 000.zero has 1 readable images in valid/"):
+        run(app, context)
+
+
+def test_validate_dataset_single_image_class_is_refused(app, buckets, context):
+    counts = {
+        "train": {"000.zero": 5, "001.one": 1},
+        "valid": {"000.zero": 2, "001.one": 2},
+        "test": {"000.zero": 2, "001.one": 2},
+    }
+    upload_dataset(buckets.s3, buckets.data, counts=counts)
+
+    with pytest.raises(DatasetInvalid, match=r"class 001.one has 1 readable images in train/"):
+        run(app, context)
+
+
+def test_validate_dataset_minimum_comes_from_the_template_parameter(
+    app, buckets, context, monkeypatch
+):
+    """MinTrainImagesPerClass=1 lets a one-image class through, with a warning."""
+    counts = {
+        "train": {"000.zero": 5, "001.one": 1},
+        "valid": {"000.zero": 2, "001.one": 2},
+        "test": {"000.zero": 2, "001.one": 2},
+    }
+    upload_dataset(buckets.s3, buckets.data, counts=counts)
+    monkeypatch.setenv("MIN_TRAIN_IMAGES_PER_CLASS", "1")
+
+    run(app, context)
+
+    record = validation_record(buckets)
+    assert record["minimum_images_per_class"] == {"train": 1, "valid": 2, "test": 2}
+    assert any(
+        w.startswith("small classes in train/") and "001.one (1)" in w for w in record["warnings"]
+    )
+
+
+def test_validate_dataset_smoke_test_image_is_plain(app, buckets, context):
+    """16-bit, CMYK, palette and LA test images are readable (trained on) but never sent."""
+    bodies = {
+        "test/000.zero/0000.png": MESSY["sixteen_bit_png"],
+        "test/000.zero/0001.png": MESSY["cmyk_jpeg"],
+        "test/001.one/0000.png": MESSY["palette_transparency_png"],
+        "test/001.one/0001.png": MESSY["la_png"],
+        "train/000.zero/0000.png": MESSY["cmyk_jpeg"],
+    }
+    counts = {
+        "train": {"000.zero": 5, "001.one": 5},
+        "valid": {"000.zero": 2, "001.one": 2},
+        "test": {"000.zero": 2, "001.one": 3},
+    }
+    upload_dataset(buckets.s3, buckets.data, counts=counts, bodies=bodies)
+
+    result = run(app, context)
+
+    assert result["sample_image"] == {
+        "key": "datasets/digits/test/001.one/0002.png",
+        "class_index": 1,
+        "class_name": "001.one",
+    }
+    record = validation_record(buckets)
+    assert record["images"]["unreadable_count"] == 0
+    assert record["smoke_test_images"][0]["key"] == "datasets/digits/test/001.one/0002.png"

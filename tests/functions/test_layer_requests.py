@@ -163,3 +163,45 @@ def test_requests_training_is_valid(debugger):
     assert request["HyperParameters"]["model"] == '"resnet50"'
     assert "_tuning_objective_metric" not in request["HyperParameters"]
     assert request["HyperParameters"]["run-rules"] == '"true"'
+
+
+def test_requests_seed_reaches_the_tuning_job_and_every_trial():
+    request = tuning(seed=7)
+
+    assert_valid("CreateHyperParameterTuningJob", request)
+    assert request["HyperParameterTuningJobConfig"]["RandomSeed"] == 7
+    assert request["TrainingJobDefinition"]["StaticHyperParameters"]["seed"] == "7"
+
+
+def test_requests_default_seed_is_zero_not_absent():
+    """No seed would let the search differ run to run: the demo must be reproducible."""
+    request = tuning()
+
+    assert request["HyperParameterTuningJobConfig"]["RandomSeed"] == 0
+    assert request["TrainingJobDefinition"]["StaticHyperParameters"]["seed"] == "0"
+
+
+def test_requests_retrain_uses_the_seed():
+    request = build_training_request(
+        job_name="mlops-digits-retrain-1a2b3c4d",
+        common=COMMON,
+        training=settings(seed=3),
+        dataset="digits",
+        execution="digits-0123",
+        channel_uris=CHANNELS,
+        metric_definitions=METRICS,
+        tuned_hyperparameters={"model": '"resnet18"', "lr": "0.01"},
+        debug_rules=None,
+        profiler_rules=None,
+    )
+
+    assert request["HyperParameters"]["seed"] == "3"
+
+
+def test_requests_seed_parameter_is_wired_to_both_training_functions():
+    import sam_template
+
+    assert sam_template.parameter_defaults()["Seed"] == "0"
+    for name in ("StartTuningFunction", "StartProfiledTrainingFunction"):
+        variables = sam_template.functions()[name]["Environment"]["Variables"]
+        assert variables["SEED"] == {"Ref": "Seed"}, name

@@ -118,6 +118,9 @@ def test_template_sam_build(tmp_path):
     assert (build_dir / "ReportLayer" / "python" / "mlops" / "report" / "build.py").exists()
     assert not (build_dir / "ReportLayer" / "python" / "mlops" / "local").exists()
     assert_imports_alone(build_dir, "WriteReportFunction", ["SharedLayer", "ReportLayer"])
+    # validate_dataset decodes images with the layer's Pillow (a manylinux2014 wheel).
+    assert (build_dir / "SharedLayer" / "python" / "PIL" / "Image.py").exists()
+    assert_imports_alone(build_dir, "ValidateDatasetFunction", ["SharedLayer"])
 
 
 def assert_imports_alone(build_dir, function: str, layers: list[str]) -> None:

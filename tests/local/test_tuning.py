@@ -236,3 +236,36 @@ def test_list_trials_of_unknown_tuning_job_is_resource_not_found(sm: Any) -> Non
     with pytest.raises(ClientError) as raised:
         sm.list_training_jobs_for_hyper_parameter_tuning_job(HyperParameterTuningJobName="nope")
     assert raised.value.response["Error"]["Code"] == "ResourceNotFound"
+
+
+def trials_in_order(sm: Any, name: str) -> list[dict[str, Any]]:
+    """The tuning job's trials by their index (the -NNN- in the training job name)."""
+    trials = list_all_trials(sm, name)
+    return sorted(trials, key=lambda t: t["TrainingJobName"].rsplit("-", 2)[-2])
+
+
+def test_same_random_seed_gives_the_same_suggestions_whatever_ends_first(sm: Any) -> None:
+    """Parallel trials whose durations differ (epoch-seconds is searched) end out of order;
+    trial k is still asked for only after trial k - MaxParallelTrainingJobs ended, and the
+    study is told results in trial order, so one RandomSeed gives one sequence."""
+    ranges = {
+        "ContinuousParameterRanges": [
+            {"Name": "lr", "MinValue": "0.0001", "MaxValue": "1", "ScalingType": "Logarithmic"}
+        ],
+        "CategoricalParameterRanges": [{"Name": "epoch-seconds", "Values": ["0.0", "0.4"]}],
+    }
+    sequences = []
+    for name in ("tune-seed-a", "tune-seed-b"):
+        sm.create_hyper_parameter_tuning_job(
+            **tuning_request(name, max_jobs=6, max_parallel=2, seed=11, ranges=ranges)
+        )
+        wait_tuning(sm, name)
+        trials = trials_in_order(sm, name)
+        for earlier, later in zip(trials, trials[2:], strict=False):
+            assert later["TrainingStartTime"] >= earlier["TrainingEndTime"], (
+                f"{later['TrainingJobName']} started before {earlier['TrainingJobName']} ended"
+            )
+        sequences.append([t["TunedHyperParameters"] for t in trials])
+
+    assert len(sequences[0]) == 6
+    assert sequences[0] == sequences[1]

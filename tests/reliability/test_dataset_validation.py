@@ -4,8 +4,9 @@ The handler tests (moto) already cover a missing split in the manifest, class fo
 differ between splits, an empty class, a non-image file, a manifest that is not JSON or has the
 wrong schema, a file entry with another size, a vanished manifest and every problem at once.
 These add the remaining mismatches between manifest and objects, at the layer's level (pure
-functions, no AWS), and pin down what validation does not look at: image content (corrupt
-images are skipped and counted by train.py: tests/training/test_train_script.py).
+functions, no AWS). Image content is checked by the handler after these layout checks
+(pipeline_common/images.py; tests/functions/test_handler_validate_dataset.py and
+test_layer_images.py), so the pure layout functions here pass a corrupt image.
 """
 
 from __future__ import annotations

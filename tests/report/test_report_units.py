@@ -516,3 +516,37 @@ def test_reported_outcome_is_what_the_outcome_choice_decides_next(state, expecte
     assert (outcome.status, outcome.error) == expected
     assert an.reported_outcome("SUCCEEDED", steps) is None  # the run has ended: its own status
     assert an.reported_outcome("RUNNING", steps[:1]) is None  # still working, not reporting
+
+
+def test_dataset_section_counts_unreadable_images_and_shows_the_warnings():
+    from mlops.report.render import dataset_section
+
+    validation = {
+        "images": {
+            "readable": {"train": {"a": 5, "b": 6}, "valid": {"a": 2, "b": 2}},
+            "unreadable": {"train": {"a": 1, "b": 0}, "valid": {"a": 0, "b": 0}},
+            "unreadable_count": 1,
+            "unreadable_files": [
+                {"split": "train", "class": "a", "file": "train/a/<x>.png", "reason": "empty"}
+            ],
+        },
+        "warnings": ["1 unreadable image(s) in train/ will be skipped"],
+    }
+
+    html = dataset_section(validation)
+
+    assert 'data-unreadable-images="1"' in html
+    assert "train/a/&lt;x&gt;.png" in html
+    assert "will be skipped" in html
+    assert "No validation record" in dataset_section(None)
+
+
+def test_smoke_test_section_says_an_input_error_is_not_a_model_failure():
+    from mlops.report.render import smoke_test
+
+    record = {"image_key": "datasets/d/test/a/1.png", "input_rejected": {"status": 415}}
+
+    html = smoke_test(record)
+
+    assert 'data-smoke-input-rejected="415"' in html
+    assert "not a model failure" in html

@@ -200,7 +200,8 @@ class Trial:
     optuna_trial: optuna.trial.Trial
     tuned: dict[str, str]
     pruned: bool = False
-    told: bool = False
+    told: bool = False  # the tuning job has taken the trial's result
+    in_study: bool = False  # the result was told to the optuna study
     objective: float | None = None
 
     def objective_status(self) -> str:
@@ -290,7 +291,7 @@ class TuningJob:
             study = self._create_study()
             self._seed_from_parents(study)
             self._launch_trials(study, started)
-            self._wait_for_trials()
+            self._wait_for_trials(study)
             self._finish()
         except Exception as error:
             logger.exception("tuning job %s broke inside the local SageMaker", self.name)
@@ -350,14 +351,13 @@ class TuningJob:
         distributions = {p.name: p.distribution for p in settings.parameters}
         for index in itertools.count(1):
             with self.lock:
-                while (
-                    self._running_count() >= settings.max_parallel and not self.stop_event.is_set()
-                ):
+                while not self._may_ask(index) and not self.stop_event.is_set():
                     self.changed.wait(1.0)
                     if self._runtime_exceeded(started):
                         self.stop()
                 if self.stop_event.is_set() or index > settings.max_jobs:
                     return
+                self._tell_in_order(study, up_to=index - settings.max_parallel)
             if self._runtime_exceeded(started):
                 self.stop()
                 return
@@ -424,11 +424,26 @@ class TuningJob:
         value = job.metrics.last_value(self.settings.objective_name)
         with self.lock:
             trial.objective = value
-            if not trial.told:
-                trial.told = True
-                self._tell(study, trial, value)
+            trial.told = True
             self.last_modified_time = now()
             self.changed.notify_all()
+
+    def _may_ask(self, index: int) -> bool:
+        """Trial `index` is asked for once trial `index - max_parallel` (and every earlier one)
+        has ended: then at most max_parallel - 1 trials run, and the study has seen exactly the
+        trials before it. Waiting for that one trial, not for any free slot, makes the sampler's
+        suggestions depend on the seed only, not on which parallel trial happened to end first."""
+        limit = index - self.settings.max_parallel
+        return all(t.told for t in self.trials if t.index <= limit)
+
+    def _tell_in_order(self, study: optuna.Study, up_to: int) -> None:
+        """Tell the study the results of trials 1..up_to, in index order (never out of turn)."""
+        for trial in sorted(self.trials, key=lambda t: t.index):
+            if trial.index > up_to:
+                break
+            if trial.told and not trial.in_study:
+                trial.in_study = True
+                self._tell(study, trial, trial.objective)
 
     def _tell(self, study: optuna.Study, trial: Trial, value: float | None) -> None:
         job = trial.job
@@ -439,15 +454,11 @@ class TuningJob:
         else:
             study.tell(trial.optuna_trial, state=TrialState.FAIL)
 
-    def _running_count(self) -> int:
-        """Trials whose result the study has not been told yet: a new trial is asked for only
-        after the previous result is in, so a sequential Bayesian search sees every result."""
-        return sum(1 for t in self.trials if not t.told)
-
-    def _wait_for_trials(self) -> None:
+    def _wait_for_trials(self, study: optuna.Study) -> None:
         with self.lock:
             while any(not t.told for t in self.trials):
                 self.changed.wait(1.0)
+            self._tell_in_order(study, up_to=len(self.trials))
 
     def _finish(self) -> None:
         with self.lock:

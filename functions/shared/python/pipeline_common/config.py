@@ -133,6 +133,7 @@ class TrainingSettings:
     strategy: str
     debugger_available: bool
     rule_evaluator_image: str
+    seed: int = 0
 
     @classmethod
     def from_env(cls) -> TrainingSettings:
@@ -181,6 +182,7 @@ class TrainingSettings:
             strategy=strategy,
             debugger_available=debugger,
             rule_evaluator_image=rule_image,
+            seed=env_int("SEED", 0, minimum=0),
         )
 
 
@@ -226,3 +228,22 @@ class DeploySettings:
             rollback_alarm_name=env_str("ROLLBACK_ALARM_NAME"),
             bake_seconds=env_int("DEPLOY_BAKE_SECONDS", 300, minimum=0),
         )
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    """How many readable images a class needs per split (template parameters
+    MinTrainImagesPerClass / MinEvalImagesPerClass)."""
+
+    min_train_images: int
+    min_eval_images: int
+
+    @classmethod
+    def from_env(cls) -> ValidationSettings:
+        return cls(
+            min_train_images=env_int("MIN_TRAIN_IMAGES_PER_CLASS", 5, minimum=1),
+            min_eval_images=env_int("MIN_EVAL_IMAGES_PER_CLASS", 2, minimum=1),
+        )
+
+    def minimum(self, split: str) -> int:
+        return self.min_train_images if split == "train" else self.min_eval_images

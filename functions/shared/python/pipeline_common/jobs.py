@@ -48,6 +48,9 @@ def static_hyperparameters(
         "image-size": encode(training.image_size),
         "pretrained": encode("true" if training.pretrained else "false"),
         "run-rules": encode("true" if run_rules else "false"),
+        # Template parameter Seed: weights, shuffling and augmentation of every trial and of
+        # the retrain, so the same commit and data give the same models.
+        "seed": encode(training.seed),
         "sagemaker_program": encode(ENTRY_POINT),
         "sagemaker_submit_directory": encode(s3_uri(common.artifacts_bucket, TRAINING_SOURCE_KEY)),
         "sagemaker_region": encode(common.region),

@@ -84,6 +84,8 @@ def tuning_job_config(training: TrainingSettings) -> dict[str, Any]:
         "ResourceLimits": limits,
         "ParameterRanges": parameter_ranges(training),
         "TrainingJobEarlyStoppingType": "Off" if training.strategy == "Hyperband" else "Auto",
+        # Template parameter Seed: the same seed gives the same sequence of suggestions.
+        "RandomSeed": training.seed,
     }
     if training.strategy == "Hyperband":
         config["StrategyConfig"] = {
