@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import sys
 
 import pytest
 from handler_helpers import EXOTIC_KINDS, ROOT, UNREADABLE_KINDS, messy_images
+from PIL import Image
 from pipeline_common.images import check_image_bytes
 
 IMAGES = messy_images()
@@ -62,3 +64,19 @@ def test_images_verdict_matches_train_py(kind, train_check, tmp_path):
     skipped_by_training = train_check(path) is not None
 
     assert check_image_bytes(IMAGES[kind]).readable is not skipped_by_training
+
+
+def test_images_smoke_test_candidates_are_within_the_endpoints_pixel_limit():
+    """A plain image over the endpoint's limit would be refused (413): not a smoke-test image."""
+    sys.path.insert(0, str(ROOT / "training"))
+    from pipeline_common import images
+
+    import inference
+
+    assert images.SERVING_MAX_PIXELS == inference.MAX_IMAGE_PIXELS
+    wide = io.BytesIO()
+    Image.new("L", (4096, 2049)).save(wide, format="PNG")
+
+    check = check_image_bytes(wide.getvalue(), full_decode=True)
+
+    assert check.readable and not check.plain

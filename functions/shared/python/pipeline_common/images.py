@@ -22,8 +22,11 @@ from PIL import Image, UnidentifiedImageError
 
 # Same as training/inference.py: what the endpoint and train.py open.
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
-# Same as the endpoint's limit (training/inference.py MAX_IMAGE_PIXELS).
+# What train.py still opens; larger files are unreadable for the pipeline.
 MAX_IMAGE_PIXELS = 40_000_000
+# The endpoint decodes at most this many pixels (training/inference.py MAX_IMAGE_PIXELS; a test
+# keeps the two equal): a smoke-test image must be within it, or the endpoint refuses it.
+SERVING_MAX_PIXELS = 1 << 23
 # Non-JPEG images up to this size are decoded completely (at most ~48 MB as RGB).
 FULL_DECODE_PIXELS = 16_000_000
 # Modes the endpoint and train.py take without any conversion beyond L -> RGB: a smoke-test
@@ -51,6 +54,8 @@ class ImageCheck:
             and self.fully_decoded
             and self.format in PLAIN_FORMATS
             and self.mode in PLAIN_MODES
+            and self.size is not None
+            and self.size[0] * self.size[1] <= SERVING_MAX_PIXELS
         )
 
 
