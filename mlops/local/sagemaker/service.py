@@ -46,7 +46,8 @@ def _make_handler(responses: SageMakerResponses) -> type[BaseHTTPRequestHandler]
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 self._send(responses.invoke_endpoint(unquote(invocation.group(1)), body, headers))
             else:
-                self._send(responses.control_plane(self.headers.get("X-Amz-Target"), body))
+                headers = dict(self.headers.items())
+                self._send(responses.control_plane(headers.get("X-Amz-Target"), body, headers))
 
         def do_GET(self) -> None:
             if self.path.split("?")[0] in {"/", "/health"}:
