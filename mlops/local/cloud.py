@@ -58,6 +58,8 @@ class CloudInfo:
     api_key: str
     region: str
     deployment: dict[str, Any]
+    # Whether each Lambda's and job's calls are authorised against its role (mlops.local.iam).
+    iam_enforced: bool = False
 
     def client_env(self) -> dict[str, str]:
         """Variables that point the aws CLI, boto3 and the sagemaker SDK at the local cloud."""
@@ -152,6 +154,7 @@ class LocalCloud:
             api_key=api_key,
             region=REGION,
             deployment=deployment.to_json(),
+            iam_enforced=self.role_sessions is not None,
         )
         (self.root / "cloud.json").write_text(json.dumps(self.info.to_json(), indent=2))
         return self.info
