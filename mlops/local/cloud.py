@@ -29,6 +29,7 @@ from moto.core.config import default_user_config
 from moto.server import ThreadedMotoServer
 
 from mlops.images import image_parameters
+from mlops.local import stepfunctions_limits
 from mlops.local.api import ApiConfig, LocalApiServer
 from mlops.local.deploy import API, Deployment, LocalDeployer
 from mlops.local.iam import (
@@ -89,6 +90,7 @@ class LocalCloud:
         # Each Lambda's calls are authorised against its role from template.yaml (mlops.local.iam).
         self.enforce_iam = enforce_iam
         self._uninstall_iam: Callable[[], None] | None = None
+        self._uninstall_limits: Callable[[], None] | None = None
         self.role_sessions: RoleSessions | None = None
         self.template = template
         overrides = read_parameter_overrides(template.parent / "samconfig.toml", config_env)
@@ -161,6 +163,7 @@ class LocalCloud:
 
     def _start_moto(self) -> str:
         default_user_config["stepfunctions"]["execute_state_machine"] = True
+        self._uninstall_limits = stepfunctions_limits.install()  # AWS's terminal errors, 25k events
         for key, value in {**CREDENTIALS, "AWS_DEFAULT_REGION": REGION}.items():
             os.environ.setdefault(key, value)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -215,13 +218,14 @@ class LocalCloud:
             lambda: self.lambdas and self.lambdas.shutdown(),
             lambda: self.moto and self.moto.stop(),
             lambda: self._uninstall_iam and self._uninstall_iam(),
+            lambda: self._uninstall_limits and self._uninstall_limits(),
         ):
             try:
                 stop()
             except Exception as exc:  # keep stopping the rest
                 log.warning("while stopping the local cloud: %s", exc)
         self.api = self.sagemaker = self.lambdas = self.moto = None
-        self._uninstall_iam = self.role_sessions = None
+        self._uninstall_iam = self.role_sessions = self._uninstall_limits = None
         (self.root / "cloud.json").unlink(missing_ok=True)
 
 
