@@ -18,10 +18,12 @@ refuses to start when another cloud holds it. cloud.json, which carries the API 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,12 +35,19 @@ from moto.core.config import default_user_config
 from moto.server import ThreadedMotoServer
 
 from mlops.images import image_parameters
+from mlops.local import stepfunctions_limits
 from mlops.local.api import ApiConfig, LambdaInvokeError, LocalApiServer
 from mlops.local.deploy import API, Deployment, LocalDeployer
+from mlops.local.iam import (
+    PolicyEvaluator,
+    RoleSessions,
+    authorize_headers,
+    install_moto_enforcement,
+)
 from mlops.local.lambda_runtime import LambdaRuntime
 from mlops.local.paths import write_private
 from mlops.local.process import ProcessIdentity, acquire_cloud_lock
-from mlops.local.template import REGION, load_template, read_parameter_overrides
+from mlops.local.template import ACCOUNT_ID, REGION, load_template, read_parameter_overrides
 from mlops.packaging import REPO_ROOT, publish_training_source
 
 log = logging.getLogger(__name__)
@@ -60,6 +69,8 @@ class CloudInfo:
     region: str
     deployment: dict[str, Any]
     started: float = 0.0  # the process's start time (psutil), with pid: which process it is
+    # Whether each Lambda's and job's calls are authorised against its role (mlops.local.iam).
+    iam_enforced: bool = False
 
     def client_env(self) -> dict[str, str]:
         """Variables that point the aws CLI, boto3 and the sagemaker SDK at the local cloud."""
@@ -86,8 +97,14 @@ class LocalCloud:
         template: Path = REPO_ROOT / "template.yaml",
         config_env: str = "local",
         parameter_overrides: dict[str, str] | None = None,
+        enforce_iam: bool = True,
     ) -> None:
         self.root = root.resolve()
+        # Each Lambda's calls are authorised against its role from template.yaml (mlops.local.iam).
+        self.enforce_iam = enforce_iam
+        self._uninstall_iam: Callable[[], None] | None = None
+        self._uninstall_limits: Callable[[], None] | None = None
+        self.role_sessions: RoleSessions | None = None
         self.template = template
         overrides = read_parameter_overrides(template.parent / "samconfig.toml", config_env)
         self.overrides = {**overrides, **(parameter_overrides or {})}
@@ -124,7 +141,8 @@ class LocalCloud:
 
     def _start(self) -> CloudInfo:
         moto_url = self._start_moto()
-        sagemaker_url = self._start_sagemaker(moto_url)
+        evaluator = self._start_iam(moto_url)
+        sagemaker_url = self._start_sagemaker(moto_url, evaluator)
         endpoint_env = {
             **CREDENTIALS,
             "AWS_ENDPOINT_URL": moto_url,
@@ -132,6 +150,8 @@ class LocalCloud:
             "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": sagemaker_url,
         }
         self.lambdas = LambdaRuntime(self.root, endpoint_env)
+        if self.role_sessions is not None:
+            self.lambdas.role_environment = self.role_sessions.environment
         self.lambdas.install()
         session = boto3.Session(region_name=REGION, **_lower(CREDENTIALS))
         deployer = LocalDeployer(self.template, STACK_NAME, self.overrides, session, moto_url)
@@ -155,12 +175,14 @@ class LocalCloud:
             api_key=api_key,
             region=REGION,
             deployment=deployment.to_json(),
+            iam_enforced=self.role_sessions is not None,
         )
         write_private(self.root / "cloud.json", json.dumps(self.info.to_json(), indent=2))
         return self.info
 
     def _start_moto(self) -> str:
         default_user_config["stepfunctions"]["execute_state_machine"] = True
+        self._uninstall_limits = stepfunctions_limits.install()  # AWS's terminal errors, 25k events
         for key, value in {**CREDENTIALS, "AWS_DEFAULT_REGION": REGION}.items():
             os.environ.setdefault(key, value)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -171,7 +193,17 @@ class LocalCloud:
         os.environ["MOTO_PORT"] = str(port)
         return f"http://{host}:{port}"
 
-    def _start_sagemaker(self, moto_url: str) -> str:
+    def _start_iam(self, moto_url: str) -> PolicyEvaluator | None:
+        """Enforce the template's roles on moto's services; sessions for the Lambdas and jobs."""
+        if not self.enforce_iam:
+            return None
+        evaluator = PolicyEvaluator(ACCOUNT_ID)
+        self._uninstall_iam = install_moto_enforcement(evaluator)
+        session = boto3.Session(region_name=REGION, **_lower(CREDENTIALS))
+        self.role_sessions = RoleSessions(session.client("sts", endpoint_url=moto_url))
+        return evaluator
+
+    def _start_sagemaker(self, moto_url: str, evaluator: PolicyEvaluator | None = None) -> str:
         from mlops.local.sagemaker.config import SageMakerConfig
         from mlops.local.sagemaker.service import LocalSageMakerService
 
@@ -180,6 +212,9 @@ class LocalCloud:
             region=REGION,
             aws_endpoint_urls={"s3": moto_url, "logs": moto_url},
         )
+        if evaluator is not None and self.role_sessions is not None:
+            config.authorizer = functools.partial(authorize_headers, evaluator)
+            config.role_credentials = self.role_sessions.client_kwargs
         self.sagemaker = LocalSageMakerService(config).start()
         return self.sagemaker.url
 
@@ -215,12 +250,15 @@ class LocalCloud:
             lambda: self.sagemaker and self.sagemaker.shutdown(),
             lambda: self.lambdas and self.lambdas.shutdown(),
             lambda: self.moto and self.moto.stop(),
+            lambda: self._uninstall_iam and self._uninstall_iam(),
+            lambda: self._uninstall_limits and self._uninstall_limits(),
         ):
             try:
                 stop()
             except Exception as exc:  # keep stopping the rest
                 log.warning("while stopping the local cloud: %s", exc)
         self.api = self.sagemaker = self.lambdas = self.moto = None
+        self._uninstall_iam = self.role_sessions = self._uninstall_limits = None
         if self._lock_fd is not None:  # cloud.json is ours only while we hold the lock
             (self.root / "cloud.json").unlink(missing_ok=True)
             os.close(self._lock_fd)

@@ -20,6 +20,7 @@ from typing import Any
 
 import boto3
 
+from mlops.local.iam import RoleSpec, role_specs, translate_roles
 from mlops.local.template import Resolver, load_template, parameter_values
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,9 @@ class LocalDeployer:
             conditions=self.template.get("Conditions", {}),
         )
         self.client = lambda service: session.client(service, endpoint_url=endpoint_url)
+        # Every role as CloudFormation gets it from the SAM translator (filled in by deploy()).
+        self.roles: dict[str, RoleSpec] = {}
+        self._not_attached: set[str] = set()
 
     # -- naming (phase 1: every reference is known before anything is created) ------------------
     def _default_name(self, logical_id: str, limit: int = 64) -> str:
@@ -183,8 +187,15 @@ class LocalDeployer:
         self.resolver.attributes.setdefault(role, {"Arn": arn})
 
     # -- creation (phase 2) ------------------------------------------------------------------------
+    def expand_roles(self) -> dict[str, RoleSpec]:
+        """The template's roles with SAM policy templates expanded by the real translator."""
+        parameters = {**self.resolver.parameters, **self.resolver.pseudo()}
+        translated = translate_roles(self.template, parameters)
+        return role_specs(translated, self.resolver.resolve)
+
     def deploy(self) -> Deployment:
         self._assign_references()
+        self.roles = self.expand_roles()
         deployment = Deployment(
             stack_name=self.stack_name,
             parameters=self.resolver.parameters,
@@ -212,6 +223,10 @@ class LocalDeployer:
         deployment.not_emulated = sorted(
             deployment.not_emulated
             + [
+                f"{arn} (AWS managed policy: logs and X-Ray, which the local runtime does itself)"
+                for arn in sorted(self._not_attached)
+            ]
+            + [
                 f"{logical_id} ({resource['Type']})"
                 for logical_id, resource in self.resources.items()
                 if resource["Type"] not in order
@@ -229,12 +244,29 @@ class LocalDeployer:
         return "Condition" not in resource or self.resolver.condition(resource["Condition"])
 
     def _create_role(self, logical_id: str, props: dict[str, Any], deployment: Deployment) -> None:
-        self.client("iam").create_role(
-            RoleName=self.resolver.refs[logical_id],
-            AssumeRolePolicyDocument=json.dumps(
-                props.get("AssumeRolePolicyDocument", LAMBDA_TRUST_POLICY)
-            ),
+        self._create_role_with_policies(logical_id, self.resolver.refs[logical_id], props)
+
+    def _create_role_with_policies(
+        self, logical_id: str, name: str, props: dict[str, Any] | None = None
+    ) -> None:
+        """The role and its inline policies, as the SAM translator expanded them."""
+        spec = self.roles.get(logical_id)
+        trust = spec.trust_policy if spec else (props or {}).get("AssumeRolePolicyDocument")
+        iam = self.client("iam")
+        iam.create_role(
+            RoleName=name, AssumeRolePolicyDocument=json.dumps(trust or LAMBDA_TRUST_POLICY)
         )
+        if spec is None:
+            return
+        for policy_name, document in spec.policies.items():
+            iam.put_role_policy(
+                RoleName=name, PolicyName=policy_name, PolicyDocument=json.dumps(document)
+            )
+        for arn in spec.managed_policy_arns:
+            try:
+                iam.attach_role_policy(RoleName=name, PolicyArn=arn)
+            except iam.exceptions.NoSuchEntityException:
+                self._not_attached.add(arn)  # moto loads no AWS managed policies by default
 
     def _create_topic(self, logical_id: str, props: dict[str, Any], deployment: Deployment) -> None:
         self.client("sns").create_topic(Name=self.resolver.attributes[logical_id]["TopicName"])
@@ -336,9 +368,7 @@ class LocalDeployer:
 
     def _execution_role(self, role_logical_id: str) -> str:
         arn = self.resolver.attributes[role_logical_id]["Arn"]
-        self.client("iam").create_role(
-            RoleName=arn.rsplit("/", 1)[1], AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST_POLICY)
-        )
+        self._create_role_with_policies(role_logical_id, arn.rsplit("/", 1)[1])
         return arn
 
     def _create_state_machine(

@@ -35,6 +35,7 @@ import threading
 import time
 import uuid
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,9 @@ class LambdaRuntime:
         self.faults = Faults()
         # function name -> template logical id; the local cloud fills it in after deploying
         self.logical_ids: dict[str, str] = {}
+        # Execution role ARN -> AWS_ACCESS_KEY_ID/SECRET/SESSION_TOKEN of a session on it
+        # (mlops.local.iam.RoleSessions); None keeps the endpoint_env's credentials.
+        self.role_environment: Callable[[str], dict[str, str]] | None = None
 
     # -- installing the seam -------------------------------------------------------------------
     def install(self) -> None:
@@ -425,6 +429,8 @@ class LambdaRuntime:
             "POWERTOOLS_TRACE_DISABLED": "true",
         }
         env.update(self.endpoint_env)
+        if self.role_environment is not None and fn.role:
+            env.update(self.role_environment(fn.role))  # the function's execution role, as on AWS
         env.update({k: str(v) for k, v in fn.environment_vars.items()})
         return env
 

@@ -38,6 +38,14 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="template parameter override (repeatable), applied after samconfig.toml",
     )
     parser.add_argument(
+        "--no-iam",
+        action="store_true",
+        help=(
+            "do not enforce the template's IAM roles on the Lambdas' and jobs' calls (to tell a "
+            "missing permission from another failure; AWS always enforces them)"
+        ),
+    )
+    parser.add_argument(
         "--exit-with-pid",
         type=int,
         default=None,
@@ -69,6 +77,7 @@ def main(args: argparse.Namespace) -> int:
         template=args.template.resolve(),
         config_env=args.config_env,
         parameter_overrides=overrides,
+        enforce_iam=not args.no_iam,
     )
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -56,7 +56,15 @@ def test_deployment_resolves_template_outputs_and_lists_what_is_not_emulated(clo
     outputs = cloud.deployment["outputs"]
     assert outputs["DataBucketName"] == "toy-data-123456789012"
     assert outputs["Greeting"] == "toy in us-east-1 (overridden)"
-    assert cloud.deployment["not_emulated"] == ["ToyAlarm (AWS::CloudWatch::Alarm)"]
+    assert cloud.deployment["not_emulated"] == [
+        "ToyAlarm (AWS::CloudWatch::Alarm)",
+        "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole (AWS managed policy: "
+        "logs and X-Ray, which the local runtime does itself)",
+    ]
+
+
+def toy_function(cloud) -> str:
+    return cloud.deployment["functions"]["ToyFunction"]
 
 
 def test_function_runs_with_its_layer_environment_and_context(cloud, aws):
@@ -174,3 +182,37 @@ def _alive(pid: int) -> bool:
         return False
     # a finished child that nobody reaped yet is a zombie, not a running cloud
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_function_role_holds_the_sam_policy_template_expanded(cloud, aws):
+    """StepFunctionsExecutionPolicy, expanded by the real SAM translator, on the function's role."""
+    role = aws("lambda").get_function(FunctionName=toy_function(cloud))["Configuration"]["Role"]
+    name = role.rsplit("/", 1)[1]
+    [policy] = aws("iam").list_role_policies(RoleName=name)["PolicyNames"]
+    document = aws("iam").get_role_policy(RoleName=name, PolicyName=policy)["PolicyDocument"]
+    [statement] = document["Statement"]
+    assert statement["Action"] == ["states:StartExecution"]
+    assert statement["Resource"] == cloud.deployment["outputs"]["StateMachineArn"]
+
+
+def test_function_call_fails_with_access_denied_once_its_permission_is_removed(cloud, aws):
+    """The function signs as its role: with the policy gone, StartExecution is AccessDenied."""
+    function = toy_function(cloud)
+    iam = aws("iam")
+    role = aws("lambda").get_function(FunctionName=function)["Configuration"]["Role"]
+    name = role.rsplit("/", 1)[1]
+    [policy] = iam.list_role_policies(RoleName=name)["PolicyNames"]
+    document = iam.get_role_policy(RoleName=name, PolicyName=policy)["PolicyDocument"]
+    event = {"Records": [{"s3": {"object": {"key": "iam/one/manifest.json"}}}]}
+    allowed = aws("lambda").invoke(FunctionName=function, Payload=json.dumps(event))
+    assert "FunctionError" not in allowed, allowed["Payload"].read()
+    iam.delete_role_policy(RoleName=name, PolicyName=policy)
+    try:
+        event["Records"][0]["s3"]["object"]["key"] = "iam/two/manifest.json"
+        refused = aws("lambda").invoke(FunctionName=function, Payload=json.dumps(event))
+    finally:
+        iam.put_role_policy(RoleName=name, PolicyName=policy, PolicyDocument=json.dumps(document))
+    assert refused.get("FunctionError") == "Unhandled"
+    message = json.loads(refused["Payload"].read())["errorMessage"]
+    assert "(AccessDeniedException) when calling the StartExecution operation" in message
+    assert f"assumed-role/{name}/" in message and "states:StartExecution" in message

@@ -100,6 +100,13 @@ def endpoint_config(target) -> str:
     return target.client("sagemaker").describe_endpoint(EndpointName=endpoint)["EndpointConfigName"]
 
 
+def test_e2e_cloud_enforces_the_templates_iam_roles(cloud):
+    """The runs below (a create, then a blue/green update that reads the serving config's
+    tags) succeed with every Lambda's calls authorised against its role in template.yaml."""
+    _, info = cloud
+    assert info.iam_enforced
+
+
 def test_e2e_pipeline_trains_deploys_and_answers_over_http(target, digits):
     view = run_pipeline(target, digits, "digits-a")
 

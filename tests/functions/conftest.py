@@ -16,10 +16,15 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
+from typing import Any
 
 import boto3
 import pytest
+from botocore.client import BaseClient
 from moto import mock_aws
+
+from mlops.local.deploy import LocalDeployer
+from mlops.local.iam import call_permissions, denied_resource
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
@@ -95,6 +100,7 @@ def load_handler(aws: None, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Mo
 
     def load(folder: str, **parameters: str) -> ModuleType:
         logical_id = sam_template.function_for_folder(folder)
+        _loaded_functions.append(logical_id)
         resolver = sam_template.template_resolver({**TEST_PARAMETERS, **parameters})
         for name, value in sam_template.function_environment(logical_id, resolver).items():
             monkeypatch.setenv(name, value)
@@ -107,3 +113,55 @@ def load_handler(aws: None, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Mo
         return module
 
     return load
+
+
+# -- every AWS call a handler makes must be allowed by its role in template.yaml ----------------
+
+_loaded_functions: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def expanded_roles() -> dict[str, Any]:
+    """The template's roles, SAM policy templates expanded by the real SAM translator."""
+    deployer = LocalDeployer(
+        ROOT / "template.yaml", "mlops-test", TEST_PARAMETERS, boto3.Session(), "http://unused"
+    )
+    deployer._assign_references()
+    return deployer.expand_roles()
+
+
+@pytest.fixture(autouse=True)
+def calls_allowed_by_the_role(request: pytest.FixtureRequest) -> Iterator[list[tuple]]:
+    """Record the boto3 calls made from functions/ code; after the test, check each against
+    the role of the function the test loaded (moto's IAM evaluator over the expanded role)."""
+    calls: list[tuple[str, str, dict[str, Any]]] = []
+    original = BaseClient._make_api_call
+    functions_dir = str(ROOT / "functions")
+
+    def recording(self: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
+        caller = sys._getframe(1)
+        while caller is not None and not caller.f_code.co_filename.startswith(functions_dir):
+            caller = caller.f_back
+        if caller is not None:
+            calls.append((self.meta.service_model.signing_name, operation_name, api_params))
+        return original(self, operation_name, api_params)
+
+    _loaded_functions.clear()
+    BaseClient._make_api_call = recording  # type: ignore[method-assign]
+    try:
+        yield calls
+    finally:
+        BaseClient._make_api_call = original  # type: ignore[method-assign]
+    if not calls or len(set(_loaded_functions)) != 1:
+        return  # no handler call, or several handlers in one test: nothing to attribute
+    function = _loaded_functions[0]
+    role = request.getfixturevalue("expanded_roles")[f"{function}Role"]
+    for service, operation, params in calls:
+        for needed in call_permissions(
+            service, operation, params, sam_template.REGION, sam_template.ACCOUNT
+        ):
+            refused = denied_resource(role.documents(), needed)
+            assert refused is None, (
+                f"{function} calls {service}:{operation}, but its role in template.yaml does "
+                f"not allow {needed.action} on {refused}"
+            )

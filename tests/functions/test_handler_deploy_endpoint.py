@@ -147,8 +147,8 @@ def test_deploy_endpoint_never_replaces_a_model_approved_later(app, buckets, con
 def test_deploy_endpoint_replaces_an_older_or_unknown_model(app, buckets, context, serving_at):
     with Stubber(app.sagemaker) as stub:
         expect_models(stub)
-        stub.add_response("describe_endpoint", endpoint(ENDPOINT, "InService", config="old"))
-        expect_serving_tags(stub, "old", serving_at)
+        stub.add_response("describe_endpoint", endpoint(ENDPOINT, "InService", config="mlops-old"))
+        expect_serving_tags(stub, "mlops-old", serving_at)
         stub.add_response("update_endpoint", {"EndpointArn": f"{ARN_PREFIX}:endpoint/{ENDPOINT}"})
         result = app.lambda_handler(EVENT, context)
 

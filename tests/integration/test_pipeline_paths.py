@@ -305,6 +305,30 @@ def test_pipeline_lambda_service_errors_are_retried(pipeline):
     assert execution.status == "SUCCEEDED"
 
 
+def test_pipeline_lambda_client_execution_timeout_is_retried(pipeline):
+    """AWS's recommended service-error name (bp-lambda-serviceexception) is retried."""
+    pipeline.scripts["FindBestFunction"] = sequence(
+        LambdaError("Lambda.ClientExecutionTimeoutException", "Client execution did not complete"),
+        pipeline.scripts["FindBestFunction"]({}),
+    )
+
+    execution = pipeline.run()
+
+    assert execution.status == "SUCCEEDED"
+    assert len(pipeline.invoked("FindBestFunction")) == 2
+
+
+def test_pipeline_lambda_unknown_is_retried_once_like_a_timeout(pipeline):
+    """Lambda.Unknown (out of memory, a timeout as Step Functions reports it) gets one retry."""
+    pipeline.scripts["EvaluateRulesFunction"] = fail("Lambda.Unknown", "Runtime exited")
+
+    execution = pipeline.run()
+
+    assert execution.states[-5:] == ["EvaluateRules", *FAILURE_TAIL]
+    assert execution.error == "Lambda.Unknown"
+    assert len(pipeline.invoked("EvaluateRulesFunction")) == 2
+
+
 def test_pipeline_unexpected_handler_crash_is_notified(pipeline):
     pipeline.scripts["EvaluateRulesFunction"] = fail("KeyError", "'ModelArtifacts'")
 

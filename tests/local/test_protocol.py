@@ -180,3 +180,21 @@ def test_tags_round_trip_and_unknown_arn(sm: Any) -> None:
     ]
     missing = arn.replace("tj-tags", "tj-missing")
     assert error_of(sm.list_tags, ResourceArn=missing)["Error"]["Code"] == "ValidationException"
+
+
+@pytest.mark.parametrize(
+    "name, problem",
+    [
+        ("e" * 64, "Member must have length less than or equal to 63"),
+        ("mlops_classifier", "Member must satisfy regular expression pattern"),
+        ("-mlops", "Member must satisfy regular expression pattern"),
+    ],
+)
+def test_endpoint_name_length_and_pattern_from_the_service_model(
+    raw_sm: Any, name, problem
+) -> None:
+    """The names the pipeline builds (endpoint, config, model) are held to AWS's constraints."""
+    response = error_of(raw_sm.create_endpoint, EndpointName=name, EndpointConfigName="cfg")
+    assert response["Error"]["Code"] == "ValidationException"
+    message = response["Error"]["Message"]
+    assert f"Value '{name}' at 'endpointName' failed to satisfy constraint: {problem}" in message

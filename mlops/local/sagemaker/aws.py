@@ -12,6 +12,7 @@ import os
 import tarfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -51,11 +52,32 @@ class UnsafeKeyError(ValueError):
 class AwsClients:
     """Creates boto3 clients for the local cloud (one per service, shared across threads)."""
 
-    def __init__(self, region: str, endpoint_urls: dict[str, str]) -> None:
+    def __init__(
+        self,
+        region: str,
+        endpoint_urls: dict[str, str],
+        credentials: dict[str, str] | None = None,
+        role_credentials: Callable[[str], dict[str, str]] | None = None,
+    ) -> None:
         self.region = region
         self.endpoint_urls = dict(endpoint_urls)
+        self.credentials = credentials  # boto3 client keyword arguments; None: the default chain
+        self.role_credentials = role_credentials
         self._clients: dict[str, Any] = {}
+        self._by_role: dict[str, AwsClients] = {}
         self._lock = threading.Lock()
+
+    def for_role(self, role_arn: str | None) -> AwsClients:
+        """Clients signed as a session on ``role_arn`` (a job's execution role), so that the
+        role's policy decides what the job may read and write; self when no roles are known."""
+        if not role_arn or self.role_credentials is None:
+            return self
+        with self._lock:
+            if role_arn not in self._by_role:
+                self._by_role[role_arn] = AwsClients(
+                    self.region, self.endpoint_urls, self.role_credentials(role_arn)
+                )
+            return self._by_role[role_arn]
 
     def client(self, service: str) -> Any:
         with self._lock:
@@ -71,7 +93,9 @@ class AwsClients:
         if service in self.endpoint_urls:
             kwargs["endpoint_url"] = self.endpoint_urls[service]
         session = boto3.session.Session()
-        if session.get_credentials() is None:
+        if self.credentials is not None:
+            kwargs |= self.credentials
+        elif session.get_credentials() is None:
             # The local cloud accepts any credentials; a bare machine has none configured.
             kwargs |= {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
         return session.client(service, **kwargs)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -54,6 +56,11 @@ class SageMakerConfig:
     python: str = sys.executable
     repo_root: Path = REPO_ROOT
     faults: tuple[str, ...] = ()
+    # IAM (mlops.local.iam): decides a request from its headers and the permissions it needs
+    # (None = allowed, else AWS's AccessDenied message); None here = no enforcement.
+    authorizer: Callable[[Mapping[str, str], list[Any]], str | None] | None = None
+    # Credentials of a session on a job's execution role (S3 access of the job), by role ARN.
+    role_credentials: Callable[[str], dict[str, str]] | None = None
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)

@@ -30,6 +30,10 @@ class ValidationException(SageMakerError):
     code = "ValidationException"
 
 
+class AccessDeniedException(SageMakerError):
+    code = "AccessDeniedException"
+
+
 class ResourceNotFound(SageMakerError):
     code = "ResourceNotFound"
 

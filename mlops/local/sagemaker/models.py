@@ -45,7 +45,9 @@ class SageMakerBackend:
     def __init__(self, config: SageMakerConfig) -> None:
         self.config = config
         self.faults = Faults(config.faults)
-        self.clients = AwsClients(config.region, config.aws_endpoint_urls)
+        self.clients = AwsClients(
+            config.region, config.aws_endpoint_urls, role_credentials=config.role_credentials
+        )
         self.training_jobs: dict[str, TrainingJob] = {}
         self.tuning_jobs: dict[str, TuningJob] = {}
         self.models: dict[str, ModelRecord] = {}

@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from botocore import xform_name
 
-from mlops.local.sagemaker import protocol
+from mlops.local.sagemaker import auth, protocol
 from mlops.local.sagemaker.errors import (
+    AccessDeniedException,
     InternalFailure,
     ResourceLimitExceeded,
     SageMakerError,
@@ -53,10 +55,12 @@ class SageMakerResponses:
 
     # --- control plane ------------------------------------------------------------------------
 
-    def control_plane(self, target: str | None, body: bytes) -> WireResponse:
+    def control_plane(
+        self, target: str | None, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> WireResponse:
         operation_name = (target or "").removeprefix(TARGET_PREFIX)
         try:
-            result = self._dispatch(target, operation_name, body)
+            result = self._dispatch(target, operation_name, body, headers or {})
         except SageMakerError as error:
             return self._json_error(error)
         except Exception as error:
@@ -68,7 +72,18 @@ class SageMakerResponses:
             {"Content-Type": JSON_CONTENT_TYPE, "x-amzn-RequestId": _request_id()},
         )
 
-    def _dispatch(self, target: str | None, operation_name: str, body: bytes) -> Any:
+    def _authorize(self, headers: Mapping[str, str], operation: str, params: Any) -> None:
+        """AccessDeniedException unless the caller's role allows the call (when enforced)."""
+        authorizer = self.backend.config.authorizer
+        if authorizer is None or not isinstance(params, dict):
+            return
+        message = authorizer(headers, auth.required(operation, params, self.backend.config.arn))
+        if message is not None:
+            raise AccessDeniedException(message)
+
+    def _dispatch(
+        self, target: str | None, operation_name: str, body: bytes, headers: Mapping[str, str]
+    ) -> Any:
         if not target or not target.startswith(TARGET_PREFIX):
             raise UnknownOperationException(
                 f"Missing or foreign X-Amz-Target {target!r}: expected SageMaker.<Operation>"
@@ -87,6 +102,7 @@ class SageMakerResponses:
             )
         operation = protocol.control_plane_operation(operation_name)
         params = self._parse_json(body)
+        self._authorize(headers, operation_name, params)
         request = protocol.validate_request(operation, params)
         result = getattr(self.backend, xform_name(operation_name))(request)
         result = {k: v for k, v in result.items() if v is not None}
@@ -140,6 +156,7 @@ class SageMakerResponses:
             if headers.get(header):
                 params[member] = headers[header]
         try:
+            self._authorize(headers, "InvokeEndpoint", {"EndpointName": endpoint_name})
             operation = protocol.runtime_model().operation_model("InvokeEndpoint")
             protocol.validate_request(operation, params)
             invocation = self.backend.invoke_endpoint(

@@ -82,10 +82,10 @@ def _answer(responses: SageMakerResponses, environ: dict[str, Any]) -> WireRespo
         return _error(400, "ValidationError", str(error))
     raw_path = (environ.get("REQUEST_URI") or path).split("?")[0]
     invocation = INVOCATIONS_PATH.match(raw_path) if method == "POST" else None
+    headers = {k.lower(): v for k, v in environ.get("mlops.raw_headers") or []}
     if invocation:
-        headers = {k.lower(): v for k, v in environ.get("mlops.raw_headers") or []}
         return responses.invoke_endpoint(unquote(invocation.group(1)), body, headers)
-    return responses.control_plane(environ.get("HTTP_X_AMZ_TARGET"), body)
+    return responses.control_plane(environ.get("HTTP_X_AMZ_TARGET"), body, headers)
 
 
 def _error(status: int, code: str, message: str) -> WireResponse:

@@ -389,7 +389,9 @@ class TrainingExecution:
         self.job = job
         self.runner = runner
         self.config = runner.config
-        self.clients = runner.clients
+        self.clients = runner.clients  # the service's own (logs)
+        # The job's S3 reads and writes are the execution role's, as on AWS.
+        self.data = runner.clients.for_role(job.request.get("RoleArn"))
         root = job.job_dir
         self.dirs = {
             "input": root / "input",
@@ -635,7 +637,7 @@ class TrainingExecution:
             raise JobFailure(f"ClientError: channel {name!r}: Pipe input mode is not supported")
         uri = s3_source["S3Uri"]
         try:
-            count = self.clients.download_prefix(uri, contained(self.dirs["data"], name))
+            count = self.data.download_prefix(uri, contained(self.dirs["data"], name))
         except (PathEscapeError, UnsafeKeyError) as error:
             raise JobFailure(f"ClientError: channel {name!r}: {error}") from error
         except (FileNotFoundError, S3UriError, ClientError, BotoCoreError) as error:
@@ -661,7 +663,7 @@ class TrainingExecution:
             if str(submit).startswith("file://"):
                 shutil.copyfile(str(submit).removeprefix("file://"), archive)
             else:
-                self.clients.download_file(str(submit), archive)
+                self.data.download_file(str(submit), archive)
             extract_tarball(archive, self.dirs["code"])
         except (OSError, S3UriError, ClientError, BotoCoreError) as error:
             raise JobFailure(
@@ -685,7 +687,7 @@ class TrainingExecution:
         target = self._checkpoint_dir()
         target.mkdir(parents=True, exist_ok=True)
         try:
-            count = self.clients.download_prefix(checkpoint["S3Uri"], target)
+            count = self.data.download_prefix(checkpoint["S3Uri"], target)
             self.logs.write(f"Restored {count} checkpoint files from {checkpoint['S3Uri']}")
         except FileNotFoundError:
             pass  # no checkpoints yet: a first run
@@ -826,7 +828,7 @@ class TrainingExecution:
         try:
             if not only_if_model_saved or any(self.dirs["model"].iterdir()):
                 archive = make_tarball(self.dirs["model"], job.job_dir / "upload" / "model.tar.gz")
-                self.clients.upload_file(archive, job.model_artifacts_uri)
+                self.data.upload_file(archive, job.model_artifacts_uri)
             self._upload_output_data()
             self._upload_side_outputs()
         except (ClientError, BotoCoreError, OSError, S3UriError) as error:
@@ -838,7 +840,7 @@ class TrainingExecution:
         if output_data.is_dir() and any(output_data.iterdir()):
             archive = make_tarball(output_data, self.job.job_dir / "upload" / "output.tar.gz")
             try:
-                self.clients.upload_file(archive, self.job.output_uri("output.tar.gz"))
+                self.data.upload_file(archive, self.job.output_uri("output.tar.gz"))
             except (ClientError, BotoCoreError) as error:
                 logger.warning("output data of %s not uploaded: %s", self.job.name, error)
 
@@ -846,13 +848,11 @@ class TrainingExecution:
         """Checkpoints to CheckpointConfig.S3Uri, tensors to <S3OutputPath>/<job>/debug-output."""
         request = self.job.request
         if "CheckpointConfig" in request and self._checkpoint_dir().is_dir():
-            self.clients.upload_directory(
-                self._checkpoint_dir(), request["CheckpointConfig"]["S3Uri"]
-            )
+            self.data.upload_directory(self._checkpoint_dir(), request["CheckpointConfig"]["S3Uri"])
         hook = request.get("DebugHookConfig")
         if hook and self._tensor_dir().is_dir():
             target = f"{hook['S3OutputPath'].rstrip('/')}/{self.job.name}/debug-output"
-            self.clients.upload_directory(self._tensor_dir(), target)
+            self.data.upload_directory(self._tensor_dir(), target)
         self._upload_system_profile()
 
     def _upload_system_profile(self) -> None:
@@ -870,7 +870,7 @@ class TrainingExecution:
         local.write_text(lines)
         stamp = int(usage.get("started_epoch_s", time.time()))
         prefix = f"{profiler['S3OutputPath'].rstrip('/')}/{self.job.name}/profiler-output/system"
-        self.clients.upload_file(local, f"{prefix}/incremental/{stamp}.algo-1.json")
+        self.data.upload_file(local, f"{prefix}/incremental/{stamp}.algo-1.json")
 
     def _write_description(self) -> None:
         """describe.json in the job dir: what reports read after the service is gone."""

@@ -1,0 +1,106 @@
+"""AWS's Step Functions limits in the local interpreter (mlops.local.stepfunctions_limits)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import boto3
+import pytest
+from moto import mock_aws
+from pipeline_harness import fail
+
+from mlops.local import stepfunctions_limits
+
+ROLE = "arn:aws:iam::123456789012:role/sfn"
+
+
+@pytest.fixture
+def limits():
+    uninstall = stepfunctions_limits.install()
+    try:
+        yield
+    finally:
+        uninstall()
+
+
+def run(definition: dict, execution_input: dict, timeout_s: float = 120) -> tuple[dict, list]:
+    sfn = boto3.client("stepfunctions")
+    arn = sfn.create_state_machine(name="limits", definition=json.dumps(definition), roleArn=ROLE)[
+        "stateMachineArn"
+    ]
+    execution = sfn.start_execution(stateMachineArn=arn, input=json.dumps(execution_input))
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        described = sfn.describe_execution(executionArn=execution["executionArn"])
+        if described["status"] != "RUNNING":
+            break
+        time.sleep(0.2)
+    events = []
+    kwargs = {"executionArn": execution["executionArn"], "maxResults": 1000}
+    while True:
+        page = sfn.get_execution_history(**kwargs)
+        events += page["events"]
+        if "nextToken" not in page:
+            return described, events
+        kwargs["nextToken"] = page["nextToken"]
+
+
+def test_pipeline_data_limit_exceeded_is_not_caught_by_states_all(pipeline, limits):
+    """A Lambda result over 256 KiB ends the execution: States.ALL does not catch it on AWS."""
+    pipeline.scripts["FindBestFunction"] = lambda _payload: {"padding": "x" * 300_000}
+
+    execution = pipeline.run()
+
+    assert execution.status == "FAILED"
+    assert execution.error == "States.DataLimitExceeded"
+    assert "NotifyFailure" not in execution.states
+
+
+def test_pipeline_other_errors_are_still_caught_with_the_limits_installed(pipeline, limits):
+    pipeline.scripts["EvaluateRulesFunction"] = fail("KeyError", "'ModelArtifacts'")
+
+    execution = pipeline.run()
+
+    assert "NotifyFailure" in execution.states
+    assert execution.error == "KeyError"
+
+
+@pytest.mark.slow  # about 25,000 events through the interpreter, twice
+@pytest.mark.parametrize("iterations, status", [(6_000, "SUCCEEDED"), (6_300, "FAILED")])
+def test_execution_history_holds_at_most_25000_events(limits, iterations, status, monkeypatch):
+    """A Pass/Choice loop writes 4 events per turn: 6,000 turns fit, 6,300 do not."""
+    for name, value in {
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }.items():
+        monkeypatch.setenv(name, value)
+    loop = {
+        "StartAt": "Count",
+        "States": {
+            "Count": {
+                "Type": "Pass",
+                "Parameters": {"n.$": "States.MathAdd($.n, 1)", "limit.$": "$.limit"},
+                "Next": "More",
+            },
+            "More": {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.n", "NumericLessThanPath": "$.limit", "Next": "Count"}],
+                "Default": "Done",
+            },
+            "Done": {"Type": "Succeed"},
+        },
+    }
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        described, events = run(loop, {"n": 0, "limit": iterations}, timeout_s=300)
+
+    assert described["status"] == status
+    if status == "FAILED":
+        assert len(events) == stepfunctions_limits.MAX_HISTORY_EVENTS
+        assert events[-1]["type"] == "ExecutionFailed"
+        details = events[-1]["executionFailedEventDetails"]
+        assert details["error"] == "States.Runtime"
+        assert "25000" in details["cause"]
+    else:
+        assert len(events) < stepfunctions_limits.MAX_HISTORY_EVENTS
