@@ -236,11 +236,15 @@ def test_kill_9_of_the_cloud_leaves_no_process_behind(tmp_path):
 
 # --- the Lambda worker pool ----------------------------------------------------------------------
 def lambda_workers(info) -> list[psutil.Process]:
-    return [
-        p
-        for p in descendants(info.pid)
-        if "mlops.local.lambda_worker" in p.cmdline() and running(p.pid)
-    ]
+    return [p for p in descendants(info.pid) if is_lambda_worker(p)]
+
+
+def is_lambda_worker(process: psutil.Process) -> bool:
+    """A live worker; one that exits while we look (a zombie until its parent waits) is not."""
+    try:
+        return "mlops.local.lambda_worker" in process.cmdline() and running(process.pid)
+    except psutil.Error:
+        return False
 
 
 def burst(info, function: str, count: int, event: dict) -> list[str]:
