@@ -187,6 +187,9 @@ class Overfit(_LossRule):
                 continue
             valid = passes[i].mean
             ratio = (valid - train.mean) / train.mean
+            first = next(p for p in passes if p.mode == ModeKeys.TRAIN)
+            if train.mean > LossNotDecreasing.LEARNED_FRACTION * first.mean:
+                continue  # nothing learned yet: a gap now is warm-up (e.g. BatchNorm statistics)
             self.evaluations += 1
             # A converged model's losses are tiny: 0.02 vs 0.001 is a ratio of 19 but no gap.
             gap = valid - train.mean > LOSS_FLOOR
