@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,9 @@ SHAPE_CLASSES = ("000.hbars", "001.vbars", "002.disc")
 PER_CLASS = 40
 DIGITS_SIZE = 16
 SHAPES_SIZE = 24
+# Jobs at once, one intra-op thread each: one per core (the shared machine has 2; a third
+# only waits for a core but keeps a job going while another starts up or evaluates rules).
+PARALLEL = min(3, (os.cpu_count() or 1) + 1)
 # Broken runs learn nothing useful however long they train: half the demo's epochs.
 BROKEN_EPOCHS = 6
 
@@ -433,15 +438,21 @@ def run(settings: Settings) -> dict[str, Any]:
         "shapes": shapes(settings, 2 * per_class, SHAPES_SIZE),
     }
     work = settings.scratch(NAME)
-    for i, planned in enumerate(runs):
-        log(f"{NAME}: {i + 1}/{len(runs)} {planned.label}")
+
+    def one(i: int) -> None:
+        planned = runs[i]
         trained = train(planned, data[planned.dataset], work / f"run-{i:02d}")
         planned.outcome = judge(planned, trained, gate)
         verdict = "BLOCKED" if planned.outcome["blocked"] else "approved"
         log(
-            f"{NAME}:   {verdict} acc={planned.outcome.get('test_accuracy')} "
+            f"{NAME}: {i + 1}/{len(runs)} {planned.label}: {verdict} "
+            f"acc={planned.outcome.get('test_accuracy')} "
             f"blocked_by={planned.outcome['blocked_by']} fired={planned.outcome['fired']}"
         )
+
+    # Each job has one intra-op thread (SINGLE_THREAD_ENV): PARALLEL of them fill the cores.
+    with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
+        list(pool.map(one, range(len(runs))))
     table, kinds = tally(runs), by_kind(runs)
     printed = format_rule_table(table, kinds)
     print(printed, file=sys.stderr, flush=True)
