@@ -78,7 +78,7 @@ BROKEN_KINDS = (
 )
 SHAPE_CLASSES = ("000.hbars", "001.vbars", "002.disc")
 # Budget (2 shared cores): 16-px digits instead of the demo's 32 px (a quarter of the compute),
-# 40 digits per class (80 shapes: 3 classes); the demo's model, batch size, learning rates and
+# 40 digits per class (160 shapes: 3 classes); the demo's model, batch size, learning rates and
 # epochs are kept.
 PER_CLASS = 40
 DIGITS_SIZE = 16
@@ -435,7 +435,7 @@ def run(settings: Settings) -> dict[str, Any]:
     per_class = 20 if settings.quick else PER_CLASS
     data = {
         "digits": digits(settings, per_class, DIGITS_SIZE),
-        "shapes": shapes(settings, 2 * per_class, SHAPES_SIZE),
+        "shapes": shapes(settings, 4 * per_class, SHAPES_SIZE),
     }
     work = settings.scratch(NAME)
 

@@ -6,21 +6,30 @@ semantics and defaults of the built-in rules of the same names, over a trial tha
 hook wrote (`create_trial(path)`), driven by smdebug's own `invoke_rule`:
 
   Overfit                  (mean valid loss - mean train loss) / mean train loss > ratio_threshold
-                           for `patience` validation passes in a row (from `start_step` on).
+                           for `patience` validation passes in a row (from `start_step` on),
+                           counted once the train loss has learned (half its first pass) and
+                           when the gap is also larger than LOSS_FLOOR.
   Overtraining             the train loss has not improved by more than `delta` for
                            `patience_train` passes, or the valid loss for `patience_validation`.
   PoorWeightInitialization in the first `steps` training steps: the largest/smallest variance of
                            the activation inputs (`activation_inputs_regex`) > `threshold`, or the
                            5th-95th percentile spread of the gradients < `distribution_range`, or
-                           the loss made no new minimum for `patience` steps.
-  VanishingGradient        the mean |gradient| of a layer < `threshold`.
-  LossNotDecreasing        every `num_steps`, the loss is compared with the loss saved at least
-                           `num_steps` earlier; it must have dropped by `diff_percent` percent.
-                           Mode: EVAL if saved, else TRAIN, else GLOBAL (as AWS documents).
+                           the loss made no new minimum for `patience` steps and did not fall
+                           on average.
+  VanishingGradient        the mean |gradient| of a layer < `threshold`, at a step whose training
+                           loss has not converged (>= LOSS_FLOOR).
+  LossNotDecreasing        the mean of each window of `num_steps` saved losses of one mode must be
+                           `diff_percent` % below the previous window's, unless the loss has
+                           converged (below LOSS_FLOOR, or learned and flat within noise); a
+                           window above the first saved loss (diverged) and any NaN or infinite
+                           loss are issues. Mode: EVAL, else TRAIN, else GLOBAL, the first with
+                           enough saved losses for two windows.
 
 A "pass" is one contiguous run of saved steps of one mode (a TRAIN epoch, or a validation pass),
 its loss the mean of the batch losses saved in it: single batch losses are too noisy to compare
-with AWS's small default patiences. Results use SageMaker's status words:
+with AWS's small default patiences. docs/rules.md has each rule's exact semantics, where they
+differ from AWS's wording and why, and the benchmark (bench/rules.py) that measures the gate's
+false blocks and detections. Results use SageMaker's status words:
 NoIssuesFound, IssuesFound (with the step and a reason), Error (with a reason).
 
 Each class's DEFAULTS are AWS's documented defaults. Two are not spelled out the same way

@@ -22,7 +22,7 @@ def setting(tmp_path_factory: pytest.TempPathFactory):
     found, gate = bench_rules.spaces()
     data = {
         "digits": digits(settings, bench_rules.PER_CLASS, bench_rules.DIGITS_SIZE),
-        "shapes": bench_rules.shapes(settings, 2 * bench_rules.PER_CLASS, bench_rules.SHAPES_SIZE),
+        "shapes": bench_rules.shapes(settings, 4 * bench_rules.PER_CLASS, bench_rules.SHAPES_SIZE),
     }
     return work, found, gate, data
 
