@@ -177,6 +177,7 @@ class Overfit(_LossRule):
     def __init__(self, base_trial: Any, **parameters: Any) -> None:
         super().__init__(base_trial, **parameters)
         self.exceeded = 0
+        self.warming_up = 0
 
     def check_data(self) -> None:
         modes = {p.mode for passes in self.passes().values() for p in passes}
@@ -198,7 +199,8 @@ class Overfit(_LossRule):
             ratio = (valid - train.mean) / train.mean
             first = next(p for p in passes if p.mode == ModeKeys.TRAIN)
             if train.mean > LossNotDecreasing.LEARNED_FRACTION * first.mean:
-                continue  # nothing learned yet: a gap now is warm-up (e.g. BatchNorm statistics)
+                self.warming_up += 1  # nothing learned yet: a gap now is warm-up (BatchNorm)
+                continue
             self.evaluations += 1
             # A converged model's losses are tiny: 0.02 vs 0.001 is a ratio of 19 but no gap.
             gap = valid - train.mean > LOSS_FLOOR
@@ -214,7 +216,10 @@ class Overfit(_LossRule):
         return False
 
     def summary(self) -> str:
-        return f"compared {self.evaluations} validation passes with the training loss"
+        text = f"compared {self.evaluations} validation passes with the training loss"
+        if self.warming_up:
+            text += f" ({self.warming_up} before the training loss had halved not counted)"
+        return text
 
 
 @dataclass
