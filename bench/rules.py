@@ -33,6 +33,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -328,6 +329,10 @@ def train(run: Run, data: Path, job_dir: Path) -> dict[str, Any]:
         return {"failed": str(error)[-500:]}
     history = json.loads((job_dir / "output" / "history.json").read_text())
     statuses = json.loads((job_dir / "output" / "rule_statuses.json").read_text())
+    # The trial (weights and ReLU inputs) and the model take about 300 MB a job: keep the
+    # log and the outputs only.
+    for bulky in ("tensors", "model"):
+        shutil.rmtree(job_dir / bulky, ignore_errors=True)
     return {
         "seconds": child.wall_s,
         "test_accuracy": history["test"]["accuracy"],
