@@ -31,6 +31,7 @@ BENCHMARKS = {
     "cold_start": "bench.cold_start",
     "tuning": "bench.tuning",
     "memory": "bench.memory",
+    "rules": "bench.rules",
 }
 BENCH_DIR = REPO_ROOT / "bench"
 

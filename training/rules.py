@@ -6,21 +6,30 @@ semantics and defaults of the built-in rules of the same names, over a trial tha
 hook wrote (`create_trial(path)`), driven by smdebug's own `invoke_rule`:
 
   Overfit                  (mean valid loss - mean train loss) / mean train loss > ratio_threshold
-                           for `patience` validation passes in a row (from `start_step` on).
+                           for `patience` validation passes in a row (from `start_step` on),
+                           counted once the train loss has learned (half its first pass) and
+                           when the gap is also larger than LOSS_FLOOR.
   Overtraining             the train loss has not improved by more than `delta` for
                            `patience_train` passes, or the valid loss for `patience_validation`.
   PoorWeightInitialization in the first `steps` training steps: the largest/smallest variance of
                            the activation inputs (`activation_inputs_regex`) > `threshold`, or the
                            5th-95th percentile spread of the gradients < `distribution_range`, or
-                           the loss made no new minimum for `patience` steps.
-  VanishingGradient        the mean |gradient| of a layer < `threshold`.
-  LossNotDecreasing        every `num_steps`, the loss is compared with the loss saved at least
-                           `num_steps` earlier; it must have dropped by `diff_percent` percent.
-                           Mode: EVAL if saved, else TRAIN, else GLOBAL (as AWS documents).
+                           the loss made no new minimum for `patience` steps and did not fall
+                           on average.
+  VanishingGradient        the mean |gradient| of a layer < `threshold`, at a step whose training
+                           loss has not converged (>= LOSS_FLOOR).
+  LossNotDecreasing        the mean of each window of `num_steps` saved losses of one mode must be
+                           `diff_percent` % below the previous window's, unless the loss has
+                           converged (below LOSS_FLOOR, or learned and flat within noise); a
+                           window above the first saved loss (diverged) and any NaN or infinite
+                           loss are issues. Mode: EVAL, else TRAIN, else GLOBAL, the first with
+                           enough saved losses for two windows.
 
 A "pass" is one contiguous run of saved steps of one mode (a TRAIN epoch, or a validation pass),
 its loss the mean of the batch losses saved in it: single batch losses are too noisy to compare
-with AWS's small default patiences. Results use SageMaker's status words:
+with AWS's small default patiences. docs/rules.md has each rule's exact semantics, where they
+differ from AWS's wording and why, and the benchmark (bench/rules.py) that measures the gate's
+false blocks and detections. Results use SageMaker's status words:
 NoIssuesFound, IssuesFound (with the step and a reason), Error (with a reason).
 
 Each class's DEFAULTS are AWS's documented defaults. Two are not spelled out the same way
@@ -34,6 +43,7 @@ pass 0 for exactly that).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -60,6 +70,9 @@ ERROR = "Error"
 LOSSES = "losses"
 GRADIENTS = "gradients"
 END_OF_JOB_FILE = "training_job_end.ts"  # written by the hook when it closes
+# Cross-entropy below this is a converged model (about 95% confidence in the right class):
+# differences between such losses, or gradients that small, are not evidence of a fault.
+LOSS_FLOOR = 0.05
 
 
 class RuleDataError(Exception):
@@ -164,6 +177,7 @@ class Overfit(_LossRule):
     def __init__(self, base_trial: Any, **parameters: Any) -> None:
         super().__init__(base_trial, **parameters)
         self.exceeded = 0
+        self.warming_up = 0
 
     def check_data(self) -> None:
         modes = {p.mode for passes in self.passes().values() for p in passes}
@@ -183,19 +197,29 @@ class Overfit(_LossRule):
                 continue
             valid = passes[i].mean
             ratio = (valid - train.mean) / train.mean
+            first = next(p for p in passes if p.mode == ModeKeys.TRAIN)
+            if train.mean > LossNotDecreasing.LEARNED_FRACTION * first.mean:
+                self.warming_up += 1  # nothing learned yet: a gap now is warm-up (BatchNorm)
+                continue
             self.evaluations += 1
-            self.exceeded = self.exceeded + 1 if ratio > self.ratio_threshold else 0
+            # A converged model's losses are tiny: 0.02 vs 0.001 is a ratio of 19 but no gap.
+            gap = valid - train.mean > LOSS_FLOOR
+            self.exceeded = self.exceeded + 1 if ratio > self.ratio_threshold and gap else 0
             if self.exceeded >= self.patience:
                 return self.fire(
                     step,
                     f"{name}: mean valid loss {valid:.4f} is {ratio:.1%} above mean train loss "
-                    f"{train.mean:.4f} (ratio_threshold {self.ratio_threshold}) for "
+                    f"{train.mean:.4f} (ratio_threshold {self.ratio_threshold}, gap > "
+                    f"{LOSS_FLOOR}) for "
                     f"{self.exceeded} validation pass(es)",
                 )
         return False
 
     def summary(self) -> str:
-        return f"compared {self.evaluations} validation passes with the training loss"
+        text = f"compared {self.evaluations} validation passes with the training loss"
+        if self.warming_up:
+            text += f" ({self.warming_up} before the training loss had halved not counted)"
+        return text
 
 
 @dataclass
@@ -256,7 +280,15 @@ class Overtraining(_LossRule):
 
 
 class LossNotDecreasing(_LossRule):
-    """The loss does not drop by `diff_percent` % every `num_steps` (AWS LossNotDecreasing)."""
+    """The loss is not making progress (AWS LossNotDecreasing), judged on window means.
+
+    A window is `num_steps` consecutive saved losses of one mode; each window's mean must be
+    `diff_percent` % below the previous window's mean. A window that did not drop is excused
+    when the loss has converged: its mean is below LOSS_FLOOR, or the run has learned (the mean
+    is at most LEARNED_FRACTION of the mean of its first `num_steps` saved losses) and the rise
+    is within noise. A window whose mean is above the first saved loss (diverged), and a loss
+    that is NaN or infinite at any saved step, in any mode, are always issues.
+    """
 
     DEFAULTS: ClassVar[dict[str, Any]] = {
         "collection_names": None,
@@ -266,6 +298,14 @@ class LossNotDecreasing(_LossRule):
         "diff_percent": 0.1,
         "mode": None,
     }
+    # A window mean below this is a converged model: "not decreasing" there is noise.
+    LOSS_FLOOR: ClassVar[float] = LOSS_FLOOR
+    # A run whose window mean is at most this fraction of its first window's has learned.
+    LEARNED_FRACTION: ClassVar[float] = 0.5
+    # Standard errors of the difference of two window means that count as noise.
+    NOISE_Z: ClassVar[float] = 2.0
+    # Fewer saved losses than 2 x num_steps: the two halves are compared, if each has this many.
+    MIN_WINDOW: ClassVar[int] = 3
 
     def __init__(self, base_trial: Any, **parameters: Any) -> None:
         super().__init__(base_trial, **parameters)
@@ -273,75 +313,166 @@ class LossNotDecreasing(_LossRule):
             raise ValueError("num_steps must be at least 1")
         if not 0.0 <= self.diff_percent < 100.0:
             raise ValueError("diff_percent must be in [0, 100)")
-        self.last_checked: dict[str, int] = {}
         self._mode: ModeKeys | None = None
+        self._findings: dict[int, str] | None = None
+        self.window = 0
+
+    def _series(self, name: str, mode: ModeKeys) -> tuple[list[int], list[float]]:
+        """(mode steps, mean loss values) of one tensor in one mode."""
+        tensor = self.base_trial.tensor(name)
+        steps = tensor.steps(mode=mode)
+        return steps, [float(np.mean(tensor.value(s, mode=mode))) for s in steps]
 
     def selected_mode(self) -> ModeKeys:
-        """The mode asked for, else the first of EVAL, TRAIN, GLOBAL that has losses."""
+        """The mode asked for; else the first of EVAL, TRAIN, GLOBAL with enough saved losses
+        for two windows; else the first of them with any losses (AWS: EVAL, then TRAIN)."""
         if self._mode is None:
             if self.mode is not None:
                 self._mode = _mode_named(self.mode)
             else:
-                names = self.loss_names()
                 order = (ModeKeys.EVAL, ModeKeys.TRAIN, ModeKeys.GLOBAL)
-                self._mode = next(
-                    (m for m in order if any(self._steps(n, m) for n in names)), ModeKeys.GLOBAL
-                )
+                counts = {
+                    m: max(len(self._series(n, m)[0]) for n in self.loss_names()) for m in order
+                }
+                enough = [m for m in order if window_size(counts[m], self.num_steps)]
+                present = [m for m in order if counts[m]]
+                self._mode = (enough or present or [ModeKeys.GLOBAL])[0]
         return self._mode
-
-    def _steps(self, name: str, mode: ModeKeys) -> list[int]:
-        return self.base_trial.tensor(name).steps(mode=mode)
 
     def check_data(self) -> None:
         names = self.loss_names()
         mode = self.selected_mode()
-        if not any(self._steps(n, mode) for n in names):
+        if not any(self._series(n, mode)[0] for n in names):
             raise RuleDataError(f"no losses were saved in mode {mode.name}")
 
-    def invoke_at_step(self, step: int) -> bool:
-        mode = self.selected_mode()
-        if mode == ModeKeys.GLOBAL:
-            mode_step = step
-        else:
-            step_mode, mode_step = self.base_trial.mode_modestep(step)
-            if step_mode != mode:
-                return False
-        for name in self.loss_names():
-            if self._check(name, mode, mode_step):
-                return self.fire(step, self.reason)
-        return False
+    def findings(self) -> dict[int, str]:
+        """Global step -> reason, for every step where the condition is met (computed once)."""
+        if self._findings is None:
+            self._findings = {}
+            for name in self.loss_names():
+                for step, reason in self._non_finite(name) + self._stalls(name):
+                    self._findings.setdefault(step, reason)
+        return self._findings
 
-    def _check(self, name: str, mode: ModeKeys, mode_step: int) -> bool:
-        steps = self._steps(name, mode)
-        if mode_step not in steps:
-            return False
-        last = self.last_checked.setdefault(name, steps[0])
-        if mode_step < last + self.num_steps:
-            return False
-        earlier = max(s for s in steps if s <= mode_step - self.num_steps)
+    def _non_finite(self, name: str) -> list[tuple[int, str]]:
+        """NaN or infinite losses in any mode: training has broken, whatever the windows say."""
+        found = []
         tensor = self.base_trial.tensor(name)
-        now = float(np.mean(tensor.value(mode_step, mode=mode)))
-        before = float(np.mean(tensor.value(earlier, mode=mode)))
-        self.last_checked[name] = mode_step
-        self.evaluations += 1
-        where = f"{mode.name} step {mode_step}"
-        if not math.isfinite(now):
-            self.reason = f"{name} is {now} at {where}"
-            return True
-        required = before - abs(before) * self.diff_percent / 100.0
-        not_decreasing = now > required if self.diff_percent > 0 else now >= before
-        if not_decreasing:
-            self.reason = (
-                f"{name} {now:.6f} at {where} did not decrease by {self.diff_percent}% from "
-                f"{before:.6f} at {mode.name} step {earlier} ({mode_step - earlier} steps earlier)"
+        for step in tensor.steps():
+            value = float(np.mean(tensor.value(step)))
+            if not math.isfinite(value):
+                mode, mode_step = self.base_trial.mode_modestep(step)
+                found.append((step, f"{name} is {value} at {mode.name} step {mode_step}"))
+                break
+        return found
+
+    def _stalls(self, name: str) -> list[tuple[int, str]]:
+        mode = self.selected_mode()
+        steps, values = self._series(name, mode)
+        self.window = window_size(len(steps), self.num_steps)
+        if not self.window:
+            return []
+        windows = loss_windows(steps, values, self.window)
+        reference = float(np.mean(values[: self.window]))  # the first saved losses
+        found = []
+        for before, now in itertools.pairwise(windows):
+            self.evaluations += 1
+            reason = self._diverged(name, mode, now, values[0]) or self._judge(
+                name, mode, before, now, reference
             )
-        return not_decreasing
+            if reason:
+                step = self.base_trial.global_step(mode, now.steps[-1])
+                found.append((step, reason))
+        return found
+
+    def _diverged(self, name: str, mode: ModeKeys, now: Window, start: float) -> str:
+        """A window whose mean is above the first saved loss: whatever happened between two
+        windows, the run is worse than where it began (an early blow-up can make the next
+        window look like a decrease)."""
+        if not math.isfinite(now.mean) or now.mean < self.LOSS_FLOOR:
+            return ""
+        if now.mean <= start + self.NOISE_Z * now.sem:
+            return ""
+        return (
+            f"{name}: mean {now.mean:.4f} over {mode.name} steps {now.steps[0]}-"
+            f"{now.steps[-1]} is above the first saved loss {start:.4f}: the loss diverged"
+        )
+
+    def _judge(
+        self, name: str, mode: ModeKeys, before: Window, now: Window, reference: float
+    ) -> str:
+        """Why `now` counts as not decreasing after `before` ("" when it does not)."""
+        if not (math.isfinite(before.mean) and math.isfinite(now.mean)):
+            return ""  # reported by _non_finite
+        required = before.mean - abs(before.mean) * self.diff_percent / 100.0
+        if now.mean <= required if self.diff_percent > 0 else now.mean < before.mean:
+            return ""
+        if now.mean < self.LOSS_FLOOR:
+            return ""  # converged
+        noise = self.NOISE_Z * math.hypot(before.sem, now.sem)
+        if now.mean <= self.LEARNED_FRACTION * reference and now.mean - before.mean <= noise:
+            return ""  # learned, and flat within noise
+        return (
+            f"{name}: mean {now.mean:.4f} over {mode.name} steps {now.steps[0]}-{now.steps[-1]} "
+            f"did not decrease by {self.diff_percent}% from mean {before.mean:.4f} over steps "
+            f"{before.steps[0]}-{before.steps[-1]} ({len(now.steps)} saved losses per window; "
+            f"first window {reference:.4f}, noise +/-{noise:.4f})"
+        )
+
+    def invoke_at_step(self, step: int) -> bool:
+        reason = self.findings().get(step)
+        if reason:
+            return self.fire(step, reason)
+        return False
 
     def summary(self) -> str:
         mode = self._mode.name if self._mode else "?"
         if self.evaluations == 0:
-            return f"not evaluated: fewer than num_steps={self.num_steps} {mode} steps were saved"
-        return f"{self.evaluations} comparisons of {mode} losses {self.num_steps} steps apart"
+            return (
+                f"not evaluated: fewer than {2 * self.MIN_WINDOW} {mode} losses were saved "
+                "(two windows are needed); no NaN or infinite loss"
+            )
+        return (
+            f"{self.evaluations} comparisons of {mode} loss window means "
+            f"({self.window} saved losses per window); no NaN or infinite loss"
+        )
+
+
+@dataclass
+class Window:
+    """Consecutive saved losses of one mode, compared by their mean."""
+
+    steps: list[int]
+    values: list[float]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.values))
+
+    @property
+    def sem(self) -> float:
+        """Standard error of the mean (0 for a single value: no noise estimate)."""
+        if len(self.values) < 2:
+            return 0.0
+        return float(np.std(self.values, ddof=1) / math.sqrt(len(self.values)))
+
+
+def window_size(saved: int, num_steps: int) -> int:
+    """num_steps saved losses per window; with fewer than two such windows, two halves of at
+    least MIN_WINDOW each; 0 when there is not enough to compare."""
+    if saved >= 2 * num_steps:
+        return num_steps
+    half = saved // 2
+    return half if half >= LossNotDecreasing.MIN_WINDOW else 0
+
+
+def loss_windows(steps: list[int], values: list[float], size: int) -> list[Window]:
+    """Non-overlapping windows of `size`, aligned on the last saved loss (the oldest remainder
+    is left out, so the end of training is always judged)."""
+    start = len(steps) % size
+    return [
+        Window(steps[i : i + size], values[i : i + size]) for i in range(start, len(steps), size)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,9 +481,15 @@ class LossNotDecreasing(_LossRule):
 
 
 class VanishingGradient(_ProjectRule):
-    """Some layer's mean |gradient| is below `threshold` (AWS VanishingGradient rule)."""
+    """Some layer's mean |gradient| is below `threshold` (AWS VanishingGradient rule) at a step
+    where the model has not converged: a loss below LOSS_FLOOR leaves little to learn, and its
+    small gradients are the fit, not a fault."""
 
     DEFAULTS: ClassVar[dict[str, Any]] = {"threshold": 1e-7}
+
+    def __init__(self, base_trial: Any, **parameters: Any) -> None:
+        super().__init__(base_trial, **parameters)
+        self.converged_steps = 0
 
     def check_data(self) -> None:
         if not _gradient_names(self.base_trial):
@@ -365,16 +502,26 @@ class VanishingGradient(_ProjectRule):
         }
         if not means:
             return False
+        loss = _loss_at_or_before(self.base_trial, step)
+        if loss is not None and loss < LOSS_FLOOR:
+            self.converged_steps += 1
+            return False
         self.evaluations += 1
         name = min(means, key=lambda n: means[n])
         if means[name] < self.threshold:
+            at = f" (loss {loss:.4f})" if loss is not None else ""
             return self.fire(
-                step, f"mean |gradient| of {name} is {means[name]:.3g} < {self.threshold}"
+                step, f"mean |gradient| of {name} is {means[name]:.3g} < {self.threshold}{at}"
             )
         return False
 
     def summary(self) -> str:
-        return f"checked the gradients of {self.evaluations} steps"
+        converged = (
+            f"; {self.converged_steps} steps with a converged loss (< {LOSS_FLOOR}) not judged"
+            if self.converged_steps
+            else ""
+        )
+        return f"checked the gradients of {self.evaluations} steps{converged}"
 
 
 class PoorWeightInitialization(_ProjectRule):
@@ -391,6 +538,7 @@ class PoorWeightInitialization(_ProjectRule):
     def __init__(self, base_trial: Any, **parameters: Any) -> None:
         super().__init__(base_trial, **parameters)
         self.loss_plateau = _Plateau(self.patience, 0.0)
+        self.early_losses: list[float] = []
 
     def activation_names(self, step: int | None = None) -> list[str]:
         names: set[str] = set()
@@ -464,10 +612,17 @@ class PoorWeightInitialization(_ProjectRule):
         if not losses:
             return ""
         self.evaluations += 1
-        if self.loss_plateau.update(losses[0], step):
+        self.early_losses.append(losses[0])
+        stalled = self.loss_plateau.update(losses[0], step)
+        # Single batches are noisy: a loss that made no new minimum but fell on average (the
+        # last `patience` losses against the ones before) is learning.
+        recent = self.early_losses[-self.patience :]
+        earlier = self.early_losses[: -self.patience]
+        if stalled and not (earlier and np.mean(recent) < np.mean(earlier)):
             return (
                 f"loss has not reached a new minimum for {self.loss_plateau.waited} steps "
-                f"(best {self.loss_plateau.best:.4f}) within the first {self.steps} steps"
+                f"(best {self.loss_plateau.best:.4f}) and its mean did not fall, within the "
+                f"first {self.steps} steps"
             )
         return ""
 
@@ -648,6 +803,16 @@ def _gradient_names(trial: Any, step: int | None = None) -> list[str]:
     if step is None:
         return names
     return [n for n in names if step in trial.tensor(n).steps()]
+
+
+def _loss_at_or_before(trial: Any, step: int) -> float | None:
+    """The mean saved training loss at `step`, else at the last saved step before it."""
+    for name in _collection_tensors(trial, LOSSES):
+        tensor = trial.tensor(name)
+        earlier = [s for s in tensor.steps() if s <= step and trial.mode(s) == ModeKeys.TRAIN]
+        if earlier:
+            return float(np.mean(tensor.value(earlier[-1])))
+    return None
 
 
 def _loss_passes(trial: Any, name: str) -> list[Pass]:

@@ -54,6 +54,10 @@ HOOK_CONFIG_ENV = "SMDEBUG_CONFIG_FILE_PATH"
 CHECKPOINT_FILE = "checkpoint.pth"
 OPTIMIZERS = ("sgd", "adamw")
 DEBUG_COLLECTIONS = ("losses", "weights", "biases", "gradients", "relu_input")
+# Test-only fault injection (--inject-fault, hidden from --help): broken trainings that the
+# rule benchmark (bench/rules.py) and tests/training/test_rule_gate.py must see blocked.
+# "none" is the default, and production requests never set it.
+FAULTS = ("none", "shuffled-labels", "zero-init", "constant-init", "frozen", "nan-loss")
 
 
 class SetupError(Exception):
@@ -122,6 +126,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     add("--image-size", default=224, type=positive_int, help="side of the square model input")
     add("--hflip", default=False, type=str2bool, metavar=flag, help="random horizontal flips")
     add("--seed", default=0, type=int, help="seed for weights, shuffling and augmentation")
+    # Test-only: break the training on purpose (see FAULTS); not a SageMaker hyperparameter.
+    add("--inject-fault", default="none", choices=FAULTS, help=argparse.SUPPRESS)
     add("--workers", default=default_workers(), type=int, help="data loading processes")
     add(
         "--checkpoint-dir",
@@ -518,6 +524,63 @@ def run_rules(trial_dir: str | None, out_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Test-only fault injection (--inject-fault)
+# ---------------------------------------------------------------------------------------------
+
+
+def shuffle_labels(split: data.Split, seed: int) -> None:
+    """shuffled-labels: the training targets are permuted, so images and labels are unrelated
+    (valid and test keep their true labels: the model learns nothing that generalises)."""
+    targets = [target for _, target in split.samples]
+    random.Random(seed).shuffle(targets)
+    split.samples = [(path, t) for (path, _), t in zip(split.samples, targets, strict=True)]
+
+
+def constant_init(model: nn.Module, value: float) -> None:
+    """zero-init / constant-init: every parameter set to one value (symmetry never breaks)."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.fill_(value)
+
+
+def freeze(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """frozen: a learning rate of 0 in every group, so no parameter ever changes."""
+    scheduler.base_lrs = [0.0] * len(scheduler.base_lrs)
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0
+
+
+def poison(model: nn.Module) -> None:
+    """nan-loss: one weight becomes NaN (as an overflow would make it); every later loss is NaN."""
+    with torch.no_grad():
+        next(iter(model.parameters())).view(-1)[0] = float("nan")
+
+
+def inject_setup_faults(
+    args: argparse.Namespace,
+    splits: dict[str, data.Split],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+) -> None:
+    """Apply the --inject-fault that acts before training; announce it in the log."""
+    if args.inject_fault == "none":
+        return
+    print(f"[setup] test-only fault injected: {args.inject_fault}", flush=True)
+    if args.inject_fault == "shuffled-labels":
+        shuffle_labels(splits["train"], args.seed)
+    elif args.inject_fault in ("zero-init", "constant-init"):
+        constant_init(model, 0.0 if args.inject_fault == "zero-init" else 0.01)
+    elif args.inject_fault == "frozen":
+        freeze(optimizer, scheduler)
+
+
+def nan_epoch(args: argparse.Namespace) -> int | None:
+    """The epoch at whose start nan-loss poisons the model: half-way, once it has learned."""
+    return args.epochs // 2 + 1 if args.inject_fault == "nan-loss" else None
+
+
+# ---------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------
 
@@ -532,12 +595,13 @@ def run(args: argparse.Namespace) -> None:
     write_json(out_dir / "skipped_files.json", report_skipped(splits))
     for split in splits.values():
         data.require_images(split)
+    model = build_model(args, len(classes))
+    optimizer, scheduler = build_optimizer(args, model)
+    inject_setup_faults(args, splits, model, optimizer, scheduler)
     loaders = build_loaders(args, splits)
     sizes = " ".join(f"{name}={len(s.samples)}" for name, s in splits.items())
     print(f"[setup] model={args.model} classes={len(classes)} {sizes} device={device}", flush=True)
 
-    model = build_model(args, len(classes))
-    optimizer, scheduler = build_optimizer(args, model)
     criterion = nn.CrossEntropyLoss()
     ckpt_dir = checkpoint_dir(args)
     state = load_checkpoint(ckpt_dir, args, classes)
@@ -564,6 +628,8 @@ def run(args: argparse.Namespace) -> None:
         lr = optimizer.param_groups[0]["lr"]
         seed_everything(args.seed + epoch)  # same shuffle/augmentation with or without resume
         loaders["train"].generator.manual_seed(args.seed + epoch)
+        if epoch == nan_epoch(args):
+            poison(model)
         set_mode(hook, ModeKeys.TRAIN)
         train_stats = train_one_epoch(model, criterion, optimizer, loaders["train"], device)
         print_metrics(epoch, "train", train_stats)

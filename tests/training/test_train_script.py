@@ -290,3 +290,24 @@ def test_train_module_imports_from_inside_training_folder(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "--debug-out-dir" in done.stdout
+
+
+def test_train_same_seed_gives_the_same_run(tmp_path, digits_dir, train_runner):
+    """--seed fixes weights, shuffling, augmentation and the loader workers' seeds."""
+    args = {"seed": "7", "workers": "1", "hflip": "true"}
+    first = train_runner(tmp_path / "a", digits_dir, args=args, debug=False)
+    again = train_runner(tmp_path / "b", digits_dir, args=args, debug=False)
+    other = train_runner(tmp_path / "c", digits_dir, args={**args, "seed": "8"}, debug=False)
+    for run in (first, again, other):
+        assert run.returncode == 0, run.stderr
+    lines = [re.findall(r"^\[metric\] .*$", r.stdout, re.MULTILINE) for r in (first, again, other)]
+    assert len(lines[0]) == 5  # 2 epochs x train/valid + test
+    assert lines[0] == lines[1]
+    assert lines[0] != lines[2]
+
+
+def test_train_fault_injection_is_test_only_and_off_by_default():
+    parser = get_args_parser()
+    assert parser.parse_args([]).inject_fault == "none"
+    assert "inject-fault" not in parser.format_help()
+    assert parser.parse_args(["--inject-fault", "frozen"]).inject_fault == "frozen"
