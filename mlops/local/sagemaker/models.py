@@ -78,7 +78,14 @@ class SageMakerBackend:
                     f"training job with this name already exists ({arn})"
                 )
             job_dir = self.config.state_dir / "jobs" / name
-            job = TrainingJob(request, arn, job_dir, tuning_job_arn, tuned)
+            job = TrainingJob(
+                request,
+                arn,
+                job_dir,
+                tuning_job_arn,
+                tuned,
+                debugger_available=self.config.debugger_available,
+            )
             self.training_jobs[name] = job
             self._store_tags(arn, request.get("Tags"))
         self.runner.submit(job)
