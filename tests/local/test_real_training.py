@@ -35,6 +35,12 @@ RULES = [
 RULE_IMAGE = "503895931360.dkr.ecr.us-east-1.amazonaws.com/sagemaker-debugger-rules:latest"
 
 
+@pytest.fixture
+def service(service_factory: Any) -> Any:
+    """These jobs ask for Debugger's hook config and rule jobs: an account that still has it."""
+    return service_factory(debugger_available=True)
+
+
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory: pytest.TempPathFactory, s3: Any) -> dict[str, Any]:
     """Tiny digits in the dog-breed layout in S3, and training/ packed as sourcedir.tar.gz."""
