@@ -5,8 +5,9 @@ One entry point for tuning trials and for the profiled retrain. SageMaker runs i
 
     SM_CHANNEL_TRAIN, SM_CHANNEL_VALID, SM_CHANNEL_TEST   <split>/<NNN.Label>/<image>
     SM_MODEL_DIR        model.pth (state_dict), model_info.json, classes.json, code/inference.py
+    SM_OUTPUT_DIR       tensors/ (smdebug, when no hook config came from SageMaker)
     SM_OUTPUT_DATA_DIR  history.json, skipped_files.json, rule_statuses.json (when rules ran),
-                        tensors/ (smdebug, when no hook config came from SageMaker),
+                        debug_hook_config.json (the hook settings, when train.py chose them),
                         profiler/system-metrics.json (CPU/GPU/memory, the Profiler's format)
 
 Phases: load and check the data; build the model (new head sized to the classes); restore the
@@ -197,6 +198,10 @@ def model_dir() -> Path:
     return Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
 
 
+def output_dir() -> Path:
+    return Path(os.environ.get("SM_OUTPUT_DIR", "/opt/ml/output"))
+
+
 def output_data_dir() -> Path:
     return Path(os.environ.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data"))
 
@@ -321,14 +326,17 @@ def hook_config_path() -> Path | None:
     return SAGEMAKER_HOOK_CONFIG if SAGEMAKER_HOOK_CONFIG.is_file() else None
 
 
-def own_hook_config(out_dir: Path) -> Path:
-    """debug_hook.json with LocalPath set, written beside the tensors for smdebug to read.
+def own_hook_config(tensor_dir: Path, out_dir: Path) -> Path:
+    """debug_hook.json with LocalPath set, written to out_dir for smdebug to read (and for
+    anyone to see which settings the job used).
 
-    Used when SageMaker passes no hook config (Debugger closed to the account): the tensors
-    then go into SM_OUTPUT_DATA_DIR, which SageMaker uploads as output.tar.gz in every account.
+    Used when SageMaker passes no hook config (Debugger closed to the account). The tensors go
+    to SM_OUTPUT_DIR/tensors, where Debugger would have put them, and not into output.tar.gz:
+    two epochs of a ResNet-18 already save 174 MB (135 MB gzipped), which the evaluate and
+    report Lambdas would have to download to read the small rule_statuses.json beside them.
     """
     config = json.loads(OWN_HOOK_CONFIG.read_text())
-    config["LocalPath"] = str(out_dir / OWN_TENSOR_FOLDER)
+    config["LocalPath"] = str(tensor_dir)
     path = out_dir / "debug_hook_config.json"
     write_json(path, config)
     return path
@@ -340,7 +348,7 @@ def build_debug_hook(args: argparse.Namespace, resuming: bool) -> smd.Hook | Non
     config = hook_config_path()
     source = "SageMaker's hook config"
     if config is None and args.debug_out_dir is None and args.run_rules:
-        config = own_hook_config(output_data_dir())
+        config = own_hook_config(output_dir() / OWN_TENSOR_FOLDER, output_data_dir())
         source = f"{OWN_HOOK_CONFIG.name} (no hook config from SageMaker)"
     if config is not None:
         out_dir = json.loads(config.read_text()).get("LocalPath", "/opt/ml/output/tensors")

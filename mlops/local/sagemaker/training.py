@@ -61,6 +61,17 @@ HOST = "algo-1"
 # SAGEMAKER_TRAINING_MODULE of the PyTorch training image (Dockerfile: ENV ...): the toolkit
 # hands the job to the PyTorch container's entry point, which runs the user script.
 TOOLKIT_FRAMEWORK_MODULE = "sagemaker_pytorch_container.training:main"
+# The image's own ENV lines (deep-learning-containers, pytorch/training/docker/2.6/py3/
+# Dockerfile.cpu), apart from paths: unbuffered output is what makes metric lines live.
+IMAGE_ENVIRONMENT = {
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONUNBUFFERED": "1",
+    "PYTHONIOENCODING": "UTF-8",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+    "DLC_CONTAINER_TYPE": "training",
+    "SAGEMAKER_TRAINING_MODULE": TOOLKIT_FRAMEWORK_MODULE,
+}
 DEFAULT_MAX_RUNTIME_S = 86400
 SMDEBUG_END_MARKER = "training_job_end.ts"
 STRAGGLER_GRACE_S = 2.0  # how long children of an exited script may hold its output open
@@ -731,10 +742,9 @@ class TrainingExecution:
         env = {
             **inherited,
             **aws_env_for_children(self.clients),
+            **IMAGE_ENVIRONMENT,
             "SAGEMAKER_BASE_DIR": str(job.job_dir),
-            "SAGEMAKER_TRAINING_MODULE": TOOLKIT_FRAMEWORK_MODULE,
             "SM_STUDIO_LOCAL_MODE": "true",
-            "PYTHONUNBUFFERED": "1",
             "OMP_NUM_THREADS": str(max(1, cpus // self.config.max_concurrent_jobs)),
             "TRAINING_JOB_NAME": job.name,
             "TRAINING_JOB_ARN": job.arn,
