@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+
+from mlops.packaging import pack_training_source
 
 from .helpers import (
     ARTIFACTS_BUCKET,
@@ -53,11 +53,9 @@ def digits(tmp_path_factory: pytest.TempPathFactory, s3: Any) -> dict[str, Any]:
     for path in sorted(p for p in root.rglob("*.png")):
         key = f"datasets/digits-real/{path.relative_to(root).as_posix()}"
         s3.put_object(Bucket=DATA_BUCKET, Key=key, Body=path.read_bytes())
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for path in sorted((REPO / "training").glob("*.py")):
-            archive.add(path, arcname=path.name)
-    s3.put_object(Bucket=ARTIFACTS_BUCKET, Key="code/real/sourcedir.tar.gz", Body=buffer.getvalue())
+    # The archive `mlops publish-training` uploads: with requirements.txt and vendored smdebug.
+    source = pack_training_source()
+    s3.put_object(Bucket=ARTIFACTS_BUCKET, Key="code/real/sourcedir.tar.gz", Body=source)
     test_image = next(iter(sorted((root / "test").rglob("*.png"))))
     return {
         "metric_definitions": metrics.METRIC_DEFINITIONS,
