@@ -4,9 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 SAM_VENV := .venv-sam
 CHECKOV_VENV := .venv-checkov
+# The SageMaker PyTorch training image as a virtual environment (contract tests, local jobs).
+IMAGE_VENV := .venv-image
+IMAGE_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python) python3.12)
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: venv sam-venv checkov-venv test-reliability demo test test-slow lint format sample-data build deploy bench clean
+.PHONY: venv sam-venv checkov-venv image-venv test-reliability demo test test-slow lint format sample-data build deploy bench clean
 
 $(VENV)/.installed: requirements/training.txt requirements/lambda.txt requirements/serving.txt requirements/dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +28,17 @@ $(CHECKOV_VENV)/.installed: requirements/checkov.txt
 	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/checkov.txt
 	touch $@
 
+# The image's own packages first, then training/requirements.txt on top exactly as the
+# toolkit installs it when a job starts; `pip check` must stay clean (docs/training-image.md).
+$(IMAGE_VENV)/.installed: requirements/image.txt training/requirements.txt
+	test -x $(IMAGE_VENV)/bin/python || $(IMAGE_PYTHON) -m venv $(IMAGE_VENV)
+	$(IMAGE_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/image.txt
+	$(IMAGE_VENV)/bin/pip install --quiet --disable-pip-version-check -r training/requirements.txt
+	$(IMAGE_VENV)/bin/pip check
+	touch $@
+
 venv: $(VENV)/.installed
+image-venv: $(IMAGE_VENV)/.installed
 sam-venv: $(SAM_VENV)/.installed
 checkov-venv: $(CHECKOV_VENV)/.installed
 
@@ -34,16 +47,16 @@ demo: venv sam-venv
 	$(BIN)/mlops demo
 
 ## Unit, integration and the fast end-to-end tests, then lint and template checks.
-test: venv sam-venv checkov-venv
+test: venv sam-venv checkov-venv image-venv
 	$(PYTEST) -m "not slow" --timeout 900
 	$(MAKE) lint
 
 ## Slower tests (whole pipelines, many trainings). CI runs them after `make test`.
-test-slow: venv sam-venv checkov-venv
+test-slow: venv sam-venv checkov-venv image-venv
 	$(PYTEST) -m slow --timeout 1800
 
 ## Bad input, fuzzing, load, template security and (slow) fault injection on the local cloud.
-test-reliability: venv sam-venv checkov-venv
+test-reliability: venv sam-venv checkov-venv image-venv
 	$(PYTEST) tests/reliability --timeout 3600
 
 lint: venv

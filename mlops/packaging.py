@@ -21,14 +21,37 @@ SOURCE_KEY = "code/training/sourcedir.tar.gz"
 METRICS_KEY = "code/training/metric_definitions.json"
 
 
+# Shipped inside the source archive instead of installed by pip: smdebug 1.0.34 (its last
+# release) declares protobuf<=3.20.3, which pip would force onto the training image and break
+# its sagemaker-training (protobuf>=5.28.1). Its code works with the image's protobuf 6 on
+# protobuf's pure-Python backend (train.py selects it); docs/training-image.md has the numbers.
+VENDORED_PACKAGES = ("smdebug",)
+
+
+def vendored_package_dir(name: str) -> Path:
+    """The installed package folder of `name` in this (the packer's) environment."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"{name} is not installed here; run `make venv`")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def pack_training_source(source_dir: Path = TRAINING_DIR) -> bytes:
-    """training/ as a tar.gz with train.py at its root; caches and tests left out."""
+    """training/ as a tar.gz with train.py at its root, plus the vendored packages (see
+    VENDORED_PACKAGES); caches and tests left out."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for path in sorted(source_dir.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts:
-                archive.add(path, arcname=str(path.relative_to(source_dir)), recursive=False)
+        add_tree(archive, source_dir, Path("."))
+        for name in VENDORED_PACKAGES:
+            add_tree(archive, vendored_package_dir(name), Path(name))
     return buffer.getvalue()
+
+
+def add_tree(archive: tarfile.TarFile, folder: Path, prefix: Path) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            name = (prefix / path.relative_to(folder)).as_posix()
+            archive.add(path, arcname=name, recursive=False)
 
 
 def metric_definitions(source_dir: Path = TRAINING_DIR) -> list[dict[str, str]]:

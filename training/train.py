@@ -5,13 +5,18 @@ One entry point for tuning trials and for the profiled retrain. SageMaker runs i
 
     SM_CHANNEL_TRAIN, SM_CHANNEL_VALID, SM_CHANNEL_TEST   <split>/<NNN.Label>/<image>
     SM_MODEL_DIR        model.pth (state_dict), model_info.json, classes.json, code/inference.py
-    SM_OUTPUT_DATA_DIR  history.json, skipped_files.json, rule_statuses.json (when rules ran)
+    SM_OUTPUT_DIR       tensors/ (smdebug, when no hook config came from SageMaker)
+    SM_OUTPUT_DATA_DIR  history.json, skipped_files.json, rule_statuses.json (when rules ran),
+                        debug_hook_config.json (the hook settings, when train.py chose them),
+                        profiler/system-metrics.json (CPU/GPU/memory, the Profiler's format)
 
 Phases: load and check the data; build the model (new head sized to the classes); restore the
 checkpoint if one exists (managed spot training restarts the job from /opt/ml/checkpoints);
 train, printing one metric line per epoch for train and valid (tuning sees only these); save the
 model; evaluate the test split once; run the debugging rules on the tensors the smdebug hook
-saved. See docs/contracts.md for every name used here.
+saved. Nothing here needs SageMaker Debugger: without the debughookconfig.json it writes, the
+hook is built from debug_hook.json (shipped beside this file) and the system profile is sampled
+by the job itself. See docs/contracts.md for every name used here.
 """
 
 from __future__ import annotations
@@ -32,6 +37,11 @@ from typing import Any
 # smdebug logs at INFO on import and on every hook action; that drowns the metric lines.
 # Set before smdebug is first imported (its logger reads this once); override from outside.
 os.environ.setdefault("SMDEBUG_LOG_LEVEL", "warning")
+# smdebug 1.0.34's generated *_pb2 modules predate protoc 3.19: protobuf >= 4 refuses them
+# with its upb/C++ backends but reads and writes them with its pure-Python one. The training
+# image pins protobuf 6.x (sagemaker-training needs >= 5.28), so choose that backend before
+# anything imports protobuf (measured: docs/training-image.md).
+os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 
 import numpy as np
 import smdebug.pytorch as smd
@@ -41,17 +51,23 @@ from smdebug.core.save_config import SaveConfig, SaveConfigMode
 from torch import nn
 
 try:  # imported as part of the `training` package (tests, tooling)
-    from . import data, inference, metrics, rules
+    from . import data, inference, metrics, profiler, rules
 except ImportError:  # run as a script from inside training/ (SageMaker's entry point)
     import data
     import inference
     import metrics
+    import profiler
     import rules
 
 SAGEMAKER_CHECKPOINT_DIR = Path("/opt/ml/checkpoints")
 SAGEMAKER_HOOK_CONFIG = Path("/opt/ml/input/config/debughookconfig.json")
 HOOK_CONFIG_ENV = "SMDEBUG_CONFIG_FILE_PATH"
+# The hook settings used when SageMaker passes none (an account without Debugger): the same
+# format as SageMaker's debughookconfig.json, LocalPath filled in at run time.
+OWN_HOOK_CONFIG = Path(__file__).with_name("debug_hook.json")
+OWN_TENSOR_FOLDER = "tensors"
 CHECKPOINT_FILE = "checkpoint.pth"
+CHECKPOINT_CONFIG = "checkpointconfig.json"
 OPTIMIZERS = ("sgd", "adamw")
 DEBUG_COLLECTIONS = ("losses", "weights", "biases", "gradients", "relu_input")
 # Test-only fault injection (--inject-fault, hidden from --help): broken trainings that the
@@ -150,6 +166,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="training steps between saved weights/gradients/ReLU inputs (losses: every step)",
     )
     add(
+        "--profile-interval",
+        default=profiler.DEFAULT_INTERVAL_S,
+        type=float,
+        help="seconds between CPU/GPU/memory samples written to "
+        f"SM_OUTPUT_DATA_DIR/{profiler.FOLDER}/{profiler.METRICS_FILE} (0: no profile)",
+    )
+    add(
         "--run-rules",
         default=None,
         type=str2bool,
@@ -181,13 +204,23 @@ def model_dir() -> Path:
     return Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
 
 
+def output_dir() -> Path:
+    return Path(os.environ.get("SM_OUTPUT_DIR", "/opt/ml/output"))
+
+
 def output_data_dir() -> Path:
     return Path(os.environ.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data"))
 
 
 def checkpoint_dir(args: argparse.Namespace) -> Path | None:
+    """/opt/ml/checkpoints, else the LocalPath of the job's CheckpointConfig (SageMaker writes
+    checkpointconfig.json into the input config dir), else --checkpoint-dir, else none."""
     if SAGEMAKER_CHECKPOINT_DIR.is_dir():
         return SAGEMAKER_CHECKPOINT_DIR
+    config = Path(os.environ.get("SM_INPUT_CONFIG_DIR", "/opt/ml/input/config"))
+    config_file = Path(os.environ.get("CHECKPOINT_CONFIG_FILE_PATH", config / CHECKPOINT_CONFIG))
+    if not args.checkpoint_dir and config_file.is_file():
+        return Path(json.loads(config_file.read_text())["LocalPath"])
     return Path(args.checkpoint_dir) if args.checkpoint_dir else None
 
 
@@ -299,12 +332,34 @@ def hook_config_path() -> Path | None:
     return SAGEMAKER_HOOK_CONFIG if SAGEMAKER_HOOK_CONFIG.is_file() else None
 
 
+def own_hook_config(tensor_dir: Path, out_dir: Path) -> Path:
+    """debug_hook.json with LocalPath set, written to out_dir for smdebug to read (and for
+    anyone to see which settings the job used).
+
+    Used when SageMaker passes no hook config (Debugger closed to the account). The tensors go
+    to SM_OUTPUT_DIR/tensors, where Debugger would have put them, and not into output.tar.gz:
+    two epochs of a ResNet-18 already save 174 MB (135 MB gzipped), which the evaluate and
+    report Lambdas would have to download to read the small rule_statuses.json beside them.
+    """
+    config = json.loads(OWN_HOOK_CONFIG.read_text())
+    config["LocalPath"] = str(tensor_dir)
+    path = out_dir / "debug_hook_config.json"
+    write_json(path, config)
+    return path
+
+
 def build_debug_hook(args: argparse.Namespace, resuming: bool) -> smd.Hook | None:
-    """A hook from SageMaker's JSON config when present, else from --debug-out-dir, else none."""
+    """A hook from SageMaker's JSON config when present; else from --debug-out-dir; else, when
+    the rules are to run, from the settings this script ships (debug_hook.json); else none."""
     config = hook_config_path()
+    source = "SageMaker's hook config"
+    if config is None and args.debug_out_dir is None and args.run_rules:
+        config = own_hook_config(output_dir() / OWN_TENSOR_FOLDER, output_data_dir())
+        source = f"{OWN_HOOK_CONFIG.name} (no hook config from SageMaker)"
     if config is not None:
         out_dir = json.loads(config.read_text()).get("LocalPath", "/opt/ml/output/tensors")
         reopen_trial(Path(out_dir), resuming)
+        print(f"[setup] debug hook from {source}: tensors in {out_dir}", flush=True)
         return smd.Hook.create_from_json_file(str(config))
     if args.debug_out_dir is None:
         return None
@@ -511,7 +566,10 @@ def report_skipped(splits: dict[str, data.Split]) -> list[dict[str, str]]:
 def run_rules(trial_dir: str | None, out_dir: Path) -> None:
     """Evaluate the rules on the finished trial; write rule_statuses.json and one summary line."""
     if trial_dir is None:
-        reason = "no debug hook was active (no hook config, no --debug-out-dir): no tensors saved"
+        reason = (
+            "no debug hook was active (no hook config, no --debug-out-dir, --run-rules not set "
+            "at start): no tensors saved"
+        )
         results = [rules.status(name, rules.ERROR, reason) for name in rules.RULE_NAMES]
     else:
         results = rules.evaluate_rules(trial_dir)
@@ -591,6 +649,19 @@ def run(args: argparse.Namespace) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out_dir = output_data_dir()
 
+    sampler = (
+        profiler.SystemProfiler(out_dir, args.profile_interval).start()
+        if args.profile_interval > 0
+        else None
+    )
+    try:
+        train_and_evaluate(args, device, out_dir)
+    finally:
+        if sampler is not None:
+            sampler.stop()
+
+
+def train_and_evaluate(args: argparse.Namespace, device: torch.device, out_dir: Path) -> None:
     classes, splits = load_data(args)
     write_json(out_dir / "skipped_files.json", report_skipped(splits))
     for split in splits.values():

@@ -1,11 +1,12 @@
 """Retrain the best configuration with tensors saved, system profiling and rules.
 
-The job gets the best trial's tuned hyperparameters, ``run-rules=true`` (train.py evaluates
-the project's own rules over the tensors its smdebug hook saves), a DebugHookConfig with the
-collections those rules read and a ProfilerConfig. AWS's built-in Debugger rules (and the
-ProfilerReport / LowGPUUtilization profiler rules) are added only when the account still
-has SageMaker Debugger (template parameter DebuggerAvailable), built with
-smdebug_rulesconfig exactly as the SageMaker Python SDK builds them.
+The job gets the best trial's tuned hyperparameters and ``run-rules=true``: train.py saves
+tensors with its own hook settings, evaluates the project's rules over them and samples the
+system profile itself, all into the job's output. Only when the account still has SageMaker
+Debugger (template parameter DebuggerAvailable) does the request add a DebugHookConfig, a
+ProfilerConfig and AWS's built-in Debugger rules (and the ProfilerReport / LowGPUUtilization
+profiler rules), built with smdebug_rulesconfig exactly as the SageMaker Python SDK builds
+them.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ def lambda_handler(event: StartTrainingInput, context: LambdaContext) -> dict[st
         channel_uris=event.dataset.channels,
         metric_definitions=metric_definitions,
         tuned_hyperparameters=event.best.hyperparameters,
+        debugger=debugger,
         debug_rules=builtin_debug_rules(training.rule_evaluator_image) if debugger else None,
         profiler_rules=builtin_profiler_rules(training.rule_evaluator_image) if debugger else None,
     )

@@ -211,6 +211,8 @@ class LocalCloud:
             state_dir=self.root / "sagemaker",
             region=REGION,
             aws_endpoint_urls={"s3": moto_url, "logs": moto_url},
+            # The account the template is deployed to has Debugger only if it says so.
+            debugger_available=self.overrides.get("DebuggerAvailable", "false").lower() == "true",
         )
         if evaluator is not None and self.role_sessions is not None:
             config.authorizer = functools.partial(authorize_headers, evaluator)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,10 +24,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from mlops import executions as ex
 from mlops.report import analysis as an
 from mlops.report.records import (
+    output_archive_uri,
     parse_s3_uri,
     read_object,
     read_output_files,
     read_records,
+    tar_member,
 )
 from mlops.target import Target
 
@@ -36,6 +39,8 @@ TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 MAX_CONFUSION_IMAGES = 500
 MAX_LOG_EVENTS = 20_000
 MAX_PROFILER_FILES = 200
+# train.py's own profile (training/profiler.py), inside the job's output.tar.gz.
+SYSTEM_METRICS_FILE = "system-metrics.json"
 CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
 
@@ -394,17 +399,39 @@ def system_profile(
         notes.append(f"No system profile: {path} does not exist (the job has not ended yet).")
         return None
     profiler_path = job.get("ProfilerConfig", {}).get("S3OutputPath")
-    if not profiler_path:
-        notes.append(f"No system profile: {name} has no ProfilerConfig.")
-        return None
-    prefix = f"{profiler_path.rstrip('/')}/{name}/profiler-output/system/"
-    profile = profile_from_profiler_output(target.client("s3"), prefix)
+    if profiler_path:
+        prefix = f"{profiler_path.rstrip('/')}/{name}/profiler-output/system/"
+        profile = profile_from_profiler_output(target.client("s3"), prefix)
+        if profile is not None:
+            return profile
+    # Without SageMaker's Profiler (closed with Debugger): the samples train.py took itself,
+    # in the Profiler's format, inside the job's output.tar.gz.
+    profile = profile_from_job_output(target.client("s3"), job)
     if profile is None:
         notes.append(
-            f"No system profile: nothing under {prefix} (the SageMaker Profiler writes there "
-            "only where the account still has it)."
+            f"No system profile: {name} has no Profiler output and no {SYSTEM_METRICS_FILE} "
+            "in its output.tar.gz."
         )
     return profile
+
+
+def profile_from_job_output(s3: Any, job: dict[str, Any]) -> Profile | None:
+    """profiler/system-metrics.json that train.py wrote into SM_OUTPUT_DATA_DIR."""
+    model_uri = job.get("ModelArtifacts", {}).get("S3ModelArtifacts")
+    if not model_uri:
+        return None
+    uri = output_archive_uri(model_uri)
+    try:
+        archive = read_object(s3, *parse_s3_uri(uri))
+        raw = tar_member(archive, SYSTEM_METRICS_FILE) if archive is not None else None
+    except (ClientError, BotoCoreError, OSError, tarfile.TarError) as exc:
+        log.warning("reading %s: %s", uri, exc)
+        return None
+    if raw is None:
+        return None
+    return profile_from_system_metrics(
+        raw.decode(errors="replace").splitlines(), f"{uri} ({SYSTEM_METRICS_FILE})", files=1
+    )
 
 
 def profile_from_resource_usage(usage: dict[str, Any], source: str) -> Profile:
@@ -441,10 +468,20 @@ def profile_from_profiler_output(s3: Any, prefix_uri: str) -> Profile | None:
         )
     if not keys:
         return None
+    lines = [
+        line
+        for key in sorted(keys)[:MAX_PROFILER_FILES]
+        for line in (read_object(s3, bucket, key) or b"").decode().splitlines()
+    ]
+    return profile_from_system_metrics(lines, prefix_uri, min(len(keys), MAX_PROFILER_FILES))
+
+
+def profile_from_system_metrics(lines: list[str], source: str, files: int) -> Profile | None:
+    """Profiler system-metrics JSON lines -> a profile: CPU averaged over cores, GPU over
+    devices, per timestamp rounded to the second."""
     series: dict[str, dict[int, list[float]]] = {"cpu": {}, "gpu": {}, "memory": {}}
-    for key in sorted(keys)[:MAX_PROFILER_FILES]:
-        for line in (read_object(s3, bucket, key) or b"").decode().splitlines():
-            _add_profiler_sample(series, line)
+    for line in lines:
+        _add_profiler_sample(series, line)
     stamps = sorted(set().union(*(s.keys() for s in series.values())))
     if not stamps:
         return None
@@ -454,13 +491,13 @@ def profile_from_profiler_output(s3: Any, prefix_uri: str) -> Profile | None:
         return sum(values) / len(values) if values else float("nan")
 
     return Profile(
-        source=prefix_uri,
+        source=source,
         times_s=[float(t - stamps[0]) for t in stamps],
         cpu_percent=[mean_at("cpu", t) for t in stamps],
         memory_mib=[],
         memory_percent=[mean_at("memory", t) for t in stamps] if series["memory"] else [],
         gpu_percent=[mean_at("gpu", t) for t in stamps] if series["gpu"] else [],
-        summary={"files read": min(len(keys), MAX_PROFILER_FILES), "memory": "used %"},
+        summary={"files read": files, "memory": "used %"},
     )
 
 

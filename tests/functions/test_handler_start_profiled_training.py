@@ -55,16 +55,15 @@ def test_start_profiled_training_request(app, context):
     assert hyperparameters["lr"] == "0.0031"
     assert hyperparameters["run-rules"] == '"true"'
     assert json.loads(hyperparameters["sagemaker_program"]) == "train.py"
-    hook = request["DebugHookConfig"]
-    assert hook["S3OutputPath"].endswith(f"/runs/{EXECUTION}/debug/")
-    collections = {
-        c["CollectionName"]: c["CollectionParameters"] for c in hook["CollectionConfigurations"]
-    }
-    assert set(collections) == {"losses", "weights", "biases", "gradients", "relu_input"}
-    assert collections["relu_input"]["include_regex"] == ".*relu_input"
-    assert request["ProfilerConfig"]["S3OutputPath"].endswith(f"/runs/{EXECUTION}/profiler/")
-    assert "DebugRuleConfigurations" not in request
-    assert "ProfilerRuleConfigurations" not in request
+    # No SageMaker Debugger (the default, and every account opened since 2026-07-30): the
+    # request carries none of its members; train.py hooks, profiles and judges by itself.
+    for member in (
+        "DebugHookConfig",
+        "ProfilerConfig",
+        "DebugRuleConfigurations",
+        "ProfilerRuleConfigurations",
+    ):
+        assert member not in request
     assert "EnableManagedSpotTraining" not in request
 
 
@@ -77,6 +76,14 @@ def test_start_profiled_training_with_debugger_adds_builtin_rules(load_handler, 
     result, request = create(app, context)
 
     assert result["builtin_rules"] is True
+    hook = request["DebugHookConfig"]
+    assert hook["S3OutputPath"].endswith(f"/runs/{EXECUTION}/debug/")
+    collections = {
+        c["CollectionName"]: c["CollectionParameters"] for c in hook["CollectionConfigurations"]
+    }
+    assert set(collections) == {"losses", "weights", "biases", "gradients", "relu_input"}
+    assert collections["relu_input"]["include_regex"] == ".*relu_input"
+    assert request["ProfilerConfig"]["S3OutputPath"].endswith(f"/runs/{EXECUTION}/profiler/")
     rules = {r["RuleConfigurationName"]: r for r in request["DebugRuleConfigurations"]}
     assert set(rules) == {
         "LossNotDecreasing",

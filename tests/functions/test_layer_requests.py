@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import botocore.session
 import pytest
 from botocore.validate import ParamValidator
@@ -155,6 +158,7 @@ def test_requests_training_is_valid(debugger):
             "lr": "0.01",
             "_tuning_objective_metric": '"valid:loss"',
         },
+        debugger=debugger,
         debug_rules=rules if debugger else None,
         profiler_rules=rules if debugger else None,
     )
@@ -163,6 +167,8 @@ def test_requests_training_is_valid(debugger):
     assert request["HyperParameters"]["model"] == '"resnet50"'
     assert "_tuning_objective_metric" not in request["HyperParameters"]
     assert request["HyperParameters"]["run-rules"] == '"true"'
+    assert ("DebugHookConfig" in request) is debugger
+    assert ("ProfilerConfig" in request) is debugger
 
 
 def test_requests_seed_reaches_the_tuning_job_and_every_trial():
@@ -205,3 +211,18 @@ def test_requests_seed_parameter_is_wired_to_both_training_functions():
     for name in ("StartTuningFunction", "StartProfiledTrainingFunction"):
         variables = sam_template.functions()[name]["Environment"]["Variables"]
         assert variables["SEED"] == {"Ref": "Seed"}, name
+
+
+def test_requests_own_hook_settings_match_debugger_ones():
+    """train.py's own hook settings (used without Debugger) save what the DebugHookConfig asks
+    for where Debugger exists: the rules see the same tensors in every account."""
+    from pipeline_common.training import COLLECTION_SAVE_INTERVALS, debug_hook_config
+
+    shipped = json.loads((Path(__file__).parents[2] / "training/debug_hook.json").read_text())
+    assert (
+        shipped["CollectionConfigurations"]
+        == debug_hook_config(COMMON, "x")["CollectionConfigurations"]
+    )
+    assert {c["CollectionName"] for c in shipped["CollectionConfigurations"]} == set(
+        COLLECTION_SAVE_INTERVALS
+    )

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+
+from mlops.packaging import pack_training_source
 
 from .helpers import (
     ARTIFACTS_BUCKET,
@@ -35,6 +35,12 @@ RULES = [
 RULE_IMAGE = "503895931360.dkr.ecr.us-east-1.amazonaws.com/sagemaker-debugger-rules:latest"
 
 
+@pytest.fixture
+def service(service_factory: Any) -> Any:
+    """These jobs ask for Debugger's hook config and rule jobs: an account that still has it."""
+    return service_factory(debugger_available=True)
+
+
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory: pytest.TempPathFactory, s3: Any) -> dict[str, Any]:
     """Tiny digits in the dog-breed layout in S3, and training/ packed as sourcedir.tar.gz."""
@@ -47,11 +53,9 @@ def digits(tmp_path_factory: pytest.TempPathFactory, s3: Any) -> dict[str, Any]:
     for path in sorted(p for p in root.rglob("*.png")):
         key = f"datasets/digits-real/{path.relative_to(root).as_posix()}"
         s3.put_object(Bucket=DATA_BUCKET, Key=key, Body=path.read_bytes())
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for path in sorted((REPO / "training").glob("*.py")):
-            archive.add(path, arcname=path.name)
-    s3.put_object(Bucket=ARTIFACTS_BUCKET, Key="code/real/sourcedir.tar.gz", Body=buffer.getvalue())
+    # The archive `mlops publish-training` uploads: with requirements.txt and vendored smdebug.
+    source = pack_training_source()
+    s3.put_object(Bucket=ARTIFACTS_BUCKET, Key="code/real/sourcedir.tar.gz", Body=source)
     test_image = next(iter(sorted((root / "test").rglob("*.png"))))
     return {
         "metric_definitions": metrics.METRIC_DEFINITIONS,

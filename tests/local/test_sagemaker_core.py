@@ -20,6 +20,12 @@ from .helpers import (
 pytestmark = pytest.mark.timeout(180)
 
 
+@pytest.fixture
+def service(service_factory: Any) -> Any:
+    """A job below asks for Debugger rule jobs: an account that still has SageMaker Debugger."""
+    return service_factory(debugger_available=True)
+
+
 def test_sagemaker_core_resources_load_tuning_job_best_training_job_and_endpoint(
     sm: Any, s3: Any, service: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -33,6 +33,11 @@ def get_args_parser() -> argparse.ArgumentParser:
         metavar="SERVICE=URL",
         help="boto3 endpoint for a service the jobs use, e.g. s3=http://127.0.0.1:5000",
     )
+    parser.add_argument(
+        "--debugger-available",
+        action="store_true",
+        help="act like an account that still has SageMaker Debugger (hook config, rule jobs)",
+    )
     parser.add_argument("--url-file", type=Path, default=None, help="write the URL here")
     parser.add_argument("--log-level", default="INFO", help="logging level")
     return parser
@@ -56,6 +61,7 @@ def main(args: argparse.Namespace) -> None:
         "state_dir": args.state_dir,
         "max_concurrent_jobs": args.max_concurrent_jobs,
         "aws_endpoint_urls": parse_endpoint_urls(args.endpoint_url),
+        "debugger_available": args.debugger_available,
     }
     if args.region:
         settings["region"] = args.region

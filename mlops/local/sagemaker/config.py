@@ -17,6 +17,15 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value.strip().isdigit() else default
 
 
+def _image_python() -> str | None:
+    """MLOPS_IMAGE_PYTHON, else the repository's .venv-image when it was built."""
+    named = os.environ.get("MLOPS_IMAGE_PYTHON")
+    if named:
+        return named
+    candidate = REPO_ROOT / ".venv-image" / "bin" / "python"
+    return str(candidate) if (candidate.parent / "train").exists() else None
+
+
 @dataclass
 class SageMakerConfig:
     """What the local SageMaker needs to know about its host.
@@ -54,6 +63,15 @@ class SageMakerConfig:
     # Raise InternalFailure when a response does not match botocore's output shape (tests).
     strict_responses: bool = False
     python: str = sys.executable
+    # The Python of the training image's environment (.venv-image: Python 3.12, the image's
+    # torch/numpy/protobuf, sagemaker-training and sagemaker-pytorch-training). Jobs start
+    # through its `train` entry point as in the Deep Learning Container; None (the venv was
+    # not built) falls back to running the script under `python` with the contract by hand.
+    image_python: str | None = field(default_factory=lambda: _image_python())
+    # Whether this "account" has SageMaker Debugger (closed to new customers on 2026-07-30;
+    # the template parameter DebuggerAvailable). Without it, as on such an AWS account, a job
+    # gets no debughookconfig.json, no Profiler output and no DebugRuleEvaluationStatuses.
+    debugger_available: bool = False
     repo_root: Path = REPO_ROOT
     faults: tuple[str, ...] = ()
     # IAM (mlops.local.iam): decides a request from its headers and the permissions it needs

@@ -84,7 +84,14 @@ class SageMakerBackend:
                 job_dir = contained(self.config.state_dir / "jobs", name)
             except PathEscapeError as error:
                 raise ValidationException(f"TrainingJobName {error}") from None
-            job = TrainingJob(request, arn, job_dir, tuning_job_arn, tuned)
+            job = TrainingJob(
+                request,
+                arn,
+                job_dir,
+                tuning_job_arn,
+                tuned,
+                debugger_available=self.config.debugger_available,
+            )
             self.training_jobs[name] = job
             self._store_tags(arn, request.get("Tags"))
         self.runner.submit(job)

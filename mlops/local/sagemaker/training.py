@@ -60,6 +60,20 @@ logger = logging.getLogger(__name__)
 
 TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
 HOST = "algo-1"
+# SAGEMAKER_TRAINING_MODULE of the PyTorch training image (Dockerfile: ENV ...): the toolkit
+# hands the job to the PyTorch container's entry point, which runs the user script.
+TOOLKIT_FRAMEWORK_MODULE = "sagemaker_pytorch_container.training:main"
+# The image's own ENV lines (deep-learning-containers, pytorch/training/docker/2.6/py3/
+# Dockerfile.cpu), apart from paths: unbuffered output is what makes metric lines live.
+IMAGE_ENVIRONMENT = {
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONUNBUFFERED": "1",
+    "PYTHONIOENCODING": "UTF-8",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+    "DLC_CONTAINER_TYPE": "training",
+    "SAGEMAKER_TRAINING_MODULE": TOOLKIT_FRAMEWORK_MODULE,
+}
 DEFAULT_MAX_RUNTIME_S = 86400
 SMDEBUG_END_MARKER = "training_job_end.ts"
 STRAGGLER_GRACE_S = 2.0  # how long children of an exited script may hold its output open
@@ -115,8 +129,13 @@ class TrainingJob:
         job_dir: Path,
         tuning_job_arn: str | None = None,
         tuned_hyperparameters: dict[str, str] | None = None,
+        debugger_available: bool = False,
     ) -> None:
         self.request = request
+        # Without SageMaker Debugger in the account (the default) the Debugger members of the
+        # request are stored and echoed, but nothing acts on them: no hook config file, no
+        # Profiler output, no rule evaluations in DescribeTrainingJob.
+        self.debugger_available = debugger_available
         self.name: str = request["TrainingJobName"]
         self.arn = arn
         self.job_dir = job_dir
@@ -167,6 +186,8 @@ class TrainingJob:
 
     def _init_rule_statuses(self) -> None:
         """Rules show InProgress from job start, as on AWS where they run beside the job."""
+        if not self.debugger_available:
+            return
         for key, target in (
             ("DebugRuleConfigurations", self.debug_rule_statuses),
             ("ProfilerRuleConfigurations", self.profiler_rule_statuses),
@@ -310,6 +331,8 @@ class TrainingJob:
 
     def _profiling_status(self) -> str:
         profiler = self.request.get("ProfilerConfig")
+        if not self.debugger_available:
+            return "Disabled"
         return "Enabled" if profiler and not profiler.get("DisableProfiler") else "Disabled"
 
 
@@ -468,7 +491,14 @@ class TrainingExecution:
             return -15  # stopped while downloading: the script never starts
         job.set_secondary_status("Training")
         argv = self._command()
-        self.logs.write(f"Invoking script with the following command: {' '.join(argv)}")
+        if self.config.image_python:
+            self.logs.write(f"Starting the training toolkit: {' '.join(argv)}")
+        else:
+            self.logs.write(
+                "No image environment (.venv-image, `make image-venv`): running the script "
+                "without the sagemaker-training toolkit"
+            )
+            self.logs.write(f"Invoking script with the following command: {' '.join(argv)}")
         self.process = ManagedProcess(argv, self.dirs["code"], self._environment(), job.name)
         self.monitor = ResourceMonitor(
             self.process.pgid,
@@ -570,7 +600,7 @@ class TrainingExecution:
                 for c in request.get("InputDataConfig", [])
             },
         )
-        if "DebugHookConfig" in request:
+        if "DebugHookConfig" in request and self.job.debugger_available:
             write_json(config_dir / "debughookconfig.json", self._debug_hook_config())
         if "CheckpointConfig" in request:
             write_json(
@@ -699,15 +729,59 @@ class TrainingExecution:
     # --- the process --------------------------------------------------------------------------
 
     def _command(self) -> list[str]:
+        """The Deep Learning Container's own start: the toolkit's ``train`` entry point, which
+        reads the /opt/ml layout, installs the source's requirements.txt and runs the script."""
+        if self.config.image_python:
+            return [str(Path(self.config.image_python).parent / "train")]
         program = str(self._hyperparameters()["sagemaker_program"])
         args = to_cmd_args(self._user_hyperparameters())
-        if "CheckpointConfig" in self.job.request and "--checkpoint-dir" not in args:
-            args += ["--checkpoint-dir", str(self._checkpoint_dir())]
         if program.endswith(".sh"):
             return ["/bin/sh", program, *args]
         return [self.config.python, program, *args]
 
     def _environment(self) -> dict[str, str]:
+        if self.config.image_python:
+            return self._toolkit_environment()
+        return self._contract_environment()
+
+    def _toolkit_environment(self) -> dict[str, str]:
+        """What the container starts with; every SM_* variable then comes from the toolkit.
+
+        SAGEMAKER_BASE_DIR points the toolkit at the job dir (laid out like /opt/ml);
+        SM_STUDIO_LOCAL_MODE is the toolkit's own switch to skip waiting for the DNS names of
+        the cluster's hosts (algo-1), which only exist inside SageMaker's network. Nothing of
+        this process's Python setup (PYTHONPATH, VIRTUAL_ENV, SM_*) leaks into the job.
+        """
+        job = self.job
+        cpus = os.cpu_count() or 1
+        inherited = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("SM_", "SAGEMAKER_", "SMDEBUG_"))
+            and key not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
+        }
+        env = {
+            **inherited,
+            **aws_env_for_children(self.clients),
+            **IMAGE_ENVIRONMENT,
+            "SAGEMAKER_BASE_DIR": str(job.job_dir),
+            "SM_STUDIO_LOCAL_MODE": "true",
+            "OMP_NUM_THREADS": str(max(1, cpus // self.config.max_concurrent_jobs)),
+            "TRAINING_JOB_NAME": job.name,
+            "TRAINING_JOB_ARN": job.arn,
+        }
+        if "s3" in self.clients.endpoint_urls:  # the toolkit's own S3 override (params.py)
+            env["S3_ENDPOINT_URL"] = self.clients.endpoint_urls["s3"]
+        if "DebugHookConfig" in job.request and job.debugger_available:
+            env["SMDEBUG_CONFIG_FILE_PATH"] = str(self.dirs["config"] / "debughookconfig.json")
+        if "CheckpointConfig" in job.request:
+            env["CHECKPOINT_CONFIG_FILE_PATH"] = str(self.dirs["config"] / "checkpointconfig.json")
+        env.update(job.request.get("Environment") or {})
+        return env
+
+    def _contract_environment(self) -> dict[str, str]:
+        """The SM_* contract written out by hand: only for a checkout without the image's
+        virtual environment (.venv-image, `make image-venv`), where the toolkit is missing."""
         job = self.job
         user_hps = self._user_hyperparameters()
         channels = self._channels()
@@ -768,7 +842,7 @@ class TrainingExecution:
             env[f"SM_CHANNEL_{channel.upper()}"] = str(dirs["data"] / channel)
         for key, value in user_hps.items():
             env[f"SM_HP_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
-        if "DebugHookConfig" in job.request:
+        if "DebugHookConfig" in job.request and job.debugger_available:
             env["SMDEBUG_CONFIG_FILE_PATH"] = str(dirs["config"] / "debughookconfig.json")
         if "CheckpointConfig" in job.request:
             env["CHECKPOINT_CONFIG_FILE_PATH"] = str(dirs["config"] / "checkpointconfig.json")
@@ -804,6 +878,10 @@ class TrainingExecution:
         """AWS's FailureReason for a script that failed, with its last meaningful error line."""
         failure_file = self.dirs["output"] / "failure"
         written = failure_file.read_text().strip() if failure_file.is_file() else ""
+        if self.config.image_python and written and exit_code > 0:
+            # The toolkit wrote its own account (ExecuteUserScriptError: ExitCode, ErrorMessage
+            # with the script's stderr, Command); SageMaker prefixes it with AlgorithmError.
+            return f"AlgorithmError: {written}"
         # A script may explain itself in /opt/ml/output/failure; SageMaker reports that text.
         message = written or next(
             (ln.strip() for ln in reversed(self.tail) if ERROR_LINE.match(ln)), None
@@ -849,7 +927,7 @@ class TrainingExecution:
         request = self.job.request
         if "CheckpointConfig" in request and self._checkpoint_dir().is_dir():
             self.data.upload_directory(self._checkpoint_dir(), request["CheckpointConfig"]["S3Uri"])
-        hook = request.get("DebugHookConfig")
+        hook = request.get("DebugHookConfig") if self.job.debugger_available else None
         if hook and self._tensor_dir().is_dir():
             target = f"{hook['S3OutputPath'].rstrip('/')}/{self.job.name}/debug-output"
             self.data.upload_directory(self._tensor_dir(), target)
@@ -858,6 +936,8 @@ class TrainingExecution:
     def _upload_system_profile(self) -> None:
         """The job's CPU and memory samples to <ProfilerConfig.S3OutputPath>/<job>/profiler-output/
         system/, in the Profiler's format, where AWS writes them for a profiled job."""
+        if not self.job.debugger_available:
+            return  # the Profiler is part of Debugger; train.py writes its own profile
         profiler = self.job.request.get("ProfilerConfig") or {}
         usage = self.usage
         if not profiler.get("S3OutputPath") or profiler.get("DisableProfiler") or not usage:
@@ -886,6 +966,8 @@ class TrainingExecution:
     def _evaluate_rules(self) -> None:
         """Debug rules over the saved tensors (after the job, as AWS's rule jobs finish later)."""
         job = self.job
+        if not job.debugger_available:
+            return
         for configuration in job.request.get("ProfilerRuleConfigurations", []):
             outcome = profiler_rule_outcome(configuration)
             job.set_rule_status(

@@ -71,6 +71,14 @@ def save_fake_tensors() -> None:
     (tensors / "events" / "000000000001.json").write_text(json.dumps(config))
 
 
+def configured_checkpoints() -> Path | None:
+    """The CheckpointConfig's LocalPath, from the checkpointconfig.json SageMaker writes."""
+    path = os.environ.get("CHECKPOINT_CONFIG_FILE_PATH")
+    if not path or not Path(path).is_file():
+        return None
+    return Path(json.loads(Path(path).read_text())["LocalPath"])
+
+
 def next_epoch_from_checkpoint(directory: Path | None) -> int:
     if directory is None or not (directory / "state.json").is_file():
         return 1
@@ -88,7 +96,7 @@ def main(args: argparse.Namespace) -> None:
     env = {key: os.environ.get(key) for key in ENV_KEYS}
     (output_data / "env.json").write_text(json.dumps({"env": env, "argv": sys.argv[1:]}))
     save_fake_tensors()
-    checkpoints = Path(args.checkpoint_dir) if args.checkpoint_dir else None
+    checkpoints = Path(args.checkpoint_dir) if args.checkpoint_dir else configured_checkpoints()
     first_epoch = next_epoch_from_checkpoint(checkpoints)
     print(f"starting at epoch {first_epoch}", flush=True)
     base = (math.log10(args.lr) + 2) ** 2

@@ -1,11 +1,13 @@
 """The CreateTrainingJob request of the profiled retrain of the best configuration.
 
 The job runs with ``run-rules=true`` so train.py evaluates the project's own rules over the
-tensors its smdebug hook saved (SageMaker Debugger's built-in rules are closed to new
-accounts since 2026-07-30). ``DebugHookConfig`` tells the hook what to save and where;
-``ProfilerConfig`` records system metrics. Only when the account still has Debugger
-(``DEBUGGER_AVAILABLE``) are AWS's built-in rule configurations added; the caller builds
-those with smdebug_rulesconfig and passes them in.
+tensors its smdebug hook saved and writes ``rule_statuses.json`` and a system profile into its
+own output (SageMaker Debugger is closed to new accounts since 2026-07-30: nothing here may
+depend on it). Only when the account still has Debugger (``DEBUGGER_AVAILABLE``) does the
+request carry ``DebugHookConfig`` (what the hook saves, and where), ``ProfilerConfig`` and
+AWS's built-in rule configurations, which the caller builds with smdebug_rulesconfig; without
+it train.py builds its hook from the settings it ships (training/debug_hook.json, the same
+collections and intervals as COLLECTION_SAVE_INTERVALS below).
 """
 
 from __future__ import annotations
@@ -86,10 +88,12 @@ def build_training_request(
     channel_uris: dict[str, str],
     metric_definitions: list[dict[str, str]],
     tuned_hyperparameters: dict[str, str],
+    debugger: bool = False,
     debug_rules: list[dict[str, Any]] | None = None,
     profiler_rules: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments for ``sagemaker.create_training_job``."""
+    """Keyword arguments for ``sagemaker.create_training_job``; the Debugger members
+    (hook, profiler, rules) only with ``debugger`` (the account still has SageMaker Debugger)."""
     request: dict[str, Any] = {
         "TrainingJobName": job_name,
         "HyperParameters": retrain_hyperparameters(common, training, tuned_hyperparameters),
@@ -99,11 +103,13 @@ def build_training_request(
         "OutputDataConfig": {"S3OutputPath": run_uri(common, execution, "training")},
         "ResourceConfig": resource_config(training),
         "StoppingCondition": stopping_condition(training),
-        "DebugHookConfig": debug_hook_config(common, execution),
-        "ProfilerConfig": profiler_config(common, execution),
         "Tags": tags(common.project_name, dataset, execution),
         **spot_settings(common, training, execution, "training"),
     }
+    if not debugger:
+        return request
+    request["DebugHookConfig"] = debug_hook_config(common, execution)
+    request["ProfilerConfig"] = profiler_config(common, execution)
     if debug_rules:
         request["DebugRuleConfigurations"] = debug_rules
     if profiler_rules:
