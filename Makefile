@@ -43,7 +43,7 @@ sam-venv: $(SAM_VENV)/.installed
 checkov-venv: $(CHECKOV_VENV)/.installed
 
 ## The whole pipeline on the local cloud, ending in predictions through the HTTP API.
-demo: venv sam-venv
+demo: venv sam-venv image-venv
 	$(BIN)/mlops demo
 
 ## Unit, integration and the fast end-to-end tests, then lint and template checks.
