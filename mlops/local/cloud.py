@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from moto.server import ThreadedMotoServer
 
 from mlops.images import image_parameters
 from mlops.local.api import ApiConfig, LocalApiServer
+from mlops.local.cloud_state import CloudState
 from mlops.local.deploy import API, Deployment, LocalDeployer
 from mlops.local.lambda_runtime import LambdaRuntime
 from mlops.local.template import REGION, load_template, read_parameter_overrides
@@ -84,6 +84,8 @@ class LocalCloud:
         self.sagemaker: Any = None
         self.api: LocalApiServer | None = None
         self.info: CloudInfo | None = None
+        # State that lasts (docs/local-cloud.md): restored at start, saved while running.
+        self.state = CloudState(self.root)
 
     def _add_image_parameters(self) -> None:
         """Image URIs the template asks for, resolved with the sagemaker SDK as for AWS.
@@ -107,7 +109,9 @@ class LocalCloud:
 
     def _start(self) -> CloudInfo:
         moto_url = self._start_moto()
+        self.state.restore_storage(self.moto)
         sagemaker_url = self._start_sagemaker(moto_url)
+        self.state.restore_sagemaker(self.sagemaker.backend)
         endpoint_env = {
             **CREDENTIALS,
             "AWS_ENDPOINT_URL": moto_url,
@@ -119,11 +123,12 @@ class LocalCloud:
         session = boto3.Session(region_name=REGION, **_lower(CREDENTIALS))
         deployer = LocalDeployer(self.template, STACK_NAME, self.overrides, session, moto_url)
         deployment = deployer.deploy()
+        self.state.restore_executions()
         self.lambdas.logical_ids = {name: logical for logical, name in deployment.functions.items()}
         artifacts = deployment.outputs.get("ArtifactsBucketName")
         if artifacts:
             publish_training_source(session.client("s3", endpoint_url=moto_url), artifacts)
-        api_key = secrets.token_urlsafe(24)
+        api_key = self.state.api_key()
         api_config = _api_config(deployer, deployment, api_key)
         self.api = LocalApiServer(api_config, invoke=self._invoke_function(session, moto_url))
         self.api.start()
@@ -137,6 +142,7 @@ class LocalCloud:
             region=REGION,
             deployment=deployment.to_json(),
         )
+        self.state.start()
         (self.root / "cloud.json").write_text(json.dumps(self.info.to_json(), indent=2))
         return self.info
 
@@ -178,6 +184,7 @@ class LocalCloud:
     def stop(self) -> None:
         """Stop everything this cloud started; safe to call twice and after a failed start."""
         for stop in (
+            self.state.stop,  # first: the last snapshot, before jobs and servers stop
             lambda: self.api and self.api.stop(),
             lambda: self.sagemaker and self.sagemaker.shutdown(),
             lambda: self.lambdas and self.lambdas.shutdown(),

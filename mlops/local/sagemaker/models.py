@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import threading
 from typing import Any
 
@@ -78,6 +79,11 @@ class SageMakerBackend:
                     f"training job with this name already exists ({arn})"
                 )
             job_dir = self.config.state_dir / "jobs" / name
+            if job_dir.exists():
+                # Left by a job whose record is gone (a state from before persistence, or a
+                # snapshot moved away): its old output must not mix with the new job's.
+                logger.warning("removing %s: no training job record owns it", job_dir)
+                shutil.rmtree(job_dir, ignore_errors=True)
             job = TrainingJob(request, arn, job_dir, tuning_job_arn, tuned)
             self.training_jobs[name] = job
             self._store_tags(arn, request.get("Tags"))
