@@ -30,6 +30,7 @@ BENCHMARKS = {
     "cold_start": "bench.cold_start",
     "tuning": "bench.tuning",
     "memory": "bench.memory",
+    "persistence": "bench.persistence",
 }
 BENCH_DIR = REPO_ROOT / "bench"
 

@@ -35,7 +35,8 @@ from mlops.local.template import ACCOUNT_ID, REGION
 
 log = logging.getLogger(__name__)
 
-ENDPOINT_RESTART_TIMEOUT_S = 180.0
+# Within mlops.local.process.START_TIMEOUT_S (180 s) together with the rest of the start.
+ENDPOINT_RESTART_TIMEOUT_S = 120.0
 
 
 class CloudState:

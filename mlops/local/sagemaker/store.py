@@ -67,8 +67,8 @@ def snapshot(backend: SageMakerBackend) -> dict[str, Any]:
         endpoints = list(backend.endpoints.values())
         tags = {arn: list(items) for arn, items in backend.tags.items()}
     return {
+        # No timestamp of its own: an unchanged backend gives the same bytes (no write).
         "version": SNAPSHOT_VERSION,
-        "saved_at": now(),
         "training_jobs": [_training_record(job) for job in training],
         "tuning_jobs": [_tuning_record(job) for job in tuning],
         "models": [_plain_record(model) for model in models],
