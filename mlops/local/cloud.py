@@ -26,6 +26,7 @@ from moto.core.config import default_user_config
 from moto.server import ThreadedMotoServer
 
 from mlops.images import image_parameters
+from mlops.local import s3_events
 from mlops.local.api import ApiConfig, LocalApiServer
 from mlops.local.cloud_state import CloudState
 from mlops.local.deploy import API, Deployment, LocalDeployer
@@ -148,6 +149,7 @@ class LocalCloud:
 
     def _start_moto(self) -> str:
         default_user_config["stepfunctions"]["execute_state_machine"] = True
+        s3_events.install()  # versionId in S3 events, as on AWS (a re-upload is a new run)
         for key, value in {**CREDENTIALS, "AWS_DEFAULT_REGION": REGION}.items():
             os.environ.setdefault(key, value)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)

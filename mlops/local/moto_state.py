@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import pickle
 import re
 import threading
 from collections.abc import Callable, Iterable
@@ -98,20 +99,55 @@ class ChangeTracker:
 
 
 # -- S3 keys with all their versions ----------------------------------------------------------
-def _reduce_key_store(store: _VersionedKeyStore) -> tuple[Any, tuple[Any, ...]]:
-    """Pickle every version: moto's key store pickles as a dict of the latest versions only."""
-    # dict(store) copies the raw lists of versions (and is how moto itself copies it safely).
-    return _rebuild_key_store, ([(key, list(versions)) for key, versions in dict(store).items()],)
+class KeyPickles:
+    """Pickles S3 object versions for the snapshot, each FakeKey once while it lives.
+
+    moto's versioned key store pickles as a dict of the newest versions only, so the store is
+    pickled here as every key's full list of versions. A PutObject makes a new FakeKey, so a
+    version that is still the same object is still the same bytes: it is pickled once and then
+    reused, and a snapshot during an upload costs the new objects plus a copy of bytes.
+    (A change made inside an existing FakeKey, e.g. PutObjectAcl, reaches the file at the
+    latest after REFRESH_EVERY snapshots, when the cache starts over.)
+    """
+
+    REFRESH_EVERY = 60
+
+    def __init__(self) -> None:
+        self._cache: dict[int, tuple[Any, bytes]] = {}
+        self._seen: set[int] = set()
+        self._snapshots = 0
+
+    def start_snapshot(self) -> None:
+        """Forget the versions the previous snapshot did not see (deleted since)."""
+        self._snapshots += 1
+        if self._snapshots % self.REFRESH_EVERY == 0:
+            self._cache.clear()
+        else:
+            self._cache = {k: v for k, v in self._cache.items() if k in self._seen}
+        self._seen = set()
+
+    def dumps(self, key: Any) -> bytes:
+        entry = self._cache.get(id(key))
+        if entry is None or entry[0] is not key:
+            entry = (key, pickle.dumps(key, protocol=pickle.HIGHEST_PROTOCOL))
+            self._cache[id(key)] = entry
+        self._seen.add(id(key))
+        return entry[1]
+
+    def reduce(self, store: _VersionedKeyStore) -> tuple[Any, tuple[Any, ...]]:
+        # dict(store) copies the raw lists of versions (and is how moto itself copies it safely).
+        items = [
+            (name, [self.dumps(version) for version in versions])
+            for name, versions in dict(store).items()
+        ]
+        return _rebuild_key_store, (items,)
 
 
-def _rebuild_key_store(items: list[tuple[str, list[Any]]]) -> _VersionedKeyStore:
+def _rebuild_key_store(items: list[tuple[str, list[bytes]]]) -> _VersionedKeyStore:
     store = _VersionedKeyStore()
-    for key, versions in items:
-        dict.__setitem__(store, key, versions)
+    for name, versions in items:
+        dict.__setitem__(store, name, [pickle.loads(version) for version in versions])
     return store
-
-
-S3_REDUCERS = {_VersionedKeyStore: _reduce_key_store}
 
 
 # -- restored executions ---------------------------------------------------------------------------
@@ -220,6 +256,7 @@ class MotoState:
         self._logs_fingerprint: tuple[int, int] | None = None
         self._had_running = True
         self._orphans: dict[str, list[dict[str, Any]]] = {}
+        self._key_pickles = KeyPickles()
 
     # backends -------------------------------------------------------------------------------------
     @property
@@ -293,8 +330,9 @@ class MotoState:
         wsgi.app = self.tracker
 
     def sources(self) -> Iterable[Source]:
+        reducers = {_VersionedKeyStore: self._key_pickles.reduce}
         yield Source(
-            "s3", self.files["s3"], self._s3_snapshot, lambda: self._changed("s3"), S3_REDUCERS
+            "s3", self.files["s3"], self._s3_snapshot, lambda: self._changed("s3"), reducers
         )
         yield Source("logs", self.files["logs"], self._logs_snapshot, self._logs_due)
         yield Source(
@@ -305,6 +343,7 @@ class MotoState:
         return self.tracker is None or self.tracker.take(service)
 
     def _s3_snapshot(self) -> dict[str, Any]:
+        self._key_pickles.start_snapshot()
         return dict(self.s3.buckets)
 
     def _logs_snapshot(self) -> dict[str, Any]:
