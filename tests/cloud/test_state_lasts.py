@@ -67,18 +67,17 @@ def run_to_end(target, digits: Path) -> ex.ExecutionView:
 
 
 def start_run_and_wait_for_training(target, digits: Path) -> str:
-    """Upload; return the execution ARN once its tuning job has a training job running."""
+    """Upload; return the execution ARN once it waits for its tuning job (a training runs)."""
     execution = upload_dataset(target, digits, "digits")
-    sagemaker = target.client("sagemaker")
+    sfn = target.client("stepfunctions")
     deadline = time.time() + RUN_TIMEOUT_S
     while time.time() < deadline:
-        jobs = sagemaker.list_training_jobs(StatusEquals="InProgress").get(
-            "TrainingJobSummaries", []
-        )
-        if jobs:
+        view = ex.describe(sfn, execution["executionArn"])
+        if any(step.name == "CheckTuning" for step in view.steps):
             return execution["executionArn"]
+        assert view.status == "RUNNING", f"{view.status}: {view.error}: {view.cause}"
         time.sleep(0.5)
-    raise AssertionError("no training job started")
+    raise AssertionError("the execution never reached CheckTuning")
 
 
 def predict(target, digits: Path) -> requests.Response:
