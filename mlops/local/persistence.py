@@ -186,9 +186,12 @@ class Persister:
 
     interval_s: float = DEFAULT_INTERVAL_S
     sources: list[Source] = field(default_factory=list)
-    # A snapshot that took c seconds waits at least c * spacing before the next one, so the
-    # thread is busy at most 1 / spacing of the time (5%) however large the state grows.
+    # A snapshot that took c CPU seconds waits c * spacing (at most max_delay_s) before the
+    # next one, so the thread uses at most 1 / spacing of a core (5%) while the state is small
+    # enough to snapshot in max_delay_s / spacing. CPU time, not wall time: on a loaded machine
+    # waiting for a core or the GIL must not push the next snapshot minutes away.
     spacing: float = 20.0
+    max_delay_s: float = 10.0
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -215,15 +218,16 @@ class Persister:
 
     def _save_one(self, source: Source) -> None:
         started = time.perf_counter()
+        cpu_started = time.thread_time()
         try:
             data = snapshot_with_retries(source.snapshot, source.reducers)
             if source.file.write_encoded(data):
                 source.writes += 1
         except Exception:
             log.exception("could not write the %s snapshot (kept the previous one)", source.name)
-        cost = time.perf_counter() - started
-        source.seconds += cost
-        source.next_at = time.monotonic() + cost * self.spacing
+        source.seconds += time.perf_counter() - started
+        cpu = time.thread_time() - cpu_started
+        source.next_at = time.monotonic() + min(cpu * self.spacing, self.max_delay_s)
 
     def stop(self) -> None:
         """Stop the thread and write every source a last time (a clean `mlops down`)."""
