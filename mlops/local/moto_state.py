@@ -18,19 +18,22 @@ template.yaml at every start, so an edited template or handler takes effect on `
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
 import pickle
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from moto.core.utils import iso_8601_datetime_with_milliseconds
 from moto.logs.models import logs_backends
-from moto.s3.models import s3_backends
+from moto.s3.models import FakeKey, s3_backends
 from moto.s3.utils import _VersionedKeyStore
 from moto.stepfunctions.parser.api import (
     CloudWatchEventsExecutionDataDetails,
@@ -40,7 +43,7 @@ from moto.stepfunctions.parser.api import (
 from moto.stepfunctions.parser.backend.execution import Execution
 from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
-from mlops.local.persistence import SnapshotFile, Source
+from mlops.local.persistence import SnapshotFile, Source, StateError, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -99,54 +102,125 @@ class ChangeTracker:
 
 
 # -- S3 keys with all their versions ----------------------------------------------------------
-class KeyPickles:
-    """Pickles S3 object versions for the snapshot, each FakeKey once while it lives.
+BODY_SUFFIX = ".body"
 
-    moto's versioned key store pickles as a dict of the newest versions only, so the store is
-    pickled here as every key's full list of versions. A PutObject makes a new FakeKey, so a
-    version that is still the same object is still the same bytes: it is pickled once and then
-    reused, and a snapshot during an upload costs the new objects plus a copy of bytes.
-    (A change made inside an existing FakeKey, e.g. PutObjectAcl, reaches the file at the
-    latest after REFRESH_EVERY snapshots, when the cache starts over.)
+
+class ObjectBodies:
+    """S3 object bodies, each written ONCE to its own file under <state>/s3/objects/.
+
+    The file is named by the BLAKE2b hash of the body (content-addressed: a re-upload of the
+    same bytes shares it), written crash-safe (temporary file, fsync, os.replace) before any
+    snapshot that names it, so the metadata snapshot never references a body that is not
+    whole on disk. The S3 snapshot itself keeps only metadata (keys, versions, delete markers,
+    etags, metadata, tags, bucket settings) and each version's body name: it stays small and is
+    cheap to rewrite, and a 45 MB model archive is written once, not at every change.
+
+    A FakeKey's body never changes in place (a PutObject makes a new FakeKey), so each FakeKey
+    is hashed once while it lives (cached by identity).
     """
 
-    REFRESH_EVERY = 60
-
-    def __init__(self) -> None:
-        self._cache: dict[int, tuple[Any, bytes]] = {}
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._refs: dict[int, tuple[Any, str]] = {}
         self._seen: set[int] = set()
-        self._snapshots = 0
+        self.bytes_written = 0
+
+    def path(self, ref: str) -> Path:
+        return self.directory / f"{ref}{BODY_SUFFIX}"
 
     def start_snapshot(self) -> None:
         """Forget the versions the previous snapshot did not see (deleted since)."""
-        self._snapshots += 1
-        if self._snapshots % self.REFRESH_EVERY == 0:
-            self._cache.clear()
-        else:
-            self._cache = {k: v for k, v in self._cache.items() if k in self._seen}
+        self._refs = {k: v for k, v in self._refs.items() if k in self._seen}
         self._seen = set()
 
-    def dumps(self, key: Any) -> bytes:
-        entry = self._cache.get(id(key))
+    def store(self, key: Any) -> str:
+        """The body file name of `key`, writing the file first when it is not on disk."""
+        entry = self._refs.get(id(key))
         if entry is None or entry[0] is not key:
-            entry = (key, pickle.dumps(key, protocol=pickle.HIGHEST_PROTOCOL))
-            self._cache[id(key)] = entry
+            body = _key_body(key)
+            ref = hashlib.blake2b(body, digest_size=32).hexdigest()
+            self._write(ref, body)
+            entry = (key, ref)
+            self._refs[id(key)] = entry
+        elif not self.path(entry[1]).exists():  # removed by hand: write it again
+            self._write(entry[1], _key_body(key))
         self._seen.add(id(key))
         return entry[1]
 
-    def reduce(self, store: _VersionedKeyStore) -> tuple[Any, tuple[Any, ...]]:
-        # dict(store) copies the raw lists of versions (and is how moto itself copies it safely).
-        items = [
-            (name, [self.dumps(version) for version in versions])
-            for name, versions in dict(store).items()
-        ]
+    def referenced(self) -> set[str]:
+        """The body names the last snapshot used."""
+        return {self._refs[i][1] for i in self._seen if i in self._refs}
+
+    def remember(self, key: Any, ref: str) -> None:
+        """A restored key's body name (so it is not hashed again)."""
+        self._refs[id(key)] = (key, ref)
+        self._seen.add(id(key))
+
+    def _write(self, ref: str, body: bytes) -> None:
+        path = self.path(ref)
+        if not path.exists():
+            write_atomic(path, body)
+            self.bytes_written += len(body)
+
+    def read(self, ref: str, snapshot: Path) -> bytes:
+        path = self.path(ref)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise StateError(
+                f"{snapshot} names the S3 object body {path}, which is missing: move "
+                f"{snapshot} away to start S3 empty, or run `mlops reset` to start the whole "
+                "local cloud empty"
+            ) from None
+
+    def collect_garbage(self, referenced: set[str], older_than: float) -> int:
+        """Remove body files no snapshot names (deleted versions); only files older than the
+        snapshot just written, so a body written for a newer object is never removed."""
+        removed = 0
+        if not self.directory.is_dir():
+            return removed
+        for path in self.directory.glob(f"*{BODY_SUFFIX}"):
+            if path.name[: -len(BODY_SUFFIX)] in referenced:
+                continue
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < older_than:
+                    path.unlink()
+                    removed += 1
+        return removed
+
+    def reduce_key(self, key: FakeKey) -> tuple[Any, tuple[Any, ...]]:
+        """Pickle a FakeKey as its attributes (no body) plus its body file name."""
+        state = {k: v for k, v in key.__dict__.items() if k not in {"_value_buffer", "lock"}}
+        return _rebuild_key, (state, self.store(key))
+
+    def reduce_store(self, store: _VersionedKeyStore) -> tuple[Any, tuple[Any, ...]]:
+        # moto's versioned key store pickles as its newest versions only: keep every version.
+        # dict(store) copies the raw lists of versions (how moto itself copies it safely).
+        items = [(name, list(versions)) for name, versions in dict(store).items()]
         return _rebuild_key_store, (items,)
 
 
-def _rebuild_key_store(items: list[tuple[str, list[bytes]]]) -> _VersionedKeyStore:
+def _key_body(key: Any) -> bytes:
+    try:
+        return key.value
+    except ValueError:  # a disposed (deleted) key: its buffer is closed
+        return b""
+
+
+def _rebuild_key(state: dict[str, Any], ref: str) -> FakeKey:
+    """A FakeKey without its body; `MotoState.restore_storage` reads the body file in."""
+    key = FakeKey.__new__(FakeKey)
+    key.__setstate__({**state, "value": b""})
+    key._mlops_body_ref = ref  # type: ignore[attr-defined]
+    return key
+
+
+def _rebuild_key_store(items: list[tuple[str, list[Any]]]) -> _VersionedKeyStore:
     store = _VersionedKeyStore()
     for name, versions in items:
-        dict.__setitem__(store, name, [pickle.loads(version) for version in versions])
+        # bytes: a snapshot from before per-object bodies (each version pickled whole)
+        loaded = [pickle.loads(v) if isinstance(v, bytes) else v for v in versions]
+        dict.__setitem__(store, name, loaded)
     return store
 
 
@@ -256,7 +330,8 @@ class MotoState:
         self._logs_fingerprint: tuple[int, int] | None = None
         self._had_running = True
         self._orphans: dict[str, list[dict[str, Any]]] = {}
-        self._key_pickles = KeyPickles()
+        self.bodies = ObjectBodies(directory / "s3" / "objects")
+        self._snapshot_started = 0.0
 
     # backends -------------------------------------------------------------------------------------
     @property
@@ -281,6 +356,7 @@ class MotoState:
         counts = {"buckets": 0, "objects": 0, "log_groups": 0}
         buckets = self.files["s3"].read() or {}
         for name, bucket in buckets.items():
+            self._read_bodies(bucket)
             self.s3.buckets[name] = bucket
             s3_backends.bucket_accounts[name] = ("aws", self.account_id)
             counts["buckets"] += 1
@@ -289,6 +365,15 @@ class MotoState:
         self.logs.groups.update(groups)
         counts["log_groups"] = len(groups)
         return counts
+
+    def _read_bodies(self, bucket: Any) -> None:
+        for versions in dict(bucket.keys).values():
+            for version in versions:
+                ref = getattr(version, "_mlops_body_ref", None)
+                if ref is not None:
+                    version.value = self.bodies.read(ref, self.files["s3"].path)
+                    del version._mlops_body_ref
+                    self.bodies.remember(version, ref)
 
     def restore_executions(self) -> dict[str, int]:
         """Executions into the deployed state machines (same name, same ARN).
@@ -330,9 +415,17 @@ class MotoState:
         wsgi.app = self.tracker
 
     def sources(self) -> Iterable[Source]:
-        reducers = {_VersionedKeyStore: self._key_pickles.reduce}
+        reducers = {
+            _VersionedKeyStore: self.bodies.reduce_store,
+            FakeKey: self.bodies.reduce_key,
+        }
         yield Source(
-            "s3", self.files["s3"], self._s3_snapshot, lambda: self._changed("s3"), reducers
+            "s3",
+            self.files["s3"],
+            self._s3_snapshot,
+            lambda: self._changed("s3"),
+            reducers,
+            after_write=self._s3_written,
         )
         yield Source("logs", self.files["logs"], self._logs_snapshot, self._logs_due)
         yield Source(
@@ -343,8 +436,15 @@ class MotoState:
         return self.tracker is None or self.tracker.take(service)
 
     def _s3_snapshot(self) -> dict[str, Any]:
-        self._key_pickles.start_snapshot()
+        self._snapshot_started = time.time()
+        self.bodies.start_snapshot()
         return dict(self.s3.buckets)
+
+    def _s3_written(self) -> None:
+        """The metadata snapshot is on disk: the bodies it no longer names can go."""
+        removed = self.bodies.collect_garbage(self.bodies.referenced(), self._snapshot_started)
+        if removed:
+            log.info("removed %d S3 object bodies no version names any more", removed)
 
     def _logs_snapshot(self) -> dict[str, Any]:
         return dict(self.logs.groups)

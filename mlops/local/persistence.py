@@ -175,6 +175,8 @@ class Source:
     snapshot: Callable[[], Any]
     due: Callable[[], bool] = lambda: True
     reducers: dict[type, Callable[[Any], Any]] | None = None
+    # Runs once the new snapshot is on disk (S3: remove the bodies it no longer names).
+    after_write: Callable[[], None] | None = None
     writes: int = 0
     seconds: float = 0.0
     next_at: float = 0.0  # monotonic time before which the writer thread leaves it alone
@@ -223,6 +225,8 @@ class Persister:
             data = snapshot_with_retries(source.snapshot, source.reducers)
             if source.file.write_encoded(data):
                 source.writes += 1
+            if source.after_write is not None:
+                source.after_write()
         except Exception:
             log.exception("could not write the %s snapshot (kept the previous one)", source.name)
         source.seconds += time.perf_counter() - started
