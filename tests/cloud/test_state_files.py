@@ -265,3 +265,91 @@ def test_reset_asks_refuses_while_running_and_deletes_only_state(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["lambda"]
     done, message = reset_state(tmp_path, running=False, assume_yes=True)
     assert done and "Nothing to reset" in message
+
+
+# -- S3 object bodies: one file each, written once -------------------------------------------------
+def _s3_source(state: MotoState) -> Source:
+    [source] = [s for s in state.sources() if s.name == "s3"]
+    return source
+
+
+def _bodies(tmp_path) -> dict[str, os.stat_result]:
+    folder = tmp_path / "s3" / "objects"
+    return {p.name: p.stat() for p in folder.glob("*.body")} if folder.is_dir() else {}
+
+
+def test_large_object_body_is_written_once_and_snapshot_stays_small(tmp_path, aws_env):
+    big = os.urandom(8 * 1024 * 1024)
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="bucket-b")
+        s3.put_object(Bucket="bucket-b", Key="model.tar.gz", Body=big)
+        state = MotoState(tmp_path, ACCOUNT, REGION)
+        source = _s3_source(state)
+        persister = Persister(sources=[source])
+        persister.save()
+        [(name, first)] = _bodies(tmp_path).items()
+        for i in range(5):  # later changes rewrite the metadata, never the big body
+            s3.put_object(Bucket="bucket-b", Key=f"records/{i}.json", Body=b"{}")
+            persister.save()
+        again = _bodies(tmp_path)
+        assert again[name].st_ino == first.st_ino and again[name].st_mtime_ns == first.st_mtime_ns
+        assert state.bodies.bytes_written == len(big) + 2  # the five "{}" share one file
+        assert len(again) == 2
+        assert (tmp_path / "s3.snapshot").stat().st_size < 64 * 1024
+    with mock_aws():
+        MotoState(tmp_path, ACCOUNT, REGION).restore_storage()
+        s3 = boto3.client("s3")
+        assert s3.get_object(Bucket="bucket-b", Key="model.tar.gz")["Body"].read() == big
+        assert s3.get_object(Bucket="bucket-b", Key="records/4.json")["Body"].read() == b"{}"
+
+
+def test_kill_between_body_and_metadata_leaves_the_previous_state(tmp_path, aws_env, monkeypatch):
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="bucket-b")
+        s3.put_object(Bucket="bucket-b", Key="first", Body=b"one")
+        state = MotoState(tmp_path, ACCOUNT, REGION)
+        source = _s3_source(state)
+        Persister(sources=[source]).save()
+        s3.put_object(Bucket="bucket-b", Key="second", Body=b"two")
+
+        def killed(self, data):
+            raise OSError("kill -9 before the metadata was replaced")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(SnapshotFile, "write_encoded", killed)
+            Persister(sources=[source]).save()  # logs the failure, keeps the old snapshot
+        assert len(_bodies(tmp_path)) == 2  # the body was written first
+    with mock_aws():
+        restored = MotoState(tmp_path, ACCOUNT, REGION)
+        restored.restore_storage()
+        s3 = boto3.client("s3")
+        assert [o["Key"] for o in s3.list_objects_v2(Bucket="bucket-b")["Contents"]] == ["first"]
+        assert s3.get_object(Bucket="bucket-b", Key="first")["Body"].read() == b"one"
+        source = _s3_source(restored)
+        source.file.path.touch()  # the next snapshot is newer than the orphaned body
+        time.sleep(0.05)
+        Persister(sources=[source]).save()
+        assert len(_bodies(tmp_path)) == 1  # the body no snapshot names is gone
+
+
+def test_deleted_version_body_is_removed_and_missing_body_is_refused(tmp_path, aws_env):
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="bucket-b")
+        s3.put_object(Bucket="bucket-b", Key="keep", Body=b"keep")
+        s3.put_object(Bucket="bucket-b", Key="gone", Body=b"gone")
+        state = MotoState(tmp_path, ACCOUNT, REGION)
+        persister = Persister(sources=[_s3_source(state)])
+        persister.save()
+        assert len(_bodies(tmp_path)) == 2
+        s3.delete_object(Bucket="bucket-b", Key="gone")
+        time.sleep(0.05)
+        persister.save()
+        [name] = _bodies(tmp_path)
+    (tmp_path / "s3" / "objects" / name).unlink()
+    with mock_aws():
+        with pytest.raises(StateError, match="missing") as raised:
+            MotoState(tmp_path, ACCOUNT, REGION).restore_storage()
+        assert name in str(raised.value) and "mlops reset" in str(raised.value)
