@@ -32,6 +32,7 @@ BENCHMARKS = {
     "tuning": "bench.tuning",
     "memory": "bench.memory",
     "rules": "bench.rules",
+    "persistence": "bench.persistence",
 }
 BENCH_DIR = REPO_ROOT / "bench"
 

@@ -93,6 +93,18 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reset(args: argparse.Namespace) -> int:
+    """Start empty: delete the state `mlops up` restores (asks first unless --yes)."""
+    from mlops.reset import reset_state
+
+    running = running_cloud(args.root) is not None
+    done, message = reset_state(args.root, running, args.yes)
+    if not done and running:
+        raise CliError(message)
+    out(message)
+    return 0 if done else 1
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     return _print_status(args)
 
@@ -479,6 +491,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     up.set_defaults(func=cmd_up)
     commands.add_parser("down", help="stop the local cloud").set_defaults(func=cmd_down)
+    reset = commands.add_parser(
+        "reset", help="delete the local cloud's saved state (the next `up` starts empty)"
+    )
+    reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    reset.set_defaults(func=cmd_reset)
     commands.add_parser("status", help="where the local cloud answers").set_defaults(
         func=cmd_status
     )

@@ -22,7 +22,6 @@ import functools
 import json
 import logging
 import os
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +34,9 @@ from moto.core.config import default_user_config
 from moto.server import ThreadedMotoServer
 
 from mlops.images import image_parameters
-from mlops.local import stepfunctions_limits
+from mlops.local import s3_events, stepfunctions_limits
 from mlops.local.api import ApiConfig, LambdaInvokeError, LocalApiServer
+from mlops.local.cloud_state import CloudState
 from mlops.local.deploy import API, Deployment, LocalDeployer
 from mlops.local.iam import (
     PolicyEvaluator,
@@ -115,6 +115,8 @@ class LocalCloud:
         self.api: LocalApiServer | None = None
         self.info: CloudInfo | None = None
         self._lock_fd: int | None = None
+        # State that lasts (docs/local-cloud.md): restored at start, saved while running.
+        self.state = CloudState(self.root)
 
     def _add_image_parameters(self) -> None:
         """Image URIs the template asks for, resolved with the sagemaker SDK as for AWS.
@@ -142,7 +144,9 @@ class LocalCloud:
     def _start(self) -> CloudInfo:
         moto_url = self._start_moto()
         evaluator = self._start_iam(moto_url)
+        self.state.restore_storage(self.moto)
         sagemaker_url = self._start_sagemaker(moto_url, evaluator)
+        self.state.restore_sagemaker(self.sagemaker.backend)
         endpoint_env = {
             **CREDENTIALS,
             "AWS_ENDPOINT_URL": moto_url,
@@ -156,11 +160,12 @@ class LocalCloud:
         session = boto3.Session(region_name=REGION, **_lower(CREDENTIALS))
         deployer = LocalDeployer(self.template, STACK_NAME, self.overrides, session, moto_url)
         deployment = deployer.deploy()
+        self.state.restore_executions()
         self.lambdas.logical_ids = {name: logical for logical, name in deployment.functions.items()}
         artifacts = deployment.outputs.get("ArtifactsBucketName")
         if artifacts:
             publish_training_source(session.client("s3", endpoint_url=moto_url), artifacts)
-        api_key = secrets.token_urlsafe(24)
+        api_key = self.state.api_key()
         api_config = _api_config(deployer, deployment, api_key)
         self.api = LocalApiServer(api_config, invoke=self._invoke_function(session, moto_url))
         self.api.start()
@@ -177,12 +182,14 @@ class LocalCloud:
             deployment=deployment.to_json(),
             iam_enforced=self.role_sessions is not None,
         )
+        self.state.start()
         write_private(self.root / "cloud.json", json.dumps(self.info.to_json(), indent=2))
         return self.info
 
     def _start_moto(self) -> str:
         default_user_config["stepfunctions"]["execute_state_machine"] = True
         self._uninstall_limits = stepfunctions_limits.install()  # AWS's terminal errors, 25k events
+        s3_events.install()  # versionId in S3 events, as on AWS (a re-upload is a new run)
         for key, value in {**CREDENTIALS, "AWS_DEFAULT_REGION": REGION}.items():
             os.environ.setdefault(key, value)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -248,6 +255,7 @@ class LocalCloud:
     def stop(self) -> None:
         """Stop everything this cloud started; safe to call twice and after a failed start."""
         for stop in (
+            self.state.stop,  # first: the last snapshot, before jobs and servers stop
             lambda: self.api and self.api.stop(),
             lambda: self.sagemaker and self.sagemaker.shutdown(),
             lambda: self.lambdas and self.lambdas.shutdown(),

@@ -158,9 +158,9 @@ def test_e2e_duplicate_trigger_event_starts_no_second_execution(target):
                     "object": {
                         "key": key.replace("/", "%2F"),
                         "size": head["ContentLength"],
-                        # what the local S3 (moto) sends: no versionId, so the trigger
-                        # names the execution after the ETag
                         "eTag": head["ETag"].strip('"'),
+                        # the data bucket is versioned: S3 (and the local S3) send the version
+                        "versionId": head["VersionId"],
                     },
                 },
             }

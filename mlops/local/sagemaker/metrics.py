@@ -81,6 +81,16 @@ class MetricParser:
                 for p in self._last.values()
             ]
 
+    def points(self) -> list[MetricPoint]:
+        """The last point of every metric seen (what a saved job keeps, see store.py)."""
+        with self._lock:
+            return list(self._last.values())
+
+    def load_points(self, points: list[MetricPoint]) -> None:
+        """Back from a snapshot: the job answers FinalMetricDataList as before the restart."""
+        with self._lock:
+            self._last = {point.name: point for point in points}
+
     def last_value(self, name: str) -> float | None:
         with self._lock:
             point = self._last.get(name)

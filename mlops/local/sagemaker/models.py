@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import threading
 from typing import Any
 
@@ -84,6 +85,11 @@ class SageMakerBackend:
                 job_dir = contained(self.config.state_dir / "jobs", name)
             except PathEscapeError as error:
                 raise ValidationException(f"TrainingJobName {error}") from None
+            if job_dir.exists():
+                # Left by a job whose record is gone (a state from before persistence, or a
+                # snapshot moved away): its old output must not mix with the new job's.
+                logger.warning("removing %s: no training job record owns it", job_dir)
+                shutil.rmtree(job_dir, ignore_errors=True)
             job = TrainingJob(
                 request,
                 arn,
