@@ -242,8 +242,15 @@ def test_training_contract_image_environment(image: Path) -> None:
         "as a; print(sys.version_info[:2], torch.__version__, numpy.__version__, p.__version__, "
         "a.Type())"
     )
+    # The image's own environment: importing train.py in this test process (other contract
+    # tests do) sets PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION for train.py's sake only.
+    env = {k: v for k, v in os.environ.items() if k != "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION"}
     out = subprocess.run(
-        [str(image / "bin" / "python"), "-c", probe], capture_output=True, text=True, check=True
+        [str(image / "bin" / "python"), "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
     ).stdout
     assert out.startswith("(3, 12) 2.6."), out
     _, _, _torch, numpy_version, protobuf_version, backend = out.split()
