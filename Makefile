@@ -29,11 +29,14 @@ $(CHECKOV_VENV)/.installed: requirements/checkov.txt
 	touch $@
 
 # The image's own packages first, then training/requirements.txt on top exactly as the
-# toolkit installs it when a job starts; `pip check` must stay clean (docs/training-image.md).
-$(IMAGE_VENV)/.installed: requirements/image.txt training/requirements.txt
+# toolkit installs it when a job starts, then the serving toolkit (the inference contract
+# serves model.tar.gz under Python 3.12 too); `pip check` must stay clean
+# (docs/training-image.md).
+$(IMAGE_VENV)/.installed: requirements/image.txt training/requirements.txt requirements/serving.txt
 	test -x $(IMAGE_VENV)/bin/python || $(IMAGE_PYTHON) -m venv $(IMAGE_VENV)
 	$(IMAGE_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/image.txt
 	$(IMAGE_VENV)/bin/pip install --quiet --disable-pip-version-check -r training/requirements.txt
+	$(IMAGE_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/serving.txt
 	$(IMAGE_VENV)/bin/pip check
 	touch $@
 

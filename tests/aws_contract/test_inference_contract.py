@@ -6,6 +6,9 @@ model server, which hands every request to sagemaker-pytorch-inference's Handler
 image's toolkit, 2.0.25). Good images answer 200; every bad image of the reliability corpus
 answers a 4xx JSON error without a traceback, which only holds because inference.py answers
 through the toolkit's context (the toolkit itself appends a traceback to any error it makes).
+The same endpoint checks run again under the image's Python (.venv-image: Python 3.12, torch
+2.6, numpy 2, protobuf 6, `make image-venv`), with the archive written there by train.py's own
+save_model from the unpacked source archive, as a training job in the image writes it.
 Then the predict Lambda gets exactly those answers as InvokeEndpoint's ModelError and must give
 the API client the same 4xx, as JSON, without a traceback; a 5xx from the model is a 502.
 
@@ -92,13 +95,14 @@ def model_archive(work: Path) -> Path:
     return archive
 
 
-def start_server(model_dir: Path, work: Path) -> Server:
+def start_server(model_dir: Path, work: Path, python: str = sys.executable) -> Server:
+    """model_server.py under `python`; returns once the model is loaded and the port bound."""
     port_file = work / "port"
     log = (work / "server.log").open("w")
     env = {**os.environ, "PYTHONPATH": ""}  # the archive must serve itself, as in the image
     process = subprocess.Popen(
         [
-            sys.executable,
+            python,
             str(MODEL_SERVER),
             "--model-dir",
             str(model_dir),
@@ -121,6 +125,15 @@ def start_server(model_dir: Path, work: Path) -> Server:
     return Server(int(port_file.read_text()), process)
 
 
+def stop_server(running: Server) -> None:
+    running.process.terminate()
+    try:
+        running.process.wait(10)
+    except subprocess.TimeoutExpired:
+        running.process.kill()
+        running.process.wait(5)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     work = tmp_path_factory.mktemp("inference-contract")
@@ -131,12 +144,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     try:
         yield running
     finally:
-        running.process.terminate()
-        try:
-            running.process.wait(10)
-        except subprocess.TimeoutExpired:
-            running.process.kill()
-            running.process.wait(5)
+        stop_server(running)
 
 
 def assert_clean_error(answer: Answer | dict[str, Any], status: int) -> dict[str, Any]:
@@ -184,6 +192,101 @@ def test_corpus_has_at_least_25_kinds_and_docs_list_each() -> None:
     table = (ROOT / "docs" / "reliability.md").read_text()
     missing = [kind for kind in kinds if f"`{kind}`" not in table]
     assert not missing, f"docs/reliability.md lacks rows for {missing}"
+
+
+# --- the same under the image's Python: 3.12, torch 2.6, numpy 2, protobuf 6 ------------------
+
+IMAGE_PYTHON = ROOT / ".venv-image" / "bin" / "python"
+
+# Run by the image environment's Python inside the unpacked source archive (train.py at its
+# root, smdebug vendored next to it), as in the training container: train.py's own save_model
+# writes the model directory with the image's torch.
+SAVE_IN_IMAGE = """
+import argparse, json, sys
+from pathlib import Path
+import inference, train
+model_dir, classes = Path(sys.argv[1]), json.loads(sys.argv[2])
+network = inference.build_model("resnet18", len(classes))
+train.save_model(model_dir, network, argparse.Namespace(model="resnet18", image_size=32), classes)
+"""
+
+IMAGE_PROBE = (
+    "import sys, importlib.metadata as m, torch, numpy, google.protobuf as p, waitress, "
+    "sagemaker_pytorch_serving_container.handler_service; "
+    "print(sys.version_info[:2], torch.__version__, numpy.__version__, p.__version__, "
+    "m.version('sagemaker-pytorch-inference'))"
+)
+
+
+def image_model_archive(work: Path) -> Path:
+    """model.tar.gz as a training job in the image leaves it: save_model under Python 3.12."""
+    from mlops.packaging import pack_training_source
+
+    code = work / "code"
+    with tarfile.open(fileobj=io.BytesIO(pack_training_source()), mode="r:gz") as tar:
+        tar.extractall(code, filter="data")
+    model_dir = work / "model"
+    env = {**os.environ, "PYTHONPATH": "", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [str(IMAGE_PYTHON), "-c", SAVE_IN_IMAGE, str(model_dir), json.dumps(CLASSES)],
+        cwd=code,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    archive = work / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(model_dir.rglob("*")):
+            tar.add(path, arcname=path.relative_to(model_dir).as_posix(), recursive=False)
+    return archive
+
+
+@pytest.fixture(scope="module")
+def image_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """model_server.py and the real toolkit under .venv-image's Python (`make image-venv`)."""
+    if not IMAGE_PYTHON.exists():
+        pytest.fail(
+            f"{IMAGE_PYTHON} is missing: build the image environment with `make image-venv`"
+        )
+    work = tmp_path_factory.mktemp("inference-contract-py312")
+    model_dir = work / "opt-ml-model"
+    with tarfile.open(image_model_archive(work)) as tar:
+        tar.extractall(model_dir, filter="data")
+    running = start_server(model_dir, work, python=str(IMAGE_PYTHON))
+    try:
+        yield running
+    finally:
+        stop_server(running)
+
+
+def test_image_environment_serves_with_the_images_majors(image_server: Server) -> None:
+    """The server runs the image's Python and packages: 3.12, torch 2.6, numpy 2, protobuf 6,
+    sagemaker-pytorch-inference 2.0.25 (the PyTorch 2.6 inference image's toolkit)."""
+    assert image_server.process.args[0] == str(IMAGE_PYTHON)
+    out = subprocess.run(
+        [str(IMAGE_PYTHON), "-c", IMAGE_PROBE], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.startswith("(3, 12) 2.6."), out
+    *_, numpy_version, protobuf_version, toolkit = out.split()
+    assert numpy_version.startswith("2.") and protobuf_version.startswith("6."), out
+    assert toolkit == "2.0.25", out
+
+
+@pytest.mark.parametrize("image", exotic_images(), ids=lambda image: image.kind)
+def test_image_environment_predicts_every_valid_image(image_server: Server, image: Any) -> None:
+    answer = image_server.post(image.body, image.content_type)
+    assert answer.status == 200, answer.body[:1000]
+    prediction = json.loads(answer.body)
+    assert prediction["class_name"] == CLASSES[prediction["class_index"]]
+
+
+@pytest.mark.parametrize("image", corpus(), ids=lambda image: image.kind)
+def test_image_environment_refuses_every_bad_image_with_a_clean_4xx(
+    image_server: Server, image: BadImage
+) -> None:
+    assert_clean_error(image_server.post(image.body, image.content_type), image.endpoint)
 
 
 # --- the predict Lambda fed the toolkit's real answers ---------------------------------------
