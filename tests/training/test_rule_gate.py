@@ -32,8 +32,8 @@ def planned(setting, kind: str, dataset: str) -> bench_rules.Run:
 def judged(setting, run: bench_rules.Run, name: str) -> dict:
     """Train and judge one run exactly as the benchmark does (same data set and image size)."""
     work, _, gate, _, settings = setting
-    data = bench_rules.datasets(settings, [run], bench_rules.PER_CLASS)
-    trained = bench_rules.train(run, data[run.dataset, run.image_size], Path(work) / name)
+    data = bench_rules.datasets(settings, [run])
+    trained = bench_rules.train(run, data[bench_rules.data_key(run)], Path(work) / name)
     return bench_rules.judge(run, trained, gate)
 
 
@@ -45,11 +45,12 @@ def test_gate_template_settings_are_the_ones_benchmarked(setting):
     assert sum(r.healthy for r in runs) >= 20
     broken = [r.kind for r in runs if not r.healthy]
     assert all(broken.count(kind) == 3 for kind in bench_rules.BROKEN_KINDS)
-    # The default space's digits draws train at the demo's ImageSize (32 px), not the 16-px
-    # shortcut under which its deeper models stay under-trained.
+    # The default space's digits draws train at the demo's ImageSize (32 px) on 160 a class, not
+    # the demo-space shortcut (16 px, 40 a class) under which its deeper models stay under-trained.
     default_digits = [r for r in runs if r.space == "default" and r.dataset == "digits"]
     assert default_digits
     assert {r.image_size for r in default_digits} == {found["demo"].image_size} == {32}
+    assert {r.per_class for r in default_digits} == {4 * bench_rules.PER_CLASS}
 
 
 @pytest.mark.slow
