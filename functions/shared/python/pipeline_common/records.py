@@ -1,0 +1,23 @@
+"""The run records: each step's account of a run, under ``runs/<execution>/`` (docs/contracts.md).
+
+Writers (the handlers) and readers (the report, the CLI, the demo) name a record only through
+these constants, so a renamed record cannot leave a reader looking for the old name.
+"""
+
+from __future__ import annotations
+
+from pipeline_common.naming import run_prefix
+
+VALIDATION = "validation.json"  # ValidateDataset: counts, skipped files, smoke-test images
+LEADERBOARD = "leaderboard.json"  # FindBest: the tuning job's trials, best first
+GATE = "gate.json"  # EvaluateRules: rule findings, quality figures, the decision
+DEPLOYMENT = "deployment.json"  # DeployEndpoint: what serves, created or updated
+SMOKE_TEST = "smoke_test.json"  # SmokeTest: the requests sent to the new endpoint
+REPORT = "report.html"  # WriteReport: the human-readable report of the run
+
+RUN_RECORDS = (VALIDATION, LEADERBOARD, GATE, DEPLOYMENT, SMOKE_TEST)
+
+
+def record_key(execution: str, name: str) -> str:
+    """The S3 key of one record of a run, e.g. ``runs/digits-1a2b/gate.json``."""
+    return f"{run_prefix(execution)}{name}"
