@@ -104,7 +104,9 @@ def local_sagemaker_study(strategy: str, seed: int, max_jobs: int) -> tuple[optu
     tuning.py has no public sampler factory, so its TuningJob._create_study is called on a
     stand-in that carries only what that method reads (settings, config, name).
     """
-    from mlops.local.sagemaker.tuning import TuningJob, TuningSettings, build_search_space
+    from mlops.local.sagemaker.tuning import TuningJob
+    from mlops.local.sagemaker.tuning_request import TuningSettings
+    from mlops.local.sagemaker.tuning_space import build_search_space
 
     parameters = build_search_space(PARAMETER_RANGES, strategy)
     settings = TuningSettings(

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops.local.moto_state import MotoState
+from mlops.local.paths import write_private
 from mlops.local.persistence import (
     Persister,
     SnapshotFile,
@@ -29,7 +30,6 @@ from mlops.local.persistence import (
     persistence_enabled,
     remove_leftover_temp_files,
     state_dir,
-    write_atomic,
 )
 from mlops.local.template import ACCOUNT_ID, REGION
 
@@ -106,9 +106,10 @@ class CloudState:
         self.persister.start()
         self._started = True
         log.info("local cloud state restored from %s: %s", self.directory, self.restored)
-        write_atomic(
+        write_private(
             self.directory / "restored.json",
-            json.dumps(self.restored, indent=1, default=str).encode(),
+            json.dumps(self.restored, indent=1, default=str),
+            sync=True,
         )
 
     def stop(self) -> None:

@@ -43,7 +43,8 @@ from moto.stepfunctions.parser.api import (
 from moto.stepfunctions.parser.backend.execution import Execution
 from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
-from mlops.local.persistence import SnapshotFile, Source, StateError, write_atomic
+from mlops.local.paths import write_private
+from mlops.local.persistence import SnapshotFile, Source, StateError, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +110,10 @@ class ObjectBodies:
     """S3 object bodies, each written ONCE to its own file under <state>/s3/objects/.
 
     The file is named by the BLAKE2b hash of the body (content-addressed: a re-upload of the
-    same bytes shares it), written crash-safe (temporary file, fsync, os.replace) before any
-    snapshot that names it, so the metadata snapshot never references a body that is not
-    whole on disk. The S3 snapshot itself keeps only metadata (keys, versions, delete markers,
+    same bytes shares it), written crash-safe (partial file, fsync, os.replace) before any
+    snapshot that names it, and the folder fsynced once before that snapshot is written
+    (`sync_new_names`), so the metadata snapshot never references a body that is not whole on
+    disk. The S3 snapshot itself keeps only metadata (keys, versions, delete markers,
     etags, metadata, tags, bucket settings) and each version's body name: it stays small and is
     cheap to rewrite, and a 45 MB model archive is written once, not at every change.
 
@@ -124,6 +126,7 @@ class ObjectBodies:
         self._refs: dict[int, tuple[Any, str]] = {}
         self._seen: set[int] = set()
         self.bytes_written = 0
+        self._names_to_sync = False  # bodies renamed into the folder since its last fsync
 
     def path(self, ref: str) -> Path:
         return self.directory / f"{ref}{BODY_SUFFIX}"
@@ -159,8 +162,16 @@ class ObjectBodies:
     def _write(self, ref: str, body: bytes) -> None:
         path = self.path(ref)
         if not path.exists():
-            write_atomic(path, body)
+            write_private(path, body, sync=True)
             self.bytes_written += len(body)
+            self._names_to_sync = True
+
+    def sync_new_names(self) -> None:
+        """One fsync of the folder for every body written since the last: before the snapshot
+        that names them is written, so it never outlives them after a power cut."""
+        if self._names_to_sync:
+            fsync_dir(self.directory)
+            self._names_to_sync = False
 
     def read(self, ref: str, snapshot: Path) -> bytes:
         path = self.path(ref)
@@ -173,9 +184,13 @@ class ObjectBodies:
                 "local cloud empty"
             ) from None
 
-    def collect_garbage(self, referenced: set[str], older_than: float) -> int:
+    def collect_garbage(
+        self, referenced: set[str], older_than: float, before_first: Callable[[], None]
+    ) -> int:
         """Remove body files no snapshot names (deleted versions); only files older than the
-        snapshot just written, so a body written for a newer object is never removed."""
+        snapshot just written, so a body written for a newer object is never removed.
+        ``before_first`` runs once before the first removal (make that snapshot durable, so
+        a power cut never leaves the previous snapshot naming a removed body)."""
         removed = 0
         if not self.directory.is_dir():
             return removed
@@ -184,6 +199,8 @@ class ObjectBodies:
                 continue
             with contextlib.suppress(OSError):
                 if path.stat().st_mtime < older_than:
+                    if not removed:
+                        before_first()
                     path.unlink()
                     removed += 1
         return removed
@@ -425,6 +442,7 @@ class MotoState:
             self._s3_snapshot,
             lambda: self._changed("s3"),
             reducers,
+            before_write=self.bodies.sync_new_names,
             after_write=self._s3_written,
         )
         yield Source("logs", self.files["logs"], self._logs_snapshot, self._logs_due)
@@ -442,7 +460,12 @@ class MotoState:
 
     def _s3_written(self) -> None:
         """The metadata snapshot is on disk: the bodies it no longer names can go."""
-        removed = self.bodies.collect_garbage(self.bodies.referenced(), self._snapshot_started)
+        snapshot_folder = self.files["s3"].path.parent
+        removed = self.bodies.collect_garbage(
+            self.bodies.referenced(),
+            self._snapshot_started,
+            before_first=lambda: fsync_dir(snapshot_folder),
+        )
         if removed:
             log.info("removed %d S3 object bodies no version names any more", removed)
 

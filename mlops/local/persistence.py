@@ -3,9 +3,11 @@
 Each service keeps its state in memory (moto's backends, the local SageMaker's records), as
 before. A `Persister` thread writes a snapshot of each source that changed, at most every
 `interval_s` seconds, and once more when the cloud stops; `LocalCloud` restores them when it
-starts. Every file is written crash-safe: a temporary file in the same folder, fsync, then
-`os.replace` (atomic on POSIX) and an fsync of the folder, so after `kill -9` or a power cut at
-any moment each file is either the previous complete snapshot or the new complete one. A header
+starts. Every file is written crash-safe with `paths.write_private`: a partial file in the same
+folder, one fsync of its data, then `os.replace` (atomic on POSIX), so after `kill -9` or a
+power cut at any moment each file is either the previous complete snapshot or the new complete
+one. The folders are fsynced where an order matters (S3 bodies before the snapshot that names
+them, a snapshot before the bodies it dropped are removed) and once when the cloud stops. A header
 with a BLAKE2b checksum of the payload catches a file damaged some other way; such a file is never
 loaded silently (the cloud refuses to start and says which file, so no data is overwritten).
 
@@ -23,13 +25,14 @@ import logging
 import os
 import pickle
 import secrets
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mlops.local.paths import PARTIAL_SUFFIX, write_private
 
 log = logging.getLogger(__name__)
 
@@ -53,26 +56,8 @@ def state_dir(root: Path) -> Path:
 
 
 # -- crash-safe files ------------------------------------------------------------------------------
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace `path` by `data` so that a crash leaves the old or the new file, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable (a machine reboot right after must still see it)."""
+def fsync_dir(directory: Path) -> None:
+    """Make the renames and removals in a folder durable (a reboot right after sees them)."""
     with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
         try:
@@ -82,13 +67,15 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def remove_leftover_temp_files(directory: Path) -> int:
-    """Temporary files of writes a crash interrupted; they were never the live file."""
+    """Partial files of writes a crash interrupted; they were never the live file.
+    (``.tmp``: the name such files had before write_private wrote the snapshots.)"""
     count = 0
     if directory.is_dir():
-        for leftover in directory.rglob(".*.tmp"):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
-                count += 1
+        for pattern in (f".*{PARTIAL_SUFFIX}", ".*.tmp"):
+            for leftover in directory.rglob(pattern):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+                    count += 1
     return count
 
 
@@ -152,7 +139,7 @@ class SnapshotFile:
         digest = _header_digest(data)  # the payload's checksum, computed once by encode
         if digest == self._last_digest:
             return False
-        write_atomic(self.path, data)
+        write_private(self.path, data, sync=True)
         self._last_digest = digest
         return True
 
@@ -175,10 +162,13 @@ class Source:
     snapshot: Callable[[], Any]
     due: Callable[[], bool] = lambda: True
     reducers: dict[type, Callable[[Any], Any]] | None = None
+    # Runs between encoding and writing (S3: make the new bodies' names durable first).
+    before_write: Callable[[], None] | None = None
     # Runs once the new snapshot is on disk (S3: remove the bodies it no longer names).
     after_write: Callable[[], None] | None = None
     writes: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time of snapshots (encode, fsync, write), waits included
+    cpu_seconds: float = 0.0  # CPU time of the writer thread on them (time.thread_time)
     next_at: float = 0.0  # monotonic time before which the writer thread leaves it alone
 
 
@@ -223,6 +213,8 @@ class Persister:
         cpu_started = time.thread_time()
         try:
             data = snapshot_with_retries(source.snapshot, source.reducers)
+            if source.before_write is not None:
+                source.before_write()
             if source.file.write_encoded(data):
                 source.writes += 1
             if source.after_write is not None:
@@ -231,6 +223,7 @@ class Persister:
             log.exception("could not write the %s snapshot (kept the previous one)", source.name)
         source.seconds += time.perf_counter() - started
         cpu = time.thread_time() - cpu_started
+        source.cpu_seconds += cpu
         source.next_at = time.monotonic() + min(cpu * self.spacing, self.max_delay_s)
 
     def stop(self) -> None:
@@ -239,9 +232,15 @@ class Persister:
         if self._thread is not None:
             self._thread.join(30)
         self.save()
+        for folder in sorted({source.file.path.parent for source in self.sources}):
+            fsync_dir(folder)  # the last snapshots' renames, durable before the cloud is down
         for source in self.sources:
             log.info(
-                "state %s: %d writes, %.2f s spent", source.name, source.writes, source.seconds
+                "state %s: %d writes, %.2f s spent, %.2f s CPU",
+                source.name,
+                source.writes,
+                source.seconds,
+                source.cpu_seconds,
             )
 
 
@@ -273,7 +272,7 @@ def load_or_create_api_key(root: Path) -> str:
         if key:
             return key
     key = secrets.token_urlsafe(24)
-    write_atomic(path, key.encode())
+    write_private(path, key, sync=True)
     return key
 
 
@@ -285,9 +284,9 @@ __all__ = [
     "StateError",
     "decode_snapshot",
     "encode_snapshot",
+    "fsync_dir",
     "load_or_create_api_key",
     "persistence_enabled",
     "remove_leftover_temp_files",
     "state_dir",
-    "write_atomic",
 ]

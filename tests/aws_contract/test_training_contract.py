@@ -41,7 +41,7 @@ from pipeline_common.config import CommonSettings, TrainingSettings  # noqa: E40
 from pipeline_common.training import build_training_request  # noqa: E402
 from pipeline_common.tuning import build_tuning_request  # noqa: E402
 
-from mlops.local.sagemaker.training import IMAGE_ENVIRONMENT  # noqa: E402  (Dockerfile ENV)
+from mlops.local.sagemaker.training_container import IMAGE_ENVIRONMENT  # noqa: E402  (Dockerfile ENV)
 from mlops.packaging import pack_training_source  # noqa: E402
 from mlops.report.collect import profile_from_job_output  # noqa: E402
 from mlops.sample_data import write_digits  # noqa: E402

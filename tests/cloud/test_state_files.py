@@ -12,15 +12,15 @@ import pytest
 from moto import mock_aws
 from moto.core.config import default_user_config
 
-from mlops.local import persistence
+from mlops.local import paths, persistence
 from mlops.local.moto_state import STOPPED_ERROR, ChangeTracker, MotoState
+from mlops.local.paths import write_private
 from mlops.local.persistence import (
     Persister,
     SnapshotFile,
     Source,
     StateError,
     load_or_create_api_key,
-    write_atomic,
 )
 from mlops.reset import reset_state
 
@@ -39,33 +39,34 @@ def aws_env(monkeypatch):
 
 
 # -- files -----------------------------------------------------------------------------------------
-def test_write_atomic_replaces_whole_file_private(tmp_path):
+def test_write_private_replaces_whole_file_private(tmp_path):
     path = tmp_path / "state" / "x.snapshot"
-    write_atomic(path, b"one")
-    write_atomic(path, b"two")
+    write_private(path, b"one", sync=True)
+    write_private(path, b"two", sync=True)
     assert path.read_bytes() == b"two"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert sorted(p.name for p in path.parent.iterdir()) == ["x.snapshot"]
 
 
-def test_write_atomic_crash_before_replace_keeps_old_file(tmp_path, monkeypatch):
+def test_write_private_crash_before_replace_keeps_old_file(tmp_path, monkeypatch):
     path = tmp_path / "x.snapshot"
-    write_atomic(path, b"old")
+    write_private(path, b"old", sync=True)
 
     def crash(*args):
         raise OSError("power cut")
 
-    monkeypatch.setattr(persistence.os, "replace", crash)
+    monkeypatch.setattr(paths.os, "replace", crash)
     with pytest.raises(OSError, match="power cut"):
-        write_atomic(path, b"new")
+        write_private(path, b"new", sync=True)
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["x.snapshot"]
 
 
 def test_leftover_temp_files_of_a_killed_write_are_removed(tmp_path):
-    (tmp_path / ".s3.snapshot.abc.tmp").write_bytes(b"half")
+    (tmp_path / ".s3.snapshot.abc.tmp").write_bytes(b"half")  # the older writer's name
+    (tmp_path / ".logs.snapshot.12-ab.partial").write_bytes(b"half")
     (tmp_path / "s3.snapshot").write_bytes(b"whole")
-    assert persistence.remove_leftover_temp_files(tmp_path) == 1
+    assert persistence.remove_leftover_temp_files(tmp_path) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["s3.snapshot"]
 
 

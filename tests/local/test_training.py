@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from mlops.local.sagemaker.config import SCRIPT_WITHOUT_TOOLKIT_ENV
+
 from .helpers import (
     ARTIFACTS_BUCKET,
     OUTPUT_URI,
@@ -352,3 +354,42 @@ def test_stop_of_a_queued_job_before_it_runs(service_factory: Any) -> None:
     assert job["TrainingJobStatus"] == "Stopped"
     assert "Training" not in [t["Status"] for t in job["SecondaryStatusTransitions"]]
     time.sleep(0.1)
+
+
+def test_a_missing_image_environment_fails_the_job_and_names_the_fix(
+    service_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without .venv-image the job must not silently run without the real training toolkit."""
+    import boto3
+
+    monkeypatch.delenv(SCRIPT_WITHOUT_TOOLKIT_ENV, raising=False)
+    service = service_factory(image_python=None)
+    sm = boto3.client("sagemaker", endpoint_url=service.url)
+    sm.create_training_job(**training_request("tj-no-image"))
+
+    job = wait_training(sm, "tj-no-image")
+
+    assert job["TrainingJobStatus"] == "Failed"
+    assert "make image-venv" in job["FailureReason"]
+    assert SCRIPT_WITHOUT_TOOLKIT_ENV in job["FailureReason"]
+    statuses = [t["Status"] for t in job["SecondaryStatusTransitions"]]
+    assert "Training" not in statuses  # the script never started
+
+
+def test_the_script_only_fallback_runs_when_a_test_opts_in(
+    service_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The explicit opt-in: the script runs under the SM_* contract written by hand."""
+    import boto3
+
+    monkeypatch.setenv(SCRIPT_WITHOUT_TOOLKIT_ENV, "1")
+    service = service_factory(image_python=None)
+    sm = boto3.client("sagemaker", endpoint_url=service.url)
+    sm.create_training_job(**training_request("tj-script-only"))
+
+    job = wait_training(sm, "tj-script-only")
+
+    assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+    log = (service.config.state_dir / "jobs" / "tj-script-only" / "logs").glob("*.log")
+    text = "".join(path.read_text() for path in log)
+    assert f"{SCRIPT_WITHOUT_TOOLKIT_ENV} set" in text

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mlops import console
+from mlops import console, console_graph
 from mlops.executions import ExecutionView, StepRecord
 from mlops.report import analysis as an
 from mlops.report import progress
@@ -273,15 +273,15 @@ DEFINITION = {
 
 
 def test_back_edges_are_the_wait_loops():
-    edges = console.transitions(DEFINITION)
+    edges = console_graph.transitions(DEFINITION)
 
-    loops = console.back_edges(DEFINITION, edges)
+    loops = console_graph.back_edges(DEFINITION, edges)
 
-    assert loops == {console.Edge("Done?", "Wait", "default")}
+    assert loops == {console_graph.Edge("Done?", "Wait", "default")}
 
 
 def test_layout_keeps_the_main_path_in_the_first_column_top_to_bottom():
-    positions = console.layout(DEFINITION)
+    positions = console_graph.layout(DEFINITION)
 
     main = ["Check", "Work", "Wait", "Poll", "Done?", "Ok"]
     assert [positions[name][1] for name in main] == [0] * len(main)
@@ -292,7 +292,7 @@ def test_layout_keeps_the_main_path_in_the_first_column_top_to_bottom():
 
 
 def test_graph_svg_colours_states_by_status_and_marks_unvisited_ones():
-    svg = console.graph_svg(
+    svg = console_graph.graph_svg(
         DEFINITION, {"Check": "SUCCEEDED", "Work": "CAUGHT", "Failed": "FAILED"}
     )
 

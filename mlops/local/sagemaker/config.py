@@ -10,11 +10,18 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
+# Set to 1 (tests of the SM_* contract only) to run a training script without the training
+# image's environment; otherwise a job without .venv-image fails and says `make image-venv`.
+SCRIPT_WITHOUT_TOOLKIT_ENV = "MLOPS_LOCAL_SCRIPT_WITHOUT_TOOLKIT"
 
 
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name, "")
     return int(value) if value.strip().isdigit() else default
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def _image_python() -> str | None:
@@ -66,8 +73,13 @@ class SageMakerConfig:
     # The Python of the training image's environment (.venv-image: Python 3.12, the image's
     # torch/numpy/protobuf, sagemaker-training and sagemaker-pytorch-training). Jobs start
     # through its `train` entry point as in the Deep Learning Container; None (the venv was
-    # not built) falls back to running the script under `python` with the contract by hand.
+    # not built) fails the job with a FailureReason naming `make image-venv`.
     image_python: str | None = field(default_factory=lambda: _image_python())
+    # The explicit opt-in (SCRIPT_WITHOUT_TOOLKIT_ENV) to run the script under `python` with
+    # the SM_* contract written by hand when image_python is None.
+    script_without_toolkit: bool = field(
+        default_factory=lambda: _env_flag(SCRIPT_WITHOUT_TOOLKIT_ENV)
+    )
     # Whether this "account" has SageMaker Debugger (closed to new customers on 2026-07-30;
     # the template parameter DebuggerAvailable). Without it, as on such an AWS account, a job
     # gets no debughookconfig.json, no Profiler output and no DebugRuleEvaluationStatuses.

@@ -17,12 +17,9 @@ from mlops.local.faults import Faults
 from mlops.local.paths import PathEscapeError, contained
 from mlops.local.sagemaker.aws import AwsClients
 from mlops.local.sagemaker.config import SageMakerConfig
-from mlops.local.sagemaker.endpoints import (
-    Endpoint,
-    EndpointConfigRecord,
-    EndpointManager,
-    ModelRecord,
-)
+from mlops.local.sagemaker.endpoint_records import EndpointConfigRecord, ModelRecord
+from mlops.local.sagemaker.endpoint_state import Endpoint
+from mlops.local.sagemaker.endpoints import EndpointManager
 from mlops.local.sagemaker.errors import (
     ResourceInUse,
     ResourceNotFound,
@@ -32,7 +29,8 @@ from mlops.local.sagemaker.errors import (
 )
 from mlops.local.sagemaker.listing import paginate, sort_items, time_filters
 from mlops.local.sagemaker.runtime import Invocation, invoke_endpoint
-from mlops.local.sagemaker.training import TrainingJob, TrainingRunner, now
+from mlops.local.sagemaker.training import TrainingRunner
+from mlops.local.sagemaker.training_job import TrainingJob, now
 from mlops.local.sagemaker.tuning import TuningJob
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import urllib3
 
 from mlops.local.sagemaker.config import SageMakerConfig
-from mlops.local.sagemaker.endpoints import Endpoint, EndpointManager
+from mlops.local.sagemaker.endpoint_state import Endpoint
+from mlops.local.sagemaker.endpoints import EndpointManager
 from mlops.local.sagemaker.errors import ModelError, RuntimeValidationError, ServiceUnavailable
 
 logger = logging.getLogger(__name__)

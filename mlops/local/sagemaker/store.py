@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mlops.local.sagemaker.endpoints import Endpoint, EndpointConfigRecord, ModelRecord
+from mlops.local.sagemaker.endpoint_records import EndpointConfigRecord, ModelRecord
+from mlops.local.sagemaker.endpoint_state import Endpoint
 from mlops.local.sagemaker.models import SageMakerBackend
-from mlops.local.sagemaker.training import TERMINAL_STATUSES, TrainingJob, now
+from mlops.local.sagemaker.training_job import TERMINAL_STATUSES, TrainingJob, now
 from mlops.local.sagemaker.tuning import TERMINAL_TUNING_STATUSES, Trial, TuningJob
 
 logger = logging.getLogger(__name__)

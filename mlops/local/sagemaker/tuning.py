@@ -8,6 +8,8 @@ a slot of the service-wide training queue), and tells the study the trial's fina
 when the job ends. With TrainingJobEarlyStoppingType=Auto a MedianPruner sees every objective
 value the trial prints and stops a trial that is worse than the median of earlier trials at
 the same step; such a trial ends Stopped with its last objective value, as on AWS.
+
+The search space is tuning_space.py; the request's checks and settings are tuning_request.py.
 """
 
 from __future__ import annotations
@@ -15,26 +17,19 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
-import math
 import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
 from optuna.trial import TrialState
 
 from mlops.local.sagemaker.config import SageMakerConfig
-from mlops.local.sagemaker.errors import ValidationException
-from mlops.local.sagemaker.training import TrainingJob, now
+from mlops.local.sagemaker.training_job import TrainingJob, now
+from mlops.local.sagemaker.tuning_request import validate_tuning_request
 
 logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -57,7 +52,7 @@ INHERITED_MEMBERS = (
 )
 
 TrialLauncher = Callable[[dict[str, Any], str, dict[str, str]], TrainingJob]
-ParentLookup = Callable[[str], "TuningJob | None"]
+ParentLookup = Callable[[str], "TuningJob | None"]  # warm-start parents by name
 
 
 class AskTellGridSampler(optuna.samplers.GridSampler):
@@ -66,128 +61,6 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
 
     def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
         return None
-
-
-# --- the search space -------------------------------------------------------------------------
-
-
-@dataclass
-class Parameter:
-    """One tuned hyperparameter: its optuna distribution and how values become strings."""
-
-    name: str
-    distribution: BaseDistribution
-    reverse_log: bool = False  # sampled as log(1 - x): dense near 1, as AWS's ReverseLogarithmic
-
-    def to_string(self, sampled: Any) -> str:
-        if isinstance(self.distribution, CategoricalDistribution):
-            return str(sampled)
-        if isinstance(self.distribution, IntDistribution):
-            return str(int(sampled))
-        value = 1.0 - sampled if self.reverse_log else float(sampled)
-        return repr(value)
-
-    def from_string(self, text: str) -> Any:
-        """A parent trial's value back into this distribution (ValueError when it does not fit)."""
-        distribution = self.distribution
-        if isinstance(distribution, CategoricalDistribution):
-            if text not in distribution.choices:
-                raise ValueError(f"{text!r} is not one of {distribution.choices}")
-            return text
-        if isinstance(distribution, IntDistribution):
-            value: float = int(float(text))
-        else:
-            value = 1.0 - float(text) if self.reverse_log else float(text)
-        if not distribution.low <= value <= distribution.high:
-            raise ValueError(f"{text} is outside [{distribution.low}, {distribution.high}]")
-        return value
-
-
-def build_search_space(ranges: dict[str, Any], strategy: str) -> list[Parameter]:
-    """ParameterRanges -> parameters, rejecting what AWS rejects (with its reasons)."""
-    parameters: list[Parameter] = []
-    for item in ranges.get("CategoricalParameterRanges", []):
-        parameters.append(Parameter(item["Name"], CategoricalDistribution(list(item["Values"]))))
-    if strategy == "Grid" and (
-        ranges.get("ContinuousParameterRanges") or ranges.get("IntegerParameterRanges")
-    ):
-        raise ValidationException(
-            "The Grid search strategy supports only categorical hyperparameter ranges: replace "
-            "ContinuousParameterRanges and IntegerParameterRanges with "
-            "CategoricalParameterRanges, or use another strategy."
-        )
-    for item in ranges.get("ContinuousParameterRanges", []):
-        parameters.append(_continuous(item))
-    for item in ranges.get("IntegerParameterRanges", []):
-        parameters.append(_integer(item))
-    names = [p.name for p in parameters]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValidationException(
-            f"Hyperparameter names must be unique across parameter ranges: {', '.join(duplicates)}"
-        )
-    return parameters
-
-
-def _bounds(item: dict[str, Any], cast: type) -> tuple[Any, Any]:
-    try:
-        low, high = cast(item["MinValue"]), cast(item["MaxValue"])
-    except ValueError as error:
-        raise ValidationException(
-            f"Range of hyperparameter {item['Name']} must have numeric MinValue and MaxValue "
-            f"(got {item['MinValue']!r}, {item['MaxValue']!r})"
-        ) from error
-    if cast is float and not (math.isfinite(low) and math.isfinite(high)):
-        raise ValidationException(f"Range of hyperparameter {item['Name']} must be finite")
-    if low > high:
-        raise ValidationException(
-            f"MinValue {low} of hyperparameter {item['Name']} is greater than MaxValue {high}"
-        )
-    return low, high
-
-
-def _continuous(item: dict[str, Any]) -> Parameter:
-    low, high = _bounds(item, float)
-    scaling = item.get("ScalingType", "Auto")
-    if scaling == "Auto":
-        # AWS chooses for itself; locally: log scale when the range spans two decades.
-        scaling = "Logarithmic" if low > 0 and high / low >= 100 else "Linear"
-    if scaling == "Logarithmic":
-        if low <= 0:
-            raise ValidationException(
-                f"Logarithmic scaling of hyperparameter {item['Name']} needs MinValue > 0 "
-                f"(got {low})"
-            )
-        return Parameter(item["Name"], FloatDistribution(low, high, log=True))
-    if scaling == "ReverseLogarithmic":
-        if not 0 <= low < high < 1:
-            raise ValidationException(
-                f"ReverseLogarithmic scaling of hyperparameter {item['Name']} needs "
-                f"0 <= MinValue < MaxValue < 1 (got {low}, {high})"
-            )
-        return Parameter(item["Name"], FloatDistribution(1 - high, 1 - low, log=True), True)
-    return Parameter(item["Name"], FloatDistribution(low, high))
-
-
-def _integer(item: dict[str, Any]) -> Parameter:
-    low, high = _bounds(item, int)
-    scaling = item.get("ScalingType", "Auto")
-    if scaling == "ReverseLogarithmic":
-        raise ValidationException(
-            f"ReverseLogarithmic scaling is for continuous ranges only (hyperparameter "
-            f"{item['Name']} is an integer range)"
-        )
-    if scaling == "Auto":
-        scaling = "Logarithmic" if low > 0 and high / low >= 100 else "Linear"
-    if scaling == "Logarithmic" and low <= 0:
-        raise ValidationException(
-            f"Logarithmic scaling of hyperparameter {item['Name']} needs MinValue > 0 (got {low})"
-        )
-    return Parameter(item["Name"], IntDistribution(low, high, log=scaling == "Logarithmic"))
-
-
-def grid_size(parameters: list[Parameter]) -> int:
-    return math.prod(len(p.distribution.choices) for p in parameters)  # type: ignore[attr-defined]
 
 
 # --- trials and the tuning job ----------------------------------------------------------------
@@ -209,21 +82,6 @@ class Trial:
         if not self.told:
             return "Pending"
         return "Succeeded" if self.objective is not None else "Failed"
-
-
-@dataclass
-class TuningSettings:
-    """The parts of CreateHyperParameterTuningJob the search itself uses."""
-
-    strategy: str
-    objective_name: str
-    direction: str  # "minimize" | "maximize"
-    max_jobs: int
-    max_parallel: int
-    max_runtime_s: int | None
-    early_stopping: bool
-    seed: int | None
-    parameters: list[Parameter] = field(default_factory=list)
 
 
 class TuningJob:
@@ -586,82 +444,3 @@ class TuningJob:
                 "ResourceLimits": config["ResourceLimits"],
             }
             return {k: v for k, v in response.items() if v is not None}
-
-
-# --- request validation -----------------------------------------------------------------------
-
-
-def validate_tuning_request(request: dict[str, Any], find_parent: ParentLookup) -> TuningSettings:
-    """What AWS checks beyond the service model before it accepts a tuning job."""
-    config = request["HyperParameterTuningJobConfig"]
-    definition = request.get("TrainingJobDefinition")
-    if definition is None:
-        raise ValidationException(
-            "The local SageMaker supports TrainingJobDefinition (one definition); "
-            "TrainingJobDefinitions with several definitions is not supported."
-        )
-    objective = config.get("HyperParameterTuningJobObjective") or definition.get("TuningObjective")
-    if not objective:
-        raise ValidationException(
-            "HyperParameterTuningJobObjective is required: name the metric to optimise and "
-            "whether to Minimize or Maximize it."
-        )
-    metric_names = {
-        m["Name"] for m in definition["AlgorithmSpecification"].get("MetricDefinitions", [])
-    }
-    if objective["MetricName"] not in metric_names:
-        raise ValidationException(
-            "A metric is required for this hyperparameter tuning job objective. Provide a "
-            "metric in the metric definitions."
-        )
-    strategy = config["Strategy"]
-    ranges = config.get("ParameterRanges") or definition.get("HyperParameterRanges") or {}
-    parameters = build_search_space(ranges, strategy)
-    if not parameters:
-        raise ValidationException("ParameterRanges must name at least one hyperparameter to tune.")
-    static = set(definition.get("StaticHyperParameters", {}))
-    overlap = sorted(static & {p.name for p in parameters})
-    if overlap:
-        raise ValidationException(
-            f"Hyperparameters {', '.join(overlap)} are both static and tunable; remove them "
-            "from StaticHyperParameters or from ParameterRanges."
-        )
-    limits = config["ResourceLimits"]
-    max_jobs = limits.get("MaxNumberOfTrainingJobs")
-    if strategy == "Grid":
-        combinations = grid_size(parameters)
-        if max_jobs is not None and max_jobs != combinations:
-            raise ValidationException(
-                f"For the Grid strategy MaxNumberOfTrainingJobs must be left out or equal the "
-                f"number of distinct categorical combinations ({combinations}); got {max_jobs}."
-            )
-        max_jobs = combinations
-    elif max_jobs is None:
-        raise ValidationException(
-            f"ResourceLimits.MaxNumberOfTrainingJobs is required for the {strategy} strategy."
-        )
-    early_stopping = config.get("TrainingJobEarlyStoppingType", "Off") == "Auto"
-    if strategy == "Hyperband" and early_stopping:
-        raise ValidationException(
-            "The Hyperband strategy has its own early stopping: set TrainingJobEarlyStoppingType "
-            "to Off."
-        )
-    warm = request.get("WarmStartConfig") or {}
-    for parent in warm.get("ParentHyperParameterTuningJobs", []):
-        name = parent["HyperParameterTuningJobName"]
-        if find_parent(name) is None:
-            raise ValidationException(
-                f"Could not find parent hyperparameter tuning job {name} named in "
-                "WarmStartConfig.ParentHyperParameterTuningJobs."
-            )
-    return TuningSettings(
-        strategy=strategy,
-        objective_name=objective["MetricName"],
-        direction="minimize" if objective["Type"] == "Minimize" else "maximize",
-        max_jobs=max_jobs,
-        max_parallel=limits["MaxParallelTrainingJobs"],
-        max_runtime_s=limits.get("MaxRuntimeInSeconds"),
-        early_stopping=early_stopping,
-        seed=config.get("RandomSeed"),
-        parameters=parameters,
-    )

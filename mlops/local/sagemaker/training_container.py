@@ -1,0 +1,400 @@
+"""The container of a training job, laid out on this machine: SageMaker's /opt/ml contract.
+
+A job directory mirrors the container's /opt/ml tree (input/data/<channel>, input/config,
+model, output/data, output/tensors, checkpoints, code). `JobContainer` fills it the way
+SageMaker fills the container before the script starts (input config files, channels from S3,
+the framework convention's source archive, restored checkpoints) and says how the job starts:
+through the training image's own ``train`` entry point (sagemaker-training-toolkit, from
+.venv-image) with the image's environment, or, only where a test opts in
+(MLOPS_LOCAL_SCRIPT_WITHOUT_TOOLKIT), the script itself with the SM_* contract written out by
+hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from mlops.local.paths import PathEscapeError, contained
+from mlops.local.sagemaker.aws import (
+    AwsClients,
+    S3UriError,
+    UnsafeKeyError,
+    aws_env_for_children,
+    extract_tarball,
+)
+from mlops.local.sagemaker.config import SCRIPT_WITHOUT_TOOLKIT_ENV, SageMakerConfig
+from mlops.local.sagemaker.training_job import JobFailure, TrainingJob
+
+HOST = "algo-1"
+# SAGEMAKER_TRAINING_MODULE of the PyTorch training image (Dockerfile: ENV ...): the toolkit
+# hands the job to the PyTorch container's entry point, which runs the user script.
+TOOLKIT_FRAMEWORK_MODULE = "sagemaker_pytorch_container.training:main"
+# The image's own ENV lines (deep-learning-containers, pytorch/training/docker/2.6/py3/
+# Dockerfile.cpu), apart from paths: unbuffered output is what makes metric lines live.
+IMAGE_ENVIRONMENT = {
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONUNBUFFERED": "1",
+    "PYTHONIOENCODING": "UTF-8",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+    "DLC_CONTAINER_TYPE": "training",
+    "SAGEMAKER_TRAINING_MODULE": TOOLKIT_FRAMEWORK_MODULE,
+}
+
+
+class JobContainer:
+    """One job's /opt/ml tree and how its process starts (command and environment)."""
+
+    def __init__(
+        self, job: TrainingJob, config: SageMakerConfig, clients: AwsClients, data: AwsClients
+    ) -> None:
+        self.job = job
+        self.config = config
+        self.clients = clients  # the service's own
+        self.data = data  # the execution role's: the job's S3 reads and writes
+        root = job.job_dir
+        self.dirs = {
+            "input": root / "input",
+            "data": root / "input" / "data",
+            "config": root / "input" / "config",
+            "model": root / "model",
+            "output": root / "output",
+            "output_data": root / "output" / "data",
+            "code": root / "code",
+            "checkpoints": root / "checkpoints",
+            "tensors": root / "output" / "tensors",
+        }
+
+    def create(self) -> None:
+        for path in self.dirs.values():
+            path.mkdir(parents=True, exist_ok=True)
+
+    def check_image(self) -> None:
+        """No training image environment is an error, unless the caller opted into the
+        script-only fallback (tests of the contract without the toolkit)."""
+        if self.config.image_python or self.config.script_without_toolkit:
+            return
+        raise JobFailure(
+            "ClientError: the training image's environment is missing (.venv-image with the "
+            "sagemaker-training toolkit): build it with `make image-venv` (or set "
+            f"{SCRIPT_WITHOUT_TOOLKIT_ENV}=1 to run the script without the toolkit, for tests)"
+        )
+
+    def download_inputs(self, say: Callable[[str], None]) -> None:
+        """Config files, every channel, the source and the checkpoints, as SageMaker does."""
+        self.write_input_config()
+        for channel in self.job.request.get("InputDataConfig", []):
+            self.download_channel(channel, say)
+        self.fetch_source()
+        self.restore_checkpoints(say)
+
+    def write_input_config(self) -> None:
+        request = self.job.request
+        config_dir = self.dirs["config"]
+        resource = request.get("ResourceConfig") or {}
+        write_json(config_dir / "hyperparameters.json", request.get("HyperParameters") or {})
+        write_json(
+            config_dir / "resourceconfig.json",
+            {
+                "current_host": HOST,
+                "current_instance_type": resource.get("InstanceType", "local"),
+                "current_group_name": "homogeneousCluster",
+                "hosts": [HOST],
+                "instance_groups": [
+                    {
+                        "instance_group_name": "homogeneousCluster",
+                        "instance_type": resource.get("InstanceType", "local"),
+                        "hosts": [HOST],
+                    }
+                ],
+                "network_interface_name": "eth0",
+            },
+        )
+        write_json(
+            config_dir / "inputdataconfig.json",
+            {
+                c["ChannelName"]: {
+                    "TrainingInputMode": c.get("InputMode")
+                    or request["AlgorithmSpecification"].get("TrainingInputMode", "File"),
+                    "S3DistributionType": c.get("DataSource", {})
+                    .get("S3DataSource", {})
+                    .get("S3DataDistributionType", "FullyReplicated"),
+                    "RecordWrapperType": c.get("RecordWrapperType", "None"),
+                    **({"ContentType": c["ContentType"]} if "ContentType" in c else {}),
+                }
+                for c in request.get("InputDataConfig", [])
+            },
+        )
+        if "DebugHookConfig" in request and self.job.debugger_available:
+            write_json(config_dir / "debughookconfig.json", self.debug_hook_config())
+        if "CheckpointConfig" in request:
+            write_json(
+                config_dir / "checkpointconfig.json",
+                {
+                    "LocalPath": str(self.checkpoint_dir()),
+                    "S3Path": request["CheckpointConfig"]["S3Uri"],
+                },
+            )
+
+    def debug_hook_config(self) -> dict[str, Any]:
+        """The file SageMaker writes for smdebug (SMDEBUG_CONFIG_FILE_PATH), paths made local."""
+        hook = self.job.request["DebugHookConfig"]
+        config: dict[str, Any] = {
+            "LocalPath": str(self.tensor_dir()),
+            "S3OutputPath": hook["S3OutputPath"],
+        }
+        if "HookParameters" in hook:
+            config["HookParameters"] = hook["HookParameters"]
+        if "CollectionConfigurations" in hook:
+            config["CollectionConfigurations"] = hook["CollectionConfigurations"]
+        return config
+
+    def container_path(self, path: str | None, default: Path) -> Path:
+        """Map a container path (/opt/ml/...) into the job directory; other paths stay."""
+        if not path:
+            return default
+        if not path.startswith("/opt/ml/"):
+            raise JobFailure(
+                f"ClientError: the local SageMaker maps only /opt/ml/... into the job folder; "
+                f"{path!r} would be a path on this machine: use a path under /opt/ml/"
+            )
+        try:
+            return contained(self.job.job_dir, path.removeprefix("/opt/ml/"))
+        except PathEscapeError as error:
+            raise JobFailure(
+                f"ClientError: LocalPath {path!r} resolves outside the job folder "
+                f"{self.job.job_dir}: refused"
+            ) from error
+
+    def tensor_dir(self) -> Path:
+        hook = self.job.request.get("DebugHookConfig") or {}
+        return self.container_path(hook.get("LocalPath"), self.dirs["tensors"])
+
+    def checkpoint_dir(self) -> Path:
+        checkpoint = self.job.request.get("CheckpointConfig") or {}
+        return self.container_path(checkpoint.get("LocalPath"), self.dirs["checkpoints"])
+
+    def download_channel(self, channel: dict[str, Any], say: Callable[[str], None]) -> None:
+        name = channel["ChannelName"]
+        source = channel.get("DataSource", {})
+        s3_source = source.get("S3DataSource")
+        if s3_source is None:
+            raise JobFailure(
+                f"ClientError: channel {name!r}: the local SageMaker reads S3DataSource only "
+                f"(got {', '.join(source) or 'no data source'})"
+            )
+        if s3_source.get("S3DataType", "S3Prefix") != "S3Prefix":
+            raise JobFailure(
+                f"ClientError: channel {name!r}: S3DataType {s3_source['S3DataType']} is not "
+                "supported locally; use S3Prefix"
+            )
+        if (channel.get("InputMode") or "File") == "Pipe":
+            raise JobFailure(f"ClientError: channel {name!r}: Pipe input mode is not supported")
+        uri = s3_source["S3Uri"]
+        try:
+            count = self.data.download_prefix(uri, contained(self.dirs["data"], name))
+        except (PathEscapeError, UnsafeKeyError) as error:
+            raise JobFailure(f"ClientError: channel {name!r}: {error}") from error
+        except (FileNotFoundError, S3UriError, ClientError, BotoCoreError) as error:
+            raise JobFailure(
+                f"ClientError: Data download failed:{error}. Please ensure that the bucket "
+                "exists in the selected region and that objects exist under that S3 prefix."
+            ) from error
+        say(f"Downloaded {count} files for channel {name} from {uri}")
+
+    def fetch_source(self) -> None:
+        """Unpack sagemaker_submit_directory (an S3 or file:// tar.gz) into the code dir."""
+        hyperparameters = self.job.hyperparameters
+        program = hyperparameters.get("sagemaker_program")
+        submit = hyperparameters.get("sagemaker_submit_directory")
+        if not program or not submit:
+            raise JobFailure(
+                "ClientError: the local SageMaker runs framework-style jobs only: set the "
+                "hyperparameters sagemaker_program (the entry point, e.g. train.py) and "
+                "sagemaker_submit_directory (s3://.../sourcedir.tar.gz)"
+            )
+        archive = self.job.job_dir / "sourcedir.tar.gz"
+        try:
+            if str(submit).startswith("file://"):
+                shutil.copyfile(str(submit).removeprefix("file://"), archive)
+            else:
+                self.data.download_file(str(submit), archive)
+            extract_tarball(archive, self.dirs["code"])
+        except (OSError, S3UriError, ClientError, BotoCoreError) as error:
+            raise JobFailure(
+                f"ClientError: could not fetch the training source {submit}: {error}"
+            ) from error
+        try:
+            entry_point = contained(self.dirs["code"], str(program))
+        except PathEscapeError as error:
+            raise JobFailure(f"ClientError: sagemaker_program {error}") from error
+        if not entry_point.is_file():
+            raise JobFailure(
+                f"ClientError: the entry point {program!r} is not in {submit} "
+                f"(found: {', '.join(sorted(p.name for p in self.dirs['code'].iterdir()))})"
+            )
+
+    def restore_checkpoints(self, say: Callable[[str], None]) -> None:
+        """Copy CheckpointConfig.S3Uri into the local checkpoint dir, as SageMaker does."""
+        checkpoint = self.job.request.get("CheckpointConfig")
+        if not checkpoint:
+            return
+        target = self.checkpoint_dir()
+        target.mkdir(parents=True, exist_ok=True)
+        try:
+            count = self.data.download_prefix(checkpoint["S3Uri"], target)
+            say(f"Restored {count} checkpoint files from {checkpoint['S3Uri']}")
+        except FileNotFoundError:
+            pass  # no checkpoints yet: a first run
+        except UnsafeKeyError as error:
+            raise JobFailure(f"ClientError: checkpoints: {error}") from error
+        except (ClientError, BotoCoreError, S3UriError) as error:
+            raise JobFailure(f"ClientError: could not read checkpoints: {error}") from error
+
+    # --- the process --------------------------------------------------------------------------
+
+    def command(self) -> list[str]:
+        """The Deep Learning Container's own start: the toolkit's ``train`` entry point, which
+        reads the /opt/ml layout, installs the source's requirements.txt and runs the script."""
+        if self.config.image_python:
+            return [str(Path(self.config.image_python).parent / "train")]
+        job = self.job
+        program = str(job.hyperparameters["sagemaker_program"])
+        args = to_cmd_args(job.user_hyperparameters())
+        if program.endswith(".sh"):
+            return ["/bin/sh", program, *args]
+        return [self.config.python, program, *args]
+
+    def environment(self) -> dict[str, str]:
+        if self.config.image_python:
+            return self.toolkit_environment()
+        return self.contract_environment()
+
+    def toolkit_environment(self) -> dict[str, str]:
+        """What the container starts with; every SM_* variable then comes from the toolkit.
+
+        SAGEMAKER_BASE_DIR points the toolkit at the job dir (laid out like /opt/ml);
+        SM_STUDIO_LOCAL_MODE is the toolkit's own switch to skip waiting for the DNS names of
+        the cluster's hosts (algo-1), which only exist inside SageMaker's network. Nothing of
+        this process's Python setup (PYTHONPATH, VIRTUAL_ENV, SM_*) leaks into the job.
+        """
+        job = self.job
+        cpus = os.cpu_count() or 1
+        inherited = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("SM_", "SAGEMAKER_", "SMDEBUG_"))
+            and key not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
+        }
+        env = {
+            **inherited,
+            **aws_env_for_children(self.clients),
+            **IMAGE_ENVIRONMENT,
+            "SAGEMAKER_BASE_DIR": str(job.job_dir),
+            "SM_STUDIO_LOCAL_MODE": "true",
+            "OMP_NUM_THREADS": str(max(1, cpus // self.config.max_concurrent_jobs)),
+            "TRAINING_JOB_NAME": job.name,
+            "TRAINING_JOB_ARN": job.arn,
+        }
+        if "s3" in self.clients.endpoint_urls:  # the toolkit's own S3 override (params.py)
+            env["S3_ENDPOINT_URL"] = self.clients.endpoint_urls["s3"]
+        if "DebugHookConfig" in job.request and job.debugger_available:
+            env["SMDEBUG_CONFIG_FILE_PATH"] = str(self.dirs["config"] / "debughookconfig.json")
+        if "CheckpointConfig" in job.request:
+            env["CHECKPOINT_CONFIG_FILE_PATH"] = str(self.dirs["config"] / "checkpointconfig.json")
+        env.update(job.request.get("Environment") or {})
+        return env
+
+    def contract_environment(self) -> dict[str, str]:
+        """The SM_* contract written out by hand: only for a checkout without the image's
+        virtual environment (.venv-image, `make image-venv`), where the toolkit is missing."""
+        job = self.job
+        user_hps = job.user_hyperparameters()
+        channels = job.channels()
+        dirs = self.dirs
+        cpus = os.cpu_count() or 1
+        training_env = {
+            "job_name": job.name,
+            "current_host": HOST,
+            "hosts": [HOST],
+            "num_cpus": cpus,
+            "num_gpus": 0,
+            "model_dir": str(dirs["model"]),
+            "output_data_dir": str(dirs["output_data"]),
+            "output_dir": str(dirs["output"]),
+            "input_dir": str(dirs["input"]),
+            "input_config_dir": str(dirs["config"]),
+            "channel_input_dirs": {c: str(dirs["data"] / c) for c in channels},
+            "hyperparameters": user_hps,
+            "user_entry_point": str(job.hyperparameters["sagemaker_program"]),
+            "module_dir": str(dirs["code"]),
+            "is_master": True,
+            "master_hostname": HOST,
+            "network_interface_name": "eth0",
+        }
+        env = {
+            **os.environ,
+            **aws_env_for_children(self.clients),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(dirs["code"]), os.environ.get("PYTHONPATH", "")) if p
+            ),
+            # Jobs share the cores: keep torch/BLAS from oversubscribing them.
+            "OMP_NUM_THREADS": str(max(1, cpus // self.config.max_concurrent_jobs)),
+            "TRAINING_JOB_NAME": job.name,
+            "TRAINING_JOB_ARN": job.arn,
+            "SM_MODEL_DIR": str(dirs["model"]),
+            "SM_OUTPUT_DIR": str(dirs["output"]),
+            "SM_OUTPUT_DATA_DIR": str(dirs["output_data"]),
+            "SM_OUTPUT_INTERMEDIATE_DIR": str(dirs["output"] / "intermediate"),
+            "SM_INPUT_DIR": str(dirs["input"]),
+            "SM_INPUT_CONFIG_DIR": str(dirs["config"]),
+            "SM_MODULE_DIR": str(dirs["code"]),
+            "SM_USER_ENTRY_POINT": training_env["user_entry_point"],
+            "SM_CHANNELS": json.dumps(sorted(channels)),
+            "SM_HPS": json.dumps(user_hps, sort_keys=True),
+            "SM_USER_ARGS": json.dumps(to_cmd_args(user_hps)),
+            "SM_CURRENT_HOST": HOST,
+            "SM_HOSTS": json.dumps([HOST]),
+            "SM_NETWORK_INTERFACE_NAME": "eth0",
+            "SM_NUM_CPUS": str(cpus),
+            "SM_NUM_GPUS": "0",
+            "SM_LOG_LEVEL": "20",
+            "SM_TRAINING_ENV": json.dumps(training_env, sort_keys=True),
+            "SM_RESOURCE_CONFIG": (dirs["config"] / "resourceconfig.json").read_text(),
+            "SM_INPUT_DATA_CONFIG": (dirs["config"] / "inputdataconfig.json").read_text(),
+        }
+        for channel in channels:
+            env[f"SM_CHANNEL_{channel.upper()}"] = str(dirs["data"] / channel)
+        for key, value in user_hps.items():
+            env[f"SM_HP_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+        if "DebugHookConfig" in job.request and job.debugger_available:
+            env["SMDEBUG_CONFIG_FILE_PATH"] = str(dirs["config"] / "debughookconfig.json")
+        if "CheckpointConfig" in job.request:
+            env["CHECKPOINT_CONFIG_FILE_PATH"] = str(dirs["config"] / "checkpointconfig.json")
+        env.update(job.request.get("Environment") or {})
+        return env
+
+
+def to_cmd_args(hyperparameters: dict[str, Any]) -> list[str]:
+    """``{"lr": 0.1}`` -> ``["--lr", "0.1"]``, sorted by name, values via str() (the toolkit's
+    rule: a JSON ``true`` therefore arrives as ``True``)."""
+    args: list[str] = []
+    for key in sorted(hyperparameters):
+        value = hyperparameters[key]
+        if isinstance(value, dict):
+            value = ",".join(f"{k}={v}" for k, v in sorted(value.items()))
+        args += [f"--{key}" if len(key) > 1 else f"-{key}", str(value)]
+    return args
+
+
+def write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2, default=str))
