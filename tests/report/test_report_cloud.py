@@ -10,10 +10,10 @@ import tarfile
 
 import pytest
 from PIL import Image
+from pipeline_report.analysis import decode_hyperparameters
+from pipeline_report.build import build_report
 
 from mlops.cli import main
-from mlops.report.analysis import decode_hyperparameters
-from mlops.report.build import build_report
 
 from .conftest import Runs
 
