@@ -78,23 +78,6 @@ def profile_from_job_output(s3: Any, job: dict[str, Any]) -> Profile | None:
     )
 
 
-def profile_from_resource_usage(usage: dict[str, Any], source: str) -> Profile:
-    """The local runtime's samples: `{"samples": [{"t", "cpu_percent", "rss_bytes"}], ...}`."""
-    samples = usage.get("samples", [])
-    return Profile(
-        source=source,
-        times_s=[float(s["t"]) for s in samples],
-        cpu_percent=[float(s["cpu_percent"]) for s in samples],
-        memory_mib=[s["rss_bytes"] / 2**20 for s in samples],
-        cpu_count=usage.get("cpu_count"),
-        summary={
-            "mean CPU %": usage.get("mean_cpu_percent"),
-            "peak RSS MiB": round(usage.get("peak_rss_bytes", 0) / 2**20, 1),
-            "sample interval s": usage.get("interval_s"),
-        },
-    )
-
-
 def profile_from_profiler_output(s3: Any, prefix_uri: str) -> Profile | None:
     """SageMaker Profiler system metrics: JSON lines `{"Type", "Name", "Dimension", "Value",
     "Timestamp"}` under `<ProfilerConfig.S3OutputPath>/<job>/profiler-output/system/`.
