@@ -86,7 +86,7 @@ def upload_and_start(root: Path, data: Path, name: str) -> None:
 
 def follow(target: Any, timeout_s: float) -> Any:
     """The newest execution, polled until it ends (bounded by `timeout_s`)."""
-    from mlops import executions
+    from pipeline_report import executions
 
     sfn = target.client("stepfunctions")
     arn = executions.resolve_execution_arn(sfn, target.state_machine_arn, "latest")

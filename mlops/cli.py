@@ -17,7 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mlops import executions as ex
+from pipeline_report import executions as ex
+
 from mlops.local.cloud import CloudInfo, load_info
 from mlops.local.process import CloudStartError, lock_holder, start_cloud_process
 from mlops.manifest import (
@@ -168,7 +169,7 @@ def print_validation(target: Target, execution: dict[str, Any], timeout_s: float
     skip and the warnings from validation.json, or the DatasetInvalid error. Returns True
     (valid), False (rejected) or None (no verdict within `timeout_s`).
     """
-    from mlops.report.records import read_record
+    from pipeline_report.records import read_record
 
     sfn = target.client("stepfunctions")
     deadline = time.time() + timeout_s
@@ -343,7 +344,7 @@ def follow(
     With a SageMaker client, also one line whenever the tuning job's trials or best objective
     change, or the retrain's status or epoch (its log stream's metric lines, with `logs`).
     """
-    from mlops.report.progress import execution_progress
+    from pipeline_report.progress import execution_progress
 
     deadline = time.time() + timeout_s
     started = time.time()
@@ -369,12 +370,11 @@ def follow(
 
 # -- reports and the console ---------------------------------------------------------------------
 def cmd_report(args: argparse.Namespace) -> int:
-    from mlops.report.build import write_report
+    from pipeline_report.build import write_report
 
     target = resolve_target(args.stack, args.root)
-    local_root = None if args.stack else args.root
     try:
-        path, report = write_report(target, args.execution, args.out, local_root)
+        path, report = write_report(target, args.execution, args.out)
     except LookupError as exc:
         raise CliError(str(exc)) from None
     if args.json:

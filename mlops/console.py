@@ -29,11 +29,11 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
+from pipeline_report import analysis as an
+from pipeline_report import executions as ex
+from pipeline_report.render import CSS, badge, seconds, short_cause, table
 
-from mlops import executions as ex
 from mlops.console_graph import FILL, graph_svg
-from mlops.report import analysis as an
-from mlops.report.render import CSS, badge, seconds, short_cause, table
 from mlops.target import Target
 
 log = logging.getLogger(__name__)
@@ -209,12 +209,12 @@ class Console:
 
     def report_page(self, name: str) -> str:
         """The run report, built on demand; kept once the execution has ended."""
-        from mlops.report.build import build_report
+        from pipeline_report.build import build_report
 
         with self._lock:
             if name in self._reports:
                 return self._reports[name]
-        report = build_report(self.target, name, self.local_root)
+        report = build_report(self.target, name)
         if report.data.view.status != "RUNNING":
             with self._lock:
                 self._reports[name] = report.html
@@ -273,7 +273,7 @@ class Console:
     def _progress(self, view: ex.ExecutionView) -> str | None:
         if view.status != "RUNNING":
             return None
-        from mlops.report.progress import execution_progress
+        from pipeline_report.progress import execution_progress
 
         return execution_progress(view, self.target.client("sagemaker"), self.target.client("logs"))
 

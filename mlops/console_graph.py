@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-from mlops.report.render import tone
+from pipeline_report.render import tone
 
 NODE_W, NODE_H, GAP_X, GAP_Y, MARGIN = 190, 30, 36, 18, 20
 FILL = {

@@ -15,10 +15,10 @@ from typing import Any
 
 import requests
 from botocore.exceptions import ClientError
+from pipeline_report.records import read_record
 
 from mlops.cli import CliError, follow, out, predict_file, print_execution, upload_dataset
 from mlops.local.process import start_cloud_process, stop_cloud_process
-from mlops.report.records import read_record
 from mlops.target import Target, local_target
 
 DATASET = "digits"

@@ -15,17 +15,23 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+from pipeline_common import metrics
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAINING_DIR = REPO_ROOT / "training"
 SOURCE_KEY = "code/training/sourcedir.tar.gz"
 METRICS_KEY = "code/training/metric_definitions.json"
 
 
-# Shipped inside the source archive instead of installed by pip: smdebug 1.0.34 (its last
-# release) declares protobuf<=3.20.3, which pip would force onto the training image and break
-# its sagemaker-training (protobuf>=5.28.1). Its code works with the image's protobuf 6 on
-# protobuf's pure-Python backend (train.py selects it); docs/training-image.md has the numbers.
-VENDORED_PACKAGES = ("smdebug",)
+# Shipped inside the source archive instead of installed by pip:
+# - smdebug 1.0.34 (its last release) declares protobuf<=3.20.3, which pip would force onto the
+#   training image and break its sagemaker-training (protobuf>=5.28.1). Its code works with the
+#   image's protobuf 6 on protobuf's pure-Python backend (train.py selects it);
+#   docs/training-image.md has the numbers.
+# - pipeline_common, for pipeline_common.metrics: the metric lines train.py prints and the
+#   regexes that read them have one home, shared with the Lambdas and the report. train.py
+#   imports only that module, which needs nothing beyond the standard library.
+VENDORED_PACKAGES = ("smdebug", "pipeline_common")
 
 
 def vendored_package_dir(name: str) -> Path:
@@ -54,14 +60,9 @@ def add_tree(archive: tarfile.TarFile, folder: Path, prefix: Path) -> None:
             archive.add(path, arcname=name, recursive=False)
 
 
-def metric_definitions(source_dir: Path = TRAINING_DIR) -> list[dict[str, str]]:
-    """The regexes of training/metrics.py, loaded by path: the CLI may run from any folder."""
-    spec = importlib.util.spec_from_file_location("_training_metrics", source_dir / "metrics.py")
-    if spec is None or spec.loader is None:
-        raise FileNotFoundError(f"{source_dir / 'metrics.py'} is missing")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return [dict(item) for item in module.METRIC_DEFINITIONS]
+def metric_definitions() -> list[dict[str, str]]:
+    """The regexes of pipeline_common.metrics, the module train.py prints its lines with."""
+    return [dict(item) for item in metrics.METRIC_DEFINITIONS]
 
 
 def publish_training_source(s3: Any, bucket: str) -> dict[str, str]:

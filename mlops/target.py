@@ -1,63 +1,32 @@
 """Where the CLI talks to: the running local cloud, or a deployed AWS stack (`--stack NAME`).
 
+The Target itself is pipeline_report's (the report reads through it); finding the local cloud
+stays here, behind the CLI, so the report package never imports the local cloud.
+
 Both give the same things (clients, the data and artifacts buckets, the state machine, the API
 URL and key), so every command works the same way against either.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import boto3
+from pipeline_report.target import Target, TargetError
 
 DEFAULT_ROOT = Path(".mlops")
-
-
-class TargetError(RuntimeError):
-    """No reachable target; the message says what to run."""
-
-
-@dataclass
-class Target:
-    name: str
-    session: boto3.Session
-    outputs: dict[str, str]
-    endpoints: dict[str, str] = field(default_factory=dict)  # service -> endpoint URL
-    api_key: str | None = None
-
-    def client(self, service: str) -> Any:
-        endpoint = self.endpoints.get(service) or self.endpoints.get("default")
-        return self.session.client(service, endpoint_url=endpoint)
-
-    def output(self, key: str) -> str:
-        try:
-            return self.outputs[key]
-        except KeyError:
-            raise TargetError(
-                f"The stack {self.name} has no output {key}; outputs: {sorted(self.outputs)}"
-            ) from None
-
-    @property
-    def data_bucket(self) -> str:
-        return self.output("DataBucketName")
-
-    @property
-    def artifacts_bucket(self) -> str:
-        return self.output("ArtifactsBucketName")
-
-    @property
-    def state_machine_arn(self) -> str:
-        return self.output("StateMachineArn")
-
-    @property
-    def api_url(self) -> str:
-        return self.output("ApiUrl").rstrip("/")
+__all__ = [
+    "DEFAULT_ROOT",
+    "Target",
+    "TargetError",
+    "local_target",
+    "resolve_target",
+    "stack_target",
+]
 
 
 def local_target(root: Path = DEFAULT_ROOT) -> Target:
-    from mlops.local.cloud import load_info  # not shipped in the report Lambda's layer
+    from mlops.local.cloud import load_info
     from mlops.local.process import lock_holder
 
     info = load_info(root)

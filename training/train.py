@@ -6,7 +6,9 @@ One entry point for tuning trials and for the profiled retrain. SageMaker runs i
     SM_CHANNEL_TRAIN, SM_CHANNEL_VALID, SM_CHANNEL_TEST   <split>/<NNN.Label>/<image>
     SM_MODEL_DIR        model.pth (state_dict), model_info.json, classes.json, code/inference.py
     SM_OUTPUT_DIR       tensors/ (smdebug, when no hook config came from SageMaker)
-    SM_OUTPUT_DATA_DIR  history.json, skipped_files.json, rule_statuses.json (when rules ran),
+    SM_OUTPUT_DATA_DIR  history.json, confusion.json (the test pass: confusion matrix and
+                        accuracy per class), skipped_files.json, rule_statuses.json (when
+                        rules ran),
                         debug_hook_config.json (the hook settings, when train.py chose them),
                         profiler/system-metrics.json (CPU/GPU/memory, the Profiler's format)
 
@@ -46,16 +48,16 @@ os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 import numpy as np
 import smdebug.pytorch as smd
 import torch
+from pipeline_common import metrics  # the metric lines' one home, vendored in the archive
 from smdebug.core.modes import ModeKeys
 from smdebug.core.save_config import SaveConfig, SaveConfigMode
 from torch import nn
 
 try:  # imported as part of the `training` package (tests, tooling)
-    from . import data, inference, metrics, profiler, rules
+    from . import data, inference, profiler, rules
 except ImportError:  # run as a script from inside training/ (SageMaker's entry point)
     import data
     import inference
-    import metrics
     import profiler
     import rules
 
@@ -483,16 +485,24 @@ def evaluate(
     criterion: nn.Module,
     loader: torch.utils.data.DataLoader,
     device: torch.device,
+    confusion: torch.Tensor | None = None,
 ) -> EpochStats:
+    """Loss and accuracy over `loader`; with `confusion` (classes x classes, on the CPU), also
+    count each (true, predicted) pair into it, so the test pass records its confusion matrix
+    without a second pass over the images."""
     model.eval()
     total_loss, correct, seen = 0.0, 0, 0
     with torch.inference_mode():
         for images, targets in loader:
             images, targets = images.to(device), targets.to(device)
             outputs = model(images)
+            predicted = outputs.argmax(dim=1)
             total_loss += criterion(outputs, targets).item() * targets.size(0)
-            correct += int((outputs.argmax(dim=1) == targets).sum())
+            correct += int((predicted == targets).sum())
             seen += targets.size(0)
+            if confusion is not None:
+                pairs = (targets.cpu(), predicted.cpu())
+                confusion.index_put_(pairs, torch.ones_like(pairs[0]), accumulate=True)
     return EpochStats(total_loss / seen, correct / seen, seen)
 
 
@@ -736,9 +746,13 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, out_dir: 
     # The test split is looked at once, after every training decision was made. PREDICT mode
     # keeps its losses apart from the TRAIN/EVAL steps that the rules compare.
     set_mode(hook, ModeKeys.PREDICT)
-    test_stats = evaluate(model, criterion, loaders["test"], device)
+    confusion = torch.zeros(len(classes), len(classes), dtype=torch.int64)
+    test_stats = evaluate(model, criterion, loaders["test"], device, confusion)
     print_metrics(metrics.FINAL_EPOCH, "test", test_stats)
     write_json(out_dir / "history.json", {"epochs": history, "test": asdict(test_stats)})
+    write_json(
+        out_dir / metrics.CONFUSION_FILE, metrics.confusion_record(classes, confusion.tolist())
+    )
 
     run_rules_now = args.run_rules if args.run_rules is not None else hook is not None
     if hook is not None:

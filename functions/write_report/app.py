@@ -1,7 +1,8 @@
 """Write the run's report to the artifacts bucket: the pipeline's last step, on every outcome.
 
-The report is the one `mlops report` writes (mlops.report, shipped with matplotlib in the
-report layer), so a run on AWS has its report without anyone running the CLI. It is written
+The report is the one `mlops report` writes (pipeline_report, installed with matplotlib in
+the report layer by pip), so a run on AWS has its report without anyone running the CLI. It is
+written
 while the execution is still in this step: its timeline ends here, and `mlops report` run
 later adds the final state. A report that cannot be built is the state machine's concern
 (its Catch keeps the run's outcome); the handler only says why.
@@ -18,11 +19,10 @@ from aws_lambda_powertools.utilities.parser import event_parser
 from pipeline_common.aws import aws_call, client
 from pipeline_common.config import CommonSettings
 from pipeline_common.models import StepModel
-from pipeline_common.naming import run_prefix
+from pipeline_common.records import REPORT, record_key
 from pipeline_common.s3io import s3_uri
-
-from mlops.report.build import build_report
-from mlops.target import Target
+from pipeline_report.build import build_report
+from pipeline_report.target import Target
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -31,8 +31,6 @@ logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 s3 = client("s3")
-
-REPORT_FILE = "report.html"
 
 
 class WriteReportInput(StepModel):
@@ -70,7 +68,7 @@ def store(html: str, bucket: str, key: str) -> str:
 def lambda_handler(event: WriteReportInput, context: LambdaContext) -> dict[str, Any]:
     common = CommonSettings.from_env()
     report = build_report(pipeline_target(common), event.execution_arn)
-    key = f"{run_prefix(event.execution_name)}{REPORT_FILE}"
+    key = record_key(event.execution_name, REPORT)
     uri = store(report.html, common.artifacts_bucket, key)
     logger.info(
         {

@@ -37,15 +37,15 @@ SHARED = REPO / "functions" / "shared" / "python"
 if str(SHARED) not in sys.path:  # the Lambda layer: the request builders the Lambdas use
     sys.path.insert(0, str(SHARED))
 
+from pipeline_common import metrics  # noqa: E402
 from pipeline_common.config import CommonSettings, TrainingSettings  # noqa: E402
 from pipeline_common.training import build_training_request  # noqa: E402
 from pipeline_common.tuning import build_tuning_request  # noqa: E402
+from pipeline_report.profile import profile_from_job_output  # noqa: E402
 
 from mlops.local.sagemaker.training_container import IMAGE_ENVIRONMENT  # noqa: E402  (Dockerfile ENV)
 from mlops.packaging import pack_training_source  # noqa: E402
-from mlops.report.collect import profile_from_job_output  # noqa: E402
 from mlops.sample_data import write_digits  # noqa: E402
-from training import metrics  # noqa: E402
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -291,6 +291,7 @@ def test_training_contract_trial_model_and_outputs(trial: dict[str, Any]) -> Non
     assert (model / "model.pth").is_file() and (model / "code" / "inference.py").is_file()
     output = trial["base"] / "output" / "data"
     assert (output / "history.json").is_file()
+    assert (output / metrics.CONFUSION_FILE).is_file()  # train.py's test pass, for the report
     assert not (output / "rule_statuses.json").exists()  # trials do not run the rules
     assert (output / "profiler" / "system-metrics.json").stat().st_size > 0
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import boto3
 import pytest
 import requests
+from pipeline_report import executions
 
-from mlops import executions
 from mlops.local.process import start_cloud_process, stop_cloud_process
 
 TOY = Path(__file__).parent / "toy" / "template.yaml"

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from pipeline_report import executions as ex
 
-from mlops import executions as ex
 from mlops.cli import follow, upload_dataset
 from mlops.cli import main as mlops_main
 from mlops.local.cloud import load_info

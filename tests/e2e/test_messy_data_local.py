@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from pipeline_report import executions as ex
+from pipeline_report.records import read_record
 
 from mlops import cli
-from mlops import executions as ex
 from mlops.cli import follow, upload_dataset
 from mlops.local.process import start_cloud_process, stop_cloud_process
-from mlops.report.records import read_record
 from mlops.sample_data import write_digits
 from mlops.target import local_target
 

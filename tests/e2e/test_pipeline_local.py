@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,8 +21,9 @@ from pathlib import Path
 import boto3
 import pytest
 import requests
+from pipeline_common.records import REPORT, record_key
+from pipeline_report import executions as ex
 
-from mlops import executions as ex
 from mlops.cli import follow, upload_dataset
 from mlops.local.process import start_cloud_process, stop_cloud_process
 from mlops.sample_data import write_digits
@@ -304,6 +306,18 @@ def test_e2e_gate_rejection_leaves_the_endpoint_unchanged(target, digits, tmp_pa
     assert "ModelRejected" in state_names(view)
     assert "DeployEndpoint" not in state_names(view)
     assert endpoint_config(target) == config_before
+    # Its report (WriteReport, no endpoint call) still shows the retrain's test pass.
+    html = (
+        target.client("s3")
+        .get_object(Bucket=target.artifacts_bucket, Key=record_key(view.name, REPORT))["Body"]
+        .read()
+        .decode()
+    )
+    data = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S)
+    confusion = json.loads(data.group(1).replace("<\\/", "</"))["confusion"]
+    assert confusion["images"] == sum(map(sum, confusion["matrix"])) > 0
+    assert len(confusion["labels"]) == len(classes)
+    assert 'data-plot="confusion_matrix"' in html
 
 
 def test_e2e_broken_data_set_fails_in_validation_before_any_training(target, digits):

@@ -98,7 +98,6 @@ def test_template_sam_build(tmp_path):
             str(build_dir),
             "--cache-dir",
             str(tmp_path / "cache"),
-            "--build-in-source",  # as samconfig.toml: ReportLayer copies from mlops/
         ],
         capture_output=True,
         text=True,
@@ -115,8 +114,9 @@ def test_template_sam_build(tmp_path):
     assert (build_dir / "StartProfiledTrainingFunction" / "smdebug_rulesconfig").is_dir()
     for logical_id in sam_template.functions():
         assert (build_dir / logical_id / "app.py").exists(), logical_id
-    assert (build_dir / "ReportLayer" / "python" / "mlops" / "report" / "build.py").exists()
-    assert not (build_dir / "ReportLayer" / "python" / "mlops" / "local").exists()
+    # pip-installed from functions/report_layer/pyproject.toml, without the CLI or local cloud
+    assert (build_dir / "ReportLayer" / "python" / "pipeline_report" / "build.py").exists()
+    assert not (build_dir / "ReportLayer" / "python" / "mlops").exists()
     assert_imports_alone(build_dir, "WriteReportFunction", ["SharedLayer", "ReportLayer"])
     # validate_dataset decodes images with the layer's Pillow (a manylinux2014 wheel).
     assert (build_dir / "SharedLayer" / "python" / "PIL" / "Image.py").exists()
@@ -210,6 +210,18 @@ def test_template_predict_may_only_invoke_the_project_endpoint():
 
     assert statement["Action"] == "sagemaker:InvokeEndpoint"
     assert statement["Resource"]["Fn::Sub"].endswith(":endpoint/${ProjectName}-${EndpointName}")
+
+
+def test_template_write_report_only_reads_records():
+    invoking = {
+        o for o, s in allow_statements() if "sagemaker:InvokeEndpoint" in as_list(s["Action"])
+    }
+    policies = sam_template.resources()["WriteReportFunction"]["Properties"]["Policies"]
+
+    assert "WriteReportFunction" not in invoking, "the report must not call the endpoint"
+    assert not [p for p in policies if isinstance(p, dict) and "S3ReadPolicy" in p], (
+        "the report reads the run's records, not the data set"
+    )
 
 
 # ---------------------------------------------------------------- storage and API -------

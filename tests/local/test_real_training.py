@@ -45,7 +45,7 @@ def service(service_factory: Any) -> Any:
 def digits(tmp_path_factory: pytest.TempPathFactory, s3: Any) -> dict[str, Any]:
     """Tiny digits in the dog-breed layout in S3, and training/ packed as sourcedir.tar.gz."""
     sample_data = pytest.importorskip("mlops.sample_data")
-    metrics = pytest.importorskip("training.metrics")
+    metrics = pytest.importorskip("pipeline_common.metrics")
     if not (REPO / "training" / "train.py").is_file():
         pytest.skip("training/train.py does not exist yet")
     root = tmp_path_factory.mktemp("digits")

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pipeline_report import executions as ex
 
-from mlops import executions as ex
 from mlops.cli import follow, upload_dataset
 from mlops.local.process import start_cloud_process, stop_cloud_process
 from mlops.sample_data import write_digits

@@ -23,8 +23,8 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from pipeline_report import executions as ex
 
-from mlops import executions as ex
 from mlops.cli import follow, upload_dataset
 from mlops.local.faults import FAULTS_ENV
 from mlops.local.process import start_cloud_process, stop_cloud_process

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pipeline_report import executions as ex
 
-from mlops import executions as ex
 from mlops.cli import follow, upload_dataset
 from mlops.local.cloud import CloudInfo
 from mlops.local.process import start_cloud_process, stop_cloud_process

@@ -10,10 +10,10 @@ import tarfile
 
 import pytest
 from PIL import Image
+from pipeline_report.analysis import decode_hyperparameters
+from pipeline_report.build import build_report
 
 from mlops.cli import main
-from mlops.report.analysis import decode_hyperparameters
-from mlops.report.build import build_report
 
 from .conftest import Runs
 
@@ -45,7 +45,7 @@ def embedded_pngs(html: str) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def report(runs: Runs):
-    return build_report(runs.target, runs.succeeded.name, runs.root)
+    return build_report(runs.target, runs.succeeded.name)
 
 
 @pytest.fixture(scope="module")
@@ -124,13 +124,15 @@ def test_report_embeds_every_plot_as_a_non_empty_png(report):
         assert len(png) > 5_000, f"{name} is only {len(png)} bytes"
 
 
-def test_report_confusion_matrix_covers_the_test_split_through_the_endpoint(report):
+def test_report_confusion_matrix_covers_the_test_split_from_the_retrains_record(report):
     confusion = embedded_json(report.html)["confusion"]
 
-    assert confusion["images"] == confusion["available"] == 40
+    assert confusion["images"] == 40  # the whole test split, counted in the test pass
     assert sum(map(sum, confusion["matrix"])) == 40
-    assert len(confusion["labels"]) == 10
-    assert confusion["errors"] == []
+    assert len(confusion["labels"]) == len(confusion["per_class_accuracy"]) == 10
+    assert confusion["accuracy"] == pytest.approx(
+        report.data.retrain.final_metrics["test:accuracy"], abs=1e-4
+    )
 
 
 def test_report_cli_writes_the_file_and_prints_its_path(runs, tmp_path, capsys):
@@ -143,7 +145,7 @@ def test_report_cli_writes_the_file_and_prints_its_path(runs, tmp_path, capsys):
 
 
 def test_report_failed_run_names_its_error_and_what_is_missing(runs):
-    report = build_report(runs.target, runs.failed.name, runs.root)
+    report = build_report(runs.target, runs.failed.name)
     data = embedded_json(report.html)
 
     assert data["status"] == "FAILED"

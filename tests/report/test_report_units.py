@@ -6,12 +6,14 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pipeline_common import metrics
+from pipeline_report import analysis as an
+from pipeline_report import progress
+from pipeline_report.executions import ExecutionView, StepRecord
+from pipeline_report.records import confusion_from_record
+from pipeline_report.render import badge, short_cause, tone
 
 from mlops import console, console_graph
-from mlops.executions import ExecutionView, StepRecord
-from mlops.report import analysis as an
-from mlops.report import progress
-from mlops.report.render import badge, short_cause, tone
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -161,20 +163,27 @@ def test_last_epoch_gives_the_newest_epoch_and_its_metrics():
 
 
 # -- confusion matrix ----------------------------------------------------------------------------
-def test_confusion_matrix_counts_true_rows_against_predicted_columns():
-    matrix = an.confusion_matrix([(0, 0), (0, 1), (1, 1), (2, 2), (2, 2), (5, 0)], 3)
+def test_confusion_record_counts_true_rows_and_accuracy_per_class():
+    record = metrics.confusion_record(
+        ["000.zero", "001.one", "002.two"], [[1, 1, 0], [0, 1, 0], [0, 0, 2]]
+    )
 
-    assert matrix == [[1, 1, 0], [0, 1, 0], [0, 0, 2]]
-    assert an.accuracy_of(matrix) == pytest.approx(0.8)
+    assert record["images"] == 5
+    assert record["accuracy"] == pytest.approx(0.8)
+    assert record["per_class_accuracy"] == {"000.zero": 0.5, "001.one": 1.0, "002.two": 1.0}
+    with pytest.raises(ValueError, match="3 x 3"):
+        metrics.confusion_record(["a", "b", "c"], [[1, 0], [0, 1]])
 
 
-def test_even_sample_spreads_over_the_whole_list():
-    items = [(f"k{i}", i // 10) for i in range(100)]
+def test_confusion_from_record_labels_the_classes_and_rejects_other_shapes():
+    record = metrics.confusion_record(["000.zero", "001.one"], [[0, 0], [1, 3]])
 
-    chosen = an.even_sample(items, 20)
+    confusion = confusion_from_record(json.loads(json.dumps(record)))
 
-    assert len(chosen) == 20
-    assert {label for _, label in chosen} == set(range(10))
+    assert confusion.labels == ["zero", "one"]
+    assert confusion.per_class_accuracy == {"zero": None, "one": 0.75}
+    assert confusion_from_record(None) is None
+    assert confusion_from_record({"classes": [], "matrix": []}) is None
 
 
 # -- rendering -----------------------------------------------------------------------------------
@@ -309,7 +318,9 @@ def test_dataset_of_strips_the_execution_suffix():
 
 # -- the whole report from synthetic data ----------------------------------------------------------
 def synthetic_run():
-    from mlops.report.collect import Confusion, Endpoint, Profile, Retrain, RunData, Tuning
+    from pipeline_report.collect import RunData
+    from pipeline_report.describe import Endpoint, Retrain, Tuning
+    from pipeline_report.profile import Profile
 
     steps = [
         step("ValidateDataset", "Task", 0, 1),
@@ -391,6 +402,9 @@ def synthetic_run():
             rule_statuses=[
                 {"rule": "Overfit", "status": "IssuesFound", "details": "x", "source": "job"}
             ],
+            confusion=confusion_from_record(
+                metrics.confusion_record(["000.zero", "001.one"], [[3, 1], [0, 4]])
+            ),
             profile=Profile(
                 source="usage",
                 times_s=[0, 1, 2],
@@ -409,21 +423,13 @@ def synthetic_run():
             instance_type="ml.m5.large",
             serves_this_run=True,
             failure_reason=None,
-            confusion=Confusion(
-                labels=["zero", "one"],
-                matrix=[[3, 1], [0, 4]],
-                accuracy=0.875,
-                images=8,
-                available=8,
-                errors=[],
-            ),
         ),
     )
 
 
 def test_render_draws_every_plot_and_escapes_run_text():
-    from mlops.report.build import draw
-    from mlops.report.render import render
+    from pipeline_report.build import draw
+    from pipeline_report.render import render
 
     data = synthetic_run()
     figures = draw(data)
@@ -447,7 +453,7 @@ def test_render_draws_every_plot_and_escapes_run_text():
 
 
 def test_skipped_images_are_counted_and_listed_with_their_reason():
-    from mlops.report.render import skipped_images
+    from pipeline_report.render import skipped_images
 
     html = skipped_images(
         {
@@ -467,9 +473,9 @@ def test_skipped_images_are_counted_and_listed_with_their_reason():
 def test_local_job_samples_read_back_as_a_profiler_system_profile():
     import boto3
     from moto import mock_aws
+    from pipeline_report.profile import profile_from_profiler_output
 
     from mlops.local.sagemaker.processes import profiler_system_metrics
-    from mlops.report.collect import profile_from_profiler_output
 
     usage = {
         "started_epoch_s": 1_800_000_000.0,
@@ -519,7 +525,7 @@ def test_reported_outcome_is_what_the_outcome_choice_decides_next(state, expecte
 
 
 def test_dataset_section_counts_unreadable_images_and_shows_the_warnings():
-    from mlops.report.render import dataset_section
+    from pipeline_report.render import dataset_section
 
     validation = {
         "images": {
@@ -542,7 +548,7 @@ def test_dataset_section_counts_unreadable_images_and_shows_the_warnings():
 
 
 def test_smoke_test_section_says_an_input_error_is_not_a_model_failure():
-    from mlops.report.render import smoke_test
+    from pipeline_report.render import smoke_test
 
     record = {"image_key": "datasets/d/test/a/1.png", "input_rejected": {"status": 415}}
 

@@ -1,4 +1,4 @@
-"""training.metrics: the printed lines and the MetricDefinitions regexes agree."""
+"""pipeline_common.metrics: the printed lines and the MetricDefinitions regexes agree."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from training import metrics
+from pipeline_common import metrics
 
 
 def test_metric_definitions_cover_every_split_and_field():
@@ -61,5 +60,7 @@ def test_format_rejects_unknown_split_and_test_per_epoch():
 def test_metrics_command_writes_metric_definitions_json(tmp_path):
     target = tmp_path / "code" / "metric_definitions.json"
     root = Path(__file__).resolve().parents[2]
-    subprocess.run([sys.executable, "-m", "training.metrics", str(target)], cwd=root, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pipeline_common.metrics", str(target)], cwd=root, check=True
+    )
     assert json.loads(target.read_text()) == metrics.METRIC_DEFINITIONS

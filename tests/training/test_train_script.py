@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from pipeline_common import metrics
 from smdebug.core.modes import ModeKeys
 from smdebug.trials import create_trial
 
-from training import metrics, rules
+from training import rules
 from training.train import get_args_parser
 
 STATUS_WORDS = {rules.NO_ISSUES, rules.ISSUES, rules.ERROR}
@@ -54,6 +55,14 @@ def test_train_history_matches_printed_metrics(trained):
     assert [round(e["valid"]["loss"], 6) for e in history["epochs"]] == printed["valid:loss"]
     assert round(history["test"]["loss"], 6) == printed["test:loss"][0]
     assert history["test"]["samples"] == 20
+
+
+def test_train_records_the_test_pass_confusion_matrix(trained):
+    record = json.loads((trained.output_dir / metrics.CONFUSION_FILE).read_text())
+    history = json.loads((trained.output_dir / "history.json").read_text())
+    assert record["images"] == sum(map(sum, record["matrix"])) == history["test"]["samples"]
+    assert len(record["matrix"]) == len(record["classes"]) == len(record["per_class_accuracy"])
+    assert record["accuracy"] == pytest.approx(history["test"]["accuracy"])
 
 
 def test_train_saves_readable_smdebug_tensors(trained):

@@ -12,12 +12,15 @@ import json
 from typing import Any
 
 from pipeline_common.config import CommonSettings, TrainingSettings
+
+# The objective and the test metric are named with the metric lines (pipeline_common.metrics);
+# re-exported here for the request builders and handlers that import them from jobs.
+from pipeline_common.metrics import OBJECTIVE_METRIC as OBJECTIVE_METRIC
+from pipeline_common.metrics import OBJECTIVE_TYPE as OBJECTIVE_TYPE
+from pipeline_common.metrics import TEST_ACCURACY_METRIC as TEST_ACCURACY_METRIC
 from pipeline_common.naming import run_prefix
 from pipeline_common.s3io import s3_uri
 
-OBJECTIVE_METRIC = "valid:loss"
-OBJECTIVE_TYPE = "Minimize"
-TEST_ACCURACY_METRIC = "test:accuracy"
 REQUIRED_METRICS = (OBJECTIVE_METRIC, TEST_ACCURACY_METRIC)
 CHANNELS = ("train", "valid", "test")
 TRAINING_SOURCE_KEY = "code/training/sourcedir.tar.gz"

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlops import executions as ex
-from mlops.report import analysis as an
-from mlops.report import plots
-from mlops.report.collect import RunData, collect
-from mlops.report.render import render, report_json
-from mlops.target import Target
+from pipeline_report import analysis as an
+from pipeline_report import executions as ex
+from pipeline_report import plots
+from pipeline_report.collect import RunData, collect
+from pipeline_report.render import render, report_json
+from pipeline_report.target import Target
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def draw(data: RunData) -> dict[str, bytes]:
             profile.cpu_count,
             profile.memory_percent,
         )
-    confusion = data.endpoint.confusion if data.endpoint else None
+    confusion = retrain.confusion if retrain else None
     if confusion and confusion.images:
         figures["confusion_matrix"] = plots.confusion_matrix(confusion.matrix, confusion.labels)
     return figures
@@ -89,10 +89,9 @@ def tuning_figures(tuning: Any) -> dict[str, bytes]:
     return figures
 
 
-def build_report(target: Target, ident: str, local_root: Path | None = None) -> Report:
+def build_report(target: Target, ident: str) -> Report:
     """The report of execution `ident` (`latest`, a name or an ARN).
 
-    `local_root` is the local cloud's state folder (for resource_usage.json); None on AWS.
     Raises LookupError naming the execution when it does not exist.
     """
     sfn = target.client("stepfunctions")
@@ -101,16 +100,14 @@ def build_report(target: Target, ident: str, local_root: Path | None = None) -> 
         if ident.startswith("arn:")
         else (ex.resolve_execution_arn(sfn, target.state_machine_arn, ident))
     )  # an ARN needs no state machine: the pipeline's own Lambda passes one
-    data = collect(target, ex.describe(sfn, arn), local_root)
+    data = collect(target, ex.describe(sfn, arn))
     figures = draw(data)
     return Report(html=render(data, figures), data=data, plots=figures)
 
 
-def write_report(
-    target: Target, ident: str, out_dir: Path, local_root: Path | None = None
-) -> tuple[Path, Report]:
+def write_report(target: Target, ident: str, out_dir: Path) -> tuple[Path, Report]:
     """Write `<out_dir>/<execution>.html` and return its path."""
-    report = build_report(target, ident, local_root)
+    report = build_report(target, ident)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{report.data.view.name}.html"
     path.write_text(report.html, encoding="utf-8")

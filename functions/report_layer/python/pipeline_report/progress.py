@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from pipeline_common.jobs import decode
 
-from mlops import executions as ex
-from mlops.report.analysis import decode_hyperparameter, last_epoch
+from pipeline_report import executions as ex
+from pipeline_report.analysis import last_epoch
 
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 LOG_TAIL_EVENTS = 200
@@ -40,7 +41,7 @@ def training_progress(sagemaker: Any, logs: Any | None, name: str) -> str:
     job = sagemaker.describe_training_job(TrainingJobName=name)
     status = job.get("SecondaryStatus") or job.get("TrainingJobStatus", "?")
     line = f"retrain {name}: {status}"
-    epochs = decode_hyperparameter((job.get("HyperParameters") or {}).get("epochs"))
+    epochs = decode((job.get("HyperParameters") or {}).get("epochs"))
     latest = last_epoch(tail_of_log(logs, name)) if logs is not None else None
     if latest:
         epoch, values = latest

@@ -1,9 +1,9 @@
 """Reading what the pipeline recorded in S3: run records and the jobs' output archives.
 
-The run records (`runs/<execution>/validation.json`, `leaderboard.json`, `gate.json`,
-`deployment.json`, `smoke_test.json`; docs/contracts.md) are the pipeline's own account of a
-run. A missing record is normal (a failed run stops early), so readers return None for it
-rather than raise.
+The run records (`runs/<execution>/`, named in pipeline_common.records; docs/contracts.md) are
+the pipeline's own account of a run; the training job's output.tar.gz holds what train.py
+recorded (history.json, confusion.json). A missing record is normal (a failed run stops
+early), so readers return None for it rather than raise.
 """
 
 from __future__ import annotations
@@ -11,13 +11,15 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
+from pipeline_common.naming import class_label
+from pipeline_common.records import RUN_RECORDS, record_key
 
-from mlops.target import Target
+from pipeline_report.target import Target
 
-RECORDS = ("validation.json", "leaderboard.json", "gate.json", "deployment.json", "smoke_test.json")
 MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
 
 
@@ -40,12 +42,12 @@ def read_object(s3: Any, bucket: str, key: str) -> bytes | None:
 
 def read_record(target: Target, execution: str, name: str) -> dict[str, Any] | None:
     """One run record of `execution` (e.g. `gate.json`), or None when the run wrote none."""
-    raw = read_object(target.client("s3"), target.artifacts_bucket, f"runs/{execution}/{name}")
+    raw = read_object(target.client("s3"), target.artifacts_bucket, record_key(execution, name))
     return json.loads(raw) if raw is not None else None
 
 
 def read_records(target: Target, execution: str) -> dict[str, dict[str, Any] | None]:
-    return {name: read_record(target, execution, name) for name in RECORDS}
+    return {name: read_record(target, execution, name) for name in RUN_RECORDS}
 
 
 def tar_member(archive: bytes, name: str) -> bytes | None:
@@ -74,3 +76,32 @@ def read_output_files(s3: Any, model_artifacts_uri: str, names: tuple[str, ...])
         if raw is not None:
             found[name] = json.loads(raw)
     return found
+
+
+@dataclass
+class Confusion:
+    """The test pass of the profiled retrain, as train.py recorded it (confusion.json)."""
+
+    labels: list[str]
+    matrix: list[list[int]]
+    accuracy: float | None
+    per_class_accuracy: dict[str, float | None]
+    images: int
+
+
+def confusion_from_record(record: Any) -> Confusion | None:
+    """confusion.json (pipeline_common.metrics.confusion_record) -> a Confusion; None when the
+    job recorded none or the record is not that shape."""
+    if not isinstance(record, dict):
+        return None
+    classes, matrix = record.get("classes"), record.get("matrix")
+    if not isinstance(classes, list) or not isinstance(matrix, list) or not classes:
+        return None
+    per_class = record.get("per_class_accuracy") or {}
+    return Confusion(
+        labels=[class_label(str(name)) for name in classes],
+        matrix=[[int(n) for n in row] for row in matrix],
+        accuracy=record.get("accuracy"),
+        per_class_accuracy={class_label(str(k)): v for k, v in per_class.items()},
+        images=int(record.get("images") or sum(map(sum, matrix))),
+    )

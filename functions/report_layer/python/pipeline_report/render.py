@@ -13,8 +13,10 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Any
 
-from mlops.report import analysis as an
-from mlops.report.collect import Confusion, Endpoint, Retrain, RunData, Tuning
+from pipeline_report import analysis as an
+from pipeline_report.collect import RunData
+from pipeline_report.describe import Endpoint, Retrain, Tuning
+from pipeline_report.records import Confusion
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto;
@@ -440,7 +442,7 @@ def endpoint_section(data: RunData, plots: dict[str, bytes]) -> str:
         if endpoint.failure_reason:
             parts.append(f'<p class="error">{escape(endpoint.failure_reason)}</p>')
     parts.append(smoke_test(data.records.get("smoke_test.json")))
-    parts.append(accuracy(data, endpoint.confusion if endpoint else None, plots))
+    parts.append(accuracy(data, data.retrain.confusion if data.retrain else None, plots))
     return "".join(parts)
 
 
@@ -483,15 +485,15 @@ def accuracy(data: RunData, confusion: Confusion | None, plots: dict[str, bytes]
     ]
     if confusion:
         parts.append(
-            f"; through the endpoint: <b>{fmt(confusion.accuracy)}</b> on {confusion.images} of "
-            f"{confusion.available} test images.</p>"
+            f"; its test pass: <b>{fmt(confusion.accuracy)}</b> on {confusion.images} test "
+            "images (confusion.json).</p>"
         )
-        if confusion.errors:
-            parts.append(
-                '<p class="error">Failed invocations: '
-                + escape("; ".join(confusion.errors))
-                + "</p>"
+        parts.append(
+            table(
+                ["Class", "Accuracy"],
+                [[escape(k), fmt(v)] for k, v in confusion.per_class_accuracy.items()],
             )
+        )
         parts.append(image("confusion_matrix", plots.get("confusion_matrix"), "confusion matrix"))
     else:
         parts.append(".</p>")
@@ -539,9 +541,7 @@ def report_json(data: RunData, plots: dict[str, bytes]) -> dict[str, Any]:
         },
         "gate": data.gate,
         "validation": _validation_json(data.records.get("validation.json")),
-        "confusion": None
-        if not (data.endpoint and data.endpoint.confusion)
-        else data.endpoint.confusion.__dict__,
+        "confusion": None if not (retrain and retrain.confusion) else retrain.confusion.__dict__,
         "plots": sorted(plots),
         "notes": data.notes,
     }

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from mlops.report import analysis as an
+from pipeline_report import analysis as an
 
 STATUS_COLOURS = {
     "SUCCEEDED": "#2e7d32",

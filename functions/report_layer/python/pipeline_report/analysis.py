@@ -6,37 +6,24 @@ folds into one timeline row, which epoch a log line belongs to) is tested on its
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from mlops.executions import StepRecord
+from pipeline_common.jobs import decode
+from pipeline_common.metrics import FINAL_EPOCH, METRIC_LINE
 
-# The metric line train.py prints (docs/contracts.md, "train.py"); training/metrics.py holds the
-# regexes SageMaker uses. This one reads epoch, split, loss and accuracy in one match.
-METRIC_LINE = re.compile(
-    r"\[metric\] epoch=(?P<epoch>[0-9]+|final) split=(?P<split>train|valid|test) "
-    r"loss=(?P<loss>\S+) accuracy=(?P<accuracy>[0-9.]+)"
-)
+from pipeline_report.executions import StepRecord
+
 LEARNING_RATE_NAMES = ("lr", "learning_rate", "learning-rate")
 
 
-def decode_hyperparameter(value: Any) -> Any:
-    """SageMaker carries hyperparameters JSON-encoded (`"\\"resnet18\\""`); undo that once."""
-    if not isinstance(value, str):
-        return value
-    try:
-        return json.loads(value)
-    except ValueError:
-        return value
-
-
 def decode_hyperparameters(values: dict[str, Any] | None) -> dict[str, Any]:
-    return {key: decode_hyperparameter(value) for key, value in (values or {}).items()}
+    """SageMaker carries hyperparameters JSON-encoded (`"\\"resnet18\\""`); undo that once
+    (pipeline_common.jobs.decode, the inverse of what the Lambdas send)."""
+    return {key: decode(value) for key, value in (values or {}).items()}
 
 
 # -- tuning ----------------------------------------------------------------------------------------
@@ -221,7 +208,7 @@ def curves_from_log(lines: Iterable[str], source: str) -> Curves:
         if not match:
             continue
         values = (as_float(match["loss"]), as_float(match["accuracy"]))
-        if match["epoch"] == "final":
+        if match["epoch"] == FINAL_EPOCH:
             test = {"loss": values[0], "accuracy": values[1]}
             continue
         per_epoch.setdefault(int(match["epoch"]), {})[match["split"]] = values
@@ -243,7 +230,7 @@ def last_epoch(lines: Iterable[str]) -> tuple[int, dict[str, float]] | None:
     found: tuple[int, dict[str, float]] | None = None
     for line in lines:
         match = METRIC_LINE.search(line)
-        if not match or match["epoch"] == "final":
+        if not match or match["epoch"] == FINAL_EPOCH:
             continue
         epoch = int(match["epoch"])
         if found is None or epoch != found[0]:
@@ -253,32 +240,3 @@ def last_epoch(lines: Iterable[str]) -> tuple[int, dict[str, float]] | None:
             if value is not None:
                 found[1][f"{match['split']}:{name}"] = value
     return found
-
-
-# -- confusion matrix ------------------------------------------------------------------------------
-def confusion_matrix(pairs: Iterable[tuple[int, int]], class_count: int) -> list[list[int]]:
-    """Rows are true classes, columns predicted classes (scikit-learn's convention)."""
-    matrix = [[0] * class_count for _ in range(class_count)]
-    for true, predicted in pairs:
-        if 0 <= true < class_count and 0 <= predicted < class_count:
-            matrix[true][predicted] += 1
-    return matrix
-
-
-def accuracy_of(matrix: list[list[int]]) -> float | None:
-    total = sum(sum(row) for row in matrix)
-    return sum(matrix[i][i] for i in range(len(matrix))) / total if total else None
-
-
-def class_label(class_name: str) -> str:
-    """`003.three` -> `three`: the `NNN.` prefix only orders the folders."""
-    prefix, _, rest = class_name.partition(".")
-    return rest if prefix.isdigit() and rest else class_name
-
-
-def even_sample(items: Sequence[Any], limit: int) -> list[Any]:
-    """At most `limit` items spread evenly over `items` (so every class folder is sampled)."""
-    if len(items) <= limit:
-        return list(items)
-    step = len(items) / limit
-    return [items[int(i * step)] for i in range(limit)]
