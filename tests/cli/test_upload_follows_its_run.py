@@ -18,16 +18,26 @@ import sys
 from pathlib import Path
 
 import pytest
-from pipeline_common.naming import execution_name, manifest_key, manifest_version_token
+from pipeline_common.naming import (
+    execution_arn,
+    execution_name,
+    manifest_key,
+    manifest_version_token,
+)
 
+from mlops import cli
 from mlops import executions as ex
 from mlops.local.process import start_cloud_process, stop_cloud_process
 from mlops.sample_data import write_digits
 from mlops.target import local_target
 
 REPO = Path(__file__).resolve().parents[2]
-DATASETS = ("dogs", "hotdogs")
-PER_CLASS = 4  # 2 train images a class: fewer than MinTrainImagesPerClass (5), DatasetInvalid
+# Images a class before the split: at most 4 train images a class, fewer than the template's
+# MinTrainImagesPerClass (5), so DatasetInvalid. "dogs" has more files, so its upload ends
+# last and the "hotdogs" run is already the newest execution containing "dogs" when the dogs
+# CLI looks for its own: the race a substring match loses.
+PER_CLASS = {"dogs": 6, "hotdogs": 4}
+DATASETS = tuple(PER_CLASS)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -57,14 +67,13 @@ def mlops_processes(root: Path, commands: dict[str, list[str]]) -> dict[str, tup
         )
         for key, command in commands.items()
     }
-    return {
-        key: (process.wait(timeout=300), process.stdout.read()) for key, process in started.items()
-    }
+    printed = {key: process.communicate(timeout=300)[0] for key, process in started.items()}
+    return {key: (process.returncode, printed[key]) for key, process in started.items()}
 
 
 def test_upload_then_wait_follow_their_own_execution(cloud_root, tmp_path):
     for index, name in enumerate(DATASETS):
-        write_digits(tmp_path / name, max_per_class=PER_CLASS, size=8, seed=index)
+        write_digits(tmp_path / name, max_per_class=PER_CLASS[name], size=8, seed=index)
 
     uploads = mlops_processes(
         cloud_root, {name: ["upload", str(tmp_path / name), "--name", name] for name in DATASETS}
@@ -93,22 +102,15 @@ def test_upload_then_wait_follow_their_own_execution(cloud_root, tmp_path):
         assert f"Execution {started[name]}: FAILED" in printed, printed
         other = started["hotdogs" if name == "dogs" else "dogs"]
         assert other not in printed, printed
-        command = ["execution", started[name], "--json", "--root", str(cloud_root)]
-        described = subprocess.run(
-            [sys.executable, "-m", "mlops.cli", *command],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        view = json.loads(described.stdout)
-        assert view["name"] == started[name] and view["error"] == "DatasetInvalid", view
-        run_input = sfn.describe_execution(executionArn=view["arn"])["input"]
-        assert json.loads(run_input)["dataset"] == name, run_input
+        assert "Failed with DatasetInvalid" in printed, printed
+        arn = execution_arn(target.state_machine_arn, started[name])
+        run_input = json.loads(sfn.describe_execution(executionArn=arn)["input"])
+        assert run_input["dataset"] == name, run_input
 
 
-def test_wait_for_a_name_that_is_only_a_substring_is_an_error(cloud_root):
+def test_wait_for_a_name_that_is_only_a_substring_is_an_error(cloud_root, capsys):
     """`wait dogs` names no execution: it must not pick "dogs-..." or "hotdogs-..." runs."""
-    code, printed = mlops_processes(cloud_root, {"dogs": ["wait", "dogs"]})["dogs"]
+    code = cli.main(["wait", "dogs", "--root", str(cloud_root)])
+    printed = capsys.readouterr().err
     assert code == 2, printed
     assert "No execution named 'dogs'" in printed, printed
