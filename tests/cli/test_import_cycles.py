@@ -84,19 +84,19 @@ def import_graph() -> dict[str, set[str]]:
     return {name: imported(name, path, set(known)) for name, path in known.items()}
 
 
-def test_the_check_sees_a_cycle():
+def test_cycles_finds_a_cycle_and_only_real_ones():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
-def test_the_graph_has_the_cli_edges():
+def test_import_graph_has_the_cli_edges():
     graph = import_graph()
     assert {"mlops.runs", "mlops.demo"} <= graph["mlops.cli"]
     assert "mlops.runs" in graph["mlops.demo"]
     assert "pipeline_common.naming" in graph["mlops.runs"]
 
 
-def test_no_import_cycles_outside_the_local_cloud():
+def test_import_graph_has_no_cycle_outside_the_local_cloud():
     """mlops.local (moto, the local SageMaker) still has cycles of its own, which its split
     (issue 14, "big files with two jobs") removes; any cycle that reaches a module outside it
     (the CLI, the demo, the report, pipeline_common) fails here."""
