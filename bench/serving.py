@@ -363,7 +363,7 @@ def request_paths(
     InvokeEndpoint from a boto3 client (the baseline)."""
     import requests
 
-    from mlops.cli import predict_file
+    from mlops.runs import predict_file
     from mlops.target import local_target
 
     target = local_target(root)

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import mimetypes
 import os
 import signal
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +19,19 @@ from pipeline_report import executions as ex
 
 from mlops.local.cloud import CloudInfo, load_info
 from mlops.local.process import CloudStartError, lock_holder, start_cloud_process
-from mlops.manifest import (
-    DatasetFolderError,
-    build_manifest,
-    check_dataset_name,
-    list_dataset_files,
+from mlops.manifest import DatasetFolderError
+from mlops.runs import (
+    CliError,
+    follow,
+    out,
+    predict_file,
+    print_execution,
+    print_validation,
+    progress,
+    resolve_execution,
+    upload_dataset,
 )
-from mlops.target import DEFAULT_ROOT, Target, TargetError, resolve_target
-
-TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
-
-
-class CliError(RuntimeError):
-    """An error the user can fix; printed as one line."""
-
-
-def out(text: str = "") -> None:
-    print(text, flush=True)
-
-
-def progress(text: str) -> None:
-    """Progress on stderr, so that stdout stays clean for --json."""
-    print(text, file=sys.stderr, flush=True)
+from mlops.target import DEFAULT_ROOT, TargetError, resolve_target
 
 
 # -- local cloud lifecycle ---------------------------------------------------------------------
@@ -161,97 +150,6 @@ def cmd_upload(args: argparse.Namespace) -> int:
     return 0 if valid is not False else 1
 
 
-def print_validation(target: Target, execution: dict[str, Any], timeout_s: float) -> bool | None:
-    """Wait for the run's ValidateDataset step and print what it found.
-
-    The pipeline's own validation (every image read, per-class minimums from the template) is
-    the one definition; the CLI only shows its verdict: the unreadable files training will
-    skip and the warnings from validation.json, or the DatasetInvalid error. Returns True
-    (valid), False (rejected) or None (no verdict within `timeout_s`).
-    """
-    from pipeline_report.records import read_record
-
-    sfn = target.client("stepfunctions")
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        record = read_record(target, execution["name"], "validation.json")
-        if record is not None:
-            images = record.get("images") or {}
-            count = int(images.get("unreadable_count") or 0)
-            out(
-                f"Validation passed: {count} unreadable image(s) will be skipped"
-                if count
-                else "Validation passed: every image is readable"
-            )
-            for warning in record.get("warnings") or []:
-                out(f"  warning: {warning}")
-            return True
-        described = sfn.describe_execution(executionArn=execution["executionArn"])
-        if described["status"] != "RUNNING":
-            view = ex.describe(sfn, execution["executionArn"])
-            error = view.error or described["status"]
-            out(f"Validation failed: {error}: {_short_cause(view.cause)}")
-            return False
-        time.sleep(1.0)
-    out(f"No validation result within {timeout_s:.0f} s; see `mlops wait {execution['name']}`")
-    return None
-
-
-def upload_dataset(
-    target: Target, directory: Path, name: str, checksums: bool = True, timeout_s: float = 60
-) -> dict[str, Any]:
-    """Upload every file, then manifest.json (which starts a run); return that execution."""
-    name = check_dataset_name(name)
-    links: list[Path] = []
-    files = list_dataset_files(directory, skipped=links)
-    if links:
-        shown = ", ".join(str(link.relative_to(directory)) for link in links[:5])
-        more = f" and {len(links) - 5} more" if len(links) > 5 else ""
-        progress(f"Skipped {len(links)} symbolic link(s), not uploaded: {shown}{more}")
-    s3 = target.client("s3")
-    prefix = f"datasets/{name}"
-    started = datetime.now().astimezone()
-    total = len(files)
-    for index, item in enumerate(files, 1):
-        content_type = mimetypes.guess_type(item.path.name)[0] or "application/octet-stream"
-        s3.upload_file(
-            str(item.path),
-            target.data_bucket,
-            f"{prefix}/{item.key}",
-            ExtraArgs={"ContentType": content_type},
-        )
-        if index == total or index % 100 == 0:
-            progress(f"  uploaded {index}/{total} files ({100 * index // total}%)")
-    manifest = build_manifest(name, files, checksums=checksums)
-    s3.put_object(
-        Bucket=target.data_bucket,
-        Key=f"{prefix}/manifest.json",
-        Body=json.dumps(manifest, indent=1).encode(),
-        ContentType="application/json",
-    )
-    out(f"Uploaded {total} files and manifest.json to s3://{target.data_bucket}/{prefix}/")
-    execution = _wait_for_new_execution(target, name, started, timeout_s)
-    if execution is None:
-        raise CliError(
-            f"No execution started within {timeout_s:.0f} s of the upload: check the "
-            "trigger function's logs"
-        )
-    return execution
-
-
-def _wait_for_new_execution(
-    target: Target, dataset: str, since: datetime, timeout_s: float
-) -> dict[str, Any] | None:
-    sfn = target.client("stepfunctions")
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        for item in ex.list_executions(sfn, target.state_machine_arn):
-            if dataset in item["name"] and item["startDate"] >= since.replace(microsecond=0):
-                return item
-        time.sleep(0.5)
-    return None
-
-
 # -- executions ----------------------------------------------------------------------------------
 def cmd_executions(args: argparse.Namespace) -> int:
     target = resolve_target(args.stack, args.root)
@@ -271,17 +169,9 @@ def cmd_executions(args: argparse.Namespace) -> int:
     return 0
 
 
-def _view(target: Target, ident: str) -> ex.ExecutionView:
-    sfn = target.client("stepfunctions")
-    try:
-        arn = ex.resolve_execution_arn(sfn, target.state_machine_arn, ident)
-    except LookupError as exc:
-        raise CliError(str(exc)) from None
-    return ex.describe(sfn, arn)
-
-
 def cmd_execution(args: argparse.Namespace) -> int:
-    view = _view(resolve_target(args.stack, args.root), args.execution)
+    target = resolve_target(args.stack, args.root)
+    view = ex.describe(target.client("stepfunctions"), resolve_execution(target, args.execution))
     if args.json:
         out(json.dumps(view.to_json(), default=str, indent=2))
         return 0
@@ -289,83 +179,19 @@ def cmd_execution(args: argparse.Namespace) -> int:
     return 0 if view.status != "FAILED" else 1
 
 
-def print_execution(view: ex.ExecutionView) -> None:
-    duration = f"{view.duration_s:.0f}s" if view.duration_s is not None else "running"
-    out(f"Execution {view.name}: {view.status} ({duration})")
-    out(f"  {'STATE':28} {'STATUS':10} {'START':9} {'VISITS':>6} {'DURATION':>9}")
-    for row in ex.summarize_steps(view.steps):
-        took = f"{row.duration_s:.1f}s" if row.duration_s is not None else "-"
-        out(
-            f"  {row.name:28} {row.status:10} {row.started.strftime('%H:%M:%S'):9} "
-            f"{row.visits:>6} {took:>9}"
-        )
-        if row.error:
-            out(f"      error: {row.error}: {_short_cause(row.cause)}")
-    if view.error:
-        out(f"  Failed with {view.error}: {_short_cause(view.cause)}")
-
-
-def _short_cause(cause: str | None, limit: int = 400) -> str:
-    if not cause:
-        return ""
-    try:
-        parsed = json.loads(cause)
-        if isinstance(parsed, dict) and "errorMessage" in parsed:
-            cause = parsed["errorMessage"]
-    except ValueError:
-        pass
-    return cause if len(cause) <= limit else cause[:limit] + " ..."
-
-
 def cmd_wait(args: argparse.Namespace) -> int:
     target = resolve_target(args.stack, args.root)
     sfn = target.client("stepfunctions")
-    try:
-        arn = ex.resolve_execution_arn(sfn, target.state_machine_arn, args.execution)
-    except LookupError as exc:
-        raise CliError(str(exc)) from None
     view = follow(
-        sfn, arn, args.poll, args.timeout, target.client("sagemaker"), target.client("logs")
+        sfn,
+        resolve_execution(target, args.execution),
+        args.poll,
+        args.timeout,
+        target.client("sagemaker"),
+        target.client("logs"),
     )
     print_execution(view)
     return 0 if view.status == "SUCCEEDED" else 1
-
-
-def follow(
-    sfn: Any,
-    arn: str,
-    poll_s: float,
-    timeout_s: float,
-    sagemaker: Any = None,
-    logs: Any = None,
-) -> ex.ExecutionView:
-    """Print each state as the execution enters it (a wait loop once), until it stops.
-
-    With a SageMaker client, also one line whenever the tuning job's trials or best objective
-    change, or the retrain's status or epoch (its log stream's metric lines, with `logs`).
-    """
-    from pipeline_report.progress import execution_progress
-
-    deadline = time.time() + timeout_s
-    started = time.time()
-    printed: list[str] = []
-    last_progress: str | None = None
-    while True:
-        view = ex.describe(sfn, arn)
-        for row in ex.summarize_steps(view.steps):
-            if row.name in printed or row.state_type in ("Wait", "Choice", "Pass"):
-                continue
-            printed.append(row.name)
-            progress(f"[{time.time() - started:5.0f}s] {row.name}")
-        line = execution_progress(view, sagemaker, logs) if sagemaker is not None else None
-        if line and line != last_progress:
-            progress(f"[{time.time() - started:5.0f}s]   {line}")
-        last_progress = line or last_progress
-        if view.status in TERMINAL:
-            return view
-        if time.time() > deadline:
-            raise CliError(f"Execution {view.name} still {view.status} after {timeout_s:.0f} s")
-        time.sleep(poll_s)
 
 
 # -- reports and the console ---------------------------------------------------------------------
@@ -416,24 +242,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 top = result["top_k"][0]["probability"] if result.get("top_k") else float("nan")
                 out(f"{result['image']}: {result['class_index']} {result['label']} ({top:.3f})")
     return 0 if all("error" not in r for r in results) else 1
-
-
-def predict_file(target: Target, image: Path, requests: Any) -> dict[str, Any]:
-    content_type = mimetypes.guess_type(image.name)[0] or "application/octet-stream"
-    headers = {"Content-Type": content_type}
-    if target.api_key:
-        headers["x-api-key"] = target.api_key
-    response = requests.post(
-        f"{target.api_url}/predict", data=image.read_bytes(), headers=headers, timeout=60
-    )
-    try:
-        body = response.json()
-    except ValueError:
-        body = {"message": response.text[:200]}
-    if response.status_code != 200:
-        message = body.get("message") or body.get("error") or str(body)
-        return {"image": str(image), "status": response.status_code, "error": message}
-    return {"image": str(image), **body}
 
 
 # -- the demo ------------------------------------------------------------------------------------

@@ -15,10 +15,12 @@ from typing import Any
 
 import requests
 from botocore.exceptions import ClientError
+from pipeline_common.naming import class_label
+from pipeline_common.records import DEPLOYMENT, GATE, LEADERBOARD, REPORT, record_key
 from pipeline_report.records import read_record
 
-from mlops.cli import CliError, follow, out, predict_file, print_execution, upload_dataset
 from mlops.local.process import start_cloud_process, stop_cloud_process
+from mlops.runs import CliError, follow, out, predict_file, print_execution, upload_dataset
 from mlops.target import Target, local_target
 
 DATASET = "digits"
@@ -51,7 +53,7 @@ def run_demo(root: Path, data_dir: Path, timeout_s: float) -> int:
         print_execution(view)
         print_run_records(target, view.name)
         save_pipeline_report(target, view.name, REPORTS_DIR)
-        gate = read_record(target, view.name, "gate.json")
+        gate = read_record(target, view.name, GATE)
         if view.status != "SUCCEEDED":
             raise CliError(failure_advice(view.status, view.error, view.cause, gate))
         accuracy, errors = predict_held_back_images(target, data_dir)
@@ -104,7 +106,7 @@ def failure_advice(
 def save_pipeline_report(target: Target, execution: str, out_dir: Path) -> None:
     """Copy the report the pipeline wrote (its WriteReport step) out of the local cloud, whose
     buckets go away when the demo stops it."""
-    key = f"runs/{execution}/report.html"
+    key = record_key(execution, REPORT)
     try:
         body = target.client("s3").get_object(Bucket=target.artifacts_bucket, Key=key)["Body"]
     except ClientError as exc:
@@ -117,13 +119,13 @@ def save_pipeline_report(target: Target, execution: str, out_dir: Path) -> None:
 
 
 def print_run_records(target: Target, execution: str) -> None:
-    leaderboard = read_record(target, execution, "leaderboard.json")
+    leaderboard = read_record(target, execution, LEADERBOARD)
     if leaderboard:
         print_leaderboard(leaderboard)
-    gate = read_record(target, execution, "gate.json")
+    gate = read_record(target, execution, GATE)
     if gate:
         print_gate(gate)
-    deployment = read_record(target, execution, "deployment.json")
+    deployment = read_record(target, execution, DEPLOYMENT)
     if deployment:
         out(
             f"\nEndpoint {deployment.get('endpoint_name')}: {deployment.get('operation')} with "
@@ -190,6 +192,6 @@ def predict_held_back_images(target: Target, data_dir: Path) -> tuple[float, int
         probability = result["top_k"][0]["probability"] if result.get("top_k") else 0.0
         out(
             f"  {image.parent.name}/{image.name}: predicted {result['label']!r} "
-            f"({probability:.2f}), true {true_class.split('.', 1)[-1]!r} {'ok' if ok else 'WRONG'}"
+            f"({probability:.2f}), true {class_label(true_class)!r} {'ok' if ok else 'WRONG'}"
         )
     return (correct / len(images) if images else 0.0), errors

@@ -1,20 +1,19 @@
 """Building the data set manifest (schema in docs/contracts.md) from a local folder.
 
 The manifest is uploaded last: its arrival in S3 is what starts a run, so it must describe
-exactly what was uploaded before it.
+exactly what was uploaded before it. The schema, the splits and the name rule are the
+pipeline's (pipeline_common), so the uploader cannot drift from what ValidateDataset checks.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SPLITS = ("train", "valid", "test")
-SCHEMA_VERSION = 1
-DATASET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+from pipeline_common.manifest import SCHEMA_VERSION, SPLITS, Manifest
+from pipeline_common.naming import DATASET_NAME_PATTERN
 
 
 class DatasetFolderError(ValueError):
@@ -29,7 +28,7 @@ class DatasetFile:
 
 
 def check_dataset_name(name: str) -> str:
-    if not DATASET_NAME.match(name):
+    if not DATASET_NAME_PATTERN.match(name):
         raise DatasetFolderError(
             f"Data set name {name!r} is not valid: use 1-40 lowercase letters, digits and '-', "
             "starting with a letter or digit (it becomes part of SageMaker job names)"
@@ -86,7 +85,11 @@ def sha256_of(path: Path) -> str:
 
 
 def build_manifest(name: str, files: list[DatasetFile], checksums: bool = True) -> dict[str, Any]:
-    """The manifest for `files`; class list = union of class folders over the splits, sorted."""
+    """The manifest for `files`; class list = union of class folders over the splits, sorted.
+
+    Checked against the pipeline's own schema (:class:`pipeline_common.manifest.Manifest`)
+    before it is returned: a manifest the pipeline would refuse must not start a run.
+    """
     splits: dict[str, dict[str, int]] = {split: {} for split in SPLITS}
     for item in files:
         split, label, _ = item.key.split("/")
@@ -103,4 +106,5 @@ def build_manifest(name: str, files: list[DatasetFile], checksums: bool = True) 
         manifest["files"] = [
             {"key": item.key, "size": item.size, "sha256": sha256_of(item.path)} for item in files
         ]
+    Manifest.model_validate(manifest)
     return manifest

@@ -11,7 +11,6 @@ split has every class (stratified), with a seeded shuffle so the same seed gives
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import shutil
@@ -20,8 +19,10 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from pipeline_common.manifest import MANIFEST_FILE, SPLITS
 
-SPLITS = ("train", "valid", "test")
+from mlops.manifest import build_manifest, list_dataset_files
+
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # load_digits pixel values run 0 (paper) .. 16 (ink).
 _MAX_INK = 16.0
@@ -72,7 +73,7 @@ def write_digits(
     overwrite: bool = False,
     manifest: bool = False,
 ) -> dict[str, Any]:
-    """Write the digits under `out_dir`; return a summary in the shape of the data set manifest.
+    """Write the digits under `out_dir`; return their data set manifest (what `upload` builds).
 
     `max_per_class` caps the images per class before splitting (for tiny test data sets).
     Existing split folders are an error unless `overwrite` (stale files would leak into a run).
@@ -90,8 +91,6 @@ def write_digits(
 
     digits = load_digits()
     rng = random.Random(seed)
-    files: list[dict[str, Any]] = []
-    counts: dict[str, dict[str, int]] = {split: {} for split in SPLITS}
     for digit in range(len(DIGIT_NAMES)):
         indices = [int(i) for i in np.flatnonzero(digits.target == digit)]
         if max_per_class is not None:
@@ -102,19 +101,10 @@ def write_digits(
             for index in sorted(chosen):
                 path = folder / f"{index:04d}.png"
                 digit_image(digits.images[index], size).save(path, format="PNG")
-                files.append(_file_entry(root, path))
-            counts[split][class_folder(digit)] = len(chosen)
 
-    summary = {
-        "schema_version": 1,
-        "dataset": root.name,
-        "classes": [class_folder(d) for d in range(len(DIGIT_NAMES))],
-        "splits": counts,
-        "file_count": len(files),
-        "files": sorted(files, key=lambda f: f["key"]),
-    }
+    summary = build_manifest(root.name, list_dataset_files(root))
     if manifest:
-        (root / "manifest.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (root / MANIFEST_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -135,17 +125,8 @@ def _prepare_out_dir(root: Path, overwrite: bool) -> None:
         )
     for path in existing:
         shutil.rmtree(path)
-    (root / "manifest.json").unlink(missing_ok=True)
+    (root / MANIFEST_FILE).unlink(missing_ok=True)
     root.mkdir(parents=True, exist_ok=True)
-
-
-def _file_entry(root: Path, path: Path) -> dict[str, Any]:
-    data = path.read_bytes()
-    return {
-        "key": path.relative_to(root).as_posix(),
-        "size": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
-    }
 
 
 def get_args_parser() -> argparse.ArgumentParser:

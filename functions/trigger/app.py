@@ -21,7 +21,7 @@ from aws_lambda_powertools.utilities.parser import event_parser
 from botocore.exceptions import ClientError
 from pipeline_common.aws import client, error_code, translate_client_error
 from pipeline_common.config import env_str
-from pipeline_common.naming import dataset_from_manifest_key, execution_name
+from pipeline_common.naming import dataset_from_manifest_key, execution_name, version_token
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
@@ -61,15 +61,6 @@ class S3Notification(_Lenient):
     """The keys of an S3 event notification this function reads (the rest is ignored)."""
 
     Records: list[S3EventRecord] = Field(default_factory=list)
-
-
-def version_token(obj: S3ObjectEntity) -> str | None:
-    """The manifest version: version id on a versioned bucket, else the ETag."""
-    if obj.versionId and obj.versionId != "null":
-        return f"v:{obj.versionId}"
-    if obj.eTag:
-        return f"e:{obj.eTag.strip(chr(34))}"
-    return None
 
 
 def execution_input(bucket: str, key: str, dataset: str, token: str) -> dict[str, str]:

@@ -18,11 +18,11 @@ import pytest
 import requests
 from pipeline_report import executions as ex
 
-from mlops.cli import follow, upload_dataset
 from mlops.cli import main as mlops_main
 from mlops.local.cloud import load_info
 from mlops.local.moto_state import STOPPED_ERROR
 from mlops.local.process import start_cloud_process, stop_cloud_process
+from mlops.runs import follow, upload_dataset
 from mlops.sample_data import write_digits
 from mlops.target import local_target
 

@@ -11,6 +11,7 @@ training images, must stop in ValidateDataset with an error naming the class.
 from __future__ import annotations
 
 import io
+import re
 import shutil
 from pathlib import Path
 
@@ -21,8 +22,8 @@ from pipeline_report import executions as ex
 from pipeline_report.records import read_record
 
 from mlops import cli
-from mlops.cli import follow, upload_dataset
 from mlops.local.process import start_cloud_process, stop_cloud_process
+from mlops.runs import follow, resolve_execution, upload_dataset
 from mlops.sample_data import write_digits
 from mlops.target import local_target
 
@@ -166,10 +167,9 @@ def test_e2e_class_with_only_unreadable_images_fails_in_validation(
     assert "Validation failed: DatasetInvalid" in printed
     assert "007.seven" in printed
     sfn = cloud.client("stepfunctions")
-    [execution] = [
-        e for e in ex.list_executions(sfn, cloud.state_machine_arn) if "broken" in e["name"]
-    ]
-    view = follow(sfn, execution["executionArn"], poll_s=1.0, timeout_s=EXECUTION_TIMEOUT_S)
+    [name] = re.findall(r"^Started execution (\S+)$", printed, re.MULTILINE)
+    view = follow(sfn, resolve_execution(cloud, name), poll_s=1.0, timeout_s=EXECUTION_TIMEOUT_S)
+    assert view.input["dataset"] == "broken", view.input
     assert view.status == "FAILED"
     assert view.error == "DatasetInvalid", view.error
     assert "class 007.seven has 0 readable images in train/" in (view.cause or "")

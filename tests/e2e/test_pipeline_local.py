@@ -24,8 +24,8 @@ import requests
 from pipeline_common.records import REPORT, record_key
 from pipeline_report import executions as ex
 
-from mlops.cli import follow, upload_dataset
 from mlops.local.process import start_cloud_process, stop_cloud_process
+from mlops.runs import follow, start_run, upload_dataset
 from mlops.sample_data import write_digits
 from mlops.target import local_target
 
@@ -335,19 +335,10 @@ def test_e2e_broken_data_set_fails_in_validation_before_any_training(target, dig
         "splits": {"train": {"000.zero": 3}, "valid": {"000.zero": 3}, "test": {"000.zero": 3}},
         "file_count": 9,
     }
-    s3.put_object(
-        Bucket=target.data_bucket, Key=f"{prefix}/manifest.json", Body=json.dumps(manifest)
-    )
+    # the run of exactly this manifest version, by its computed name (CliError after 60 s)
+    execution = start_run(target, "broken", manifest, timeout_s=60)
+    assert json.loads(execution["input"])["dataset"] == "broken", execution["input"]
     sfn = target.client("stepfunctions")
-    deadline = time.time() + 60
-    execution = None
-    while execution is None and time.time() < deadline:
-        execution = next(
-            (e for e in ex.list_executions(sfn, target.state_machine_arn) if "broken" in e["name"]),
-            None,
-        )
-        time.sleep(0.5)
-    assert execution is not None
     view = follow(sfn, execution["executionArn"], poll_s=1.0, timeout_s=120)
 
     assert view.status == "FAILED"

@@ -68,3 +68,36 @@ def test_naming_dataset_from_manifest_key(key, dataset):
 )
 def test_naming_class_label_drops_the_order_prefix(folder, label):
     assert naming.class_label(folder) == label
+
+
+def test_manifest_version_token_is_the_same_from_the_event_and_from_put_object():
+    """The trigger reads the S3 event (ETag unquoted), the CLI its PutObject response (ETag in
+    quotes): both must name the same execution."""
+    etag = "0123456789abcdef0123456789abcdef"
+    assert naming.manifest_version_token(None, etag) == naming.manifest_version_token(
+        None, f'"{etag}"'
+    )
+    assert naming.manifest_version_token("null", f'"{etag}"') == f"e:{etag}"  # versioning off
+    assert naming.manifest_version_token("3HL4kqtJ", f'"{etag}"') == "v:3HL4kqtJ"
+    assert naming.manifest_version_token(None, None) is None
+
+
+def test_version_token_of_an_event_object():
+    class EventObject:
+        versionId = "3HL4kqtJ"
+        eTag = "0123"
+
+    assert naming.version_token(EventObject()) == "v:3HL4kqtJ"
+
+
+def test_execution_arn_and_names_of_similar_data_sets():
+    machine = "arn:aws:states:eu-west-1:123456789012:stateMachine:mlops-pipeline"
+    name = naming.execution_name("dogs", "v:1")
+    assert naming.execution_arn(machine, name) == (
+        f"arn:aws:states:eu-west-1:123456789012:execution:mlops-pipeline:{name}"
+    )
+    assert naming.execution_name("hotdogs", "v:1") != name
+    with pytest.raises(ValueError, match="not a state machine ARN"):
+        naming.execution_arn("arn:aws:states:eu-west-1:1:activity:x", name)
+    assert naming.manifest_key("dogs") == "datasets/dogs/manifest.json"
+    assert naming.dataset_from_manifest_key(naming.manifest_key("hotdogs")) == "hotdogs"

@@ -21,8 +21,8 @@ import pytest
 from pipeline_report import executions as ex
 from pipeline_report.collect import step_output
 
-from mlops.cli import follow, upload_dataset
 from mlops.local.process import start_cloud_process, stop_cloud_process
+from mlops.runs import follow, upload_dataset
 from mlops.sample_data import write_digits
 from mlops.target import Target, local_target
 

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 from pipeline_report import executions as ex
 
-from mlops.cli import follow, upload_dataset
 from mlops.local.process import start_cloud_process, stop_cloud_process
+from mlops.runs import follow, upload_dataset
 from mlops.sample_data import write_digits
 from mlops.target import Target, local_target
 

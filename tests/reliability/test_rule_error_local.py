@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from mlops.cli import follow, upload_dataset
 from mlops.local.process import start_cloud_process
+from mlops.runs import follow, upload_dataset
 from mlops.sample_data import write_digits
 from mlops.target import local_target
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +16,9 @@ from pathlib import Path
 import pytest
 from pipeline_report import executions as ex
 
-from mlops.cli import follow, upload_dataset
 from mlops.local.cloud import CloudInfo
 from mlops.local.process import start_cloud_process, stop_cloud_process
+from mlops.runs import CliError, follow, start_run, upload_dataset
 from mlops.sample_data import write_digits
 from mlops.target import Target, local_target
 
@@ -98,16 +96,9 @@ def run_broken(target: Target, digits: Path) -> ex.ExecutionView:
         "splits": {"train": {"000.zero": 3}, "valid": {"000.zero": 3}, "test": {"000.zero": 3}},
         "file_count": 9,
     }
-    s3.put_object(
-        Bucket=target.data_bucket, Key=f"{prefix}/manifest.json", Body=json.dumps(manifest)
-    )
+    try:  # the run of exactly this manifest version, by its computed name
+        execution = start_run(target, "broken", manifest, timeout_s=60)
+    except CliError as exc:
+        raise AssertionError(f"the broken data set started no execution: {exc}") from None
     sfn = target.client("stepfunctions")
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        found = [
-            e for e in ex.list_executions(sfn, target.state_machine_arn) if "broken" in e["name"]
-        ]
-        if found:
-            return follow(sfn, found[0]["executionArn"], poll_s=0.5, timeout_s=120)
-        time.sleep(0.5)
-    raise AssertionError("the broken data set started no execution within 60 s")
+    return follow(sfn, execution["executionArn"], poll_s=0.5, timeout_s=120)

@@ -17,11 +17,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline_common.naming import DATASET_NAME_PATTERN
+from pipeline_common.naming import DATASET_NAME_PATTERN, MANIFEST_FILE
 
 SPLITS = ("train", "valid", "test")
+SCHEMA_VERSION = 1  # the one version :class:`Manifest` accepts (its Literal below)
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-MANIFEST_FILE = "manifest.json"
 
 
 class ManifestFile(BaseModel):

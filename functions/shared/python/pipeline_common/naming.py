@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Protocol
 
 DATASET_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 MANIFEST_KEY_PATTERN = re.compile(r"^datasets/(?P<name>[^/]+)/manifest\.json$")
 DATASETS_PREFIX = "datasets/"
+MANIFEST_FILE = "manifest.json"
 
 TUNING_JOB_MAX = 32
 SAGEMAKER_NAME_MAX = 63
@@ -67,6 +69,41 @@ def execution_name(dataset: str, version_token: str) -> str:
     return f"{safe}-{short_hash(f'{dataset}#{version_token}', 16)}"
 
 
+class S3ObjectVersion(Protocol):
+    """What an S3 event record says about the object (Powertools' and our own models alike)."""
+
+    versionId: str | None
+    eTag: str | None
+
+
+def manifest_version_token(version_id: str | None, etag: str | None) -> str | None:
+    """The manifest version a run is named after: version id on a versioned bucket, else the ETag.
+
+    The trigger reads both from the S3 event, the CLI from its PutObject response (where the
+    ETag is quoted); both must arrive at the same token, so the CLI can compute the name of the
+    execution its upload starts instead of searching for it.
+    """
+    if version_id and version_id != "null":
+        return f"v:{version_id}"
+    if etag:
+        return f"e:{etag.strip(chr(34))}"
+    return None
+
+
+def version_token(obj: S3ObjectVersion) -> str | None:
+    """:func:`manifest_version_token` of an S3 event's object."""
+    return manifest_version_token(obj.versionId, obj.eTag)
+
+
+def execution_arn(state_machine_arn: str, name: str) -> str:
+    """The ARN Step Functions gives execution `name` of the state machine (same partition,
+    region and account): ``arn:aws:states:r:a:stateMachine:M`` -> ``...:execution:M:name``."""
+    head, kind, machine = state_machine_arn.rsplit(":", 2)
+    if kind != "stateMachine":
+        raise ValueError(f"not a state machine ARN: {state_machine_arn!r}")
+    return f"{head}:execution:{machine}:{name}"
+
+
 def dataset_from_manifest_key(key: str) -> str | None:
     """``datasets/<name>/manifest.json`` -> ``<name>``; None for any other key."""
     match = MANIFEST_KEY_PATTERN.match(key)
@@ -76,6 +113,11 @@ def dataset_from_manifest_key(key: str) -> str | None:
 def dataset_prefix(dataset: str) -> str:
     """The S3 prefix of a data set, with a trailing slash."""
     return f"{DATASETS_PREFIX}{dataset}/"
+
+
+def manifest_key(dataset: str) -> str:
+    """``datasets/<name>/manifest.json``: the object whose arrival starts a run."""
+    return f"{dataset_prefix(dataset)}{MANIFEST_FILE}"
 
 
 def run_prefix(execution: str) -> str:
