@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from pipeline_report import executions as ex
 
 from mlops.local.cloud import CloudInfo, load_info
@@ -377,6 +378,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (CliError, TargetError, DatasetFolderError, CloudStartError) as exc:
         print(f"mlops: error: {exc}", file=sys.stderr)
+        return 2
+    except (BotoCoreError, ClientError) as exc:
+        # An AWS (or local cloud) call failed after botocore's retries: one line that names the
+        # call and what to check, never a stack trace.
+        print(f"mlops: error: {exc}; check the cloud with `mlops status`", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError, HTTPClientError
 from pipeline_common import records
 from pipeline_common.aws import error_code
 from pipeline_common.naming import (
@@ -227,7 +227,10 @@ def follow(
     printed: list[str] = []
     last_progress: str | None = None
     while True:
-        view = ex.describe(sfn, arn)
+        view = _describe_when_answered(sfn, arn, deadline, started)
+        if view is None:
+            time.sleep(poll_s)
+            continue
         for row in ex.summarize_steps(view.steps):
             if row.name in printed or row.state_type in ("Wait", "Choice", "Pass"):
                 continue
@@ -242,6 +245,30 @@ def follow(
         if time.time() > deadline:
             raise CliError(f"Execution {view.name} still {view.status} after {timeout_s:.0f} s")
         time.sleep(poll_s)
+
+
+def _describe_when_answered(
+    sfn: Any, arn: str, deadline: float, started: float
+) -> ex.ExecutionView | None:
+    """The execution's view, or None when the cloud did not answer this time.
+
+    A busy machine can keep the local cloud from answering within botocore's read timeout
+    (60 s, retried); a run that is still going must not end the CLI with a stack trace, so
+    following goes on until its own deadline and then says what happened.
+    """
+    try:
+        return ex.describe(sfn, arn)
+    except (HTTPClientError, EndpointConnectionError) as exc:
+        if time.time() > deadline:
+            raise CliError(
+                f"The cloud did not answer about {arn.rsplit(':', 1)[-1]} ({exc}); "
+                "check it with `mlops status` and follow the run again with `mlops wait`"
+            ) from None
+        progress(
+            f"[{time.time() - started:5.0f}s] the cloud did not answer ({type(exc).__name__}); "
+            "still following"
+        )
+        return None
 
 
 # -- predictions ---------------------------------------------------------------------------------
