@@ -32,8 +32,8 @@ TOY = Path(__file__).parent / "toy" / "template.yaml"
 
 
 def _load_local_helpers():
-    """The local SageMaker tests' model builders (tests/local/helpers.py), loaded by path."""
-    path = Path(__file__).parents[1] / "local" / "helpers.py"
+    """The local SageMaker tests' model builders (tests/local_sagemaker/helpers.py), by path."""
+    path = Path(__file__).parents[1] / "local_sagemaker" / "helpers.py"
     spec = importlib.util.spec_from_file_location("local_sagemaker_helpers", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
