@@ -26,6 +26,8 @@ from mlops.cli import follow, upload_dataset
 from mlops.local.process import start_cloud_process, stop_cloud_process
 from mlops.sample_data import write_digits
 from mlops.target import local_target
+from tests.support.datasets import upload_broken_dataset
+from tests.support.waiting import wait_for
 
 # Small enough for a 2-core machine: 2 trials of 6 epochs on 16-pixel digits, then a retrain.
 # One epoch from scratch is at chance level; six reach about 90 %, so the accuracy gate below
@@ -237,13 +239,13 @@ def serving_phases(answers: list[Answer]) -> list[dict]:
 
 def wait_for_state(target, arn: str, state: str, timeout_s: float) -> None:
     sfn = target.client("stepfunctions")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        view = ex.describe(sfn, arn)
-        if state in state_names(view) or view.status != "RUNNING":
-            return
-        time.sleep(1)
-    raise AssertionError(f"{arn} did not reach {state} within {timeout_s} s")
+    wait_for(
+        lambda: ex.describe(sfn, arn),
+        timeout_s,
+        f"{arn} to reach {state}",
+        done=lambda view: state in state_names(view) or view.status != "RUNNING",
+        interval=1,
+    )
 
 
 def test_e2e_endpoint_update_under_load_drops_no_request(target, digits, tmp_path):
@@ -306,33 +308,9 @@ def test_e2e_gate_rejection_leaves_the_endpoint_unchanged(target, digits, tmp_pa
     assert endpoint_config(target) == config_before
 
 
-def test_e2e_broken_data_set_fails_in_validation_before_any_training(target, digits):
-    s3 = target.client("s3")
-    prefix = "datasets/broken"
-    for split in ("train", "test"):  # no valid split
-        for image in sorted((digits / split / "000.zero").iterdir())[:3]:
-            s3.upload_file(
-                str(image), target.data_bucket, f"{prefix}/{split}/000.zero/{image.name}"
-            )
-    manifest = {
-        "schema_version": 1,
-        "dataset": "broken",
-        "classes": ["000.zero"],
-        "splits": {"train": {"000.zero": 3}, "valid": {"000.zero": 3}, "test": {"000.zero": 3}},
-        "file_count": 9,
-    }
-    s3.put_object(
-        Bucket=target.data_bucket, Key=f"{prefix}/manifest.json", Body=json.dumps(manifest)
-    )
+def test_e2e_broken_data_set_fails_in_validation_before_any_training(target, digits, tmp_path):
+    execution = upload_broken_dataset(target, digits, tmp_path)  # no valid split
     sfn = target.client("stepfunctions")
-    deadline = time.time() + 60
-    execution = None
-    while execution is None and time.time() < deadline:
-        execution = next(
-            (e for e in ex.list_executions(sfn, target.state_machine_arn) if "broken" in e["name"]),
-            None,
-        )
-        time.sleep(0.5)
     assert execution is not None
     view = follow(sfn, execution["executionArn"], poll_s=1.0, timeout_s=120)
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import sam_template
+
+from tests.support import template as sam_template
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "tests" / "events"

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from mlops.local.cloud import CloudInfo
 from mlops.local.process import start_cloud_process, stop_cloud_process
 from mlops.sample_data import write_digits
 from mlops.target import Target, local_target
+from tests.support.datasets import upload_broken_dataset
 
 FAST_PARAMETERS = {
     "MaxJobs": "2",
@@ -84,30 +83,6 @@ def run_pipeline(target: Target, directory: Path, name: str) -> ex.ExecutionView
 
 def run_broken(target: Target, digits: Path) -> ex.ExecutionView:
     """Three images of one class and no valid split: DatasetInvalid in ValidateDataset."""
-    s3 = target.client("s3")
-    prefix = "datasets/broken"
-    for split in ("train", "test"):
-        for image in sorted((digits / split / "000.zero").iterdir())[:3]:
-            s3.upload_file(
-                str(image), target.data_bucket, f"{prefix}/{split}/000.zero/{image.name}"
-            )
-    manifest = {
-        "schema_version": 1,
-        "dataset": "broken",
-        "classes": ["000.zero"],
-        "splits": {"train": {"000.zero": 3}, "valid": {"000.zero": 3}, "test": {"000.zero": 3}},
-        "file_count": 9,
-    }
-    s3.put_object(
-        Bucket=target.data_bucket, Key=f"{prefix}/manifest.json", Body=json.dumps(manifest)
-    )
+    execution = upload_broken_dataset(target, digits, digits.parent)
     sfn = target.client("stepfunctions")
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        found = [
-            e for e in ex.list_executions(sfn, target.state_machine_arn) if "broken" in e["name"]
-        ]
-        if found:
-            return follow(sfn, found[0]["executionArn"], poll_s=0.5, timeout_s=120)
-        time.sleep(0.5)
-    raise AssertionError("the broken data set started no execution within 60 s")
+    return follow(sfn, execution["executionArn"], poll_s=0.5, timeout_s=120)
