@@ -27,28 +27,23 @@ from mlops.local.process import start_cloud_process, stop_cloud_process
 from mlops.sample_data import write_digits
 from mlops.target import local_target
 from tests.support.datasets import upload_broken_dataset
+from tests.support.runs import tiny_run
 from tests.support.waiting import wait_for
 
 # Small enough for a 2-core machine: 2 trials of 6 epochs on 16-pixel digits, then a retrain.
 # One epoch from scratch is at chance level; six reach about 90 %, so the accuracy gate below
 # separates a real model from one whose test labels were shuffled.
-E2E_PARAMETERS = {
-    "MaxJobs": "2",
-    "MaxParallelJobs": "1",
-    "Epochs": "6",
-    "ImageSize": "16",
-    "BatchSizes": "16",
-    "LearningRateMin": "0.01",
-    "LearningRateMax": "0.03",
-    "PollSeconds": "1",
-    "MinTestAccuracy": "0.5",
-    "RegressionTolerance": "0.5",
+E2E_PARAMETERS = tiny_run(
+    max_jobs=2,
+    epochs=6,
+    min_test_accuracy="0.5",
+    regression_tolerance="0.5",
     # The endpoint update test sends >= 20 requests/s from 8 threads without a single error: on
     # AWS the usage plan (20/s, burst 40 by default) would throttle that, so the user raises it
     # at deploy time, as here (API Gateway's account-level defaults).
-    "ApiRateLimit": "10000",
-    "ApiBurstLimit": "5000",
-}
+    ApiRateLimit="10000",
+    ApiBurstLimit="5000",
+)
 PER_CLASS = 30
 EXECUTION_TIMEOUT_S = 900
 

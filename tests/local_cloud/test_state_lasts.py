@@ -25,21 +25,11 @@ from mlops.local.moto_state import STOPPED_ERROR
 from mlops.local.process import start_cloud_process, stop_cloud_process
 from mlops.sample_data import write_digits
 from mlops.target import local_target
+from tests.support.runs import tiny_run
 from tests.support.waiting import wait_for
 
 # The smallest pipeline that still trains, gates and deploys: one trial of one epoch.
-PARAMETERS = {
-    "MaxJobs": "1",
-    "MaxParallelJobs": "1",
-    "Epochs": "1",
-    "ImageSize": "16",
-    "BatchSizes": "16",
-    "LearningRateMin": "0.01",
-    "LearningRateMax": "0.03",
-    "PollSeconds": "1",
-    "MinTestAccuracy": "0.0",
-    "RegressionTolerance": "1.0",
-}
+PARAMETERS = tiny_run(max_jobs=1, epochs=1)
 RUN_TIMEOUT_S = 900
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]

@@ -21,6 +21,7 @@ import requests
 
 from mlops.local.process import stop_cloud_process
 from mlops.target import Target
+from tests.support.runs import WARN_ONLY_RULES, tiny_run
 from tests.support.waiting import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -180,22 +181,8 @@ def assert_clean_error(response: requests.Response, status: int | None = None) -
 
 
 # -- whole pipelines on the local cloud -------------------------------------------------------
-FAST_PIPELINE_PARAMETERS = {  # tiny trials; every model approved
-    "MaxJobs": "2",
-    "MaxParallelJobs": "1",
-    "Epochs": "2",
-    "ImageSize": "16",
-    "BatchSizes": "16",
-    "LearningRateMin": "0.01",
-    "LearningRateMax": "0.03",
-    "PollSeconds": "1",
-    "MinTestAccuracy": "0.0",
-    "RegressionTolerance": "1.0",
-    "GatePolicy": (
-        "warn:LossNotDecreasing,VanishingGradient,PoorWeightInitialization,"
-        "Overfit,Overtraining,LowGPUUtilization"
-    ),
-}
+# tiny trials; every model approved
+FAST_PIPELINE_PARAMETERS = tiny_run(max_jobs=2, epochs=2, GatePolicy=WARN_ONLY_RULES)
 
 
 def subscribe_queue(target: Target) -> str:

@@ -22,19 +22,11 @@ from mlops.local.process import start_cloud_process, stop_cloud_process
 from mlops.sample_data import write_digits
 from mlops.target import Target, local_target
 from tests.support.datasets import upload_broken_dataset
+from tests.support.runs import tiny_run
 
-FAST_PARAMETERS = {
-    "MaxJobs": "2",
-    "MaxParallelJobs": "1",
-    "Epochs": "6",
-    "ImageSize": "16",
-    "BatchSizes": "16",
-    "LearningRateMin": "0.01",
-    "LearningRateMax": "0.03",
-    "PollSeconds": "1",
-    "MinTestAccuracy": "0.3",
-    "RegressionTolerance": "0.5",
-}
+FAST_PARAMETERS = tiny_run(
+    max_jobs=2, epochs=6, min_test_accuracy="0.3", regression_tolerance="0.5"
+)
 PER_CLASS = 30
 CORRUPT_IMAGE = "corrupt-0000.png"
 EXECUTION_TIMEOUT_S = 1500  # a shared 2-core machine can triple the ~3 min run
