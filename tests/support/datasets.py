@@ -18,10 +18,12 @@ BROKEN_CLASS = "000.zero"
 
 
 def write_broken_dataset(digits: Path, directory: Path, per_split: int = 3) -> Path:
-    """Three images of one class in train and test and no valid split.
+    """Three images of one class in train and test and an empty valid split.
 
-    ValidateDataset refuses it (one class, no valid split) before any training starts.
+    The upload takes it (the CLI refuses only a missing split folder); ValidateDataset refuses
+    it (one class, no valid images) before any training starts.
     """
+    (directory / "valid").mkdir(parents=True, exist_ok=True)
     for split in ("train", "test"):
         folder = directory / split / BROKEN_CLASS
         folder.mkdir(parents=True, exist_ok=True)
