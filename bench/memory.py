@@ -29,7 +29,6 @@ before it. Goal: under 100 MB for the worst.
 from __future__ import annotations
 
 import json
-import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -40,7 +39,6 @@ import torch
 from torch import nn
 
 from bench.common import (
-    MODEL_SERVER,
     PYTHON,
     REPO_ROOT,
     SINGLE_THREAD_ENV,
@@ -56,8 +54,8 @@ from bench.common import (
     result,
     run_child,
     run_training,
-    served,
 )
+from tests.support.model_server import model_server
 
 NAME = "memory"
 TITLE = "Memory: peak RSS against parameters + activations"
@@ -148,23 +146,9 @@ def serving_peak(settings: Settings, model_dir: Path, arch: str, size: Size) -> 
     """VmHWM of a model server after `size.requests` predictions."""
     work = settings.scratch(NAME)
     image = sorted((digits(settings, 5, size.image_size) / "test").rglob("*.png"))[0]
-    command = [
-        PYTHON,
-        str(MODEL_SERVER),
-        "--model-dir",
-        str(model_dir),
-        "--inference",
-        str(model_dir / "code" / "inference.py"),
-        "--port-file",
-        str(work / f"{arch}.port"),
-    ]
     env = base_env(**SINGLE_THREAD_ENV, MODEL_SERVER_LOG_LEVEL="WARNING")
-    with served(
-        command,
-        env=env,
-        cwd=REPO_ROOT,
-        port_file=work / f"{arch}.port",
-        log_path=work / f"{arch}-server.log",
+    with model_server(
+        model_dir, work, name=f"{arch}-server", python=PYTHON, env=env, cwd=REPO_ROOT
     ) as (process, port):
         for _ in range(size.requests):
             request = urllib.request.Request(
@@ -195,8 +179,7 @@ def post(port: int, body: bytes, content_type: str) -> int:
 
 def input_growth(settings: Settings, model_dir: Path) -> dict[str, Any]:
     """Peak RSS growth of a fresh, warmed model server for each costly input (and the corpus)."""
-    sys.path.insert(0, str(REPO_ROOT / "tests"))
-    from reliability.bad_images import corpus, worst_inputs
+    from tests.reliability.bad_images import corpus, worst_inputs
 
     work = settings.scratch(NAME)
     warm = sorted((digits(settings, 5, 32) / "test").rglob("*.png"))[0].read_bytes()
@@ -204,23 +187,9 @@ def input_growth(settings: Settings, model_dir: Path) -> dict[str, Any]:
     growth: dict[str, Any] = {}
     for image in [*inputs, None]:
         tag = image.kind if image is not None else "bad-image-corpus"
-        command = [
-            PYTHON,
-            str(MODEL_SERVER),
-            "--model-dir",
-            str(model_dir),
-            "--inference",
-            str(model_dir / "code" / "inference.py"),
-            "--port-file",
-            str(work / "growth.port"),
-        ]
         env = base_env(**SINGLE_THREAD_ENV, MODEL_SERVER_LOG_LEVEL="WARNING")
-        with served(
-            command,
-            env=env,
-            cwd=REPO_ROOT,
-            port_file=work / "growth.port",
-            log_path=work / f"growth-{tag}.log",
+        with model_server(
+            model_dir, work, name=f"growth-{tag}", python=PYTHON, env=env, cwd=REPO_ROOT
         ) as (process, port):
             assert post(port, warm, "image/png") == 200
             before = peak_rss_bytes(process.pid) or 0

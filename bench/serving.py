@@ -41,7 +41,6 @@ from typing import Any
 import torch
 
 from bench.common import (
-    MODEL_SERVER,
     PYTHON,
     REPO_ROOT,
     SINGLE_THREAD_ENV,
@@ -57,9 +56,9 @@ from bench.common import (
     process_cpu_seconds,
     ratio,
     result,
-    served,
     trained_model,
 )
+from tests.support.model_server import model_server
 
 NAME = "serving"
 TITLE = "Serving overhead: model server and API proxy"
@@ -166,19 +165,6 @@ def nodelay_env(settings: Settings) -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join([str(folder), *([existing] if existing else [])])}
 
 
-def server_command(model_dir: Path, port_file: Path) -> list[str]:
-    return [
-        PYTHON,
-        str(MODEL_SERVER),
-        "--model-dir",
-        str(model_dir),
-        "--inference",
-        str(model_dir / "code" / "inference.py"),
-        "--port-file",
-        str(port_file),
-    ]
-
-
 def server_vs_forward(settings: Settings, image_size: int, size: Size) -> dict[str, Any]:
     """Alternate blocks of bare forwards and requests to the server (as it is, and with
     TCP_NODELAY); totals per side."""
@@ -193,14 +179,9 @@ def server_vs_forward(settings: Settings, image_size: int, size: Size) -> dict[s
         with contextlib.ExitStack() as stack:
             sides = {"forward": (bare_forward(model_dir, image), time.thread_time)}
             for side, side_env in (("server", env), ("server_nodelay", fixed_env)):
-                port_file = work / f"{side}.port"
                 process, port = stack.enter_context(
-                    served(
-                        server_command(model_dir, port_file),
-                        env=side_env,
-                        cwd=REPO_ROOT,
-                        port_file=port_file,
-                        log_path=work / f"{side}.log",
+                    model_server(
+                        model_dir, work, name=side, python=PYTHON, env=side_env, cwd=REPO_ROOT
                     )
                 )
                 sides[side] = (server_request(port, image), cpu_of(process.pid))

@@ -185,3 +185,38 @@ class Resolver:
             return ",".join(value) if isinstance(value, list) else str(value)
 
         return _SUB_VARIABLE.sub(replace, text).replace("${!", "${")
+
+
+SUB_VARIABLE = _SUB_VARIABLE  # `${Name}` in Fn::Sub and in a state machine's definition
+
+
+def substitute_definition(definition: str, substitutions: Mapping[str, Any]) -> str:
+    """Fill a definition's `${Name}` placeholders from DefinitionSubstitutions.
+
+    A placeholder without a substitution is an error that names it (CloudFormation would
+    leave it in and the state machine would fail at run time, far from the cause).
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in substitutions:
+            raise TemplateError(
+                f"the definition uses ${{{name}}} but DefinitionSubstitutions does not give it"
+            )
+        return str(substitutions[name])
+
+    return _SUB_VARIABLE.sub(replace, definition)
+
+
+def intrinsic_names(node: Any) -> set[str]:
+    """Every intrinsic function name (Ref, Fn::...) used inside `node`."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "Ref" or key.startswith("Fn::"):
+                found.add(key)
+            found |= intrinsic_names(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= intrinsic_names(value)
+    return found

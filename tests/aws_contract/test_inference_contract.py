@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import http.client
-import importlib.util
 import io
 import json
 import os
@@ -29,9 +29,7 @@ import socket
 import subprocess
 import sys
 import tarfile
-import time
 import traceback
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,15 +39,12 @@ from typing import Any
 
 import pytest
 
+from tests.reliability.bad_images import BadImage, corpus, exotic_images
+from tests.support import template as sam_template
+from tests.support.lambda_env import LambdaContext, load_handler, set_lambda_environment
+from tests.support.model_server import MODEL_SERVER, model_server
+
 ROOT = Path(__file__).resolve().parents[2]
-for folder in (ROOT, ROOT / "tests", ROOT / "tests" / "integration"):
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
-
-import sam_template  # noqa: E402
-from reliability.bad_images import BadImage, corpus, exotic_images  # noqa: E402
-
-MODEL_SERVER = ROOT / "mlops" / "local" / "model_server.py"
 CLASSES = [f"{i:03d}.class{i}" for i in range(4)]
 
 pytestmark = pytest.mark.timeout(300)
@@ -95,43 +90,12 @@ def model_archive(work: Path) -> Path:
     return archive
 
 
-def start_server(model_dir: Path, work: Path, python: str = sys.executable) -> Server:
-    """model_server.py under `python`; returns once the model is loaded and the port bound."""
-    port_file = work / "port"
-    log = (work / "server.log").open("w")
+@contextlib.contextmanager
+def start_server(model_dir: Path, work: Path, python: str = sys.executable) -> Iterator[Server]:
+    """model_server.py under `python`, once the model is loaded and the port bound."""
     env = {**os.environ, "PYTHONPATH": ""}  # the archive must serve itself, as in the image
-    process = subprocess.Popen(
-        [
-            python,
-            str(MODEL_SERVER),
-            "--model-dir",
-            str(model_dir),
-            "--inference",
-            str(model_dir / "code" / "inference.py"),
-            "--port-file",
-            str(port_file),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=work,
-    )
-    deadline = time.monotonic() + 120
-    while not port_file.is_file():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError((work / "server.log").read_text()[-3000:])
-        time.sleep(0.2)
-    return Server(int(port_file.read_text()), process)
-
-
-def stop_server(running: Server) -> None:
-    running.process.terminate()
-    try:
-        running.process.wait(10)
-    except subprocess.TimeoutExpired:
-        running.process.kill()
-        running.process.wait(5)
+    with model_server(model_dir, work, python=python, env=env) as (process, port):
+        yield Server(port, process)
 
 
 @pytest.fixture(scope="module")
@@ -140,11 +104,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     model_dir = work / "opt-ml-model"  # the image unpacks model.tar.gz into /opt/ml/model
     with tarfile.open(model_archive(work)) as tar:
         tar.extractall(model_dir, filter="data")
-    running = start_server(model_dir, work)
-    try:
+    with start_server(model_dir, work) as running:
         yield running
-    finally:
-        stop_server(running)
 
 
 def assert_clean_error(answer: Answer | dict[str, Any], status: int) -> dict[str, Any]:
@@ -254,11 +215,8 @@ def image_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     model_dir = work / "opt-ml-model"
     with tarfile.open(image_model_archive(work)) as tar:
         tar.extractall(model_dir, filter="data")
-    running = start_server(model_dir, work, python=str(IMAGE_PYTHON))
-    try:
+    with start_server(model_dir, work, python=str(IMAGE_PYTHON)) as running:
         yield running
-    finally:
-        stop_server(running)
 
 
 def test_image_environment_serves_with_the_images_majors(image_server: Server) -> None:
@@ -297,43 +255,17 @@ def predict_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     """functions/predict/app.py with its template environment, inside moto's mock."""
     from moto import mock_aws
 
-    for name, value in {
-        "AWS_REGION": sam_template.REGION,
-        "AWS_DEFAULT_REGION": sam_template.REGION,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", raising=False)
+    set_lambda_environment(monkeypatch)
     monkeypatch.syspath_prepend(str(sam_template.layer_path()))
     with mock_aws():
         resolver = sam_template.template_resolver(
             {"TrainingImage": "training-image", "InferenceImage": "inference-image"}
         )
-        logical_id = sam_template.function_for_folder("predict")
-        for name, value in sam_template.function_environment(logical_id, resolver).items():
-            monkeypatch.setenv(name, value)
-        path = ROOT / "functions" / "predict" / "app.py"
-        spec = importlib.util.spec_from_file_location(f"predict_{uuid.uuid4().hex}", path)
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        yield module
+        yield load_handler("predict", resolver, monkeypatch)
 
 
-class LambdaContext:
-    function_name = "predict"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:predict"
-    aws_request_id = "00000000-0000-0000-0000-000000000000"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 25_000
+def predict_context() -> LambdaContext:
+    return LambdaContext(function_name="predict", memory_limit_in_mb=512, remaining_ms=25_000)
 
 
 def api_event(body: bytes, content_type: str) -> dict[str, Any]:
@@ -393,7 +325,7 @@ def test_predict_lambda_answers_every_bad_image_with_the_same_4xx(
     with Stubber(app.runtime) as stub:
         if forwarded is not None:
             container_answer(stub, forwarded, os.environ["ENDPOINT_NAME"])
-        response = app.lambda_handler(api_event(image.body, image.content_type), LambdaContext())
+        response = app.lambda_handler(api_event(image.body, image.content_type), predict_context())
     document = assert_clean_error(response, image.api)
     if forwarded is not None:
         assert document["message"] == json.loads(forwarded.body)["message"]
@@ -440,7 +372,7 @@ def test_predict_lambda_strips_the_toolkits_traceback(
     png = exotic_images()[4].body
     with Stubber(predict_app.runtime) as stub:
         container_answer(stub, toolkit_error_body(status, message), os.environ["ENDPOINT_NAME"])
-        response = predict_app.lambda_handler(api_event(png, "image/png"), LambdaContext())
+        response = predict_app.lambda_handler(api_event(png, "image/png"), predict_context())
     document = assert_clean_error(response, expected)
     if expected < 500:
         assert document["error"] == "ModelRejectedInput"

@@ -26,25 +26,11 @@ from mlops.local.process import start_cloud_process, stop_cloud_process
 from mlops.runs import follow, resolve_execution, upload_dataset
 from mlops.sample_data import write_digits
 from mlops.target import local_target
+from tests.support.runs import WARN_ONLY_RULES, tiny_run
 
 # The smallest real run: one trial and the retrain, 2 epochs on 16-pixel digits. The rules
 # only warn here: this module is about data, the rule gate has its own tests and bench.
-PARAMETERS = {
-    "MaxJobs": "1",
-    "MaxParallelJobs": "1",
-    "Epochs": "2",
-    "ImageSize": "16",
-    "BatchSizes": "16",
-    "LearningRateMin": "0.01",
-    "LearningRateMax": "0.03",
-    "PollSeconds": "1",
-    "MinTestAccuracy": "0.0",
-    "RegressionTolerance": "1.0",
-    "GatePolicy": (
-        "warn:LossNotDecreasing,VanishingGradient,PoorWeightInitialization,Overfit,"
-        "Overtraining,LowGPUUtilization"
-    ),
-}
+PARAMETERS = tiny_run(max_jobs=1, epochs=2, GatePolicy=WARN_ONLY_RULES)
 PER_CLASS = 20  # 14 train, 3 valid, 3 test per class: one bad file still leaves the minimum
 EXECUTION_TIMEOUT_S = 900
 FIRST_CLASS = "000.zero"

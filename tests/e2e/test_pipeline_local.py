@@ -25,30 +25,27 @@ from pipeline_common.records import REPORT, record_key
 from pipeline_report import executions as ex
 
 from mlops.local.process import start_cloud_process, stop_cloud_process
-from mlops.runs import follow, start_run, upload_dataset
+from mlops.runs import follow, upload_dataset
 from mlops.sample_data import write_digits
 from mlops.target import local_target
+from tests.support.datasets import upload_broken_dataset
+from tests.support.runs import tiny_run
+from tests.support.waiting import wait_for
 
 # Small enough for a 2-core machine: 2 trials of 6 epochs on 16-pixel digits, then a retrain.
 # One epoch from scratch is at chance level; six reach about 90 %, so the accuracy gate below
 # separates a real model from one whose test labels were shuffled.
-E2E_PARAMETERS = {
-    "MaxJobs": "2",
-    "MaxParallelJobs": "1",
-    "Epochs": "6",
-    "ImageSize": "16",
-    "BatchSizes": "16",
-    "LearningRateMin": "0.01",
-    "LearningRateMax": "0.03",
-    "PollSeconds": "1",
-    "MinTestAccuracy": "0.5",
-    "RegressionTolerance": "0.5",
+E2E_PARAMETERS = tiny_run(
+    max_jobs=2,
+    epochs=6,
+    min_test_accuracy="0.5",
+    regression_tolerance="0.5",
     # The endpoint update test sends >= 20 requests/s from 8 threads without a single error: on
     # AWS the usage plan (20/s, burst 40 by default) would throttle that, so the user raises it
     # at deploy time, as here (API Gateway's account-level defaults).
-    "ApiRateLimit": "10000",
-    "ApiBurstLimit": "5000",
-}
+    ApiRateLimit="10000",
+    ApiBurstLimit="5000",
+)
 PER_CLASS = 30
 EXECUTION_TIMEOUT_S = 900
 
@@ -239,13 +236,13 @@ def serving_phases(answers: list[Answer]) -> list[dict]:
 
 def wait_for_state(target, arn: str, state: str, timeout_s: float) -> None:
     sfn = target.client("stepfunctions")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        view = ex.describe(sfn, arn)
-        if state in state_names(view) or view.status != "RUNNING":
-            return
-        time.sleep(1)
-    raise AssertionError(f"{arn} did not reach {state} within {timeout_s} s")
+    wait_for(
+        lambda: ex.describe(sfn, arn),
+        timeout_s,
+        f"{arn} to reach {state}",
+        done=lambda view: state in state_names(view) or view.status != "RUNNING",
+        interval=1,
+    )
 
 
 def test_e2e_endpoint_update_under_load_drops_no_request(target, digits, tmp_path):
@@ -320,25 +317,10 @@ def test_e2e_gate_rejection_leaves_the_endpoint_unchanged(target, digits, tmp_pa
     assert 'data-plot="confusion_matrix"' in html
 
 
-def test_e2e_broken_data_set_fails_in_validation_before_any_training(target, digits):
-    s3 = target.client("s3")
-    prefix = "datasets/broken"
-    for split in ("train", "test"):  # no valid split
-        for image in sorted((digits / split / "000.zero").iterdir())[:3]:
-            s3.upload_file(
-                str(image), target.data_bucket, f"{prefix}/{split}/000.zero/{image.name}"
-            )
-    manifest = {
-        "schema_version": 1,
-        "dataset": "broken",
-        "classes": ["000.zero"],
-        "splits": {"train": {"000.zero": 3}, "valid": {"000.zero": 3}, "test": {"000.zero": 3}},
-        "file_count": 9,
-    }
-    # the run of exactly this manifest version, by its computed name (CliError after 60 s)
-    execution = start_run(target, "broken", manifest, timeout_s=60)
-    assert json.loads(execution["input"])["dataset"] == "broken", execution["input"]
+def test_e2e_broken_data_set_fails_in_validation_before_any_training(target, digits, tmp_path):
+    execution = upload_broken_dataset(target, digits, tmp_path)  # no valid split
     sfn = target.client("stepfunctions")
+    assert json.loads(execution["input"])["dataset"] == "broken", execution["input"]
     view = follow(sfn, execution["executionArn"], poll_s=1.0, timeout_s=120)
 
     assert view.status == "FAILED"

@@ -10,9 +10,7 @@ response against the service model too.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -25,12 +23,11 @@ from moto import mock_aws
 
 from mlops.local.deploy import LocalDeployer
 from mlops.local.iam import call_permissions, denied_resource
+from tests.support import template as sam_template
+from tests.support.lambda_env import LambdaContext, set_lambda_environment
+from tests.support.lambda_env import load_handler as load_app
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
-
-import sam_template  # noqa: E402
-
 sys.path.insert(0, str(sam_template.layer_path()))
 
 ECR = "763104351884.dkr.ecr.us-east-1.amazonaws.com"
@@ -40,37 +37,15 @@ TEST_PARAMETERS = {
 }
 
 
-class FakeContext:
-    """The attributes of a LambdaContext that Powertools reads."""
-
-    function_name = "test-function"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:test-function"
-    aws_request_id = "00000000-0000-0000-0000-000000000000"
-    log_group_name = "/aws/lambda/test-function"
-    log_stream_name = "stream"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 60_000
-
-
 @pytest.fixture(autouse=True)
 def lambda_like_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """What the Lambda runtime sets, minus anything that could reach a real account."""
-    monkeypatch.setenv("AWS_REGION", sam_template.REGION)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", sam_template.REGION)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SAGEMAKER", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
+    set_lambda_environment(monkeypatch)
 
 
 @pytest.fixture
-def context() -> FakeContext:
-    return FakeContext()
+def context() -> LambdaContext:
+    return LambdaContext()
 
 
 @pytest.fixture
@@ -99,18 +74,9 @@ def load_handler(aws: None, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Mo
     """Import functions/<folder>/app.py with its template environment, inside the mock."""
 
     def load(folder: str, **parameters: str) -> ModuleType:
-        logical_id = sam_template.function_for_folder(folder)
-        _loaded_functions.append(logical_id)
+        _loaded_functions.append(sam_template.function_for_folder(folder))
         resolver = sam_template.template_resolver({**TEST_PARAMETERS, **parameters})
-        for name, value in sam_template.function_environment(logical_id, resolver).items():
-            monkeypatch.setenv(name, value)
-        path = ROOT / "functions" / folder / "app.py"
-        spec = importlib.util.spec_from_file_location(f"{folder}_app_{uuid.uuid4().hex}", path)
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # pydantic resolves annotations through sys.modules
-        spec.loader.exec_module(module)
-        return module
+        return load_app(folder, resolver, monkeypatch)
 
     return load
 

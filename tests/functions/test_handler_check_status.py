@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from botocore.stub import Stubber
-from handler_helpers import endpoint, training_job, tuning_job
 from pipeline_common.errors import (
     EndpointFailed,
     JobNotFound,
@@ -14,6 +13,8 @@ from pipeline_common.errors import (
     TrainingFailed,
     TuningFailed,
 )
+
+from tests.functions.handler_helpers import endpoint, training_job, tuning_job
 
 TUNING = "mlops-digits-tune-1a2b3c4d"
 TRAINING = "mlops-digits-retrain-1a2b3c4d"

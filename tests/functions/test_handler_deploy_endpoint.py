@@ -6,8 +6,9 @@ import json
 
 import pytest
 from botocore.stub import ANY, Stubber
-from handler_helpers import ARN_PREFIX, endpoint, training_job
 from pipeline_common.errors import EndpointBusy
+
+from tests.functions.handler_helpers import ARN_PREFIX, endpoint, training_job
 
 EXECUTION = "digits-0123456789abcdef"
 TRAINING = "mlops-digits-retrain-1a2b3c4d"

@@ -6,7 +6,8 @@ import json
 
 import pytest
 from botocore.stub import Stubber
-from handler_helpers import ARN_PREFIX, endpoint, tar_gz, training_job
+
+from tests.functions.handler_helpers import ARN_PREFIX, endpoint, tar_gz, training_job
 
 TRAINING = "mlops-digits-retrain-1a2b3c4d"
 EXECUTION = "digits-0123456789abcdef"

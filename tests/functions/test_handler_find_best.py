@@ -6,8 +6,9 @@ import json
 
 import pytest
 from botocore.stub import Stubber
-from handler_helpers import trial, tuning_job
 from pipeline_common.errors import NoCompletedTrainingJob
+
+from tests.functions.handler_helpers import trial, tuning_job
 
 TUNING = "mlops-digits-tune-1a2b3c4d"
 EXECUTION = "digits-0123456789abcdef"

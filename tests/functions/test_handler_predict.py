@@ -9,7 +9,8 @@ import json
 import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
-from handler_helpers import JPEG_BYTES, PNG_BYTES, b64, load_event
+
+from tests.functions.handler_helpers import JPEG_BYTES, PNG_BYTES, b64, load_event
 
 ANSWER = {
     "class_index": 3,

@@ -8,8 +8,9 @@ import json
 import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
-from handler_helpers import GOOD_PNG, load_event, upload_dataset
 from pipeline_common.errors import SmokeTestFailed
+
+from tests.functions.handler_helpers import GOOD_PNG, load_event, upload_dataset
 
 EXECUTION = "digits-0123456789abcdef"
 ANSWER = {

@@ -6,8 +6,9 @@ import json
 
 import pytest
 from botocore.stub import Stubber
-from handler_helpers import ARN_PREFIX, load_event, publish_training_source
 from pipeline_common.errors import ConfigurationError, ResourceLimitExceeded
+
+from tests.functions.handler_helpers import ARN_PREFIX, load_event, publish_training_source
 
 EXECUTION = "digits-0123456789abcdef"
 RULE_IMAGE = "503895931360.dkr.ecr.us-east-1.amazonaws.com/sagemaker-debugger-rules:latest"

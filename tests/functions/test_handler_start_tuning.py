@@ -7,8 +7,9 @@ import json
 import boto3
 import pytest
 from botocore.stub import Stubber
-from handler_helpers import load_event, publish_training_source
 from pipeline_common.errors import ConfigurationError, ResourceLimitExceeded, SageMakerThrottled
+
+from tests.functions.handler_helpers import load_event, publish_training_source
 
 EXECUTION = "digits-0123456789abcdef"
 

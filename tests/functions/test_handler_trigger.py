@@ -7,8 +7,9 @@ import json
 
 import boto3
 import pytest
-from handler_helpers import load_event
 from pipeline_common.errors import AwsCallFailed
+
+from tests.functions.handler_helpers import load_event
 
 
 @pytest.fixture

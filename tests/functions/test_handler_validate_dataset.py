@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from handler_helpers import load_event, messy_images, upload_dataset
 from pipeline_common.errors import DatasetInvalid
+
+from tests.functions.handler_helpers import load_event, messy_images, upload_dataset
 
 
 @pytest.fixture

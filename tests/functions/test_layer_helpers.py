@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 from botocore.exceptions import ClientError
-from handler_helpers import tar_gz
 from pipeline_common.aws import aws_call, translate_client_error
 from pipeline_common.errors import AwsCallFailed, ResourceLimitExceeded, SageMakerThrottled
 from pipeline_common.manifest import describe_problems
 from pipeline_common.s3io import parse_s3_uri, read_tar_member
+
+from tests.functions.handler_helpers import tar_gz
 
 
 def client_error(code: str, message: str = "details") -> ClientError:

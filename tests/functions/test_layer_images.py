@@ -6,9 +6,10 @@ import io
 import sys
 
 import pytest
-from handler_helpers import EXOTIC_KINDS, ROOT, UNREADABLE_KINDS, messy_images
 from PIL import Image
 from pipeline_common.images import check_image_bytes
+
+from tests.functions.handler_helpers import EXOTIC_KINDS, ROOT, UNREADABLE_KINDS, messy_images
 
 IMAGES = messy_images()
 

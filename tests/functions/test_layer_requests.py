@@ -205,7 +205,7 @@ def test_requests_retrain_uses_the_seed():
 
 
 def test_requests_seed_parameter_is_wired_to_both_training_functions():
-    import sam_template
+    from tests.support import template as sam_template
 
     assert sam_template.parameter_defaults()["Seed"] == "0"
     for name in ("StartTuningFunction", "StartProfiledTrainingFunction"):

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-import sam_template
 from botocore.exceptions import ReadTimeoutError
+
+from tests.support import template as sam_template
 
 BACKOFF_BOUND_S = 1.0  # botocore standard mode: random(0, 1) x 2^(attempt - 1) before retry 1
 

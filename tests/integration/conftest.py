@@ -4,30 +4,23 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from moto import mock_aws
 from moto.awslambda.models import LambdaFunction
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import pipeline_harness
-import sam_template
+from tests.integration import pipeline_harness
+from tests.support import template as sam_template
+from tests.support.lambda_env import set_lambda_environment
 
 sys.path.insert(0, str(sam_template.layer_path()))  # pipeline_common, as inside Lambda
 
 
 @pytest.fixture
 def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", sam_template.REGION)
-    monkeypatch.setenv("AWS_REGION", sam_template.REGION)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SAGEMAKER", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
+    """What the Lambda runtime sets, minus anything that could reach a real account."""
+    set_lambda_environment(monkeypatch)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import sam_template
+
+from tests.support import template as sam_template
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "tests" / "events"
@@ -230,16 +231,13 @@ class Pipeline:
         )["executionArn"]
 
     def wait(self, execution_arn: str) -> Execution:
-        deadline = time.monotonic() + EXECUTION_TIMEOUT_SECONDS
-        while True:
-            detail = self.stepfunctions.describe_execution(executionArn=execution_arn)
-            if detail["status"] != "RUNNING":
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"{execution_arn} still RUNNING after {EXECUTION_TIMEOUT_SECONDS}s"
-                )
-            time.sleep(0.05)
+        detail = wait_for(
+            lambda: self.stepfunctions.describe_execution(executionArn=execution_arn),
+            EXECUTION_TIMEOUT_SECONDS,
+            f"{execution_arn} to end",
+            done=lambda d: d["status"] != "RUNNING",
+            interval=0.05,
+        )
         events = self.stepfunctions.get_execution_history(
             executionArn=execution_arn, maxResults=1000
         )["events"]

@@ -10,7 +10,8 @@ import json
 from datetime import UTC, datetime
 
 import boto3
-from pipeline_harness import (
+
+from tests.integration.pipeline_harness import (
     APPROVED,
     LambdaError,
     deployment,

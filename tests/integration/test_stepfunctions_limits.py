@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import time
 
 import boto3
 import pytest
 from moto import mock_aws
-from pipeline_harness import fail
 
 from mlops.local import stepfunctions_limits
+from tests.integration.pipeline_harness import fail
+from tests.support.waiting import wait_for
 
 ROLE = "arn:aws:iam::123456789012:role/sfn"
 
@@ -30,12 +30,13 @@ def run(definition: dict, execution_input: dict, timeout_s: float = 120) -> tupl
         "stateMachineArn"
     ]
     execution = sfn.start_execution(stateMachineArn=arn, input=json.dumps(execution_input))
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        described = sfn.describe_execution(executionArn=execution["executionArn"])
-        if described["status"] != "RUNNING":
-            break
-        time.sleep(0.2)
+    described = wait_for(
+        lambda: sfn.describe_execution(executionArn=execution["executionArn"]),
+        timeout_s,
+        "the execution to end",
+        done=lambda d: d["status"] != "RUNNING",
+        interval=0.2,
+    )
     events = []
     kwargs = {"executionArn": execution["executionArn"], "maxResults": 1000}
     while True:

@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import sam_template
 from pipeline_common import errors
+
+from tests.support import template as sam_template
 
 ROOT = sam_template.ROOT
 SAM = ROOT / ".venv-sam" / "bin" / "sam"

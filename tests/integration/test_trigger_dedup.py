@@ -7,35 +7,23 @@ filter), the trigger runs its real handler, and the state machine really execute
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-import uuid
 
 import boto3
 import pytest
-import sam_template
-from pipeline_harness import PARAMETERS
+
+from tests.integration.pipeline_harness import PARAMETERS
+from tests.support import template as sam_template
+from tests.support.lambda_env import LambdaContext, load_handler
 
 
 def load_trigger(monkeypatch, state_machine_arn: str):
     """functions/trigger/app.py with the environment template.yaml gives it."""
     resolver = sam_template.template_resolver(PARAMETERS, PipelineStateMachine=state_machine_arn)
-    for name, value in sam_template.function_environment("TriggerFunction", resolver).items():
-        monkeypatch.setenv(name, value)
-    path = sam_template.ROOT / "functions" / "trigger" / "app.py"
-    spec = importlib.util.spec_from_file_location(f"trigger_app_{uuid.uuid4().hex}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_handler("trigger", resolver, monkeypatch)
 
 
-class Context:
-    function_name = "mlops-trigger"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:mlops-trigger"
-    aws_request_id = "req-1"
+TRIGGER_CONTEXT = LambdaContext(function_name="mlops-trigger", aws_request_id="req-1")
 
 
 def notification_filter() -> list[dict[str, str]]:
@@ -52,7 +40,7 @@ def data_bucket(pipeline, monkeypatch):
 
     def handle(event: dict) -> dict:
         delivered.append(event)
-        return trigger.lambda_handler(event, Context())
+        return trigger.lambda_handler(event, TRIGGER_CONTEXT)
 
     pipeline.handlers["TriggerFunction"] = handle
     name = sam_template.physical_names(PARAMETERS)["DataBucket"]

@@ -13,8 +13,6 @@ import os
 import subprocess
 import sys
 import tarfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,8 @@ import requests
 
 from mlops.local.process import stop_cloud_process
 from mlops.target import Target
+from tests.support.runs import WARN_ONLY_RULES, tiny_run
+from tests.support.waiting import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = REPO_ROOT / "training" / "train.py"
@@ -157,28 +157,13 @@ def deploy_model(target: Target, parameters: dict[str, Any], archive: bytes, nam
     sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=name)
     described = wait_for(
         lambda: sagemaker.describe_endpoint(EndpointName=endpoint),
-        lambda d: d["EndpointStatus"] not in {"Creating", "Updating"},
         ENDPOINT_TIMEOUT_S,
+        f"endpoint {endpoint} to leave Creating/Updating",
+        done=lambda d: d["EndpointStatus"] not in {"Creating", "Updating"},
+        interval=0.5,
     )
     assert described["EndpointStatus"] == "InService", described
     return endpoint
-
-
-def wait_for(
-    fetch: Callable[[], Any],
-    done: Callable[[Any], bool],
-    timeout: float,
-    interval: float = 0.5,
-) -> Any:
-    """Poll ``fetch`` until ``done(value)``; fail with the last value when time runs out."""
-    deadline = time.monotonic() + timeout
-    value = fetch()
-    while not done(value):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s; last value: {value}")
-        time.sleep(interval)
-        value = fetch()
-    return value
 
 
 def assert_clean_error(response: requests.Response, status: int | None = None) -> dict[str, Any]:
@@ -196,22 +181,8 @@ def assert_clean_error(response: requests.Response, status: int | None = None) -
 
 
 # -- whole pipelines on the local cloud -------------------------------------------------------
-FAST_PIPELINE_PARAMETERS = {  # tiny trials; every model approved
-    "MaxJobs": "2",
-    "MaxParallelJobs": "1",
-    "Epochs": "2",
-    "ImageSize": "16",
-    "BatchSizes": "16",
-    "LearningRateMin": "0.01",
-    "LearningRateMax": "0.03",
-    "PollSeconds": "1",
-    "MinTestAccuracy": "0.0",
-    "RegressionTolerance": "1.0",
-    "GatePolicy": (
-        "warn:LossNotDecreasing,VanishingGradient,PoorWeightInitialization,"
-        "Overfit,Overtraining,LowGPUUtilization"
-    ),
-}
+# tiny trials; every model approved
+FAST_PIPELINE_PARAMETERS = tiny_run(max_jobs=2, epochs=2, GatePolicy=WARN_ONLY_RULES)
 
 
 def subscribe_queue(target: Target) -> str:

@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from tests.support.waiting import wait_for
+
 from .conftest import ServingCloud
-from .helpers import assert_clean_error, wait_for
+from .helpers import assert_clean_error
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -36,7 +38,11 @@ def test_api_logs_hold_no_image_bytes_and_no_api_key(
     group = f"/aws/lambda/{serving_cloud.target.output('PredictFunctionName')}"
 
     text = wait_for(
-        lambda: log_text(logs, group), lambda t: t.count('"operation":"predict"') >= 3, 30
+        lambda: log_text(logs, group),
+        30,
+        "three predict log lines",
+        done=lambda t: t.count('"operation":"predict"') >= 3,
+        interval=0.5,
     )
 
     assert encoded[:40] not in text

@@ -30,6 +30,7 @@ from mlops.local.process import start_cloud_process, stop_cloud_process
 from mlops.runs import follow, upload_dataset
 from mlops.sample_data import write_digits
 from mlops.target import Target, local_target
+from tests.support.waiting import wait_for
 
 from .helpers import FAST_PIPELINE_PARAMETERS as PARAMETERS
 from .helpers import subscribe_queue
@@ -162,19 +163,24 @@ def test_lambda_timeout_is_retried_once_then_caught_notified_and_failed(
     ), messages
 
 
+def ended_hung_state(view: ex.ExecutionView) -> list:
+    return [s for s in view.steps if s.name == HUNG_STATE and s.ended is not None]
+
+
 def test_lambda_timeout_once_is_cured_by_the_retry_and_the_run_goes_on(
     hang_runs: dict[str, HangRun],
 ) -> None:
     run = hang_runs["hangb"]
     sfn = run.target.client("stepfunctions")
 
-    deadline = time.time() + EXECUTION_TIMEOUT_S
-    while True:
-        view = ex.describe(sfn, run.arn)
-        done = [s for s in view.steps if s.name == HUNG_STATE and s.ended is not None]
-        if done or view.status != "RUNNING" or time.time() > deadline:
-            break
-        time.sleep(2.0)
+    view = wait_for(
+        lambda: ex.describe(sfn, run.arn),
+        EXECUTION_TIMEOUT_S,
+        f"{HUNG_STATE} of {run.arn} to end",
+        done=lambda v: v.status != "RUNNING" or any(ended_hung_state(v)),
+        interval=2.0,
+    )
+    done = ended_hung_state(view)
     attempts = task_attempts(ex.full_history(sfn, run.arn), HUNG_STATE)
 
     assert done, f"{HUNG_STATE} did not finish: {view.status} {view.error}: {view.cause}"

@@ -14,13 +14,14 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import requests
 import websocket
+
+from tests.support import waiting
 
 CHROMIUM_FLAGS = (
     "--headless",
@@ -93,25 +94,27 @@ def launch(executable: str, profile_dir: Path, timeout_s: float = 60) -> Iterato
 def _devtools_port(profile_dir: Path, process: subprocess.Popen, timeout_s: float) -> int:
     """Chromium writes the port it chose for --remote-debugging-port=0 into the profile."""
     marker = profile_dir / "DevToolsActivePort"
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
+
+    def written() -> bool:
         if process.poll() is not None:
             raise CdpError(f"chromium exited with {process.returncode}; see {profile_dir}")
-        if marker.is_file() and marker.read_text().strip():
-            return int(marker.read_text().split()[0])
-        time.sleep(0.1)
-    raise CdpError(f"chromium wrote no {marker} within {timeout_s:.0f} s")
+        return marker.is_file() and bool(marker.read_text().strip())
+
+    waiting.wait_for(written, timeout_s, f"chromium to write its port to {marker}")
+    return int(marker.read_text().split()[0])
 
 
 def _page_websocket(port: int, timeout_s: float) -> str:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        targets = requests.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json()
-        pages = [t for t in targets if t.get("type") == "page"]
-        if pages:
-            return pages[0]["webSocketDebuggerUrl"]
-        time.sleep(0.1)
-    raise CdpError(f"chromium on port {port} opened no page")
+    pages = waiting.wait_for(
+        lambda: [
+            target
+            for target in requests.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json()
+            if target.get("type") == "page"
+        ],
+        timeout_s,
+        f"a page in chromium on port {port}",
+    )
+    return pages[0]["webSocketDebuggerUrl"]
 
 
 class Browser:
@@ -146,17 +149,19 @@ class Browser:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout_s: float = 30) -> Any:
-        deadline = time.time() + timeout_s
-        last_error: CdpError | None = None
-        while time.time() < deadline:
+
+        def value() -> Any:
             try:
-                value = self.evaluate(expression)
+                return self.evaluate(expression)
             except CdpError as exc:  # the page is navigating: its context went away
-                last_error, value = exc, None
-            if value:
-                return value
-            time.sleep(0.1)
-        raise CdpError(f"still false after {timeout_s:.0f} s: {expression} ({last_error})")
+                return exc
+
+        return waiting.wait_for(
+            value,
+            timeout_s,
+            f"{expression} to be true in the page",
+            done=lambda v: bool(v) and not isinstance(v, CdpError),
+        )
 
     def navigate(self, url: str) -> None:
         self.call("Page.navigate", url=url)

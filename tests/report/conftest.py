@@ -18,22 +18,15 @@ from pipeline_report import executions as ex
 
 from mlops.local.cloud import CloudInfo
 from mlops.local.process import start_cloud_process, stop_cloud_process
-from mlops.runs import CliError, follow, start_run, upload_dataset
+from mlops.runs import follow, upload_dataset
 from mlops.sample_data import write_digits
 from mlops.target import Target, local_target
+from tests.support.datasets import upload_broken_dataset
+from tests.support.runs import tiny_run
 
-FAST_PARAMETERS = {
-    "MaxJobs": "2",
-    "MaxParallelJobs": "1",
-    "Epochs": "6",
-    "ImageSize": "16",
-    "BatchSizes": "16",
-    "LearningRateMin": "0.01",
-    "LearningRateMax": "0.03",
-    "PollSeconds": "1",
-    "MinTestAccuracy": "0.3",
-    "RegressionTolerance": "0.5",
-}
+FAST_PARAMETERS = tiny_run(
+    max_jobs=2, epochs=6, min_test_accuracy="0.3", regression_tolerance="0.5"
+)
 PER_CLASS = 30
 CORRUPT_IMAGE = "corrupt-0000.png"
 EXECUTION_TIMEOUT_S = 1500  # a shared 2-core machine can triple the ~3 min run
@@ -82,23 +75,6 @@ def run_pipeline(target: Target, directory: Path, name: str) -> ex.ExecutionView
 
 def run_broken(target: Target, digits: Path) -> ex.ExecutionView:
     """Three images of one class and no valid split: DatasetInvalid in ValidateDataset."""
-    s3 = target.client("s3")
-    prefix = "datasets/broken"
-    for split in ("train", "test"):
-        for image in sorted((digits / split / "000.zero").iterdir())[:3]:
-            s3.upload_file(
-                str(image), target.data_bucket, f"{prefix}/{split}/000.zero/{image.name}"
-            )
-    manifest = {
-        "schema_version": 1,
-        "dataset": "broken",
-        "classes": ["000.zero"],
-        "splits": {"train": {"000.zero": 3}, "valid": {"000.zero": 3}, "test": {"000.zero": 3}},
-        "file_count": 9,
-    }
-    try:  # the run of exactly this manifest version, by its computed name
-        execution = start_run(target, "broken", manifest, timeout_s=60)
-    except CliError as exc:
-        raise AssertionError(f"the broken data set started no execution: {exc}") from None
+    execution = upload_broken_dataset(target, digits, digits.parent)
     sfn = target.client("stepfunctions")
     return follow(sfn, execution["executionArn"], poll_s=0.5, timeout_s=120)

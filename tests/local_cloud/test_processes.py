@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import importlib.util
 import json
 import os
 import signal
@@ -27,20 +26,12 @@ from botocore.exceptions import ClientError
 
 from mlops import cli
 from mlops.local.process import CloudLockedError, start_cloud_process, stop_cloud_process
+from tests.local_sagemaker import helpers as local_helpers
+from tests.support.waiting import wait_for
 
 TOY = Path(__file__).parent / "toy" / "template.yaml"
 
 
-def _load_local_helpers():
-    """The local SageMaker tests' model builders (tests/local/helpers.py), loaded by path."""
-    path = Path(__file__).parents[1] / "local" / "helpers.py"
-    spec = importlib.util.spec_from_file_location("local_sagemaker_helpers", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-local_helpers = _load_local_helpers()
 SLOW = {"Slow": "true"}  # a 30 s function timeout: a cold start on a busy machine is no timeout
 NO_RETRIES = Config(retries={"total_max_attempts": 1, "mode": "standard"}, read_timeout=60)
 
@@ -75,15 +66,6 @@ def running(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
-
-
-def wait_until(condition, timeout_s: float, interval_s: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval_s)
-    return condition()
 
 
 # --- one cloud per state folder ------------------------------------------------------------------
@@ -223,10 +205,10 @@ def test_kill_9_of_the_cloud_leaves_no_process_behind(tmp_path):
 
         os.kill(info.pid, signal.SIGKILL)
         process.wait(timeout=10)
-        survivors = lambda: [p for p in before if running(p.pid)]  # noqa: E731
-        assert wait_until(lambda: not survivors(), timeout_s=10), [
-            (p.pid, p.cmdline()) for p in survivors()
-        ]
+        survivors = lambda: [(p.pid, p.cmdline()) for p in before if running(p.pid)]  # noqa: E731
+        assert not wait_for(
+            survivors, 10, "the killed cloud's processes to exit", done=lambda s: not s
+        )
     finally:
         stop_cloud_process(process)
         for leftover in before:  # a failed test still leaves nothing running
@@ -284,7 +266,9 @@ def test_worker_pool_is_bounded_per_function_and_idle_workers_are_reaped(tmp_pat
         assert answers.count("ok") == 1, answers
         assert answers.count("TooManyRequestsException/429") == 2, answers
 
-        assert wait_until(lambda: not lambda_workers(info), timeout_s=15)
+        assert not wait_for(
+            lambda: lambda_workers(info), 15, "idle workers reaped", done=lambda w: not w
+        )
         assert burst(info, function, 1, {}) == ["ok"]  # a fresh environment after reaping
     finally:
         stop_cloud_process(process)
@@ -301,10 +285,14 @@ def test_a_throttled_task_fails_as_lambda_too_many_requests_in_step_functions(to
         arn = sfn.start_execution(
             stateMachineArn=info.deployment["outputs"]["StateMachineArn"], name="throttled"
         )["executionArn"]
-        assert wait_until(
-            lambda: sfn.describe_execution(executionArn=arn)["status"] != "RUNNING", 90, 0.5
+        execution = wait_for(
+            lambda: sfn.describe_execution(executionArn=arn),
+            90,
+            "the throttled execution to end",
+            done=lambda d: d["status"] != "RUNNING",
+            interval=0.5,
         )
-        execution = sfn.describe_execution(executionArn=arn)
+        assert execution["status"] != "RUNNING"
         assert execution["status"] == "FAILED"
         assert execution["error"] == "Lambda.TooManyRequestsException"
     finally:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from botocore.config import Config
+
+from tests.support.waiting import wait_for
 
 FIXTURE_CODE = Path(__file__).parent / "fixture_code"
 REGION = "us-east-1"
@@ -79,36 +79,21 @@ def training_request(name: str, **overrides: Any) -> dict[str, Any]:
     return request
 
 
-def wait_for(
-    fetch: Callable[[], Any],
-    done: Callable[[Any], bool],
-    timeout: float = 60,
-    interval: float = 0.1,
-) -> Any:
-    """Poll ``fetch`` until ``done(value)``; fail with the last value when time runs out."""
-    deadline = time.monotonic() + timeout
-    value = fetch()
-    while not done(value):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s; last value: {value}")
-        time.sleep(interval)
-        value = fetch()
-    return value
-
-
 def wait_training(sm: Any, name: str, timeout: float = 60) -> dict[str, Any]:
     return wait_for(
         lambda: sm.describe_training_job(TrainingJobName=name),
-        lambda d: d["TrainingJobStatus"] in {"Completed", "Failed", "Stopped"},
         timeout,
+        f"training job {name} to end",
+        done=lambda d: d["TrainingJobStatus"] in {"Completed", "Failed", "Stopped"},
     )
 
 
 def wait_tuning(sm: Any, name: str, timeout: float = 120) -> dict[str, Any]:
     return wait_for(
         lambda: sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name),
-        lambda d: d["HyperParameterTuningJobStatus"] in {"Completed", "Failed", "Stopped"},
         timeout,
+        f"tuning job {name} to end",
+        done=lambda d: d["HyperParameterTuningJobStatus"] in {"Completed", "Failed", "Stopped"},
         interval=0.2,
     )
 
@@ -116,8 +101,9 @@ def wait_tuning(sm: Any, name: str, timeout: float = 120) -> dict[str, Any]:
 def wait_endpoint(sm: Any, name: str, timeout: float = 60) -> dict[str, Any]:
     return wait_for(
         lambda: sm.describe_endpoint(EndpointName=name),
-        lambda d: d["EndpointStatus"] not in {"Creating", "Updating"},
         timeout,
+        f"endpoint {name} to leave Creating/Updating",
+        done=lambda d: d["EndpointStatus"] not in {"Creating", "Updating"},
     )
 
 

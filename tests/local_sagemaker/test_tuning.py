@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from .helpers import tuning_request, wait_for, wait_tuning
+from tests.support.waiting import wait_for
+
+from .helpers import tuning_request, wait_tuning
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -166,7 +168,9 @@ def test_stop_tuning_job_stops_its_trials(sm: Any) -> None:
     )
     wait_for(
         lambda: sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="tune-stop"),
-        lambda d: d["TrainingJobStatusCounters"]["InProgress"] >= 1,
+        60,
+        "a trial of tune-stop in progress",
+        done=lambda d: d["TrainingJobStatusCounters"]["InProgress"] >= 1,
     )
     sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName="tune-stop")
     job = wait_tuning(sm, "tune-stop")

@@ -25,20 +25,11 @@ from mlops.local.process import start_cloud_process, stop_cloud_process
 from mlops.runs import follow, upload_dataset
 from mlops.sample_data import write_digits
 from mlops.target import local_target
+from tests.support.runs import tiny_run
+from tests.support.waiting import wait_for
 
 # The smallest pipeline that still trains, gates and deploys: one trial of one epoch.
-PARAMETERS = {
-    "MaxJobs": "1",
-    "MaxParallelJobs": "1",
-    "Epochs": "1",
-    "ImageSize": "16",
-    "BatchSizes": "16",
-    "LearningRateMin": "0.01",
-    "LearningRateMax": "0.03",
-    "PollSeconds": "1",
-    "MinTestAccuracy": "0.0",
-    "RegressionTolerance": "1.0",
-}
+PARAMETERS = tiny_run(max_jobs=1, epochs=1)
 RUN_TIMEOUT_S = 900
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
@@ -70,14 +61,14 @@ def start_run_and_wait_for_training(target, digits: Path) -> str:
     """Upload; return the execution ARN once it waits for its tuning job (a training runs)."""
     execution = upload_dataset(target, digits, "digits")
     sfn = target.client("stepfunctions")
-    deadline = time.time() + RUN_TIMEOUT_S
-    while time.time() < deadline:
+
+    def at_check_tuning() -> bool:
         view = ex.describe(sfn, execution["executionArn"])
-        if any(step.name == "CheckTuning" for step in view.steps):
-            return execution["executionArn"]
         assert view.status == "RUNNING", f"{view.status}: {view.error}: {view.cause}"
-        time.sleep(0.5)
-    raise AssertionError("the execution never reached CheckTuning")
+        return any(step.name == "CheckTuning" for step in view.steps)
+
+    wait_for(at_check_tuning, RUN_TIMEOUT_S, "the execution to reach CheckTuning", interval=0.5)
+    return execution["executionArn"]
 
 
 def predict(target, digits: Path) -> requests.Response:

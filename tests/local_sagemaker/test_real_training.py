@@ -10,6 +10,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from mlops.packaging import pack_training_source
+from tests.support.waiting import wait_for
 
 from .helpers import (
     ARTIFACTS_BUCKET,
@@ -18,7 +19,6 @@ from .helpers import (
     REGION,
     ROLE_ARN,
     wait_endpoint,
-    wait_for,
     wait_training,
 )
 
@@ -141,7 +141,9 @@ def test_real_train_py_rules_and_endpoint(
 
     job = wait_for(
         lambda: sm.describe_training_job(TrainingJobName="real-train"),
-        lambda d: all(
+        300,
+        "the rules of real-train to finish",
+        done=lambda d: all(
             s["RuleEvaluationStatus"] != "InProgress" for s in d["DebugRuleEvaluationStatuses"]
         ),
         timeout=300,
@@ -220,8 +222,9 @@ def test_real_train_py_tuning_job(sm: Any, digits: dict[str, Any]) -> None:
     )
     job = wait_for(
         lambda: sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="real-tune"),
-        lambda d: d["HyperParameterTuningJobStatus"] in {"Completed", "Failed", "Stopped"},
-        timeout=600,
+        600,
+        "real-tune to end",
+        done=lambda d: d["HyperParameterTuningJobStatus"] in {"Completed", "Failed", "Stopped"},
         interval=1,
     )
     assert job["HyperParameterTuningJobStatus"] == "Completed", job.get("FailureReason")

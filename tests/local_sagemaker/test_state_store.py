@@ -14,6 +14,7 @@ import pytest
 
 from mlops.local.persistence import decode_snapshot, encode_snapshot
 from mlops.local.sagemaker import store
+from tests.support.waiting import wait_for
 
 from .helpers import (
     REGION,
@@ -24,7 +25,6 @@ from .helpers import (
     training_request,
     tuning_request,
     wait_endpoint,
-    wait_for,
     wait_training,
     wait_tuning,
 )
@@ -59,7 +59,9 @@ def test_store_restores_jobs_endpoints_and_fails_running_jobs(service_factory, s
     sm.create_training_job(**slow)
     wait_for(
         lambda: sm.describe_training_job(TrainingJobName="slow-job")["SecondaryStatus"],
-        lambda status: status == "Training",
+        60,
+        "slow-job to be Training",
+        done=lambda status: status == "Training",
     )
     snapshot = round_trip(store.snapshot(first.backend))
     first.shutdown()  # the processes are gone, as after a crash

@@ -1,8 +1,8 @@
 """The local API Gateway's HTTP side: framing, API Gateway's own answers, limits, load.
 
 The server runs in-process on 127.0.0.1 with an integration that runs a small proxy handler in
-the test's process (the toy cloud tests in tests/cloud run the same server in front of the real
-Lambda runtime). Every test stops the server it started, also on failure.
+the test's process (the toy cloud tests in tests/local_cloud run the same server in front of the
+real Lambda runtime). Every test stops the server it started, also on failure.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from mlops.local.persistence import (
     load_or_create_api_key,
 )
 from mlops.reset import reset_state
+from tests.support.waiting import wait_for
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -106,9 +107,7 @@ def test_persister_writes_due_sources_and_all_on_stop(tmp_path):
     time.sleep(0.2)
     assert not source.file.path.exists()  # not due: nothing written
     due["yes"] = True
-    deadline = time.time() + 5
-    while not source.file.path.exists() and time.time() < deadline:
-        time.sleep(0.05)
+    wait_for(source.file.path.exists, 5, "the due source's snapshot", interval=0.05)
     assert SnapshotFile(source.file.path).read() == {"n": 1}
     due["yes"] = False
     state["n"] = 2
@@ -170,13 +169,13 @@ def test_s3_versions_and_delete_markers_survive(tmp_path, aws_env):
 
 
 def _wait_status(sfn, arn, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        described = sfn.describe_execution(executionArn=arn)
-        if described["status"] != "RUNNING":
-            return described
-        time.sleep(0.05)
-    raise AssertionError("execution did not end")
+    return wait_for(
+        lambda: sfn.describe_execution(executionArn=arn),
+        timeout,
+        f"execution {arn} to end",
+        done=lambda described: described["status"] != "RUNNING",
+        interval=0.05,
+    )
 
 
 def _machine(sfn, definition: dict) -> str:

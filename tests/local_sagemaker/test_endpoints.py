@@ -11,6 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from mlops.local.sagemaker.processes import live_process_count
+from tests.support.waiting import wait_for
 
 from .helpers import (
     IMAGE,
@@ -19,7 +20,6 @@ from .helpers import (
     invoke,
     make_config,
     wait_endpoint,
-    wait_for,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -53,7 +53,7 @@ def test_endpoint_create_invoke_describe_delete(sm: Any, runtime: Any, s3: Any) 
     with pytest.raises(ClientError) as raised:
         sm.describe_endpoint(EndpointName="ep-basic")
     assert raised.value.response["Error"]["Code"] == "ValidationException"
-    wait_for(live_process_count, lambda count: count == 0, timeout=20)
+    wait_for(live_process_count, 20, "no model server left", done=lambda count: count == 0)
 
 
 def test_container_errors_map_to_model_error(sm: Any, runtime: Any, s3: Any) -> None:
@@ -124,7 +124,7 @@ def test_update_switches_models_without_a_failed_request(
     for sender in senders:
         sender.start()
     try:
-        time.sleep(0.3)
+        wait_for(lambda: all(per_sender), 20, "both senders answered by u1")
         sm.update_endpoint(EndpointName="ep-update", EndpointConfigName=config_v2)
         updating = sm.describe_endpoint(EndpointName="ep-update")
         assert updating["EndpointStatus"] == "Updating"
@@ -137,7 +137,12 @@ def test_update_switches_models_without_a_failed_request(
             '"arn:aws:sagemaker:us-east-1:123456789012:endpoint/ep-update".'
         )
         endpoint = wait_endpoint(sm, "ep-update")
-        time.sleep(0.3)
+        answered = [len(versions) for versions in per_sender]
+        wait_for(
+            lambda: all(len(v) >= n + 3 for v, n in zip(per_sender, answered, strict=True)),
+            20,
+            "three more answers to each sender after the update",
+        )
     finally:
         stop.set()
         for sender in senders:
@@ -234,7 +239,9 @@ def test_blue_green_baking_keeps_the_endpoint_updating_on_the_new_model(
     )
     baking = wait_for(
         lambda: (sm.describe_endpoint(EndpointName="ep-bake"), invoke(runtime, "ep-bake", {})),
-        lambda pair: pair[1]["body"]["version"] == "b2",
+        60,
+        "ep-bake to answer from b2",
+        done=lambda pair: pair[1]["body"]["version"] == "b2",
     )
     started = time.monotonic()
 

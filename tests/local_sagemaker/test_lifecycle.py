@@ -13,6 +13,7 @@ import boto3
 import pytest
 
 from mlops.local.sagemaker.processes import live_process_count
+from tests.support.waiting import wait_for
 
 from .helpers import (
     REGION,
@@ -21,7 +22,6 @@ from .helpers import (
     training_request,
     tuning_request,
     wait_endpoint,
-    wait_for,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -49,7 +49,7 @@ def test_shutdown_stops_tuning_jobs_training_jobs_and_model_servers(
         )
     )
     # a model server and two training scripts (the service runs two jobs at once)
-    wait_for(live_process_count, lambda count: count >= 3, timeout=20)
+    wait_for(live_process_count, 20, "a model server and two trainings", done=lambda n: n >= 3)
 
     started = time.monotonic()
     service.shutdown()
@@ -68,9 +68,9 @@ def test_delete_while_creating_cancels_the_deployment(sm: Any, s3: Any) -> None:
         EndpointName="ep-cancel",
         EndpointConfigName=make_config(sm, s3, "k1", load_seconds=30),
     )
-    time.sleep(0.5)
+    wait_for(live_process_count, 20, "the model server of ep-cancel to start")
     sm.delete_endpoint(EndpointName="ep-cancel")
-    wait_for(live_process_count, lambda count: count == 0, timeout=20)
+    wait_for(live_process_count, 20, "no model server left", done=lambda count: count == 0)
 
 
 def test_standalone_service_serves_until_sigterm(tmp_path: Path, aws_env: None) -> None:
@@ -91,7 +91,7 @@ def test_standalone_service_serves_until_sigterm(tmp_path: Path, aws_env: None) 
         text=True,
     )
     try:
-        wait_for(url_file.exists, bool, timeout=30)
+        wait_for(url_file.exists, 30, f"the service to write its URL to {url_file}")
         sm = boto3.client("sagemaker", endpoint_url=url_file.read_text(), region_name=REGION)
         assert sm.list_endpoints()["Endpoints"] == []
     finally:

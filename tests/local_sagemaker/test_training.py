@@ -6,19 +6,18 @@ import io
 import itertools
 import json
 import tarfile
-import time
 from typing import Any
 
 import pytest
 
 from mlops.local.sagemaker.config import SCRIPT_WITHOUT_TOOLKIT_ENV
+from tests.support.waiting import wait_for
 
 from .helpers import (
     ARTIFACTS_BUCKET,
     OUTPUT_URI,
     hyperparameters,
     training_request,
-    wait_for,
     wait_training,
 )
 
@@ -295,7 +294,9 @@ def test_debug_rules_fill_rule_evaluation_statuses(service_factory: Any) -> None
     }
     job = wait_for(
         lambda: sm.describe_training_job(TrainingJobName="tj-rules"),
-        lambda d: all(
+        60,
+        "the rules of tj-rules to finish",
+        done=lambda d: all(
             s["RuleEvaluationStatus"] != "InProgress" for s in d["DebugRuleEvaluationStatuses"]
         ),
     )
@@ -353,7 +354,10 @@ def test_stop_of_a_queued_job_before_it_runs(service_factory: Any) -> None:
     job = wait_training(sm, "tj-waiting")
     assert job["TrainingJobStatus"] == "Stopped"
     assert "Training" not in [t["Status"] for t in job["SecondaryStatusTransitions"]]
-    time.sleep(0.1)
+    wait_training(sm, "tj-busy")  # its slot is free: a runner that ignored the stop starts now
+    after = sm.describe_training_job(TrainingJobName="tj-waiting")
+    assert after["TrainingJobStatus"] == "Stopped"
+    assert "Training" not in [t["Status"] for t in after["SecondaryStatusTransitions"]]
 
 
 def test_a_missing_image_environment_fails_the_job_and_names_the_fix(

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import boto3
@@ -20,6 +19,7 @@ import requests
 from pipeline_report import executions
 
 from mlops.local.process import start_cloud_process, stop_cloud_process
+from tests.support.waiting import wait_for
 
 TOY = Path(__file__).parent / "toy" / "template.yaml"
 
@@ -43,13 +43,13 @@ def aws(cloud):
 
 
 def wait_for_executions(sfn, arn: str, count: int, timeout_s: float = 60) -> list[dict]:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        items = sfn.list_executions(stateMachineArn=arn)["executions"]
-        if len(items) >= count and all(item["status"] != "RUNNING" for item in items):
-            return items
-        time.sleep(0.3)
-    raise AssertionError(f"fewer than {count} finished executions after {timeout_s} s")
+    return wait_for(
+        lambda: sfn.list_executions(stateMachineArn=arn)["executions"],
+        timeout_s,
+        f"{count} finished executions",
+        done=lambda items: len(items) >= count and all(i["status"] != "RUNNING" for i in items),
+        interval=0.3,
+    )
 
 
 def test_deployment_resolves_template_outputs_and_lists_what_is_not_emulated(cloud):
@@ -100,18 +100,24 @@ def test_function_logs_reach_cloudwatch_logs(cloud, aws):
     aws("lambda").invoke(FunctionName=function, Payload=b"{}")
     logs = aws("logs")
     group = f"/aws/lambda/{function}"
-    deadline = time.time() + 10
-    messages: list[str] = []
-    while time.time() < deadline and not any("REPORT RequestId" in m for m in messages):
+
+    def messages_of_the_group() -> list[str]:
         streams = logs.describe_log_streams(logGroupName=group)["logStreams"]
-        messages = [
+        return [
             event["message"]
             for stream in streams
             for event in logs.get_log_events(
                 logGroupName=group, logStreamName=stream["logStreamName"]
             )["events"]
         ]
-        time.sleep(0.2)
+
+    messages = wait_for(
+        messages_of_the_group,
+        10,
+        f"the REPORT line in {group}",
+        done=lambda found: any("REPORT RequestId" in m for m in found),
+        interval=0.2,
+    )
     assert any('"function"' in m for m in messages)
     assert any(m.startswith("REPORT RequestId") for m in messages)
 
@@ -166,9 +172,7 @@ def test_cloud_started_by_a_killed_process_stops_by_itself(tmp_path):
         cloud_pid = int(caller.stdout.readline())
         caller.kill()
         caller.wait(timeout=10)
-        deadline = time.time() + 30
-        while time.time() < deadline and _alive(cloud_pid):
-            time.sleep(0.2)
+        wait_for(lambda: not _alive(cloud_pid), 30, f"the orphaned cloud {cloud_pid} to stop")
         assert not _alive(cloud_pid)
     finally:
         caller.kill()

@@ -1,0 +1,1 @@
+"""Whole pipelines on the local cloud, end to end."""

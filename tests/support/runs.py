@@ -1,0 +1,41 @@
+"""Template parameters for the small pipeline runs the local-cloud tests start.
+
+Each run still tunes, trains, gates and deploys, on 16-pixel digits with batch 16 and polling
+every second; a test states only what it is about (trials, epochs, the gate's thresholds, the
+rules' policy) and gets the rest from here.
+"""
+
+from __future__ import annotations
+
+# Every rule only warns: for tests about data, state or serving, not the rule gate.
+WARN_ONLY_RULES = (
+    "warn:LossNotDecreasing,VanishingGradient,PoorWeightInitialization,Overfit,"
+    "Overtraining,LowGPUUtilization"
+)
+
+
+def tiny_run(
+    *,
+    max_jobs: int,
+    epochs: int,
+    min_test_accuracy: str = "0.0",
+    regression_tolerance: str = "1.0",
+    **more: str,
+) -> dict[str, str]:
+    """Parameter overrides for a run of `max_jobs` one-at-a-time trials of `epochs` epochs.
+
+    The defaults approve every model; `more` adds or replaces template parameters by name.
+    """
+    return {
+        "MaxJobs": str(max_jobs),
+        "MaxParallelJobs": "1",
+        "Epochs": str(epochs),
+        "ImageSize": "16",
+        "BatchSizes": "16",
+        "LearningRateMin": "0.01",
+        "LearningRateMax": "0.03",
+        "PollSeconds": "1",
+        "MinTestAccuracy": min_test_accuracy,
+        "RegressionTolerance": regression_tolerance,
+        **more,
+    }

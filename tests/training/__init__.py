@@ -1,0 +1,1 @@
+"""train.py, inference.py, the debugger rules and the metric lines (training/)."""
