@@ -18,7 +18,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from pipeline_report import executions as ex
 
-from mlops.local.cloud import CloudInfo, load_info
+from mlops.local.cloud_info import CloudInfo, load_info
 from mlops.local.process import CloudStartError, lock_holder, start_cloud_process
 from mlops.manifest import DatasetFolderError
 from mlops.runs import (

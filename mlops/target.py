@@ -26,7 +26,7 @@ __all__ = [
 
 
 def local_target(root: Path = DEFAULT_ROOT) -> Target:
-    from mlops.local.cloud import load_info
+    from mlops.local.cloud_info import load_info
     from mlops.local.process import lock_holder
 
     info = load_info(root)

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from moto.server import ThreadedMotoServer
 from mlops.images import image_parameters
 from mlops.local import s3_events, stepfunctions_limits
 from mlops.local.api import ApiConfig, LambdaInvokeError, LocalApiServer
+from mlops.local.cloud_info import CREDENTIALS, CloudInfo
 from mlops.local.cloud_state import CloudState
 from mlops.local.deploy import API, Deployment, LocalDeployer
 from mlops.local.iam import (
@@ -44,9 +44,10 @@ from mlops.local.iam import (
     authorize_headers,
     install_moto_enforcement,
 )
+from mlops.local.identity import ProcessIdentity
 from mlops.local.lambda_runtime import LambdaRuntime
 from mlops.local.paths import write_private
-from mlops.local.process import ProcessIdentity, acquire_cloud_lock
+from mlops.local.process import acquire_cloud_lock
 from mlops.local.template import ACCOUNT_ID, REGION, load_template, read_parameter_overrides
 from mlops.packaging import REPO_ROOT, publish_training_source
 
@@ -54,40 +55,6 @@ log = logging.getLogger(__name__)
 
 STACK_NAME = "mlops-local"
 LAMBDA_MAX_TIMEOUT_S = 900
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-
-
-@dataclass
-class CloudInfo:
-    """Where the running local cloud answers; written to <root>/cloud.json for the CLI."""
-
-    pid: int
-    moto_url: str
-    sagemaker_url: str
-    api_url: str
-    api_key: str
-    region: str
-    deployment: dict[str, Any]
-    started: float = 0.0  # the process's start time (psutil), with pid: which process it is
-    # Whether each Lambda's and job's calls are authorised against its role (mlops.local.iam).
-    iam_enforced: bool = False
-
-    def client_env(self) -> dict[str, str]:
-        """Variables that point the aws CLI, boto3 and the sagemaker SDK at the local cloud."""
-        return {
-            **CREDENTIALS,
-            "AWS_DEFAULT_REGION": self.region,
-            "AWS_REGION": self.region,
-            "AWS_ENDPOINT_URL": self.moto_url,
-            "AWS_ENDPOINT_URL_SAGEMAKER": self.sagemaker_url,
-            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.sagemaker_url,
-        }
-
-    def to_json(self) -> dict[str, Any]:
-        return self.__dict__.copy()
-
-    def identity(self) -> ProcessIdentity:
-        return ProcessIdentity(self.pid, self.started)
 
 
 class LocalCloud:
@@ -326,12 +293,4 @@ def _point_outputs_at_local_api(deployment: Deployment, api_id: str, base_url: s
         deployment.outputs[key] = value.replace(public, base_url)
 
 
-def load_info(root: Path) -> CloudInfo | None:
-    path = root / "cloud.json"
-    if not path.exists():
-        return None
-    fields = set(CloudInfo.__dataclass_fields__)
-    return CloudInfo(**{k: v for k, v in json.loads(path.read_text()).items() if k in fields})
-
-
-__all__ = ["CloudInfo", "Deployment", "LocalCloud", "load_info"]
+__all__ = ["Deployment", "LocalCloud"]

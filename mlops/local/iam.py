@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlops.local.iam_request import Request
 from mlops.packaging import REPO_ROOT
 
 log = logging.getLogger(__name__)
@@ -100,15 +101,6 @@ def role_specs(translated: Mapping[str, Any], resolve: Callable[[Any], Any]) -> 
 
 
 # -- evaluation --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Request:
-    """What one API call needs: an action on each resource, with the request's condition keys."""
-
-    action: str  # service:Operation, as IAM names it
-    resources: tuple[str, ...] = ("*",)
-    conditions: tuple[tuple[str, str], ...] = ()
 
 
 def _normalised(document: Mapping[str, Any]) -> str:

@@ -37,14 +37,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psutil
 
-if TYPE_CHECKING:
-    from mlops.local.cloud import CloudInfo
+from mlops.local.cloud_info import CloudInfo
+from mlops.local.identity import ProcessIdentity
 
 log = logging.getLogger(__name__)
 
@@ -60,28 +59,6 @@ class CloudStartError(RuntimeError):
 
 class CloudLockedError(CloudStartError):
     """Another local cloud holds this state folder."""
-
-
-# --- who a PID is --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ProcessIdentity:
-    """A PID plus the kernel's start time of that process: together they name one process."""
-
-    pid: int
-    started: float
-
-    @classmethod
-    def of(cls, pid: int) -> ProcessIdentity:
-        return cls(pid, psutil.Process(pid).create_time())
-
-    def alive(self) -> bool:
-        """Whether this very process (not another one that reused the PID) still runs."""
-        try:
-            process = psutil.Process(self.pid)
-            same = abs(process.create_time() - self.started) < 0.01
-            return same and process.status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
 
 
 # --- one cloud per state folder ------------------------------------------------------------------
@@ -306,8 +283,6 @@ def start_cloud_process(
     With `exit_with_caller` (tests, the demo) the cloud stops by itself when this process ends,
     even if it is killed before it can stop the cloud; `mlops up` turns that off.
     """
-    from mlops.local.cloud import CloudInfo
-
     root.mkdir(parents=True, exist_ok=True)
     holder = lock_holder(root)
     if holder is not None:  # the server checks again under the lock; this only answers sooner

@@ -19,7 +19,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from mlops.local.cloud import CloudInfo
+from mlops.local.cloud_info import CloudInfo
 from mlops.local.lambda_runtime import SYNC_REQUEST_LIMIT_BYTES, SYNC_RESPONSE_LIMIT_BYTES
 from mlops.local.process import start_cloud_process, stop_cloud_process
 

@@ -19,7 +19,7 @@ import requests
 from pipeline_report import executions as ex
 
 from mlops.cli import main as mlops_main
-from mlops.local.cloud import load_info
+from mlops.local.cloud_info import load_info
 from mlops.local.moto_state import STOPPED_ERROR
 from mlops.local.process import start_cloud_process, stop_cloud_process
 from mlops.runs import follow, upload_dataset

@@ -18,8 +18,9 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from mlops.local.sagemaker import LocalSageMakerService, SageMakerConfig
+from mlops.local.sagemaker.config import SageMakerConfig
 from mlops.local.sagemaker.processes import kill_all_processes, live_process_count
+from mlops.local.sagemaker.service import LocalSageMakerService
 
 from .helpers import (
     ARTIFACTS_BUCKET,

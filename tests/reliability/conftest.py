@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops.local.cloud import CloudInfo
+from mlops.local.cloud_info import CloudInfo
 from mlops.local.process import start_cloud_process
 from mlops.sample_data import write_digits
 from mlops.target import Target, local_target

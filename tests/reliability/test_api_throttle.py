@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from mlops.local.cloud import CloudInfo
+from mlops.local.cloud_info import CloudInfo
 from mlops.local.process import start_cloud_process, stop_cloud_process
 
 BURST_REQUESTS = 100

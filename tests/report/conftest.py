@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from pipeline_report import executions as ex
 
-from mlops.local.cloud import CloudInfo
+from mlops.local.cloud_info import CloudInfo
 from mlops.local.process import start_cloud_process, stop_cloud_process
 from mlops.runs import follow, upload_dataset
 from mlops.sample_data import write_digits

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from mlops.local.iam import Request
+from mlops.local.iam_request import Request
 
 # Request members that name a resource, and the resource type in its ARN.
 NAMED_RESOURCES = {
