@@ -67,7 +67,8 @@ def output_model(handler: Handler) -> Any:
     """The handler's return annotation, resolved in its module (None when it has none)."""
     annotation = inspect.get_annotations(handler).get("return")
     if isinstance(annotation, str):
-        return eval(annotation, handler.__globals__)  # noqa: S307 - the module's own annotation
+        # The module's own annotation, as typing.get_type_hints would evaluate it.
+        return eval(annotation, handler.__globals__)
     return annotation
 
 
