@@ -236,7 +236,7 @@ def deploy(event: DeployInput, common: CommonSettings, settings: DeploySettings)
             common.artifacts_bucket,
             key,
             {
-                **record.model_dump(),
+                **record.model_dump(exclude={"action"}),
                 "training_job_name": event.training_job_name,
                 "test_accuracy": event.test_accuracy,
             },

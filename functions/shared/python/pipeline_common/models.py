@@ -129,6 +129,7 @@ class Deployment(StepModel):
     """DeployEndpoint(action=deploy): what serves now; previous_endpoint_config is the rollback
     target, superseded_by a newer run's config that serves instead."""
 
+    action: Literal["deploy"] = "deploy"
     endpoint_name: str
     endpoint_config_name: str
     model_name: str
@@ -140,6 +141,7 @@ class Deployment(StepModel):
 class Rollback(StepModel):
     """DeployEndpoint(action=rollback)."""
 
+    action: Literal["rollback"] = "rollback"
     endpoint_name: str
     operation: Literal["nothing-to-roll-back", "unchanged", "rolled-back"]
     endpoint_config_name: str | None = None
