@@ -184,6 +184,9 @@ def test_trigger_parses_the_local_clouds_events_with_powertools_models(
     result = app.lambda_handler(event, context)
 
     assert record.s3.object.key == "datasets%2Fdog+breeds%2Fmanifest.json"  # URL-encoded
+    # what every AWS record carries besides the object, which moto alone leaves out
+    assert record.userIdentity and record.requestParameters and record.responseElements
+    assert record.s3.bucket.ownerIdentity is not None
     assert record.s3.object.eTag == written["ETag"].strip('"')
     [execution] = executions(sfn, arn)
     assert result["started"] == [execution["name"]]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pipeline_common.aws import aws_call
 from pipeline_common.errors import ConfigurationError
 from pipeline_common.jobs import METRIC_DEFINITIONS_KEY, REQUIRED_METRICS, TRAINING_SOURCE_KEY
-from pipeline_common.s3io import MISSING_CODES, S3Client, object_exists, read_json, s3_uri
+from pipeline_common.s3io import MISSING_CODES, S3Client, read_json, s3_uri
 
 PUBLISH_HINT = "publish the training code first (mlops publish-training, see docs/deploy.md)"
 MAX_METRIC_DEFINITIONS = 40
@@ -44,7 +44,7 @@ def load_metric_definitions(s3: S3Client, bucket: str) -> list[dict[str, str]]:
 def require_training_source(s3: S3Client, bucket: str) -> None:
     """Fail before any job starts when sourcedir.tar.gz was never published."""
     uri = s3_uri(bucket, TRAINING_SOURCE_KEY)
-    with aws_call("HeadObject", uri):
-        present = object_exists(s3, bucket, TRAINING_SOURCE_KEY)
-    if not present:
-        raise ConfigurationError(f"{uri} does not exist; {PUBLISH_HINT}")
+    with aws_call("HeadObject", uri, ok=MISSING_CODES) as call:
+        s3.head_object(Bucket=bucket, Key=TRAINING_SOURCE_KEY)
+    if not call.succeeded:
+        raise ConfigurationError(f"{uri} does not exist; {PUBLISH_HINT}") from call.error
