@@ -4,7 +4,7 @@ Every run is a real train.py job under the SageMaker contract, with the hook con
 pipeline's profiled retrain gets (functions/shared's COLLECTION_SAVE_INTERVALS) and
 `--run-rules true`, so the project's rules judge exactly the trial the pipeline would give them.
 Each job's rule_statuses.json and test accuracy then go through the real gate
-(pipeline_common.gate: GatePolicy.parse, rule_findings, quality_findings, summarize) with
+(pipeline_common.gate.decide, the builder EvaluateRules uses) with
 template.yaml's default GatePolicy and RegressionTolerance, and the MinTestAccuracy of the
 deploy configuration the run's hyperparameters come from.
 
@@ -43,9 +43,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pipeline_common.gate import OWN_RULES, GatePolicy, RuleStatus, decide, expected_rules
 
 from bench.common import (
-    LAYER_DIR,
     REPO_ROOT,
     SINGLE_THREAD_ENV,
     ChildFailed,
@@ -62,13 +62,7 @@ from bench.debug_overhead import pipeline_hook_config
 
 NAME = "rules"
 TITLE = "Rule gate: false blocks on healthy runs, detection of broken runs"
-RULE_NAMES = (
-    "LossNotDecreasing",
-    "VanishingGradient",
-    "PoorWeightInitialization",
-    "Overfit",
-    "Overtraining",
-)
+RULE_NAMES = OWN_RULES
 FROM_SCRATCH_LR_MIN = 0.003
 DIVERGING_LR = 5.0
 BROKEN_KINDS = (
@@ -380,18 +374,6 @@ def train(run: Run, data: Path, job_dir: Path) -> dict[str, Any]:
 
 def judge(run: Run, trained: dict[str, Any], gate: GateSettings) -> dict[str, Any]:
     """The pipeline's gate over one job's rule statuses and test accuracy."""
-    sys.path.insert(0, str(LAYER_DIR))
-    try:
-        from pipeline_common.gate import (
-            GatePolicy,
-            RuleStatus,
-            Severity,
-            quality_findings,
-            rule_findings,
-            summarize,
-        )
-    finally:
-        sys.path.remove(str(LAYER_DIR))
     if "failed" in trained:  # a job that fails never reaches the gate: nothing is deployed
         return {"blocked": True, "fired": [], "blocked_by": ["TrainingJobFailed"], **trained}
     policy = GatePolicy.parse(gate.policy)
@@ -400,17 +382,23 @@ def judge(run: Run, trained: dict[str, Any], gate: GateSettings) -> dict[str, An
         for s in trained["statuses"]
     ]
     accuracy = trained["test_accuracy"]
-    findings = rule_findings(statuses, policy, list(RULE_NAMES)) + quality_findings(
-        accuracy, run.min_test_accuracy, None, gate.regression_tolerance
+    # The bench's jobs run without SageMaker Debugger: train.py's own rules only, no baseline.
+    verdict = decide(
+        statuses,
+        policy,
+        expected_rules(debugger_available=False),
+        accuracy,
+        run.min_test_accuracy,
+        None,
+        gate.regression_tolerance,
     )
-    approved, summary = summarize(findings)
     return {
-        "blocked": not approved,
+        "blocked": not verdict.approved,
         "fired": [s.rule for s in statuses if s.status != "NoIssuesFound"],
-        "blocked_by": [f.check for f in findings if f.severity is Severity.BLOCK],
+        "blocked_by": verdict.blocking,
         "test_accuracy": accuracy,
         "seconds": trained["seconds"],
-        "summary": summary[:400],
+        "summary": verdict.summary[:400],
         "details": {s.rule: s.details[:300] for s in statuses if s.status != "NoIssuesFound"},
     }
 

@@ -13,20 +13,16 @@ import os
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from aws_lambda_powertools import Logger, Tracer
-from aws_lambda_powertools.utilities.parser import event_parser
-from botocore.exceptions import ClientError
-from pipeline_common.aws import client, error_code, error_message, translate_client_error
+from pipeline_common.aws import aws_call, client, error_message
 from pipeline_common.endpoints import approval_time, config_tags, serves_model_approved_after
 from pipeline_common.errors import EndpointFailed, JobNotFound, TrainingFailed, TuningFailed
 from pipeline_common.gate import PENDING_STATUSES
-from pipeline_common.models import StepModel
+from pipeline_common.kit import logger, step
+from pipeline_common.models import EndpointStatus, StepModel, TrainingStatus, TuningStatus
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-logger = Logger()
-tracer = Tracer()
 sagemaker = client("sagemaker")
 
 NOT_FOUND_CODES = frozenset({"ResourceNotFound", "ValidationException"})
@@ -44,18 +40,16 @@ class CheckStatusInput(StepModel):
 
 def describe(operation: str, name: str, **kwargs: Any) -> dict[str, Any]:
     """Call a Describe* operation; a missing resource becomes JobNotFound."""
-    try:
+    with aws_call(operation, name, ok=NOT_FOUND_CODES) as call:
         return getattr(sagemaker, operation)(**kwargs)
-    except ClientError as e:
-        if error_code(e) in NOT_FOUND_CODES:
-            raise JobNotFound(
-                f"{name} was not found ({error_message(e)}); it may have been deleted while "
-                f"the pipeline waited for it. Upload the manifest again to start a new run"
-            ) from e
-        raise translate_client_error(e, operation, name) from e
+    assert call.error is not None  # the block returns unless the resource was not found
+    raise JobNotFound(
+        f"{name} was not found ({error_message(call.error)}); it may have been deleted while "
+        f"the pipeline waited for it. Upload the manifest again to start a new run"
+    ) from call.error
 
 
-def tuning_status(name: str) -> dict[str, Any]:
+def tuning_status(name: str) -> TuningStatus:
     job = describe("describe_hyper_parameter_tuning_job", name, HyperParameterTuningJobName=name)
     status = job["HyperParameterTuningJobStatus"]
     counters = job.get("TrainingJobStatusCounters", {})
@@ -66,13 +60,12 @@ def tuning_status(name: str) -> dict[str, Any]:
             f"{counters.get('NonRetryableError', 0) + counters.get('RetryableError', 0)}, "
             f"stopped: {counters.get('Stopped', 0)}; {LOGS_HINT}"
         )
-    return {
-        "kind": "tuning",
-        "name": name,
-        "status": status,
-        "done": status == "Completed",
-        "counters": {k: int(v) for k, v in counters.items()},
-    }
+    return TuningStatus(
+        name=name,
+        status=status,
+        done=status == "Completed",
+        counters={k: int(v) for k, v in counters.items()},
+    )
 
 
 def rules_waited_too_long(job: dict[str, Any]) -> bool:
@@ -82,7 +75,7 @@ def rules_waited_too_long(job: dict[str, Any]) -> bool:
     return ended is not None and (datetime.now(UTC) - ended).total_seconds() > limit
 
 
-def training_status(name: str) -> dict[str, Any]:
+def training_status(name: str) -> TrainingStatus:
     job = describe("describe_training_job", name, TrainingJobName=name)
     status = job["TrainingJobStatus"]
     if status in ("Failed", "Stopped"):
@@ -99,18 +92,17 @@ def training_status(name: str) -> dict[str, Any]:
         if e.get("RuleEvaluationStatus") in PENDING_STATUSES
     )
     timed_out = bool(pending) and rules_waited_too_long(job)
-    return {
-        "kind": "training",
-        "name": name,
-        "status": status,
-        "secondary_status": job.get("SecondaryStatus", ""),
-        "pending_rules": pending,
-        "rules_timed_out": timed_out,
-        "done": status == "Completed" and (not pending or timed_out),
-    }
+    return TrainingStatus(
+        name=name,
+        status=status,
+        secondary_status=job.get("SecondaryStatus", ""),
+        pending_rules=pending,
+        rules_timed_out=timed_out,
+        done=status == "Completed" and (not pending or timed_out),
+    )
 
 
-def endpoint_status(name: str, expected_config: str | None) -> dict[str, Any]:
+def endpoint_status(name: str, expected_config: str | None) -> EndpointStatus:
     endpoint = describe("describe_endpoint", name, EndpointName=name)
     status = endpoint["EndpointStatus"]
     serving = endpoint.get("EndpointConfigName", "")
@@ -139,21 +131,20 @@ def replaced_by_newer_run(endpoint: dict[str, Any], expected_config: str) -> boo
 
 def endpoint_result(
     name: str, status: str, serving: str, superseded_by: str | None = None
-) -> dict[str, Any]:
-    return {
-        "kind": "endpoint",
-        "name": name,
-        "status": status,
-        "endpoint_config": serving,
-        "superseded_by": superseded_by,
-        "done": status == "InService",
-    }
+) -> EndpointStatus:
+    return EndpointStatus(
+        name=name,
+        status=status,
+        endpoint_config=serving,
+        superseded_by=superseded_by,
+        done=status == "InService",
+    )
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@event_parser(model=CheckStatusInput)
-def lambda_handler(event: CheckStatusInput, context: LambdaContext) -> dict[str, Any]:
+@step(CheckStatusInput, flush_metrics=False)
+def lambda_handler(
+    event: CheckStatusInput, context: LambdaContext
+) -> TuningStatus | TrainingStatus | EndpointStatus:
     if event.kind == "tuning":
         result = tuning_status(event.name)
     elif event.kind == "training":
@@ -161,6 +152,9 @@ def lambda_handler(event: CheckStatusInput, context: LambdaContext) -> dict[str,
     else:
         result = endpoint_status(event.name, event.expected_config)
     logger.info(
-        {"operation": "check-status", **{k: result[k] for k in ("kind", "name", "status", "done")}}
+        {
+            "operation": "check-status",
+            **result.model_dump(include={"kind", "name", "status", "done"}),
+        }
     )
     return result

@@ -22,11 +22,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.parser import event_parser
 from botocore.exceptions import ClientError
-from pipeline_common.aws import aws_call, client, error_code, error_message, translate_client_error
+from pipeline_common.aws import ALREADY_EXISTS, NOT_FOUND, aws_call, client
 from pipeline_common.config import CommonSettings, DeploySettings
 from pipeline_common.endpoints import (
     ACCURACY_TAG,
@@ -36,22 +33,22 @@ from pipeline_common.endpoints import (
 )
 from pipeline_common.errors import EndpointBusy
 from pipeline_common.jobs import tags
-from pipeline_common.models import StepModel
-from pipeline_common.naming import model_name, run_prefix
+from pipeline_common.kit import count, logger, step
+from pipeline_common.models import Deployment, Rollback, StepModel
+from pipeline_common.naming import model_name
+from pipeline_common.records import DEPLOYMENT, record_key
 from pipeline_common.s3io import read_json, s3_uri, write_json
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
 s3 = client("s3")
 sagemaker = client("sagemaker")
 
 VARIANT_NAME = "AllTraffic"
 BUSY_STATUSES = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})
 BROKEN_STATUSES = frozenset({"Failed", "OutOfService", "UpdateRollbackFailed"})
+UPDATE_IN_PROGRESS = {"ValidationException": "in-progress"}
 DEPLOY_TIMEOUT_SECONDS = 3600
 
 
@@ -73,10 +70,6 @@ class Placement(NamedTuple):
     superseded_by: str | None = None  # the newer config that serves instead of this one
 
 
-def already_exists(error: ClientError) -> bool:
-    return error_code(error) == "ValidationException" and "already exist" in error_message(error)
-
-
 def model_artifact(training_job: str) -> str:
     with aws_call("DescribeTrainingJob", training_job):
         job = sagemaker.describe_training_job(TrainingJobName=training_job)
@@ -95,8 +88,10 @@ def resource_tags(event: DeployInput, project: str) -> list[dict[str, str]]:
 def create_model(
     name: str, artifact: str, settings: DeploySettings, region: str, tag_list: list[dict[str, str]]
 ) -> None:
-    """A model served by the PyTorch inference container with the archive's code/inference.py."""
-    try:
+    """A model served by the PyTorch inference container with the archive's code/inference.py.
+
+    The name is this run's, so "already exists" is this run's retried request: done."""
+    with aws_call("CreateModel", name, ok=ALREADY_EXISTS):
         sagemaker.create_model(
             ModelName=name,
             PrimaryContainer={
@@ -112,15 +107,12 @@ def create_model(
             ExecutionRoleArn=settings.role_arn,
             Tags=tag_list,
         )
-    except ClientError as e:
-        if not already_exists(e):
-            raise translate_client_error(e, "CreateModel", name) from e
 
 
 def create_endpoint_config(
     name: str, model: str, settings: DeploySettings, tag_list: list[dict[str, str]]
 ) -> None:
-    try:
+    with aws_call("CreateEndpointConfig", name, ok=ALREADY_EXISTS):
         sagemaker.create_endpoint_config(
             EndpointConfigName=name,
             ProductionVariants=[
@@ -134,18 +126,12 @@ def create_endpoint_config(
             ],
             Tags=tag_list,
         )
-    except ClientError as e:
-        if not already_exists(e):
-            raise translate_client_error(e, "CreateEndpointConfig", name) from e
 
 
 def current_endpoint(name: str) -> dict[str, Any] | None:
-    try:
+    with aws_call("DescribeEndpoint", name, ok=NOT_FOUND):
         return sagemaker.describe_endpoint(EndpointName=name)
-    except ClientError as e:
-        if error_code(e) == "ValidationException":
-            return None
-        raise translate_client_error(e, "DescribeEndpoint", name) from e
+    return None
 
 
 def blue_green(settings: DeploySettings) -> dict[str, Any]:
@@ -168,24 +154,20 @@ def busy(name: str, status: str, detail: str = "") -> EndpointBusy:
 
 
 def create_endpoint(name: str, config: str, tag_list: list[dict[str, str]]) -> str:
-    try:
+    with aws_call("CreateEndpoint", name, ok=ALREADY_EXISTS) as call:
         sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=config, Tags=tag_list)
-    except ClientError as e:
-        if already_exists(e):
-            raise busy(name, "being created by another run") from e
-        raise translate_client_error(e, "CreateEndpoint", name) from e
+    if not call.succeeded:
+        raise busy(name, "being created by another run") from call.error
     return "created"
 
 
 def update_endpoint(name: str, config: str, settings: DeploySettings) -> str:
-    try:
+    with aws_call("UpdateEndpoint", name, ok=UPDATE_IN_PROGRESS) as call:
         sagemaker.update_endpoint(
             EndpointName=name, EndpointConfigName=config, DeploymentConfig=blue_green(settings)
         )
-    except ClientError as e:
-        if error_code(e) == "ValidationException" and "in-progress" in error_message(e).lower():
-            raise busy(name, "being updated") from e
-        raise translate_client_error(e, "UpdateEndpoint", name) from e
+    if not call.succeeded:
+        raise busy(name, "being updated") from call.error
     return "updated"
 
 
@@ -228,7 +210,7 @@ def previous_from_record(bucket: str, key: str) -> str | None:
         return None
 
 
-def deploy(event: DeployInput, common: CommonSettings, settings: DeploySettings) -> dict[str, Any]:
+def deploy(event: DeployInput, common: CommonSettings, settings: DeploySettings) -> Deployment:
     name = model_name(common.project_name, event.dataset, event.execution_name)
     tag_list = resource_tags(event, common.project_name)
     create_model(name, model_artifact(event.training_job_name), settings, common.region, tag_list)
@@ -236,62 +218,55 @@ def deploy(event: DeployInput, common: CommonSettings, settings: DeploySettings)
     placement = point_endpoint_at(
         settings.endpoint_name, name, event.approved_at, settings, tag_list
     )
-    key = f"{run_prefix(event.execution_name)}deployment.json"
+    key = record_key(event.execution_name, DEPLOYMENT)
     previous = placement.previous
     if placement.operation == "unchanged":
         previous = previous_from_record(common.artifacts_bucket, key)
-    record = {
-        "endpoint_name": settings.endpoint_name,
-        "endpoint_config_name": name,
-        "model_name": name,
-        "operation": placement.operation,
-        "previous_endpoint_config": previous,
-        "superseded_by": placement.superseded_by,
-    }
+    record = Deployment(
+        endpoint_name=settings.endpoint_name,
+        endpoint_config_name=name,
+        model_name=name,
+        operation=placement.operation,
+        previous_endpoint_config=previous,
+        superseded_by=placement.superseded_by,
+    )
     with aws_call("PutObject", s3_uri(common.artifacts_bucket, key)):
         write_json(
             s3,
             common.artifacts_bucket,
             key,
             {
-                **record,
+                **record.model_dump(exclude={"action"}),
                 "training_job_name": event.training_job_name,
                 "test_accuracy": event.test_accuracy,
             },
         )
-    metrics.add_metric(
-        name=f"Endpoint{placement.operation.capitalize()}", unit=MetricUnit.Count, value=1
-    )
+    count(f"Endpoint{placement.operation.capitalize()}")
     return record
 
 
-def rollback(event: DeployInput, settings: DeploySettings) -> dict[str, Any]:
+def rollback(event: DeployInput, settings: DeploySettings) -> Rollback:
     """Return the endpoint to the configuration it served before this run's update."""
     target = event.endpoint_config_name
     if not target:
-        return {"endpoint_name": settings.endpoint_name, "operation": "nothing-to-roll-back"}
+        return Rollback(endpoint_name=settings.endpoint_name, operation="nothing-to-roll-back")
     endpoint = current_endpoint(settings.endpoint_name)
     if endpoint is None or endpoint.get("EndpointConfigName") == target:
-        return {"endpoint_name": settings.endpoint_name, "operation": "unchanged"}
+        return Rollback(endpoint_name=settings.endpoint_name, operation="unchanged")
     if endpoint["EndpointStatus"] in BUSY_STATUSES:
         raise busy(settings.endpoint_name, endpoint["EndpointStatus"])
     update_endpoint(settings.endpoint_name, target, settings)
-    metrics.add_metric(name="EndpointRolledBack", unit=MetricUnit.Count, value=1)
-    return {
-        "endpoint_name": settings.endpoint_name,
-        "operation": "rolled-back",
-        "endpoint_config_name": target,
-    }
+    count("EndpointRolledBack")
+    return Rollback(
+        endpoint_name=settings.endpoint_name, operation="rolled-back", endpoint_config_name=target
+    )
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
-@event_parser(model=DeployInput)
-def lambda_handler(event: DeployInput, context: LambdaContext) -> dict[str, Any]:
+@step(DeployInput)
+def lambda_handler(event: DeployInput, context: LambdaContext) -> Deployment | Rollback:
     common, settings = CommonSettings.from_env(), DeploySettings.from_env()
     result = (
         deploy(event, common, settings) if event.action == "deploy" else rollback(event, settings)
     )
-    logger.info({"operation": f"endpoint-{event.action}", **result})
+    logger.info({"operation": f"endpoint-{event.action}", **result.model_dump()})
     return result

@@ -15,44 +15,22 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.parser import event_parser
-from botocore.exceptions import ClientError
-from pipeline_common.aws import aws_call, client, error_code, translate_client_error
+from pipeline_common.aws import NOT_FOUND, aws_call, client
 from pipeline_common.config import CommonSettings, GateSettings
 from pipeline_common.endpoints import ACCURACY_TAG, serving_config_tags
-from pipeline_common.gate import (
-    Finding,
-    GatePolicy,
-    RuleStatus,
-    Severity,
-    quality_findings,
-    rule_findings,
-    summarize,
-)
+from pipeline_common.gate import Finding, GatePolicy, RuleStatus, decide, expected_rules
 from pipeline_common.jobs import TEST_ACCURACY_METRIC
-from pipeline_common.models import StepModel
-from pipeline_common.naming import run_prefix
-from pipeline_common.s3io import is_missing, parse_s3_uri, read_tar_member, s3_uri, write_json
+from pipeline_common.kit import count, logger, step
+from pipeline_common.models import GateDecision, StepModel
+from pipeline_common.records import GATE, record_key
+from pipeline_common.s3io import MISSING_CODES, parse_s3_uri, read_tar_member, s3_uri, write_json
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
 s3 = client("s3")
 sagemaker = client("sagemaker")
 
-OWN_RULES = (
-    "LossNotDecreasing",
-    "VanishingGradient",
-    "PoorWeightInitialization",
-    "Overfit",
-    "Overtraining",
-)
-PROFILER_RULES = ("LowGPUUtilization", "ProfilerReport")
 RULE_STATUSES_FILE = "rule_statuses.json"
 SKIPPED_FILES_FILE = "skipped_files.json"
 MAX_SKIPPED_LISTED = 50
@@ -116,13 +94,10 @@ def read_output_archive(job: dict[str, Any]) -> tuple[bytes | None, str]:
     """The job's output.tar.gz (None when the job wrote none) and its URI."""
     uri = output_archive_uri(job)
     bucket, key = parse_s3_uri(uri)
-    try:
+    with aws_call("GetObject", uri, ok=MISSING_CODES):
         return s3.get_object(Bucket=bucket, Key=key)["Body"].read(), uri
-    except ClientError as e:
-        if is_missing(e):
-            logger.warning({"operation": "read-output-archive", "missing": uri})
-            return None, uri
-        raise translate_client_error(e, "GetObject", uri) from e
+    logger.warning({"operation": "read-output-archive", "missing": uri})
+    return None, uri
 
 
 def statuses_from_output(archive: bytes | None, uri: str) -> list[RuleStatus]:
@@ -150,12 +125,10 @@ def final_metric(job: dict[str, Any], name: str) -> float | None:
 
 def serving_accuracy(endpoint_name: str) -> tuple[float | None, str | None]:
     """The recorded test accuracy of the model the endpoint serves now, and its config."""
-    try:
+    with aws_call("DescribeEndpoint", endpoint_name, ok=NOT_FOUND) as call:
         endpoint = sagemaker.describe_endpoint(EndpointName=endpoint_name)
-    except ClientError as e:
-        if error_code(e) == "ValidationException":
-            return None, None  # no endpoint yet: nothing to regress against
-        raise translate_client_error(e, "DescribeEndpoint", endpoint_name) from e
+    if not call.succeeded:
+        return None, None  # no endpoint yet: nothing to regress against
     config = endpoint.get("EndpointConfigName")
     if not config:
         return None, None
@@ -171,11 +144,8 @@ def compact(findings: list[Finding]) -> list[dict[str, str]]:
     return [f.as_dict() for f in findings]
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
-@event_parser(model=EvaluateInput)
-def lambda_handler(event: EvaluateInput, context: LambdaContext) -> dict[str, Any]:
+@step(EvaluateInput)
+def lambda_handler(event: EvaluateInput, context: LambdaContext) -> GateDecision:
     common, gate = CommonSettings.from_env(), GateSettings.from_env()
     policy = GatePolicy.parse(gate.policy_text)
     with aws_call("DescribeTrainingJob", event.training_job_name):
@@ -183,14 +153,19 @@ def lambda_handler(event: EvaluateInput, context: LambdaContext) -> dict[str, An
     archive, archive_uri = read_output_archive(job)
     statuses = statuses_from_job(job) + statuses_from_output(archive, archive_uri)
     skipped = skipped_files(archive)
-    expected = list(OWN_RULES) + (list(PROFILER_RULES) if gate.debugger_available else [])
     test_accuracy = final_metric(job, TEST_ACCURACY_METRIC)
     baseline, serving_config = serving_accuracy(gate.endpoint_name)
-    findings = rule_findings(statuses, policy, expected) + quality_findings(
-        test_accuracy, gate.min_test_accuracy, baseline, gate.regression_tolerance
+    verdict = decide(
+        statuses,
+        policy,
+        expected_rules(gate.debugger_available),
+        test_accuracy,
+        gate.min_test_accuracy,
+        baseline,
+        gate.regression_tolerance,
     )
-    approved, summary = summarize(findings)
-    key = f"{run_prefix(event.execution_name)}gate.json"
+    approved, summary = verdict.approved, verdict.summary
+    key = record_key(event.execution_name, GATE)
     report = {
         "training_job_name": event.training_job_name,
         "approved": approved,
@@ -201,7 +176,7 @@ def lambda_handler(event: EvaluateInput, context: LambdaContext) -> dict[str, An
         "baseline_accuracy": baseline,
         "baseline_endpoint_config": serving_config,
         "regression_tolerance": gate.regression_tolerance,
-        "findings": compact(findings),
+        "findings": compact(verdict.findings),
         # Corrupt or unreadable images the retrain left out (None: train.py wrote no list).
         "skipped_images": len(skipped) if skipped is not None else None,
         "skipped_files": (skipped or [])[:MAX_SKIPPED_LISTED],
@@ -209,17 +184,14 @@ def lambda_handler(event: EvaluateInput, context: LambdaContext) -> dict[str, An
     with aws_call("PutObject", s3_uri(common.artifacts_bucket, key)):
         uri = write_json(s3, common.artifacts_bucket, key, report)
     logger.info({"operation": "gate", "approved": approved, "summary": summary})
-    metrics.add_metric(
-        name="ModelsApproved" if approved else "ModelsRejected", unit=MetricUnit.Count, value=1
+    count("ModelsApproved" if approved else "ModelsRejected")
+    return GateDecision(
+        approved=approved,
+        summary=summary,
+        test_accuracy=test_accuracy,
+        baseline_accuracy=baseline,
+        blocking=verdict.blocking,
+        findings=compact(verdict.findings),
+        skipped_images=report["skipped_images"],
+        report_uri=uri,
     )
-    blocking = [f.check for f in findings if f.severity is Severity.BLOCK]
-    return {
-        "approved": approved,
-        "summary": summary,
-        "test_accuracy": test_accuracy,
-        "baseline_accuracy": baseline,
-        "blocking": blocking,
-        "findings": compact(findings),
-        "skipped_images": report["skipped_images"],
-        "report_uri": uri,
-    }

@@ -10,23 +10,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.parser import event_parser
 from pipeline_common.aws import aws_call, client
 from pipeline_common.config import CommonSettings
 from pipeline_common.errors import NoCompletedTrainingJob
 from pipeline_common.jobs import OBJECTIVE_METRIC, OBJECTIVE_TYPE, decode
-from pipeline_common.models import BestTrial, StepModel
-from pipeline_common.naming import run_prefix
+from pipeline_common.kit import count, logger, step
+from pipeline_common.models import FoundBest, StepModel
+from pipeline_common.records import LEADERBOARD, record_key
 from pipeline_common.s3io import s3_uri, write_json
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
 s3 = client("s3")
 sagemaker = client("sagemaker")
 
@@ -107,11 +102,8 @@ def choose_best(job: dict[str, Any], ranked: list[dict[str, Any]]) -> dict[str, 
     return next((r for r in ranked if r["training_job_name"] == best_name), ranked[0])
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
-@event_parser(model=FindBestInput)
-def lambda_handler(event: FindBestInput, context: LambdaContext) -> dict[str, Any]:
+@step(FindBestInput)
+def lambda_handler(event: FindBestInput, context: LambdaContext) -> FoundBest:
     common = CommonSettings.from_env()
     with aws_call("DescribeHyperParameterTuningJob", event.tuning_job_name):
         job = sagemaker.describe_hyper_parameter_tuning_job(
@@ -127,7 +119,7 @@ def lambda_handler(event: FindBestInput, context: LambdaContext) -> dict[str, An
         raise no_completed_error(event.tuning_job_name, rows)
     best = choose_best(job, completed)
     raw_best = next(t for t in trials if t["TrainingJobName"] == best["training_job_name"])
-    key = f"{run_prefix(event.execution_name)}leaderboard.json"
+    key = record_key(event.execution_name, LEADERBOARD)
     document = {
         "tuning_job_name": event.tuning_job_name,
         "objective": {"metric": OBJECTIVE_METRIC, "type": OBJECTIVE_TYPE},
@@ -147,12 +139,13 @@ def lambda_handler(event: FindBestInput, context: LambdaContext) -> dict[str, An
             "trials": len(rows),
         }
     )
-    metrics.add_metric(name="CompletedTrials", unit=MetricUnit.Count, value=len(completed))
-    result = BestTrial(
+    count("CompletedTrials", len(completed))
+    return FoundBest(
         training_job_name=best["training_job_name"],
         objective_value=best["objective"],
         hyperparameters=raw_best.get("TunedHyperParameters", {}),
         model_uri=best["model_uri"],
         leaderboard_uri=uri,
+        completed_trials=len(completed),
+        total_trials=len(rows),
     )
-    return {**result.model_dump(), "completed_trials": len(completed), "total_trials": len(rows)}

@@ -15,7 +15,6 @@ import base64
 import binascii
 import contextlib
 import json
-import os
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -27,6 +26,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from pipeline_common.aws import CLIENT_CONFIG, THROTTLING_CODES, error_code, error_message
+from pipeline_common.config import env_int, env_str
+from pipeline_common.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -130,11 +131,12 @@ class EndpointUnavailable(RequestRejected):
 
 
 def endpoint_name() -> str:
-    return os.environ["ENDPOINT_NAME"]
+    """ENDPOINT_NAME (template.yaml Globals); missing, a ConfigurationError naming it."""
+    return env_str("ENDPOINT_NAME")
 
 
 def max_image_bytes() -> int:
-    return int(os.environ.get("MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES))
+    return env_int("MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES, minimum=1)
 
 
 def media_type(header: str | None) -> str:
@@ -269,6 +271,13 @@ def handle_rejected(error: RequestRejected) -> Response:
     logger.info({"operation": "predict", "status": error.status, "error": error.error})
     metrics.add_metric(name=f"Rejected{error.status}", unit=MetricUnit.Count, value=1)
     return error_response(error.status, error.error, error.message)
+
+
+@app.exception_handler(ConfigurationError)
+def handle_misconfigured(error: ConfigurationError) -> Response:
+    """A deployment that lacks a setting: say which, without a traceback (logged in full)."""
+    logger.error({"operation": "predict", "configuration_error": str(error)})
+    return error_response(500, "ConfigurationError", str(error))
 
 
 @app.not_found

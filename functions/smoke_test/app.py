@@ -16,23 +16,18 @@ import time
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.parser import event_parser
 from botocore.exceptions import ClientError
 from pipeline_common.aws import aws_call, client, error_code, error_message
 from pipeline_common.config import CommonSettings
 from pipeline_common.errors import SmokeTestFailed
-from pipeline_common.models import SampleImage, StepModel
-from pipeline_common.naming import run_prefix
+from pipeline_common.kit import count, logger, step
+from pipeline_common.models import InputRejection, SampleImage, SmokeTestResult, StepModel
+from pipeline_common.records import SMOKE_TEST, record_key
 from pipeline_common.s3io import s3_uri, write_json
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
 s3 = client("s3")
 runtime = client("sagemaker-runtime")
 
@@ -114,7 +109,7 @@ def check_answer(endpoint: str, answer: Any) -> None:
 
 def input_rejected_result(
     event: SmokeTestInput, image: SampleImage, rejected: InputRejected
-) -> dict[str, Any]:
+) -> SmokeTestResult:
     """The record of a smoke test whose image the container refused (4xx): not a failure."""
     logger.warning(
         {
@@ -125,48 +120,47 @@ def input_rejected_result(
             "message": rejected.message,
         }
     )
-    metrics.add_metric(name="SmokeTestsInputRejected", unit=MetricUnit.Count, value=1)
-    return {
-        "endpoint_name": event.endpoint_name,
-        "image_key": image.key,
-        "expected_class_index": image.class_index,
-        "predicted_class_index": None,
-        "label": None,
-        "correct": None,
-        "input_rejected": {"status": rejected.status, "message": rejected.message},
-        "latency_ms": None,
-    }
+    count("SmokeTestsInputRejected")
+    return SmokeTestResult(
+        endpoint_name=event.endpoint_name,
+        image_key=image.key,
+        expected_class_index=image.class_index,
+        predicted_class_index=None,
+        label=None,
+        correct=None,
+        input_rejected=InputRejection(status=rejected.status, message=rejected.message),
+        latency_ms=None,
+    )
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
-@event_parser(model=SmokeTestInput)
-def lambda_handler(event: SmokeTestInput, context: LambdaContext) -> dict[str, Any]:
+@step(SmokeTestInput)
+def lambda_handler(event: SmokeTestInput, context: LambdaContext) -> SmokeTestResult:
     common = CommonSettings.from_env()
     image = event.sample_image
     with aws_call("GetObject", s3_uri(common.data_bucket, image.key)):
         body = s3.get_object(Bucket=common.data_bucket, Key=image.key)["Body"].read()
-    key = f"{run_prefix(event.execution_name)}smoke_test.json"
+    key = record_key(event.execution_name, SMOKE_TEST)
     try:
         answer, latency = invoke(event.endpoint_name, body, content_type_for(image.key))
     except InputRejected as rejected:
         result = input_rejected_result(event, image, rejected)
         with aws_call("PutObject", s3_uri(common.artifacts_bucket, key)):
-            write_json(s3, common.artifacts_bucket, key, result)
+            write_json(s3, common.artifacts_bucket, key, result.model_dump(mode="json"))
         return result
     check_answer(event.endpoint_name, answer)
-    result = {
-        "endpoint_name": event.endpoint_name,
-        "image_key": image.key,
-        "expected_class_index": image.class_index,
-        "predicted_class_index": answer["class_index"],
-        "label": answer["label"],
-        "correct": answer["class_index"] == image.class_index,
-        "latency_ms": round(latency, 1),
-    }
+    result = SmokeTestResult(
+        endpoint_name=event.endpoint_name,
+        image_key=image.key,
+        expected_class_index=image.class_index,
+        predicted_class_index=answer["class_index"],
+        label=answer["label"],
+        correct=answer["class_index"] == image.class_index,
+        latency_ms=round(latency, 1),
+    )
+    # The record keeps the whole answer, in the shape it had before the output model.
+    record = {**result.model_dump(mode="json", exclude={"input_rejected"}), "answer": answer}
     with aws_call("PutObject", s3_uri(common.artifacts_bucket, key)):
-        write_json(s3, common.artifacts_bucket, key, {**result, "answer": answer})
-    logger.info({"operation": "smoke-test", **result})
-    metrics.add_metric(name="SmokeTestsPassed", unit=MetricUnit.Count, value=1)
+        write_json(s3, common.artifacts_bucket, key, record)
+    logger.info({"operation": "smoke-test", **result.model_dump(exclude={"input_rejected"})})
+    count("SmokeTestsPassed")
     return result

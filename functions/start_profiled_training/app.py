@@ -14,12 +14,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import smdebug_rulesconfig
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.parser import event_parser
 from pipeline_common.aws import client, create_once
 from pipeline_common.config import CommonSettings, TrainingSettings
-from pipeline_common.models import BestTrial, StepModel, ValidatedDataset
+from pipeline_common.kit import count, logger, step
+from pipeline_common.models import BestTrial, StepModel, TrainingStarted, ValidatedDataset
 from pipeline_common.naming import training_job_name
 from pipeline_common.source import load_metric_definitions, require_training_source
 from pipeline_common.training import build_training_request
@@ -28,9 +26,6 @@ from smdebug_rulesconfig.profiler_rules import rules as profiler_rules
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
 s3 = client("s3")
 sagemaker = client("sagemaker")
 
@@ -87,11 +82,8 @@ def create_training_job(request: dict[str, Any]) -> bool:
     )
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
-@event_parser(model=StartTrainingInput)
-def lambda_handler(event: StartTrainingInput, context: LambdaContext) -> dict[str, Any]:
+@step(StartTrainingInput)
+def lambda_handler(event: StartTrainingInput, context: LambdaContext) -> TrainingStarted:
     common, training = CommonSettings.from_env(), TrainingSettings.from_env()
     job_name = training_job_name(common.project_name, event.dataset.name, event.execution_name)
     metric_definitions = load_metric_definitions(s3, common.artifacts_bucket)
@@ -121,5 +113,5 @@ def lambda_handler(event: StartTrainingInput, context: LambdaContext) -> dict[st
         }
     )
     if created:
-        metrics.add_metric(name="ProfiledTrainingsStarted", unit=MetricUnit.Count, value=1)
-    return {"job_name": job_name, "builtin_rules": debugger}
+        count("ProfiledTrainingsStarted")
+    return TrainingStarted(job_name=job_name, builtin_rules=debugger)

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.parser import event_parser
 from botocore.exceptions import ClientError
 from pipeline_common.aws import (
     THROTTLING_CODES,
@@ -23,7 +20,8 @@ from pipeline_common.aws import (
     translate_client_error,
 )
 from pipeline_common.config import CommonSettings, TrainingSettings
-from pipeline_common.models import StepModel, ValidatedDataset
+from pipeline_common.kit import count, logger, step
+from pipeline_common.models import StepModel, TuningStarted, ValidatedDataset
 from pipeline_common.naming import tuning_job_name, tuning_job_prefix
 from pipeline_common.source import load_metric_definitions, require_training_source
 from pipeline_common.tuning import WARM_START_STRATEGIES, build_tuning_request
@@ -31,9 +29,6 @@ from pipeline_common.tuning import WARM_START_STRATEGIES, build_tuning_request
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
 s3 = client("s3")
 sagemaker = client("sagemaker")
 
@@ -84,11 +79,8 @@ def create_tuning_job(request: dict[str, Any]) -> bool:
     return create_once(create, "CreateHyperParameterTuningJob", name, request)
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
-@event_parser(model=StartTuningInput)
-def lambda_handler(event: StartTuningInput, context: LambdaContext) -> dict[str, Any]:
+@step(StartTuningInput)
+def lambda_handler(event: StartTuningInput, context: LambdaContext) -> TuningStarted:
     common, training = CommonSettings.from_env(), TrainingSettings.from_env()
     dataset = event.dataset.name
     job_name = tuning_job_name(common.project_name, dataset, event.execution_name)
@@ -118,5 +110,5 @@ def lambda_handler(event: StartTuningInput, context: LambdaContext) -> dict[str,
         }
     )
     if created:
-        metrics.add_metric(name="TuningJobsStarted", unit=MetricUnit.Count, value=1)
-    return {"job_name": job_name, "warm_start_parent": parent, "strategy": training.strategy}
+        count("TuningJobsStarted")
+    return TuningStarted(job_name=job_name, warm_start_parent=parent, strategy=training.strategy)

@@ -12,55 +12,55 @@ they are decoded with unquote_plus.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import unquote_plus
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.parser import event_parser
-from botocore.exceptions import ClientError
-from pipeline_common.aws import client, error_code, translate_client_error
+from aws_lambda_powertools.utilities.parser.models import S3Model, S3RecordModel
+from aws_lambda_powertools.utilities.parser.models.s3 import (
+    S3Bucket,
+    S3Identity,
+    S3Message,
+    S3OwnerIdentify,
+    S3RequestParameters,
+    S3ResponseElements,
+)
+from pipeline_common.aws import aws_call, client
 from pipeline_common.config import env_str
+from pipeline_common.kit import count, logger, step
+from pipeline_common.models import ExecutionsStarted
 from pipeline_common.naming import dataset_from_manifest_key, execution_name, version_token
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
 stepfunctions = client("stepfunctions")
 
 
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+# Powertools' S3 event models. The keys this function never reads (who uploaded, from where,
+# the request ids) are optional: AWS sends them, moto's notifications leave them out.
 
 
-class S3BucketEntity(_Lenient):
-    name: str
+class Bucket(S3Bucket):
+    ownerIdentity: S3OwnerIdentify | None = None
 
 
-class S3ObjectEntity(_Lenient):
-    key: str
-    versionId: str | None = None
-    eTag: str | None = None
+class Message(S3Message):
+    bucket: Bucket
 
 
-class S3Entity(_Lenient):
-    bucket: S3BucketEntity
-    object_: S3ObjectEntity = Field(alias="object")
+class Record(S3RecordModel):
+    userIdentity: S3Identity | None = None
+    requestParameters: S3RequestParameters | None = None
+    responseElements: S3ResponseElements | None = None
+    s3: Message
 
 
-class S3EventRecord(_Lenient):
-    eventName: str = ""
-    s3: S3Entity
+class S3Notification(S3Model):
+    """S3's ``s3:TestEvent`` (sent when a notification is set up) carries no Records, and is
+    answered with nothing started."""
 
-
-class S3Notification(_Lenient):
-    """The keys of an S3 event notification this function reads (the rest is ignored)."""
-
-    Records: list[S3EventRecord] = Field(default_factory=list)
+    Records: list[Record] = Field(default_factory=list)
 
 
 def execution_input(bucket: str, key: str, dataset: str, token: str) -> dict[str, str]:
@@ -74,22 +74,19 @@ def start_once(state_machine_arn: str, name: str, payload: dict[str, str]) -> bo
     True covers both a new execution and a repeated event while the execution still runs
     (Step Functions answers with the running one): either way exactly one exists.
     """
-    try:
+    with aws_call("StartExecution", name, ok={"ExecutionAlreadyExists"}) as call:
         stepfunctions.start_execution(
             stateMachineArn=state_machine_arn, name=name, input=json.dumps(payload)
         )
-    except ClientError as e:
-        if error_code(e) == "ExecutionAlreadyExists":
-            return False
-        raise translate_client_error(e, "StartExecution", name) from e
-    return True
+    return call.succeeded
 
 
-def handle_record(state_machine_arn: str, record: S3EventRecord) -> tuple[str, str]:
+def handle_record(state_machine_arn: str, record: Record) -> tuple[str, str]:
     """Start the execution for one record; returns (outcome, execution or key)."""
-    key = unquote_plus(record.s3.object_.key)
+    obj = record.s3.object
+    key = unquote_plus(obj.key) if obj else ""
     dataset = dataset_from_manifest_key(key)
-    token = version_token(record.s3.object_)
+    token = version_token(obj) if obj else None
     if not record.eventName.startswith("ObjectCreated") or dataset is None or token is None:
         logger.info({"operation": "skip", "key": key, "event": record.eventName})
         return "skipped", key
@@ -97,21 +94,18 @@ def handle_record(state_machine_arn: str, record: S3EventRecord) -> tuple[str, s
     payload = execution_input(record.s3.bucket.name, key, dataset, token)
     if start_once(state_machine_arn, name, payload):
         logger.info({"operation": "StartExecution", "execution": name, "dataset": dataset})
-        metrics.add_metric(name="ExecutionsStarted", unit=MetricUnit.Count, value=1)
+        count("ExecutionsStarted")
         return "started", name
     logger.info({"operation": "duplicate-event", "execution": name, "dataset": dataset})
-    metrics.add_metric(name="DuplicateEventsIgnored", unit=MetricUnit.Count, value=1)
+    count("DuplicateEventsIgnored")
     return "duplicate", name
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
-@event_parser(model=S3Notification)
-def lambda_handler(event: S3Notification, context: LambdaContext) -> dict[str, Any]:
+@step(S3Notification)
+def lambda_handler(event: S3Notification, context: LambdaContext) -> ExecutionsStarted:
     state_machine_arn = env_str("STATE_MACHINE_ARN")
-    outcome: dict[str, list[str]] = {"started": [], "duplicate": [], "skipped": []}
+    outcome = ExecutionsStarted()
     for record in event.Records:
         result, name = handle_record(state_machine_arn, record)
-        outcome[result].append(name)
+        getattr(outcome, result).append(name)
     return outcome

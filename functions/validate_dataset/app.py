@@ -20,14 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.parser import event_parser
-from botocore.exceptions import ClientError
-from pipeline_common.aws import aws_call, client, translate_client_error
+from pipeline_common.aws import aws_call, client
 from pipeline_common.config import CommonSettings, ValidationSettings
 from pipeline_common.errors import DatasetInvalid
 from pipeline_common.images import ImageCheck, check_image_bytes, unreadable
+from pipeline_common.kit import count, logger, step
 from pipeline_common.manifest import (
     IMAGE_EXTENSIONS,
     SPLITS,
@@ -39,15 +36,13 @@ from pipeline_common.manifest import (
     summarize_objects,
 )
 from pipeline_common.models import SampleImage, StepModel, ValidatedDataset
-from pipeline_common.naming import dataset_prefix, run_prefix
-from pipeline_common.s3io import is_missing, s3_uri, write_json
+from pipeline_common.naming import dataset_prefix
+from pipeline_common.records import VALIDATION, record_key
+from pipeline_common.s3io import MISSING_CODES, s3_uri, write_json
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
 s3 = client("s3")
 
 # botocore's default connection pool per client is 10: more threads would only wait for it.
@@ -86,15 +81,12 @@ class ValidateInput(StepModel):
 
 
 def read_manifest(bucket: str, key: str) -> bytes:
-    try:
+    with aws_call("GetObject", s3_uri(bucket, key), ok=MISSING_CODES) as call:
         return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except ClientError as e:
-        if is_missing(e):
-            raise DatasetInvalid(
-                f"s3://{bucket}/{key} no longer exists; upload the data set again with its "
-                f"manifest.json written last"
-            ) from e
-        raise translate_client_error(e, "GetObject", s3_uri(bucket, key)) from e
+    raise DatasetInvalid(
+        f"s3://{bucket}/{key} no longer exists; upload the data set again with its "
+        f"manifest.json written last"
+    ) from call.error
 
 
 def list_relative_keys(bucket: str, prefix: str) -> Iterator[tuple[str, int]]:
@@ -123,13 +115,10 @@ def check_object(bucket: str, key: str, size: int, full_decode: bool) -> ImageCh
         return unreadable("empty file (0 bytes)")
     if size > MAX_IMAGE_BYTES:
         return unreadable(f"{size} bytes, over the limit of {MAX_IMAGE_BYTES} bytes per image")
-    try:
+    with aws_call("GetObject", s3_uri(bucket, key), ok=MISSING_CODES):
         data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except ClientError as e:
-        if is_missing(e):
-            return unreadable("deleted after the manifest was written")
-        raise translate_client_error(e, "GetObject", s3_uri(bucket, key)) from e
-    return check_image_bytes(data, full_decode=full_decode)
+        return check_image_bytes(data, full_decode=full_decode)
+    return unreadable("deleted after the manifest was written")
 
 
 def scan_images(bucket: str, prefix: str, listing: ObjectListing) -> ImageScan:
@@ -265,7 +254,7 @@ def summary(
 
 def reject(event: ValidateInput, problems: list[str]) -> DatasetInvalid:
     logger.warning({"operation": "validate", "dataset": event.dataset, "problems": problems[:50]})
-    metrics.add_metric(name="DatasetsRejected", unit=MetricUnit.Count, value=1)
+    count("DatasetsRejected")
     return DatasetInvalid(
         f"data set {event.dataset} (s3://{event.bucket}/{dataset_prefix(event.dataset)}) is "
         f"invalid, nothing was trained: {describe_problems(problems)}. Fix the files and "
@@ -273,11 +262,8 @@ def reject(event: ValidateInput, problems: list[str]) -> DatasetInvalid:
     )
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
-@event_parser(model=ValidateInput)
-def lambda_handler(event: ValidateInput, context: LambdaContext) -> dict[str, Any]:
+@step(ValidateInput)
+def lambda_handler(event: ValidateInput, context: LambdaContext) -> ValidatedDataset:
     common = CommonSettings.from_env()
     settings = ValidationSettings.from_env()
     if event.bucket != common.data_bucket:
@@ -300,11 +286,12 @@ def lambda_handler(event: ValidateInput, context: LambdaContext) -> dict[str, An
     samples = smoke_test_images(manifest, scan, prefix)
     result = summary(event, manifest, prefix, samples)
     warnings = image_warnings(manifest, scan, settings)
-    with aws_call("PutObject", f"{run_prefix(event.execution_name)}validation.json"):
+    key = record_key(event.execution_name, VALIDATION)
+    with aws_call("PutObject", s3_uri(common.artifacts_bucket, key)):
         write_json(
             s3,
             common.artifacts_bucket,
-            f"{run_prefix(event.execution_name)}validation.json",
+            key,
             {
                 "dataset": result.model_dump(),
                 "classes": manifest.classes,
@@ -323,6 +310,6 @@ def lambda_handler(event: ValidateInput, context: LambdaContext) -> dict[str, An
             "warnings": warnings[:20],
         }
     )
-    metrics.add_metric(name="DatasetsAccepted", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name="UnreadableImages", unit=MetricUnit.Count, value=scan.unreadable_count)
-    return result.model_dump()
+    count("DatasetsAccepted")
+    count("UnreadableImages", scan.unreadable_count)
+    return result

@@ -148,6 +148,30 @@ def test_predict_oversized_image_is_413(app, context, monkeypatch):
     assert "limit is 100 bytes" in payload["message"]
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("ENDPOINT_NAME", None, "environment variable ENDPOINT_NAME is not set"),
+        ("MAX_IMAGE_BYTES", "four megabytes", "MAX_IMAGE_BYTES='four megabytes' is not an integer"),
+    ],
+)
+def test_predict_missing_setting_is_a_json_configuration_error(
+    app, context, monkeypatch, caplog, variable, value, named
+):
+    if value is None:
+        monkeypatch.delenv(variable)
+    else:
+        monkeypatch.setenv(variable, value)
+
+    response = app.lambda_handler(request(PNG_BYTES), context)
+
+    code, payload = answer_of(response)
+    assert (code, payload["error"]) == (500, "ConfigurationError")
+    assert named in payload["message"]
+    assert "Traceback" not in response["body"]
+    assert named in caplog.text  # the log names it too
+
+
 def model_error(stub, status: int, message: str) -> None:
     stub.add_client_error(
         "invoke_endpoint",

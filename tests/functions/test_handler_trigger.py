@@ -149,3 +149,61 @@ def test_trigger_missing_state_machine_is_an_error_naming_it(load_handler, aws, 
 
     with pytest.raises(AwsCallFailed, match="StartExecution"):
         app.lambda_handler(load_event("s3_manifest_created.json"), context)
+
+
+def local_cloud_event(bucket: str, key: str) -> dict:
+    """The notification the local cloud sends for ``key``: moto's builder with the local
+    cloud's additions (mlops.local.s3_events), for the object version just written."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3 import notifications
+    from moto.s3.models import s3_backends
+
+    from mlops.local import s3_events
+
+    s3_events.install()
+    fake_bucket = s3_backends[DEFAULT_ACCOUNT_ID]["aws"].get_bucket(bucket)
+    return notifications._get_s3_event(
+        "s3:ObjectCreated:Put", fake_bucket, fake_bucket.keys[key], "ManifestUploaded"
+    )
+
+
+@pytest.mark.parametrize("versioned", [True, False])
+def test_trigger_parses_the_local_clouds_events_with_powertools_models(
+    load_handler, state_machine, buckets, context, versioned
+):
+    sfn, arn = state_machine
+    app = load_handler("trigger")
+    key = "datasets/dog breeds/manifest.json"
+    if versioned:
+        buckets.s3.put_bucket_versioning(
+            Bucket=buckets.data, VersioningConfiguration={"Status": "Enabled"}
+        )
+    written = buckets.s3.put_object(Bucket=buckets.data, Key=key, Body=b"{}")
+    event = local_cloud_event(buckets.data, key)
+
+    record = app.S3Notification.model_validate(event).Records[0]
+    result = app.lambda_handler(event, context)
+
+    assert record.s3.object.key == "datasets%2Fdog+breeds%2Fmanifest.json"  # URL-encoded
+    # what every AWS record carries besides the object, which moto alone leaves out
+    assert record.userIdentity and record.requestParameters and record.responseElements
+    assert record.s3.bucket.ownerIdentity is not None
+    assert record.s3.object.eTag == written["ETag"].strip('"')
+    [execution] = executions(sfn, arn)
+    assert result["started"] == [execution["name"]]
+    started = json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])
+    assert started["manifest_key"] == key
+    expected = f"v:{written['VersionId']}" if versioned else f"e:{written['ETag'].strip(chr(34))}"
+    assert started["manifest_version"] == expected
+
+
+def test_trigger_model_reads_the_aws_sample_event(load_handler):
+    app = load_handler("trigger")
+
+    [record] = app.S3Notification.model_validate(load_event("s3_manifest_created.json")).Records
+
+    assert record.eventName == "ObjectCreated:Put"
+    assert record.s3.bucket.name == "mlops-data-123456789012-us-east-1"
+    assert record.s3.object.versionId == "096fKKXTRTtl3on89fVO.nfljtsv6qko"
+    assert record.s3.object.eTag == "0123456789abcdef0123456789abcdef"
+    assert record.s3.object.size == 1024

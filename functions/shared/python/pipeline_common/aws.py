@@ -9,8 +9,9 @@ that boto3 reads by itself, so nothing here knows whether it runs on AWS or loca
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -71,12 +72,55 @@ def translate_client_error(error: ClientError, operation: str, resource: str) ->
     return AwsCallFailed(f"{operation} on {resource} failed with {code}: {message}")
 
 
+Expected = Mapping[str, str | None] | Collection[str]
+"""Error codes a call may answer without failing: a set of codes, or code -> a phrase the
+message must contain (SageMaker says "already exists" in a ValidationException)."""
+
+ALREADY_EXISTS: dict[str, str | None] = {"ValidationException": "already exist"}
+NOT_FOUND: dict[str, str | None] = {"ValidationException": None}  # SageMaker's Describe*
+
+
+@dataclass
+class Call:
+    """One AWS call made through :func:`aws_call`: which expected error it answered, if any."""
+
+    operation: str
+    resource: str
+    expected: str | None = None  # the error code from ``ok`` that the call answered
+    error: ClientError | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        """True when the call answered without an error (no expected one either)."""
+        return self.expected is None
+
+
+def is_expected(error: ClientError, ok: Expected) -> bool:
+    """Whether ``error`` is one of the answers ``ok`` lists (code, and phrase where given)."""
+    code = error_code(error)
+    if code not in ok:
+        return False
+    phrase = ok[code] if isinstance(ok, Mapping) else None
+    return phrase is None or phrase.lower() in error_message(error).lower()
+
+
 @contextmanager
-def aws_call(operation: str, resource: str) -> Iterator[None]:
-    """Log a failed AWS call with its code and message, then raise the project's exception."""
+def aws_call(operation: str, resource: str, ok: Expected = ()) -> Iterator[Call]:
+    """Make one AWS call; an error ``ok`` lists is an answer, any other is the project's exception.
+
+    An expected error (a retry meeting the resource it created, a lookup of something absent)
+    is recorded on the yielded :class:`Call` and the block ends there; any other ClientError is
+    logged with its code and message and raised as the exception the state machine retries or
+    catches (:func:`translate_client_error`).
+    """
+    call = Call(operation, resource)
     try:
-        yield
+        yield call
     except ClientError as e:
+        if is_expected(e, ok):
+            call.expected, call.error = error_code(e), e
+            logger.info({"operation": operation, "resource": resource, "answered": call.expected})
+            return
         logger.warning(
             {
                 "operation": operation,
@@ -96,11 +140,6 @@ def create_once(
     Job names are derived from the execution, so ResourceInUse means a retried invocation
     asked for the job it started before, not a conflict.
     """
-    try:
+    with aws_call(operation, name, ok={"ResourceInUse"}) as call:
         create(**request)
-    except ClientError as e:
-        if error_code(e) == "ResourceInUse":
-            return False
-        logger.warning({"operation": operation, "job": name, "error_code": error_code(e)})
-        raise translate_client_error(e, operation, name) from e
-    return True
+    return call.succeeded

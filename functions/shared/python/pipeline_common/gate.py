@@ -203,3 +203,52 @@ def summarize(findings: list[Finding]) -> tuple[bool, str]:
             f"{f.check} {f.status}" for f in warnings
         )
     return True, text
+
+
+# --- the gate as a whole: one builder for EvaluateRules and bench/rules.py --------------------
+
+# The project's rules: train.py evaluates them (--run-rules) and writes rule_statuses.json.
+OWN_RULES = (
+    "LossNotDecreasing",
+    "VanishingGradient",
+    "PoorWeightInitialization",
+    "Overfit",
+    "Overtraining",
+)
+# AWS's profiler rules, attached only where the account has SageMaker Debugger.
+PROFILER_RULES = ("LowGPUUtilization", "ProfilerReport")
+
+
+def expected_rules(debugger_available: bool) -> list[str]:
+    """The rules that must report a verdict; one that reports nothing is a NoResult finding."""
+    return list(OWN_RULES) + (list(PROFILER_RULES) if debugger_available else [])
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The gate's decision over one trained model."""
+
+    approved: bool
+    summary: str
+    findings: list[Finding]
+
+    @property
+    def blocking(self) -> list[str]:
+        return [f.check for f in self.findings if f.severity is Severity.BLOCK]
+
+
+def decide(
+    statuses: list[RuleStatus],
+    policy: GatePolicy,
+    expected: list[str],
+    test_accuracy: float | None,
+    min_accuracy: float,
+    baseline_accuracy: float | None,
+    tolerance: float,
+) -> Verdict:
+    """Rule findings under the policy plus the quality gate, summarized into one decision."""
+    findings = rule_findings(statuses, policy, expected) + quality_findings(
+        test_accuracy, min_accuracy, baseline_accuracy, tolerance
+    )
+    approved, summary = summarize(findings)
+    return Verdict(approved, summary, findings)

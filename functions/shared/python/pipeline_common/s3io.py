@@ -7,10 +7,9 @@ import json
 import tarfile
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 S3Client = Any  # a boto3 S3 client; typed loosely to keep the layer free of stub packages
 
+# What S3 answers for an absent object or bucket (HeadObject says 404): aws_call(ok=...).
 MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchBucket"})
 
 
@@ -28,11 +27,6 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def is_missing(error: ClientError) -> bool:
-    """True when a ClientError means the bucket or object does not exist."""
-    return error.response.get("Error", {}).get("Code", "") in MISSING_CODES
-
-
 def read_json(s3: S3Client, bucket: str, key: str) -> Any:
     """Read and parse a JSON object; ClientError and ValueError propagate to the caller."""
     body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -48,17 +42,6 @@ def write_json(s3: S3Client, bucket: str, key: str, document: Any) -> str:
         ContentType="application/json",
     )
     return s3_uri(bucket, key)
-
-
-def object_exists(s3: S3Client, bucket: str, key: str) -> bool:
-    """HeadObject without raising for a missing object."""
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
-    except ClientError as e:
-        if is_missing(e):
-            return False
-        raise
-    return True
 
 
 def read_tar_member(archive: bytes, member_name: str) -> bytes | None:
