@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sam_template
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from tests.support import template as sam_template
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFINITIONS = sorted((ROOT / "statemachine").glob("*.asl.*"))
