@@ -34,6 +34,7 @@ from optuna.trial import TrialState
 
 from mlops.local.sagemaker.config import SageMakerConfig
 from mlops.local.sagemaker.errors import ValidationException
+from mlops.local.sagemaker.samplers import bayesian_sampler
 from mlops.local.sagemaker.training import TrainingJob, now
 
 logger = logging.getLogger(__name__)
@@ -302,7 +303,7 @@ class TuningJob:
         seed = settings.seed
         pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
         if settings.strategy == "Bayesian":
-            sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(seed=seed)
+            sampler: optuna.samplers.BaseSampler = bayesian_sampler(seed)
         elif settings.strategy == "Grid":
             space = {p.name: list(p.distribution.choices) for p in settings.parameters}  # type: ignore[attr-defined]
             sampler = AskTellGridSampler(space, seed=seed)
