@@ -224,6 +224,19 @@ def checkpoint_dir(args: argparse.Namespace) -> Path | None:
     return Path(args.checkpoint_dir) if args.checkpoint_dir else None
 
 
+def pin_threads(workers: int) -> int:
+    """One intra-op thread per core the data workers leave free (at least one).
+
+    torch starts one OpenMP thread per core whatever else runs: with data workers beside it
+    the threads outnumber the cores, and every parallel region waits for a thread that is not
+    scheduled (measured on 2 cores under load: 5 images/s with 2 threads, 27 with 1). An
+    explicit OMP_NUM_THREADS wins.
+    """
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) - workers))
+    return torch.get_num_threads()
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -645,6 +658,7 @@ def nan_epoch(args: argparse.Namespace) -> int | None:
 
 def run(args: argparse.Namespace) -> None:
     check_args(args)
+    pin_threads(args.workers)
     seed_everything(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out_dir = output_data_dir()
