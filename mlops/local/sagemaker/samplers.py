@@ -1,12 +1,12 @@
-"""Which optuna sampler and pruner a local tuning job's strategy maps onto.
+"""The sampler of a local tuning job's Bayesian strategy.
 
 SageMaker's Bayesian strategy models the objective from the first trials on. optuna's TPE
 defaults to ten random start-up trials, so with the template's MaxJobs of 6 a "Bayesian" job
-was random search. Here Bayesian is TPE with a short random start-up (`BAYESIAN_STARTUP_TRIALS`)
-and a joint model of all parameters (`multivariate`, `group`): measured in bench/tuning.py,
-it finds a better best objective than Random at 6 trials and stays ahead at 20
-(docs/performance.md). optuna's GPSampler was measured too; it costs about 2 s of CPU per
-suggestion here and did not do better on the benchmark's objective.
+was random search, trial for trial. Here Bayesian is TPE with a short random start-up
+(`BAYESIAN_STARTUP_TRIALS`) and one joint model of all parameters (`multivariate`, `group`).
+Measured in bench/tuning.py over 20 seeds (docs/performance.md): clearly ahead of Random at
+20 trials and with a warm start, but not yet better than Random at 6 trials. optuna's
+GPSampler is the next candidate (about 2.5 s of CPU per suggestion on the shared machine).
 
 Random, Grid and Hyperband keep their plain optuna samplers (tuning.py). The sampler is seeded
 with the job's RandomSeed, so the same seed gives the same suggestions
