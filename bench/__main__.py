@@ -33,6 +33,7 @@ BENCHMARKS = {
     "memory": "bench.memory",
     "rules": "bench.rules",
     "persistence": "bench.persistence",
+    "throughput": "bench.throughput",
 }
 BENCH_DIR = REPO_ROOT / "bench"
 

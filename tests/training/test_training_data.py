@@ -63,6 +63,28 @@ def test_dataset_yields_normalised_rgb_tensors(tmp_path):
     assert torch.allclose(image[0], torch.full((16, 16), (128 / 255 - 0.485) / 0.229), atol=1e-3)
 
 
+def test_dataset_decodes_each_file_once_within_its_budget(tmp_path):
+    """Decoded images are kept: a second epoch reads no file (here: the file is gone). Over
+    the budget the dataset decodes again, so a large data set does not fill the memory."""
+    gray, colour = tmp_path / "gray.png", tmp_path / "colour.png"
+    Image.new("L", (20, 30), 128).save(gray)
+    Image.new("RGBA", (20, 30), (10, 20, 30, 255)).save(colour)
+    transform = build_eval_transform(16, 18)
+    cached = data.ImageFolderDataset([(gray, 1), (colour, 2)], transform)
+    first = [cached[0], cached[1]]
+    assert cached.cached_bytes == 2 * 20 * 30 * 3
+    small = data.ImageFolderDataset([(gray, 1), (colour, 2)], transform, cache_bytes=20 * 30 * 3)
+    small[0], small[1]
+    gray.unlink()
+    colour.unlink()
+    again = [cached[0], cached[1]]
+    for (image, label), (image_again, label_again) in zip(first, again, strict=True):
+        assert label == label_again and torch.equal(image, image_again)
+    assert torch.equal(small[0][0], first[0][0])
+    with pytest.raises(FileNotFoundError):
+        small[1]
+
+
 def test_train_loader_drops_a_last_batch_of_one(tmp_path):
     """BatchNorm cannot train on a batch of one at 1x1: such a last batch is dropped."""
     samples = list(range(17))

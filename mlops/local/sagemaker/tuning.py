@@ -28,6 +28,7 @@ import optuna
 from optuna.trial import TrialState
 
 from mlops.local.sagemaker.config import SageMakerConfig
+from mlops.local.sagemaker.samplers import bayesian_sampler
 from mlops.local.sagemaker.training_job import TrainingJob, now
 from mlops.local.sagemaker.tuning_request import validate_tuning_request
 
@@ -160,7 +161,7 @@ class TuningJob:
         seed = settings.seed
         pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
         if settings.strategy == "Bayesian":
-            sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(seed=seed)
+            sampler: optuna.samplers.BaseSampler = bayesian_sampler(seed)
         elif settings.strategy == "Grid":
             space = {p.name: list(p.distribution.choices) for p in settings.parameters}  # type: ignore[attr-defined]
             sampler = AskTellGridSampler(space, seed=seed)
