@@ -180,6 +180,7 @@ class Answer:
     at: float  # seconds since the senders started
     status: int
     model: str  # the training job whose model answered ("" for an error)
+    sender: int = 0  # which thread sent it: each thread's requests are sequential
 
 
 class Senders:
@@ -190,7 +191,10 @@ class Senders:
         self.answers: list[Answer] = []
         self.failures: list[str] = []
         self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self.send, daemon=True) for _ in range(threads)]
+        self.threads = [
+            threading.Thread(target=self.send, args=(index,), daemon=True)
+            for index in range(threads)
+        ]
         self.started = 0.0
         self.elapsed = 0.0
 
@@ -206,14 +210,26 @@ class Senders:
             thread.join(timeout=60)
         self.elapsed = time.monotonic() - self.started
 
-    def send(self) -> None:
+    def send(self, sender: int) -> None:
         while not self.stop.is_set():
             response = post_image(self.target, self.image)
             at = time.monotonic() - self.started
             model = response.json().get("model", "") if response.status_code == 200 else ""
-            self.answers.append(Answer(at, response.status_code, model))
+            self.answers.append(Answer(at, response.status_code, model, sender))
             if response.status_code != 200:
                 self.failures.append(f"{at:.1f}s {response.status_code} {response.text[:200]}")
+
+
+def models_seen_by_each_sender(answers: list[Answer]) -> set[tuple[str, ...]]:
+    """Each sender's models in the order it saw them, repeats folded: ("old", "new") means it
+    switched once and never went back. Requests of different senders overlap, so the order of
+    their completions says nothing about routing; one sender's sequential requests do."""
+    seen: dict[int, list[str]] = {}
+    for answer in sorted(answers, key=lambda a: a.at):
+        models = seen.setdefault(answer.sender, [])
+        if not models or models[-1] != answer.model:
+            models.append(answer.model)
+    return {tuple(models) for models in seen.values()}
 
 
 def serving_phases(answers: list[Answer]) -> list[dict]:
@@ -275,7 +291,11 @@ def test_e2e_endpoint_update_under_load_drops_no_request(target, digits, tmp_pat
     assert endpoint_config(target) == deployed["endpoint_config_name"] != config_before
     assert senders.failures == []
     assert rate >= 20, report
-    assert [p["model"] for p in phases] == [model_before, deployed["training_job_name"]], report
+    new_model = deployed["training_job_name"]
+    # old model, then new, never back: for every sender (concurrent requests in flight at the
+    # switch may complete in either order, so the merged timeline can interleave for a moment)
+    assert models_seen_by_each_sender(senders.answers) == {(model_before, new_model)}, report
+    assert phases[0]["model"] == model_before and phases[-1]["model"] == new_model, report
 
 
 def read_record(target, execution: str, name: str) -> dict:
