@@ -2,23 +2,20 @@
 
 The report is the one `mlops report` writes (pipeline_report, installed with matplotlib in
 the report layer by pip), so a run on AWS has its report without anyone running the CLI. It is
-written
-while the execution is still in this step: its timeline ends here, and `mlops report` run
+written while the execution is still in this step: its timeline ends here, and `mlops report` run
 later adds the final state. A report that cannot be built is the state machine's concern
 (its Catch keeps the run's outcome); the handler only says why.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.parser import event_parser
 from pipeline_common.aws import aws_call, client
 from pipeline_common.config import CommonSettings
-from pipeline_common.models import StepModel
+from pipeline_common.kit import count, logger, step
+from pipeline_common.models import ReportWritten, StepModel
 from pipeline_common.records import REPORT, record_key
 from pipeline_common.s3io import s3_uri
 from pipeline_report.build import build_report
@@ -27,9 +24,6 @@ from pipeline_report.target import Target
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
 s3 = client("s3")
 
 
@@ -61,11 +55,8 @@ def store(html: str, bucket: str, key: str) -> str:
     return s3_uri(bucket, key)
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
-@event_parser(model=WriteReportInput)
-def lambda_handler(event: WriteReportInput, context: LambdaContext) -> dict[str, Any]:
+@step(WriteReportInput)
+def lambda_handler(event: WriteReportInput, context: LambdaContext) -> ReportWritten:
     common = CommonSettings.from_env()
     report = build_report(pipeline_target(common), event.execution_arn)
     key = record_key(event.execution_name, REPORT)
@@ -78,5 +69,5 @@ def lambda_handler(event: WriteReportInput, context: LambdaContext) -> dict[str,
             "notes": report.data.notes,
         }
     )
-    metrics.add_metric(name="ReportsWritten", unit=MetricUnit.Count, value=1)
-    return {"report_uri": uri, "plots": sorted(report.plots), "notes": len(report.data.notes)}
+    count("ReportsWritten")
+    return ReportWritten(report_uri=uri, plots=sorted(report.plots), notes=len(report.data.notes))

@@ -165,3 +165,11 @@ class SmokeTestResult(StepModel):
     correct: bool | None
     latency_ms: float | None
     input_rejected: InputRejection | None = None
+
+
+class ReportWritten(StepModel):
+    """WriteReport: where the run's report went, what it drew and how many notes it carries."""
+
+    report_uri: str
+    plots: list[str]
+    notes: int
