@@ -28,6 +28,7 @@ from mlops.local.process import start_cloud_process, stop_cloud_process
 from mlops.runs import follow, upload_dataset
 from mlops.sample_data import write_digits
 from mlops.target import local_target
+from tests.support import EVENTS
 from tests.support.datasets import upload_broken_dataset
 from tests.support.runs import tiny_run
 from tests.support.waiting import wait_for
@@ -146,25 +147,17 @@ def test_e2e_duplicate_trigger_event_starts_no_second_execution(target):
     s3 = target.client("s3")
     key = "datasets/digits-a/manifest.json"
     head = s3.head_object(Bucket=target.data_bucket, Key=key)
-    event = {
-        "Records": [
-            {
-                "eventSource": "aws:s3",
-                "eventName": "ObjectCreated:Put",
-                "awsRegion": "us-east-1",
-                "s3": {
-                    "bucket": {"name": target.data_bucket},
-                    "object": {
-                        "key": key.replace("/", "%2F"),
-                        "size": head["ContentLength"],
-                        "eTag": head["ETag"].strip('"'),
-                        # the data bucket is versioned: S3 (and the local S3) send the version
-                        "versionId": head["VersionId"],
-                    },
-                },
-            }
-        ]
-    }
+    # The event S3 sent for that upload, delivered again: AWS's own sample (tests/events) with
+    # this object's bucket, URL-encoded key, size, ETag and version (the bucket is versioned).
+    event = json.loads((EVENTS / "s3_manifest_created.json").read_text())
+    record = event["Records"][0]
+    record["s3"]["bucket"].update(name=target.data_bucket, arn=f"arn:aws:s3:::{target.data_bucket}")
+    record["s3"]["object"].update(
+        key=key.replace("/", "%2F"),
+        size=head["ContentLength"],
+        eTag=head["ETag"].strip('"'),
+        versionId=head["VersionId"],
+    )
     sfn = target.client("stepfunctions")
     before = ex.list_executions(sfn, target.state_machine_arn)
     trigger = target.output("TriggerFunctionName")

@@ -22,11 +22,12 @@ from typing import Any
 
 import boto3
 
+from tests.support import EVENTS
 from tests.support import template as sam_template
 from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-EVENTS = ROOT / "tests" / "events"
+
 EXECUTION_TIMEOUT_SECONDS = 30
 # Template parameters of the test deployment: the wait loops do not wait.
 PARAMETERS = {
