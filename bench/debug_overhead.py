@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline_common.training import collection_configurations
+
 from bench.common import (
-    LAYER_DIR,
     SINGLE_THREAD_ENV,
     ChildRun,
     Settings,
@@ -65,21 +65,10 @@ def size_for(quick: bool) -> Size:
 
 def pipeline_hook_config(tensor_dir: Path) -> dict[str, Any]:
     """The JSON the local SageMaker writes for the profiled retrain's DebugHookConfig."""
-    sys.path.insert(0, str(LAYER_DIR))
-    try:
-        from pipeline_common.training import COLLECTION_SAVE_INTERVALS
-    finally:
-        sys.path.remove(str(LAYER_DIR))
-    collections = []
-    for name, interval in COLLECTION_SAVE_INTERVALS.items():
-        parameters = {"save_interval": interval}
-        if name == "relu_input":
-            parameters["include_regex"] = ".*relu_input"
-        collections.append({"CollectionName": name, "CollectionParameters": parameters})
     return {
         "LocalPath": str(tensor_dir),
         "S3OutputPath": "s3://bench/debug",
-        "CollectionConfigurations": collections,
+        "CollectionConfigurations": collection_configurations(),
     }
 
 

@@ -43,17 +43,22 @@ PROFILING_INTERVAL_MS = 500
 TUNING_ONLY_HYPERPARAMETERS = frozenset({"_tuning_objective_metric"})
 
 
-def debug_hook_config(common: CommonSettings, execution: str) -> dict[str, Any]:
-    """Collections the rules read: losses, weights, biases, gradients, ReLU inputs."""
+def collection_configurations() -> list[dict[str, Any]]:
+    """Collections the rules read: losses, weights, biases, gradients, ReLU inputs (the shape
+    of DebugHookConfig's CollectionConfigurations; bench/debug_overhead.py measures the same)."""
     collections = []
     for name, interval in COLLECTION_SAVE_INTERVALS.items():
         parameters = {"save_interval": interval}
         if name == "relu_input":
             parameters["include_regex"] = ".*relu_input"
         collections.append({"CollectionName": name, "CollectionParameters": parameters})
+    return collections
+
+
+def debug_hook_config(common: CommonSettings, execution: str) -> dict[str, Any]:
     return {
         "S3OutputPath": run_uri(common, execution, "debug"),
-        "CollectionConfigurations": collections,
+        "CollectionConfigurations": collection_configurations(),
     }
 
 
