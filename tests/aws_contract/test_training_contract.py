@@ -45,7 +45,7 @@ from pipeline_report.profile import profile_from_job_output  # noqa: E402
 
 from mlops.local.sagemaker.training_container import IMAGE_ENVIRONMENT  # noqa: E402  (Dockerfile ENV)
 from mlops.packaging import pack_training_source  # noqa: E402
-from mlops.sample_data import write_digits  # noqa: E402
+from tests.support.datasets import write_tiny_digits  # noqa: E402
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -182,9 +182,7 @@ def image() -> Path:
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("digits")
-    write_digits(root, max_per_class=10, size=16, seed=0)
-    return root
+    return write_tiny_digits(tmp_path_factory.mktemp("digits"))
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ import pytest
 
 from mlops.local.cloud_info import CloudInfo
 from mlops.local.process import start_cloud_process
-from mlops.sample_data import write_digits
 from mlops.target import Target, local_target
+from tests.support.datasets import write_tiny_digits
 
 from .helpers import (
     Api,
@@ -48,9 +48,7 @@ class ServingCloud:
 @pytest.fixture(scope="session")
 def tiny_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """10 digits per class (6 train, 2 valid, 2 test) as 16x16 PNGs."""
-    directory = tmp_path_factory.mktemp("reliability-digits")
-    write_digits(directory, max_per_class=10, size=16, seed=0)
-    return directory
+    return write_tiny_digits(tmp_path_factory.mktemp("reliability-digits"))
 
 
 @pytest.fixture(scope="session")

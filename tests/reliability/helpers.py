@@ -21,21 +21,11 @@ import requests
 
 from mlops.local.process import stop_cloud_process
 from mlops.target import Target
-from tests.support.runs import WARN_ONLY_RULES, tiny_run
+from tests.support.runs import TINY_TRAIN_ARGS, WARN_ONLY_RULES, tiny_run
 from tests.support.waiting import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = REPO_ROOT / "training" / "train.py"
-TINY_TRAIN_ARGS = {
-    "model": "resnet18",
-    "epochs": "1",
-    "batch-size": "16",
-    "lr": "0.02",
-    "image-size": "16",
-    "hflip": "false",
-    "workers": "0",
-    "pretrained": "false",
-}
 TRAIN_TIMEOUT_S = 300
 ENDPOINT_TIMEOUT_S = 180
 MODEL_KEY = "reliability/model/model.tar.gz"

@@ -12,9 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from mlops.runs import upload_dataset
+from mlops.sample_data import write_digits
 from mlops.target import Target
 
 BROKEN_CLASS = "000.zero"
+
+
+def write_tiny_digits(root: Path) -> Path:
+    """10 digits per class (6 train, 2 valid, 2 test) as 16x16 RGB PNGs: enough for a run that
+    trains every layer in seconds and still passes ValidateDataset's per-class minimums."""
+    write_digits(root, max_per_class=10, size=16, seed=0)
+    return root
 
 
 def write_broken_dataset(digits: Path, directory: Path, per_split: int = 3) -> Path:

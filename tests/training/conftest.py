@@ -29,20 +29,12 @@ from smdebug.core.save_config import SaveConfig  # noqa: E402
 from smdebug.pytorch import Hook  # noqa: E402
 from torch import nn  # noqa: E402
 
-from mlops.sample_data import write_digits  # noqa: E402
+from tests.support.datasets import write_tiny_digits  # noqa: E402
+from tests.support.runs import TINY_TRAIN_ARGS  # noqa: E402
 
 TRAIN_SCRIPT = REPO_ROOT / "training" / "train.py"
-# Small and fast: 16x16 inputs, batches of 16; a ResNet still runs every layer at that size.
-FAST_ARGS = {
-    "model": "resnet18",
-    "epochs": "2",
-    "batch-size": "16",
-    "lr": "0.02",
-    "image-size": "16",
-    "hflip": "false",
-    "workers": "0",
-    "pretrained": "false",
-}
+# Small and fast (tests.support.runs), over two epochs so there is a trend to judge.
+FAST_ARGS = {**TINY_TRAIN_ARGS, "epochs": "2"}
 
 
 @dataclass
@@ -106,9 +98,7 @@ def run_train(
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """10 digits per class: 6 train, 2 valid, 2 test, as 16x16 RGB PNGs."""
-    root = tmp_path_factory.mktemp("digits")
-    write_digits(root, max_per_class=10, size=16, seed=0)
-    return root
+    return write_tiny_digits(tmp_path_factory.mktemp("digits"))
 
 
 @pytest.fixture(scope="session")
