@@ -216,7 +216,7 @@ def cmd_console(args: argparse.Namespace) -> int:
 
     target = resolve_target(args.stack, args.root)
     try:
-        serve(target, None if args.stack else args.root, args.host, args.port, out)
+        serve(target, args.host, args.port, out)
     except OSError as exc:
         raise CliError(
             f"Cannot serve the console on {args.host}:{args.port} ({exc}): pick another --port "

@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 from html import escape
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -120,9 +119,8 @@ if (wanted) show(wanted);
 class Console:
     """Reads for the pages; the state machine's definition is read once."""
 
-    def __init__(self, target: Target, local_root: Path | None) -> None:
+    def __init__(self, target: Target) -> None:
         self.target = target
-        self.local_root = local_root
         self._definition: dict[str, Any] | None = None
         self._reports: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -326,21 +324,19 @@ def route(console: Console, path: str) -> tuple[HTTPStatus, str]:
 
 
 def start_console(
-    target: Target, local_root: Path | None, host: str = "127.0.0.1", port: int = 0
+    target: Target, host: str = "127.0.0.1", port: int = 0
 ) -> tuple[ThreadingHTTPServer, threading.Thread]:
     """Serve in a background thread (tests); `server.shutdown(); server.server_close()` stops."""
-    server = ThreadingHTTPServer((host, port), make_handler(Console(target, local_root)))
+    server = ThreadingHTTPServer((host, port), make_handler(Console(target)))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="mlops-console", daemon=True)
     thread.start()
     return server, thread
 
 
-def serve(
-    target: Target, local_root: Path | None, host: str, port: int, say: Callable[[str], None]
-) -> None:
+def serve(target: Target, host: str, port: int, say: Callable[[str], None]) -> None:
     """Serve until Ctrl-C (the CLI's `mlops console`)."""
-    server = ThreadingHTTPServer((host, port), make_handler(Console(target, local_root)))
+    server = ThreadingHTTPServer((host, port), make_handler(Console(target)))
     server.daemon_threads = True
     say(f"Console on http://{host}:{server.server_address[1]}/ (Ctrl-C stops it)")
     try:

@@ -32,7 +32,7 @@ def chromium() -> str:
 
 @pytest.fixture
 def console_url(runs: Runs) -> Iterator[str]:
-    server, thread = start_console(runs.target, runs.root, port=0)
+    server, thread = start_console(runs.target, port=0)
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
