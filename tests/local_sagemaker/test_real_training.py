@@ -146,7 +146,6 @@ def test_real_train_py_rules_and_endpoint(
         done=lambda d: all(
             s["RuleEvaluationStatus"] != "InProgress" for s in d["DebugRuleEvaluationStatuses"]
         ),
-        timeout=300,
         interval=1,
     )
     statuses = {s["RuleConfigurationName"]: s for s in job["DebugRuleEvaluationStatuses"]}
