@@ -195,6 +195,19 @@ def cmd_wait(args: argparse.Namespace) -> int:
     return 0 if view.status == "SUCCEEDED" else 1
 
 
+# -- the model registry -------------------------------------------------------------------------
+def cmd_models(args: argparse.Namespace) -> int:
+    from mlops.models import list_versions, print_versions
+
+    versions = list_versions(resolve_target(args.stack, args.root), args.dataset)
+    if args.json:
+        out(json.dumps([v.to_json() for v in versions], indent=2))
+        return 0
+    for line in print_versions(versions):
+        out(line)
+    return 0
+
+
 # -- reports and the console ---------------------------------------------------------------------
 def cmd_report(args: argparse.Namespace) -> int:
     from pipeline_report.build import write_report
@@ -337,6 +350,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     wait.add_argument("--timeout", type=float, default=3600.0)
     wait.set_defaults(func=cmd_wait)
 
+    models = commands.add_parser(
+        "models", help="the registered model versions, newest first, and which one serves"
+    )
+    models.add_argument("--dataset", help="only this data set's versions")
+    models.set_defaults(func=cmd_models)
     report = commands.add_parser("report", help="write one execution's HTML report")
     report.add_argument("execution", help="name, ARN or 'latest'")
     report.add_argument(

@@ -1,4 +1,4 @@
-"""Deploy the approved model: create the endpoint, or update it blue/green.
+"""Deploy the approved model package version: create the endpoint, or update it blue/green.
 
 CreateModel and CreateEndpointConfig use names unique to the execution, so a retried
 invocation meets its own resources ("already existing") and carries on. An existing
@@ -57,6 +57,7 @@ class DeployInput(StepModel):
     execution_name: str
     dataset: str = ""
     training_job_name: str = ""
+    model_package_arn: str = ""
     test_accuracy: float | None = None
     approved_at: datetime | None = None  # when the state machine entered DeployEndpoint
     endpoint_config_name: str | None = None  # rollback target
@@ -70,12 +71,6 @@ class Placement(NamedTuple):
     superseded_by: str | None = None  # the newer config that serves instead of this one
 
 
-def model_artifact(training_job: str) -> str:
-    with aws_call("DescribeTrainingJob", training_job):
-        job = sagemaker.describe_training_job(TrainingJobName=training_job)
-    return job["ModelArtifacts"]["S3ModelArtifacts"]
-
-
 def resource_tags(event: DeployInput, project: str) -> list[dict[str, str]]:
     extra = [{"Key": TRAINING_JOB_TAG, "Value": event.training_job_name}]
     if event.test_accuracy is not None:
@@ -86,24 +81,15 @@ def resource_tags(event: DeployInput, project: str) -> list[dict[str, str]]:
 
 
 def create_model(
-    name: str, artifact: str, settings: DeploySettings, region: str, tag_list: list[dict[str, str]]
+    name: str, model_package_arn: str, settings: DeploySettings, tag_list: list[dict[str, str]]
 ) -> None:
-    """A model served by the PyTorch inference container with the archive's code/inference.py.
+    """A model served from the registry's version: its image, model data and environment.
 
     The name is this run's, so "already exists" is this run's retried request: done."""
     with aws_call("CreateModel", name, ok=ALREADY_EXISTS):
         sagemaker.create_model(
             ModelName=name,
-            PrimaryContainer={
-                "Image": settings.inference_image,
-                "ModelDataUrl": artifact,
-                "Environment": {
-                    "SAGEMAKER_PROGRAM": "inference.py",
-                    "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
-                    "SAGEMAKER_REGION": region,
-                    "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
-                },
-            },
+            PrimaryContainer={"ModelPackageName": model_package_arn},
             ExecutionRoleArn=settings.role_arn,
             Tags=tag_list,
         )
@@ -213,7 +199,7 @@ def previous_from_record(bucket: str, key: str) -> str | None:
 def deploy(event: DeployInput, common: CommonSettings, settings: DeploySettings) -> Deployment:
     name = model_name(common.project_name, event.dataset, event.execution_name)
     tag_list = resource_tags(event, common.project_name)
-    create_model(name, model_artifact(event.training_job_name), settings, common.region, tag_list)
+    create_model(name, event.model_package_arn, settings, tag_list)
     create_endpoint_config(name, name, settings, tag_list)
     placement = point_endpoint_at(
         settings.endpoint_name, name, event.approved_at, settings, tag_list
@@ -226,6 +212,7 @@ def deploy(event: DeployInput, common: CommonSettings, settings: DeploySettings)
         endpoint_name=settings.endpoint_name,
         endpoint_config_name=name,
         model_name=name,
+        model_package_arn=event.model_package_arn,
         operation=placement.operation,
         previous_endpoint_config=previous,
         superseded_by=placement.superseded_by,

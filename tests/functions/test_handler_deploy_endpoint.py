@@ -8,17 +8,19 @@ import pytest
 from botocore.stub import ANY, Stubber
 from pipeline_common.errors import EndpointBusy
 
-from tests.functions.handler_helpers import ARN_PREFIX, endpoint, training_job
+from tests.functions.handler_helpers import ARN_PREFIX, endpoint
 
 EXECUTION = "digits-0123456789abcdef"
 TRAINING = "mlops-digits-retrain-1a2b3c4d"
 ENDPOINT = "mlops-classifier"
 APPROVED_AT = "2026-11-25T12:00:00.000+00:00"
+MODEL_PACKAGE = f"{ARN_PREFIX}:model-package/mlops-digits-models/3"
 EVENT = {
     "action": "deploy",
     "execution_name": EXECUTION,
     "dataset": "digits",
     "training_job_name": TRAINING,
+    "model_package_arn": MODEL_PACKAGE,
     "test_accuracy": 0.93,
     "approved_at": APPROVED_AT,
 }
@@ -30,9 +32,6 @@ def app(load_handler, buckets):
 
 
 def expect_models(stub, model_error: str | None = None) -> None:
-    stub.add_response(
-        "describe_training_job", training_job(TRAINING), {"TrainingJobName": TRAINING}
-    )
     if model_error:
         stub.add_client_error("create_model", "ValidationException", model_error)
         stub.add_client_error("create_endpoint_config", "ValidationException", model_error)
@@ -75,10 +74,10 @@ def test_deploy_endpoint_creates_a_missing_endpoint(app, buckets, context):
     assert result["operation"] == "created"
     assert result["endpoint_config_name"] == result["model_name"]
     assert result["model_name"].startswith("mlops-digits-")
-    assert sent["PrimaryContainer"]["ModelDataUrl"].endswith(f"{TRAINING}/output/model.tar.gz")
-    assert sent["PrimaryContainer"]["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+    assert sent["PrimaryContainer"] == {"ModelPackageName": MODEL_PACKAGE}  # the registry's
     assert {"Key": "mlops:test-accuracy", "Value": "0.930000"} in sent["Tags"]
     assert record(buckets)["operation"] == "created"
+    assert record(buckets)["model_package_arn"] == MODEL_PACKAGE
 
 
 def test_deploy_endpoint_updates_blue_green_with_rollback_alarm(app, buckets, context):

@@ -81,6 +81,7 @@ def status_checks(**per_kind: Script) -> Script:
 
 TUNING_JOB = "mlops-digits-tune-1a2b3c4d"
 TRAINING_JOB = "mlops-digits-retrain-1a2b3c4d"
+MODEL_PACKAGE_ARN = "arn:aws:sagemaker:us-east-1:123456789012:model-package/mlops-digits-models/2"
 APPROVED = {
     "approved": True,
     "summary": "approved",
@@ -127,10 +128,21 @@ def deployment(**overrides: Any) -> dict[str, Any]:
         "endpoint_name": "mlops-classifier",
         "endpoint_config_name": "mlops-digits-1a2b3c4d",
         "model_name": "mlops-digits-1a2b3c4d",
+        "model_package_arn": MODEL_PACKAGE_ARN,
         "operation": "updated",
         "previous_endpoint_config": "mlops-digits-00000000",
         "superseded_by": None,
         **overrides,
+    }
+
+
+def registered(payload: dict[str, Any]) -> dict[str, Any]:
+    """register_model's answer: version 2, with the status the gate decided."""
+    return {
+        "model_package_group_name": "mlops-digits-models",
+        "model_package_arn": MODEL_PACKAGE_ARN,
+        "model_package_version": 2,
+        "approval_status": "Approved" if payload["gate"]["approved"] else "Rejected",
     }
 
 
@@ -149,6 +161,7 @@ def happy_scripts() -> dict[str, Script]:
             {"job_name": TRAINING_JOB, "builtin_rules": False}
         ),
         "EvaluateRulesFunction": sequence(APPROVED),
+        "RegisterModelFunction": registered,
         "DeployEndpointFunction": sequence(deployment()),
         "WriteReportFunction": lambda payload: {
             "report_uri": f"s3://artifacts/runs/{payload['execution_name']}/report.html"

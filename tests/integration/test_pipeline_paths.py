@@ -13,6 +13,7 @@ import boto3
 
 from tests.integration.pipeline_harness import (
     APPROVED,
+    MODEL_PACKAGE_ARN,
     LambdaError,
     deployment,
     endpoint_check,
@@ -46,6 +47,7 @@ def test_pipeline_happy_path_deploys_and_smoke_tests(pipeline):
         "StartProfiledTraining",
         *TRAINING_LOOP * 2,
         "EvaluateRules",
+        "RegisterModel",
         "IsModelApproved",
         "DeployEndpoint",
         "IsSuperseded",
@@ -70,6 +72,14 @@ def test_pipeline_passes_each_step_what_it_needs(pipeline):
     [training] = pipeline.invoked("StartProfiledTrainingFunction")
     assert training["best"]["hyperparameters"]["model"] == '"resnet18"'
     assert training["dataset"]["channels"]["train"].endswith("/datasets/digits/train/")
+    [register] = pipeline.invoked("RegisterModelFunction")
+    assert register["execution_arn"].endswith(":execution:mlops-pipeline:run-1")
+    assert {k: register[k] for k in ("dataset", "manifest_version", "tuning_job_name")} == {
+        "dataset": "digits",
+        "manifest_version": "v:1",
+        "tuning_job_name": "mlops-digits-tune-1a2b3c4d",
+    }
+    assert register["gate"]["approved"] is True
     [deploy] = pipeline.invoked("DeployEndpointFunction")
     approved_at = datetime.fromisoformat(deploy.pop("approved_at"))
     assert abs((datetime.now(UTC) - approved_at).total_seconds()) < 300
@@ -78,6 +88,7 @@ def test_pipeline_passes_each_step_what_it_needs(pipeline):
         "execution_name": "run-1",
         "dataset": "digits",
         "training_job_name": "mlops-digits-retrain-1a2b3c4d",
+        "model_package_arn": MODEL_PACKAGE_ARN,
         "test_accuracy": 0.95,
     }
     [smoke] = pipeline.invoked("SmokeTestFunction")
@@ -147,8 +158,9 @@ def test_pipeline_rules_rejected_leaves_the_endpoint_alone(pipeline):
     execution = pipeline.run()
 
     assert execution.status == "FAILED"
-    assert execution.states[-6:] == [
+    assert execution.states[-7:] == [
         "EvaluateRules",
+        "RegisterModel",
         "IsModelApproved",
         "NotifyRejection",
         *REPORT,
@@ -156,6 +168,8 @@ def test_pipeline_rules_rejected_leaves_the_endpoint_alone(pipeline):
     ]
     assert (execution.error, execution.cause) == ("ModelRejected", summary)
     assert pipeline.invoked("DeployEndpointFunction") == []
+    [register] = pipeline.invoked("RegisterModelFunction")
+    assert register["gate"]["approved"] is False  # a rejected model is registered as Rejected
     assert "the endpoint is unchanged" in execution.published_messages()[0]
 
 

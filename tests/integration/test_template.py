@@ -32,7 +32,8 @@ UNSCOPABLE_SIDS = {
 }
 SAGEMAKER_ARN = re.compile(
     r"^arn:\$\{AWS::Partition\}:sagemaker:\$\{AWS::Region\}:\$\{AWS::AccountId\}:"
-    r"(hyper-parameter-tuning-job|training-job|model|endpoint-config|endpoint)/\$\{ProjectName\}-"
+    r"(hyper-parameter-tuning-job|training-job|model-package-group|model-package|model|"
+    r"endpoint-config|endpoint)/\$\{ProjectName\}-"
 )
 
 

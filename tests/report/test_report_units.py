@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -556,3 +557,32 @@ def test_smoke_test_section_says_an_input_error_is_not_a_model_failure():
 
     assert 'data-smoke-input-rejected="415"' in html
     assert "not a model failure" in html
+
+
+def test_report_names_the_registered_version_and_the_one_the_endpoint_serves():
+    from pipeline_common import records as names
+    from pipeline_report.render import render
+
+    data = synthetic_run()
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:model-package/mlops-digits-models/7"
+    data.records[names.REGISTRATION] = {
+        "model_package_group_name": "mlops-digits-models",
+        "model_package_arn": arn,
+        "model_package_version": 7,
+        "approval_status": "Rejected",
+    }
+    data.records[names.DEPLOYMENT] = {"operation": "updated", "model_package_arn": arn}
+    html = render(data, {})
+
+    registered = re.search(r'<p id="model-package">(.*?)</p>', html, re.S)
+    assert registered, "the rules section names no model package version"
+    assert "<b>7</b>" in registered.group(1) and "mlops-digits-models" in registered.group(1)
+    assert "Rejected" in registered.group(1)
+    assert f"model package {arn}" in html  # the endpoint row names the version it serves
+
+
+def test_report_says_when_a_run_ended_before_the_registry():
+    from pipeline_report.render import render
+
+    html = render(synthetic_run(), {})
+    assert "No model package version: the run ended before the registry." in html

@@ -264,3 +264,10 @@ def test_deep_or_wide_json_is_refused_before_parsing():
         with pytest.raises(InputError) as error:
             inference.decode_request(body, "application/json")
         assert (error.value.status_code, error.value.error) == (400, "InvalidJson")
+
+
+def test_serving_content_types_are_the_ones_the_registry_declares():
+    """A registered model package version lists what this model server accepts."""
+    from pipeline_common import registry
+
+    assert registry.SUPPORTED_CONTENT_TYPES == inference.SUPPORTED_CONTENT_TYPES

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Any
 
+from pipeline_common import records as names
+
 from pipeline_report import analysis as an
 from pipeline_report.collect import RunData
 from pipeline_report.describe import Endpoint, Retrain, Tuning
@@ -308,6 +310,19 @@ def training_section(retrain: Retrain | None, plots: dict[str, bytes]) -> str:
     )
 
 
+def registration(record: dict[str, Any] | None) -> str:
+    """Which model package version the run registered (every gated retrain gets one)."""
+    if not record:
+        return '<p class="muted">No model package version: the run ended before the registry.</p>'
+    return (
+        f'<p id="model-package">Registered as version '
+        f"<b>{escape(str(record.get('model_package_version') or '?'))}</b> of the model package "
+        f"group <code>{escape(str(record.get('model_package_group_name')))}</code> "
+        f"{badge(record.get('approval_status'))}<br>"
+        f'<span class="muted">{escape(str(record.get("model_package_arn")))}</span></p>'
+    )
+
+
 def rules_section(data: RunData) -> str:
     gate = data.gate
     parts = ['<h2 id="rules">Rules and gate</h2>']
@@ -322,6 +337,7 @@ def rules_section(data: RunData) -> str:
             f"{escape(', '.join(gate.get('policy', {}).get('block', [])) or '-')}; warn "
             f"{escape(', '.join(gate.get('policy', {}).get('warn', [])) or '-')}.</p>"
         )
+        parts.append(registration(data.records.get(names.REGISTRATION)))
         rows, attrs = [], []
         for finding in gate.get("findings", []):
             rows.append(
@@ -402,10 +418,16 @@ def operation_text(deployment: dict[str, Any]) -> str:
     return f"{operation} (a model approved later serves: {newer})" if newer else operation
 
 
+def package_line(deployment: dict[str, Any]) -> str:
+    """The model package version the run's endpoint config serves."""
+    arn = deployment.get("model_package_arn")
+    return f'<br><span class="muted">model package {escape(str(arn))}</span>' if arn else ""
+
+
 def endpoint_section(data: RunData, plots: dict[str, bytes]) -> str:
     endpoint: Endpoint | None = data.endpoint
     parts = ['<h2 id="endpoint">Endpoint</h2>']
-    deployment = data.records.get("deployment.json") or {}
+    deployment = data.records.get(names.DEPLOYMENT) or {}
     if endpoint is None:
         parts.append('<p class="muted">This run deployed nothing.</p>')
     else:
@@ -428,6 +450,7 @@ def endpoint_section(data: RunData, plots: dict[str, bytes]) -> str:
                         f"<code>{escape(endpoint.run_config_name or '-')}</code>",
                         escape(serving),
                         f"<code>{escape(endpoint.model_name or '-')}</code>"
+                        + package_line(deployment)
                         + (
                             f'<br><span class="muted">{escape(endpoint.model_data)}</span>'
                             if endpoint.model_data
@@ -441,7 +464,7 @@ def endpoint_section(data: RunData, plots: dict[str, bytes]) -> str:
         )
         if endpoint.failure_reason:
             parts.append(f'<p class="error">{escape(endpoint.failure_reason)}</p>')
-    parts.append(smoke_test(data.records.get("smoke_test.json")))
+    parts.append(smoke_test(data.records.get(names.SMOKE_TEST)))
     parts.append(accuracy(data, data.retrain.confusion if data.retrain else None, plots))
     return "".join(parts)
 
@@ -540,7 +563,7 @@ def report_json(data: RunData, plots: dict[str, bytes]) -> dict[str, Any]:
             "curves": retrain.curves.to_json() if retrain.curves else None,
         },
         "gate": data.gate,
-        "validation": _validation_json(data.records.get("validation.json")),
+        "validation": _validation_json(data.records.get(names.VALIDATION)),
         "confusion": None if not (retrain and retrain.confusion) else retrain.confusion.__dict__,
         "plots": sorted(plots),
         "notes": data.notes,
@@ -564,7 +587,7 @@ def render(data: RunData, plots: dict[str, bytes]) -> str:
     body = "\n".join(
         [
             header(data),
-            dataset_section(data.records.get("validation.json")),
+            dataset_section(data.records.get(names.VALIDATION)),
             timeline_section(data, plots),
             tuning_section(data.tuning, plots),
             training_section(data.retrain, plots),

@@ -212,7 +212,6 @@ class DeploySettings:
     """How the endpoint is (re)deployed."""
 
     role_arn: str
-    inference_image: str
     instance_type: str
     endpoint_name: str
     rollback_alarm_name: str
@@ -222,11 +221,25 @@ class DeploySettings:
     def from_env(cls) -> DeploySettings:
         return cls(
             role_arn=env_str("SAGEMAKER_ROLE_ARN"),
-            inference_image=env_str("INFERENCE_IMAGE"),
             instance_type=env_str("INFERENCE_INSTANCE_TYPE"),
             endpoint_name=env_str("ENDPOINT_NAME"),
             rollback_alarm_name=env_str("ROLLBACK_ALARM_NAME"),
             bake_seconds=env_int("DEPLOY_BAKE_SECONDS", 300, minimum=0),
+        )
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    """What a registered model version serves with: the inference image and instance type."""
+
+    inference_image: str
+    instance_type: str
+
+    @classmethod
+    def from_env(cls) -> RegistrySettings:
+        return cls(
+            inference_image=env_str("INFERENCE_IMAGE"),
+            instance_type=env_str("INFERENCE_INSTANCE_TYPE"),
         )
 
 

@@ -125,6 +125,15 @@ class GateDecision(StepModel):
     report_uri: str
 
 
+class ModelRegistered(StepModel):
+    """RegisterModel: the version this run added to its data set's model package group."""
+
+    model_package_group_name: str
+    model_package_arn: str
+    model_package_version: int | None
+    approval_status: Literal["Approved", "Rejected", "PendingManualApproval"]
+
+
 class Deployment(StepModel):
     """DeployEndpoint(action=deploy): what serves now; previous_endpoint_config is the rollback
     target, superseded_by a newer run's config that serves instead."""
@@ -133,6 +142,7 @@ class Deployment(StepModel):
     endpoint_name: str
     endpoint_config_name: str
     model_name: str
+    model_package_arn: str
     operation: Literal["created", "updated", "unchanged", "superseded"]
     previous_endpoint_config: str | None
     superseded_by: str | None

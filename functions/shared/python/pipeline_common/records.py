@@ -11,11 +11,12 @@ from pipeline_common.naming import run_prefix
 VALIDATION = "validation.json"  # ValidateDataset: counts, skipped files, smoke-test images
 LEADERBOARD = "leaderboard.json"  # FindBest: the tuning job's trials, best first
 GATE = "gate.json"  # EvaluateRules: rule findings, quality figures, the decision
+REGISTRATION = "model_package.json"  # RegisterModel: the model package version of the run
 DEPLOYMENT = "deployment.json"  # DeployEndpoint: what serves, created or updated
 SMOKE_TEST = "smoke_test.json"  # SmokeTest: the requests sent to the new endpoint
 REPORT = "report.html"  # WriteReport: the human-readable report of the run
 
-RUN_RECORDS = (VALIDATION, LEADERBOARD, GATE, DEPLOYMENT, SMOKE_TEST)
+RUN_RECORDS = (VALIDATION, LEADERBOARD, GATE, REGISTRATION, DEPLOYMENT, SMOKE_TEST)
 
 
 def record_key(execution: str, name: str) -> str:
