@@ -46,6 +46,11 @@ def _described_members() -> frozenset[str]:
     return frozenset(output.members) - {"ModelPackageName", "ModelPackageGroupName"}
 
 
+def _present(record: dict[str, Any]) -> dict[str, Any]:
+    """A summary or description without the members that have no value."""
+    return {key: value for key, value in record.items() if value is not None}
+
+
 def name_of(name_or_arn: str, kind: str) -> str:
     """A group named by name or by ARN (ArnOrName) -> its name."""
     marker = f":{kind}/"
@@ -62,14 +67,16 @@ class ModelPackageGroup:
     creation_time: dt.datetime = field(default_factory=now)
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "ModelPackageGroupName": self.name,
-            "ModelPackageGroupArn": self.arn,
-            "ModelPackageGroupDescription": self.request.get("ModelPackageGroupDescription"),
-            "CreationTime": self.creation_time,
-            "ModelPackageGroupStatus": GROUP_STATUS,
-            "ManagedConfiguration": self.request.get("ManagedConfiguration"),
-        }
+        return _present(
+            {
+                "ModelPackageGroupName": self.name,
+                "ModelPackageGroupArn": self.arn,
+                "ModelPackageGroupDescription": self.request.get("ModelPackageGroupDescription"),
+                "CreationTime": self.creation_time,
+                "ModelPackageGroupStatus": GROUP_STATUS,
+                "ManagedConfiguration": self.request.get("ManagedConfiguration"),
+            }
+        )
 
     def describe(self) -> dict[str, Any]:
         # CreatedBy is required in the output; outside Studio it names no user profile.
@@ -93,34 +100,38 @@ class ModelPackage:
     def summary(self) -> dict[str, Any]:
         # No ModelPackageName for a versioned package: ListModelPackages gives only its ARN
         # (aws/sagemaker-python-sdk#5606, which sagemaker-core's get_all now copes with).
-        return {
-            "ModelPackageGroupName": self.group,
-            "ModelPackageVersion": self.version,
-            "ModelPackageArn": self.arn,
-            "ModelPackageDescription": self.request.get("ModelPackageDescription"),
-            "CreationTime": self.creation_time,
-            "ModelPackageStatus": PACKAGE_STATUS,
-            "ModelApprovalStatus": self.approval_status,
-            "ModelLifeCycle": self.request.get("ModelLifeCycle"),
-            "ModelPackageRegistrationType": self.request.get("ModelPackageRegistrationType"),
-        }
+        return _present(
+            {
+                "ModelPackageGroupName": self.group,
+                "ModelPackageVersion": self.version,
+                "ModelPackageArn": self.arn,
+                "ModelPackageDescription": self.request.get("ModelPackageDescription"),
+                "CreationTime": self.creation_time,
+                "ModelPackageStatus": PACKAGE_STATUS,
+                "ModelApprovalStatus": self.approval_status,
+                "ModelLifeCycle": self.request.get("ModelLifeCycle"),
+                "ModelPackageRegistrationType": self.request.get("ModelPackageRegistrationType"),
+            }
+        )
 
     def describe(self) -> dict[str, Any]:
         echoed = {k: v for k, v in self.request.items() if k in _described_members()}
-        return {
-            **echoed,
-            "ModelPackageName": self.group,
-            "ModelPackageGroupName": self.group,
-            "ModelPackageVersion": self.version,
-            "ModelPackageArn": self.arn,
-            "CreationTime": self.creation_time,
-            "LastModifiedTime": self.last_modified_time,
-            "ModelPackageStatus": PACKAGE_STATUS,
-            "ModelPackageStatusDetails": {"ValidationStatuses": [], "ImageScanStatuses": []},
-            "ModelApprovalStatus": self.approval_status,
-            "ApprovalDescription": self.approval_description,
-            "CustomerMetadataProperties": self.customer_metadata or None,
-        }
+        return _present(
+            {
+                **echoed,
+                "ModelPackageName": self.group,
+                "ModelPackageGroupName": self.group,
+                "ModelPackageVersion": self.version,
+                "ModelPackageArn": self.arn,
+                "CreationTime": self.creation_time,
+                "LastModifiedTime": self.last_modified_time,
+                "ModelPackageStatus": PACKAGE_STATUS,
+                "ModelPackageStatusDetails": {"ValidationStatuses": [], "ImageScanStatuses": []},
+                "ModelApprovalStatus": self.approval_status,
+                "ApprovalDescription": self.approval_description,
+                "CustomerMetadataProperties": self.customer_metadata or None,
+            }
+        )
 
 
 class ModelRegistry:
