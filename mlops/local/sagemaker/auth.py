@@ -5,6 +5,11 @@ the request names (CreateEndpoint needs both the endpoint and its endpoint confi
 ``sagemaker:AddTags`` on a resource created with Tags, plus ``iam:PassRole`` (with
 ``iam:PassedToService = sagemaker.amazonaws.com``) on every role the request hands over.
 The decision itself is moto's policy evaluator over the caller's role (mlops.local.iam).
+
+Model Registry: a group call is authorised on ``model-package-group/<name>``, a package call on
+``model-package/<group>/<version>``; CreateModelPackage, whose version is not known before it
+runs, on ``model-package/<group>/*`` (the resource AWS's cross-account Model Registry policies
+grant it on); ListModelPackages and ListModelPackageGroups, list actions, on ``*``.
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ NAMED_RESOURCES = {
     "ModelName": "model",
     "EndpointConfigName": "endpoint-config",
     "EndpointName": "endpoint",
+    "ModelPackageGroupName": "model-package-group",
+    "ModelPackageName": "model-package",
 }
+UNSCOPED = frozenset({"ListModelPackages", "ListModelPackageGroups"})
 ROLE_MEMBERS = ("RoleArn", "ExecutionRoleArn")
 PASSED_TO = (("iam:PassedToService", "sagemaker.amazonaws.com"),)
 
@@ -44,12 +52,18 @@ def required(
 ) -> list[Request]:
     """The permissions one SageMaker call needs; ``arn(type, name)`` builds a resource ARN."""
     resources = [
-        arn(kind, params[member])
+        params[member] if params[member].startswith("arn:") else arn(kind, params[member])
         for member, kind in NAMED_RESOURCES.items()
         if isinstance(params.get(member), str)
     ]
-    if isinstance(params.get("ResourceArn"), str):
-        resources.append(params["ResourceArn"])
+    for member in ("ResourceArn", "ModelPackageArn"):
+        if isinstance(params.get(member), str):
+            resources.append(params[member])
+    group = params.get("ModelPackageGroupName")
+    if operation == "CreateModelPackage" and isinstance(group, str):
+        resources = [arn("model-package", f"{group.rsplit('/', 1)[-1]}/*")]
+    if operation in UNSCOPED:
+        resources = []
     named = tuple(resources) or ("*",)
     requests = [Request(f"sagemaker:{operation}", named)]
     if operation.startswith("Create") and params.get("Tags"):

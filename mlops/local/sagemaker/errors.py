@@ -42,6 +42,10 @@ class ResourceInUse(SageMakerError):
     code = "ResourceInUse"
 
 
+class ConflictException(SageMakerError):
+    code = "ConflictException"
+
+
 class ResourceLimitExceeded(SageMakerError):
     code = "ResourceLimitExceeded"
 

@@ -28,6 +28,7 @@ from mlops.local.sagemaker.errors import (
     not_found_by_arn,
 )
 from mlops.local.sagemaker.listing import paginate, sort_items, time_filters
+from mlops.local.sagemaker.registry import ModelRegistry
 from mlops.local.sagemaker.runtime import Invocation, invoke_endpoint
 from mlops.local.sagemaker.training import TrainingRunner
 from mlops.local.sagemaker.training_job import TrainingJob, now
@@ -54,6 +55,7 @@ class SageMakerBackend:
         self.endpoints: dict[str, Endpoint] = {}
         self.tags: dict[str, list[dict[str, str]]] = {}
         self.lock = threading.RLock()
+        self.registry = ModelRegistry(config, self.lock)
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.runner = TrainingRunner(config, self.clients, self.faults)
         self.endpoint_manager = EndpointManager(config, self.clients, self.faults, self.models)
@@ -234,12 +236,23 @@ class SageMakerBackend:
                 "The local SageMaker serves single-container models: set PrimaryContainer or "
                 "one entry in Containers."
             )
+        container = request.get("PrimaryContainer") or containers[0]
         with self.lock:
             if name in self.models:
                 raise already_exists("model", arn)
-            self.models[name] = ModelRecord(name, arn, request)
+            package_container = None
+            if container.get("ModelPackageName"):
+                package_container = self.registry.container_for_model(container["ModelPackageName"])
+            self.models[name] = ModelRecord(name, arn, request, package_container=package_container)
             self._store_tags(arn, request.get("Tags"))
         return {"ModelArn": arn}
+
+    def describe_model(self, request: dict[str, Any]) -> dict[str, Any]:
+        name = request["ModelName"]
+        model = self.models.get(name)
+        if model is None:
+            raise not_found_by_arn("model", self.config.arn("model", name))
+        return model.describe()
 
     def create_endpoint_config(self, request: dict[str, Any]) -> dict[str, Any]:
         name = request["EndpointConfigName"]
@@ -271,6 +284,38 @@ class SageMakerBackend:
                 "endpoint configuration", self.config.arn("endpoint-config", name)
             )
         return record
+
+    # --- model registry (registry.py) ---------------------------------------------------------
+
+    def create_model_package_group(self, request: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            group = self.registry.create_group(request)
+            self._store_tags(group.arn, request.get("Tags"))
+        return {"ModelPackageGroupArn": group.arn}
+
+    def describe_model_package_group(self, request: dict[str, Any]) -> dict[str, Any]:
+        return self.registry.group(request["ModelPackageGroupName"]).describe()
+
+    def list_model_package_groups(self, request: dict[str, Any]) -> dict[str, Any]:
+        return self.registry.list_groups(request)
+
+    def delete_model_package_group(self, request: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            group = self.registry.delete_group(request["ModelPackageGroupName"])
+            self.tags.pop(group.arn, None)
+        return {}
+
+    def create_model_package(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {"ModelPackageArn": self.registry.create_package(request).arn}
+
+    def describe_model_package(self, request: dict[str, Any]) -> dict[str, Any]:
+        return self.registry.package(request["ModelPackageName"]).describe()
+
+    def list_model_packages(self, request: dict[str, Any]) -> dict[str, Any]:
+        return self.registry.list_packages(request)
+
+    def update_model_package(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {"ModelPackageArn": self.registry.update_package(request).arn}
 
     # --- endpoints ----------------------------------------------------------------------------
 
@@ -389,6 +434,8 @@ class SageMakerBackend:
             "endpoint-config": self.endpoint_configs,
             "endpoint": self.endpoints,
         }
+        if kind in {"model-package-group", "model-package"}:
+            return self.registry.resource_exists(arn)
         registry = registries.get(kind, {})
         return any(getattr(item, "arn", None) == arn for item in registry.values())
 

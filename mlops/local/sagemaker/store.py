@@ -1,8 +1,11 @@
 """Saving and restoring the local SageMaker's records (the state layer, apart from the runners).
 
-A snapshot is plain data: for every training job, tuning job, model, endpoint config and
-endpoint, the request it was created with plus the fields that changed since (status, times,
-transitions, metrics, rule statuses, trials, which endpoint config an endpoint serves). Restoring
+A snapshot is plain data: for every training job, tuning job, model, endpoint config,
+endpoint, model package group and model package, the request it was created with plus the
+fields that changed since (status, times, transitions, metrics, rule statuses, trials, which
+endpoint config an endpoint serves, a package's approval and metadata, the container a model
+resolved from its package, the registry's client tokens). Version 1 snapshots (before the
+Model Registry) still restore, with an empty registry. Restoring
 rebuilds the same objects through their constructors and sets those fields, so describe/list
 answer exactly as before the restart. Nothing is re-run:
 
@@ -23,12 +26,14 @@ from typing import Any
 from mlops.local.sagemaker.endpoint_records import EndpointConfigRecord, ModelRecord
 from mlops.local.sagemaker.endpoint_state import Endpoint
 from mlops.local.sagemaker.models import SageMakerBackend
+from mlops.local.sagemaker.registry import ModelPackage, ModelPackageGroup
 from mlops.local.sagemaker.training_job import TERMINAL_STATUSES, TrainingJob, now
 from mlops.local.sagemaker.tuning import TERMINAL_TUNING_STATUSES, Trial, TuningJob
 
 logger = logging.getLogger(__name__)
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+READABLE_VERSIONS = frozenset({1, 2})  # 1: before the Model Registry
 STOPPED_REASON = (
     "The local cloud stopped (mlops down, a crash or a reboot) while this job ran; its process "
     "is gone. Start a new job (upload the data set again for a new pipeline run)."
@@ -54,6 +59,13 @@ TUNING_FIELDS = (
     "warm_start_trials",
 )
 ENDPOINT_FIELDS = ("status", "failure_reason", "creation_time", "last_modified_time", "history")
+PACKAGE_FIELDS = (
+    "creation_time",
+    "last_modified_time",
+    "approval_status",
+    "approval_description",
+    "customer_metadata",
+)
 SERVING = {"InService", "Updating", "Creating", "SystemUpdating"}
 
 
@@ -67,15 +79,21 @@ def snapshot(backend: SageMakerBackend) -> dict[str, Any]:
         configs = list(backend.endpoint_configs.values())
         endpoints = list(backend.endpoints.values())
         tags = {arn: list(items) for arn, items in backend.tags.items()}
+        groups = list(backend.registry.groups.values())
+        packages = list(backend.registry.packages.values())
+        tokens = dict(backend.registry.client_tokens)
     return {
         # No timestamp of its own: an unchanged backend gives the same bytes (no write).
         "version": SNAPSHOT_VERSION,
         "training_jobs": [_training_record(job) for job in training],
         "tuning_jobs": [_tuning_record(job) for job in tuning],
-        "models": [_plain_record(model) for model in models],
+        "models": [_model_record(model) for model in models],
         "endpoint_configs": [_plain_record(config) for config in configs],
         "endpoints": [_endpoint_record(endpoint) for endpoint in endpoints],
         "tags": tags,
+        "model_package_groups": [_plain_record(group) for group in groups],
+        "model_packages": [_package_record(package) for package in packages],
+        "model_package_client_tokens": tokens,
     }
 
 
@@ -112,12 +130,26 @@ def _tuning_record(job: TuningJob) -> dict[str, Any]:
         }
 
 
-def _plain_record(record: ModelRecord | EndpointConfigRecord) -> dict[str, Any]:
+def _plain_record(record: ModelRecord | EndpointConfigRecord | ModelPackageGroup) -> dict[str, Any]:
     return {
         "name": record.name,
         "arn": record.arn,
         "request": record.request,
         "creation_time": record.creation_time,
+    }
+
+
+def _model_record(model: ModelRecord) -> dict[str, Any]:
+    return {**_plain_record(model), "package_container": model.package_container}
+
+
+def _package_record(package: ModelPackage) -> dict[str, Any]:
+    return {
+        "group": package.group,
+        "version": package.version,
+        "arn": package.arn,
+        "request": package.request,
+        **{name: _copy(getattr(package, name)) for name in PACKAGE_FIELDS},
     }
 
 
@@ -137,13 +169,15 @@ def _copy(value: Any) -> Any:
     """Lists of dicts are mutated in place by the running objects: copy them one level deep."""
     if isinstance(value, list):
         return [dict(item) if isinstance(item, dict) else item for item in value]
+    if isinstance(value, dict):
+        return dict(value)
     return value
 
 
 # -- restore ---------------------------------------------------------------------------------------
 def restore(backend: SageMakerBackend, data: dict[str, Any]) -> list[Endpoint]:
     """Put a snapshot's records back into an empty backend; returns the endpoints to respawn."""
-    if data.get("version") != SNAPSHOT_VERSION:
+    if data.get("version") not in READABLE_VERSIONS:
         raise ValueError(f"SageMaker snapshot version {data.get('version')} is not supported")
     with backend.lock:
         for record in data["training_jobs"]:
@@ -154,7 +188,11 @@ def restore(backend: SageMakerBackend, data: dict[str, Any]) -> list[Endpoint]:
             backend.tuning_jobs[job.name] = job
         for record in data["models"]:
             backend.models[record["name"]] = ModelRecord(
-                record["name"], record["arn"], record["request"], record["creation_time"]
+                record["name"],
+                record["arn"],
+                record["request"],
+                record["creation_time"],
+                package_container=record.get("package_container"),
             )
         for record in data["endpoint_configs"]:
             backend.endpoint_configs[record["name"]] = EndpointConfigRecord(
@@ -169,7 +207,22 @@ def restore(backend: SageMakerBackend, data: dict[str, Any]) -> list[Endpoint]:
             if endpoint.status == "Creating":
                 respawn.append(endpoint)
         backend.tags.update({arn: list(items) for arn, items in data["tags"].items()})
+        _restore_registry(backend, data)
     return respawn
+
+
+def _restore_registry(backend: SageMakerBackend, data: dict[str, Any]) -> None:
+    registry = backend.registry
+    for record in data.get("model_package_groups", []):
+        registry.groups[record["name"].lower()] = ModelPackageGroup(
+            record["name"], record["arn"], record["request"], record["creation_time"]
+        )
+    for record in data.get("model_packages", []):
+        package = ModelPackage(record["group"], record["version"], record["arn"], record["request"])
+        for name in PACKAGE_FIELDS:
+            setattr(package, name, record[name])
+        registry.packages[package.arn] = package
+    registry.client_tokens.update(data.get("model_package_client_tokens", {}))
 
 
 def _restore_training_job(backend: SageMakerBackend, record: dict[str, Any]) -> TrainingJob:
