@@ -208,6 +208,22 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_decide(args: argparse.Namespace) -> int:
+    from mlops.models import decide
+
+    approved = args.command == "approve"
+    if not approved and not args.reason:
+        raise CliError("Say why with --reason: it is kept on the version and ends its run")
+    target = resolve_target(args.stack, args.root)
+    decision = decide(target, args.dataset, args.version, approved, args.reason)
+    if args.json:
+        out(decision.model_dump_json(indent=2))
+        return 0
+    then = "its run deploys it now" if approved else "its run ends ModelRejected"
+    out(f"Version {args.version} of {args.dataset}: {decision.summary}; {then}.")
+    return 0
+
+
 # -- reports and the console ---------------------------------------------------------------------
 def cmd_report(args: argparse.Namespace) -> int:
     from pipeline_report.build import write_report
@@ -355,6 +371,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     models.add_argument("--dataset", help="only this data set's versions")
     models.set_defaults(func=cmd_models)
+    for verb in ("approve", "reject"):
+        decide = commands.add_parser(
+            verb, help=f"{verb} a model version that waits for a decision (ApprovalMode manual)"
+        )
+        decide.add_argument("version", type=int, help="the version number `mlops models` shows")
+        decide.add_argument("--dataset", required=True, help="the data set the version is of")
+        decide.add_argument("--reason", help="why (required to reject); kept on the version")
+        decide.set_defaults(func=cmd_decide)
     report = commands.add_parser("report", help="write one execution's HTML report")
     report.add_argument("execution", help="name, ARN or 'latest'")
     report.add_argument(

@@ -1,15 +1,26 @@
-"""`mlops models`: the model package versions a project registered, and which one serves.
+"""The model registry from the command line: `mlops models`, `mlops approve`, `mlops reject`.
 
 Reads the registry through the SageMaker API (local SageMaker or AWS alike): the data set's
 model package groups, their versions newest first with the facts RegisterModel put in
 CustomerMetadataProperties, and the version the endpoint's current config was created from.
+
+A decision on a version that waits (ApprovalMode manual) updates the version's status first,
+then hands the decision to the run that waits for it (SendTaskSuccess with the token
+RequestApproval recorded); a run that can no longer take it leaves the version as it was.
 """
 
 from __future__ import annotations
 
+import getpass
+import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from botocore.exceptions import ClientError
+from pipeline_common.aws import error_code
+from pipeline_common.models import ApprovalDecision
+from pipeline_common.naming import execution_arn
+from pipeline_common.records import APPROVAL_REQUEST, record_key
 from pipeline_common.registry import (
     DATASET_KEY,
     EXECUTION_KEY,
@@ -135,3 +146,89 @@ def print_versions(versions: list[ModelVersion]) -> list[str]:
     if any(v.serving for v in versions):
         lines.append("* serves on the endpoint")
     return lines
+
+
+# -- decisions on a version that waits -----------------------------------------------------------
+PENDING = "PendingManualApproval"
+REASON_MAX = 900  # ApprovalDescription holds 1,024 characters, the summary's words included
+
+
+def find_version(sagemaker: Any, group: str, version: int) -> dict[str, Any]:
+    """DescribeModelPackage of version ``version`` of ``group``, or a CliError naming both."""
+    try:
+        for page in sagemaker.get_paginator("list_model_packages").paginate(
+            ModelPackageGroupName=group
+        ):
+            for summary in page["ModelPackageSummaryList"]:
+                if package_version(summary["ModelPackageArn"]) == version:
+                    return sagemaker.describe_model_package(
+                        ModelPackageName=summary["ModelPackageArn"]
+                    )
+    except ClientError as error:
+        raise CliError(
+            f"Cannot read the model package group {group}: {error.response['Error']['Message']}"
+        ) from None
+    raise CliError(f"The model package group {group} has no version {version}: `mlops models`")
+
+
+def waiting_token(target: Target, execution: str, package_arn: str) -> str:
+    """The task token of the run that waits for this version (RequestApproval's record)."""
+    key = record_key(execution, APPROVAL_REQUEST)
+    try:
+        body = target.client("s3").get_object(Bucket=target.artifacts_bucket, Key=key)["Body"]
+        record = json.loads(body.read())
+    except ClientError:
+        raise CliError(
+            f"No run waits for {package_arn}: s3://{target.artifacts_bucket}/{key} is missing"
+        ) from None
+    if record.get("model_package_arn") != package_arn:
+        raise CliError(f"Execution {execution} waits for {record.get('model_package_arn')}")
+    return record["task_token"]
+
+
+def check_still_waiting(target: Target, execution: str, package_arn: str) -> None:
+    sfn = target.client("stepfunctions")
+    arn = execution_arn(target.state_machine_arn, execution)
+    status = sfn.describe_execution(executionArn=arn)["status"]
+    if status != "RUNNING":
+        raise CliError(
+            f"Execution {execution}, which waited for {package_arn}, has ended ({status}; "
+            "`mlops execution` says why); nothing changed. Upload the data set again for a new run."
+        )
+
+
+def decide(
+    target: Target, dataset: str, version: int, approved: bool, reason: str | None
+) -> ApprovalDecision:
+    """Approve or reject a waiting version: its status in the registry, then the run's turn."""
+    sagemaker = target.client("sagemaker")
+    group = model_package_group_name(target.output("ProjectName"), dataset)
+    package = find_version(sagemaker, group, version)
+    arn, status = package["ModelPackageArn"], package["ModelApprovalStatus"]
+    if status != PENDING:
+        raise CliError(f"Version {version} of {group} is {status}, not waiting for a decision")
+    execution = package.get("CustomerMetadataProperties", {}).get(EXECUTION_KEY)
+    if not execution:
+        raise CliError(f"{arn} names no execution (not registered by the pipeline)")
+    token = waiting_token(target, execution, arn)
+    check_still_waiting(target, execution, arn)
+    word = "approved" if approved else "rejected"
+    said = (reason or "no reason given")[:REASON_MAX]
+    decision = ApprovalDecision(
+        approved=approved, summary=f"{word} by {getpass.getuser()} with mlops {word[:-1]}: {said}"
+    )
+    new_status = "Approved" if approved else "Rejected"
+    sagemaker.update_model_package(
+        ModelPackageArn=arn, ModelApprovalStatus=new_status, ApprovalDescription=decision.summary
+    )
+    try:
+        target.client("stepfunctions").send_task_success(
+            taskToken=token, output=decision.model_dump_json()
+        )
+    except ClientError as error:
+        sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus=PENDING)
+        raise CliError(
+            f"Execution {execution} did not take the decision ({error_code(error)}: "
+            f"{error.response['Error']['Message']}); {arn} is {PENDING} again"
+        ) from None
+    return decision

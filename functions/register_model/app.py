@@ -70,8 +70,11 @@ class RegisterInput(StepModel):
     gate: GateOutcome
 
 
-def approval_status(gate: GateOutcome) -> ApprovalStatus:
-    return "Approved" if gate.approved else "Rejected"
+def approval_status(gate: GateOutcome, mode: str = "auto") -> ApprovalStatus:
+    """The gate rejects for good; what it approves waits for a person in ``manual`` mode."""
+    if not gate.approved:
+        return "Rejected"
+    return "PendingManualApproval" if mode == "manual" else "Approved"
 
 
 def customer_metadata(event: RegisterInput) -> dict[str, str]:
@@ -84,7 +87,7 @@ def customer_metadata(event: RegisterInput) -> dict[str, str]:
         TRAINING_JOB_KEY: event.training_job_name,
         TEST_ACCURACY_KEY: event.gate.test_accuracy,
         BASELINE_ACCURACY_KEY: event.gate.baseline_accuracy,
-        GATE_KEY: f"{approval_status(event.gate)}: {event.gate.summary}",
+        GATE_KEY: f"{'approved' if event.gate.approved else 'rejected'}: {event.gate.summary}",
     }
     properties = {key: metadata_value(value) for key, value in facts.items() if value is not None}
     room = METADATA_ENTRIES_MAX - len(properties)
@@ -124,7 +127,7 @@ def register(
     container = inference_container(
         settings.inference_image, model_data(event.training_job_name), common.region
     )
-    status = approval_status(event.gate)
+    status = approval_status(event.gate, settings.approval_mode)
     with aws_call("CreateModelPackage", group):
         arn = sagemaker.create_model_package(
             ModelPackageGroupName=group,

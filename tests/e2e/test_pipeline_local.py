@@ -25,6 +25,7 @@ from pipeline_common.records import REPORT, record_key
 from pipeline_report import executions as ex
 
 from mlops.local.process import start_cloud_process, stop_cloud_process
+from mlops.models import list_versions
 from mlops.runs import follow, upload_dataset
 from mlops.sample_data import write_digits
 from mlops.target import local_target
@@ -120,11 +121,24 @@ def test_e2e_pipeline_trains_deploys_and_answers_over_http(target, digits):
         "StartProfiledTraining",
         "CheckTraining",
         "EvaluateRules",
+        "RegisterModel",
         "DeployEndpoint",
         "CheckEndpoint",
         "SmokeTest",
     ):
         assert state in names, f"{state} did not run: {names}"
+    # The endpoint serves the version the run registered, and `mlops models` says so.
+    registered = read_record(target, view.name, "model_package.json")
+    deployed = read_record(target, view.name, "deployment.json")
+    assert registered["approval_status"] == "Approved"
+    assert deployed["model_package_arn"] == registered["model_package_arn"]
+    [version] = list_versions(target, "digits-a")
+    assert (version.arn, version.status, version.serving) == (
+        registered["model_package_arn"],
+        "Approved",
+        True,
+    )
+    assert version.execution == view.name and float(version.test_accuracy) > 0
     assert names.index("FindBest") < names.index("EvaluateRules") < names.index("DeployEndpoint")
 
     sagemaker = target.client("sagemaker")
@@ -316,6 +330,8 @@ def test_e2e_gate_rejection_leaves_the_endpoint_unchanged(target, digits, tmp_pa
     assert "ModelRejected" in state_names(view)
     assert "DeployEndpoint" not in state_names(view)
     assert endpoint_config(target) == config_before
+    [version] = list_versions(target, "digits-shuffled")  # registered, as Rejected
+    assert (version.status, version.serving) == ("Rejected", False)
     # Its report (WriteReport, no endpoint call) still shows the retrain's test pass.
     html = (
         target.client("s3")

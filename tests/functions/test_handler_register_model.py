@@ -107,7 +107,7 @@ def test_register_model_rejected_model_is_a_rejected_version(app, buckets, conte
         ModelPackageName=result["model_package_arn"]
     )
     assert package["ModelApprovalStatus"] == "Rejected"
-    assert package["CustomerMetadataProperties"][registry.GATE_KEY].startswith("Rejected: ")
+    assert package["CustomerMetadataProperties"][registry.GATE_KEY].startswith("rejected: ")
 
 
 def test_register_model_second_run_adds_a_version_to_the_same_group(app, buckets, context):
@@ -157,3 +157,17 @@ def test_register_model_group_name_fits_sagemaker_for_the_longest_names():
     assert re.fullmatch(
         r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", registry.model_package_group_name("m", "x-")
     )
+
+
+def test_register_model_manual_mode_leaves_an_approved_model_pending(
+    load_handler, app, buckets, context
+):
+    manual = load_handler("register_model", ApprovalMode="manual")
+    manual.sagemaker = app.sagemaker  # the client that answers DescribeTrainingJob
+    approved = manual.lambda_handler(event(), context)
+    rejected = manual.lambda_handler(
+        event(execution="digits-fedcba9876543210", approved=False), context
+    )
+
+    assert approved["approval_status"] == "PendingManualApproval"
+    assert rejected["approval_status"] == "Rejected"  # a person never sees what the gate refused

@@ -338,8 +338,18 @@ def test_asl_calls_sagemaker_only_through_lambda():
     for name, state in task_states().items():
         assert state["Resource"] in (
             "arn:aws:states:::lambda:invoke",
+            "arn:aws:states:::lambda:invoke.waitForTaskToken",  # WaitForApproval
             "arn:aws:states:::sns:publish",
         ), name
+
+
+LAMBDA_INVOKE_ERRORS = (
+    "Lambda.ClientExecutionTimeoutException",
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+)
 
 
 def test_asl_every_task_retries_transient_errors_and_catches_the_rest():
@@ -350,7 +360,16 @@ def test_asl_every_task_retries_transient_errors_and_catches_the_rest():
             assert "Lambda.TooManyRequestsException" in retried, name
             # The report is best effort: any error gets one more try, none changes the outcome.
             assert ("States.ALL" if name == "WriteReport" else "SageMakerThrottled") in retried
-        [catch] = state["Catch"]
+        if state["Resource"].endswith("waitForTaskToken"):
+            # Only failed invocations are retried: a retry after the function ran would ask
+            # for a second decision; the wait's own timeout has its own outcome.
+            assert retried == set(LAMBDA_INVOKE_ERRORS), name
+            timeout, *_ = state["Catch"]
+            assert (timeout["ErrorEquals"], timeout["Next"]) == (
+                ["States.Timeout"],
+                "ApprovalTimedOut",
+            )
+        *_, catch = state["Catch"]
         assert catch["ErrorEquals"] == ["States.ALL"], name
         assert catch["Next"] in (
             "NotifyFailure",

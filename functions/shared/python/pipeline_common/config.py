@@ -14,6 +14,7 @@ from pipeline_common.errors import ConfigurationError
 
 TUNING_STRATEGIES = ("Bayesian", "Random", "Grid", "Hyperband")
 MODELS = ("resnet18", "resnet34", "resnet50")
+APPROVAL_MODES = ("auto", "manual")
 
 
 def env_str(name: str, default: str | None = None) -> str:
@@ -230,16 +231,22 @@ class DeploySettings:
 
 @dataclass(frozen=True)
 class RegistrySettings:
-    """What a registered model version serves with: the inference image and instance type."""
+    """What a registered model version serves with (the inference image and instance type)
+    and who approves it: the gate alone (``auto``) or a person after the gate (``manual``)."""
 
     inference_image: str
     instance_type: str
+    approval_mode: str = "auto"
 
     @classmethod
     def from_env(cls) -> RegistrySettings:
+        mode = env_str("APPROVAL_MODE", "auto")
+        if mode not in APPROVAL_MODES:
+            raise ConfigurationError(f"APPROVAL_MODE={mode!r} must be one of {APPROVAL_MODES}")
         return cls(
             inference_image=env_str("INFERENCE_IMAGE"),
             instance_type=env_str("INFERENCE_INSTANCE_TYPE"),
+            approval_mode=mode,
         )
 
 

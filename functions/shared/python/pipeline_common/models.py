@@ -134,6 +134,22 @@ class ModelRegistered(StepModel):
     approval_status: Literal["Approved", "Rejected", "PendingManualApproval"]
 
 
+class ApprovalRequested(StepModel):
+    """RequestApproval: the token of the run that waits (runs/<execution>/approval_request.json)."""
+
+    model_package_arn: str
+    task_token: str
+    requested_at: str
+    deadline: str
+
+
+class ApprovalDecision(StepModel):
+    """What `mlops approve` / `mlops reject` hand back to the waiting run (SendTaskSuccess)."""
+
+    approved: bool
+    summary: str
+
+
 class Deployment(StepModel):
     """DeployEndpoint(action=deploy): what serves now; previous_endpoint_config is the rollback
     target, superseded_by a newer run's config that serves instead."""

@@ -12,6 +12,7 @@ VALIDATION = "validation.json"  # ValidateDataset: counts, skipped files, smoke-
 LEADERBOARD = "leaderboard.json"  # FindBest: the tuning job's trials, best first
 GATE = "gate.json"  # EvaluateRules: rule findings, quality figures, the decision
 REGISTRATION = "model_package.json"  # RegisterModel: the model package version of the run
+APPROVAL_REQUEST = "approval_request.json"  # RequestApproval: the waiting run's task token
 DEPLOYMENT = "deployment.json"  # DeployEndpoint: what serves, created or updated
 SMOKE_TEST = "smoke_test.json"  # SmokeTest: the requests sent to the new endpoint
 REPORT = "report.html"  # WriteReport: the human-readable report of the run
