@@ -242,7 +242,7 @@ def moto_resources(
 def install_moto_enforcement(evaluator: PolicyEvaluator) -> Callable[[], None]:
     """Replace moto's authorisation hook; returns the function that puts the original back."""
     from moto.core.authorization import ActionAuthenticatorMixin
-    from moto.core.exceptions import JsonRESTError
+    from moto.core.exceptions import AccessDeniedError, JsonRESTError
     from moto.iam.access_control import S3IAMRequest
     from moto.s3.exceptions import S3ClientError
 
@@ -253,6 +253,12 @@ def install_moto_enforcement(evaluator: PolicyEvaluator) -> Callable[[], None]:
 
         def __init__(self, message: str) -> None:
             super().__init__("AccessDeniedException", message)
+
+    class QueryAccessDenied(AccessDeniedError):
+        """A query-protocol service (SNS, IAM, STS) answers in XML, with its own error code."""
+
+        def __init__(self, code: str, message: str) -> None:
+            super(AccessDeniedError, self).__init__(code, message)
 
     class S3AccessDenied(S3ClientError):
         code = 403
@@ -277,7 +283,7 @@ def install_moto_enforcement(evaluator: PolicyEvaluator) -> Callable[[], None]:
         iam_request.check_signature()
         service, operation = iam_request._action.split(":", 1)
         if resource == "*":
-            params = _json_params(self)
+            params = _request_params(self)
             resources = moto_resources(
                 service, operation, params, self.region, self.current_account
             )
@@ -287,6 +293,8 @@ def install_moto_enforcement(evaluator: PolicyEvaluator) -> Callable[[], None]:
         if message is not None:
             if iam_request_cls is S3IAMRequest:
                 raise S3AccessDenied(message)
+            if _is_query_protocol(self):
+                raise QueryAccessDenied(QUERY_ACCESS_DENIED.get(service, "AccessDenied"), message)
             raise AccessDeniedException(message)
 
     ActionAuthenticatorMixin._authenticate_and_authorize_action = authorize  # type: ignore[method-assign]
@@ -306,7 +314,21 @@ def _signed_path(response: Any) -> str:
     return path + ("?" + parsed.query if parsed.query else "")
 
 
-def _json_params(response: Any) -> dict[str, Any]:
+# The error code a query-protocol service gives a caller its policies do not allow.
+QUERY_ACCESS_DENIED = {"sns": "AuthorizationError"}
+
+
+def _is_query_protocol(response: Any) -> bool:
+    """Form-encoded ``Action=...`` requests (SNS, IAM, STS) expect XML answers, errors too."""
+    content_type = str(response.headers.get("Content-Type", ""))
+    return content_type.startswith("application/x-www-form-urlencoded")
+
+
+def _request_params(response: Any) -> dict[str, Any]:
+    """The request's parameters: the JSON body, or a query-protocol request's form fields."""
+    if _is_query_protocol(response):
+        fields = getattr(response, "querystring", {}) or {}
+        return {key: values[0] for key, values in fields.items() if values}
     try:
         body = json.loads(response.body or "{}")
     except (TypeError, ValueError):

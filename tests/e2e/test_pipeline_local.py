@@ -31,8 +31,7 @@ from mlops.sample_data import write_digits
 from mlops.target import local_target
 from tests.support import EVENTS
 from tests.support.datasets import upload_broken_dataset
-from tests.support.runs import tiny_run
-from tests.support.waiting import wait_for
+from tests.support.runs import state_names, tiny_run, wait_for_state
 
 # Small enough for a 2-core machine: 2 trials of 6 epochs on 16-pixel digits, then a retrain.
 # One epoch from scratch is at chance level; six reach about 90 %, so the accuracy gate below
@@ -81,10 +80,6 @@ def run_pipeline(target, directory: Path, name: str) -> ex.ExecutionView:
     execution = upload_dataset(target, directory, name)
     sfn = target.client("stepfunctions")
     return follow(sfn, execution["executionArn"], poll_s=1.0, timeout_s=EXECUTION_TIMEOUT_S)
-
-
-def state_names(view: ex.ExecutionView) -> list[str]:
-    return [row.name for row in ex.summarize_steps(view.steps)]
 
 
 def post_image(target, image: Path) -> requests.Response:
@@ -255,17 +250,6 @@ def serving_phases(answers: list[Answer]) -> list[dict]:
                 }
             )
     return phases
-
-
-def wait_for_state(target, arn: str, state: str, timeout_s: float) -> None:
-    sfn = target.client("stepfunctions")
-    wait_for(
-        lambda: ex.describe(sfn, arn),
-        timeout_s,
-        f"{arn} to reach {state}",
-        done=lambda view: state in state_names(view) or view.status != "RUNNING",
-        interval=1,
-    )
 
 
 def test_e2e_endpoint_update_under_load_drops_no_request(target, digits, tmp_path):

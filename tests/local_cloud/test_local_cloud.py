@@ -16,6 +16,7 @@ from pathlib import Path
 import boto3
 import pytest
 import requests
+from botocore.exceptions import ClientError
 from pipeline_report import executions
 
 from mlops.local.process import start_cloud_process, stop_cloud_process
@@ -220,3 +221,31 @@ def test_function_call_fails_with_access_denied_once_its_permission_is_removed(c
     message = json.loads(refused["Payload"].read())["errorMessage"]
     assert "(AccessDeniedException) when calling the StartExecution operation" in message
     assert f"assumed-role/{name}/" in message and "states:StartExecution" in message
+
+
+def test_query_protocol_calls_are_judged_on_their_form_fields_and_refused_in_xml(cloud, aws):
+    """SNS (form-encoded, XML answers): Publish is judged on its TopicArn, and a refusal is the
+    AuthorizationError botocore parses, as AWS sends it, not a JSON body it cannot read."""
+    sns, iam = aws("sns"), aws("iam")
+    allowed = sns.create_topic(Name="allowed")["TopicArn"]
+    other = sns.create_topic(Name="other")["TopicArn"]
+    role = iam.create_role(RoleName="publisher", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "sns:Publish", "Resource": allowed}],
+    }
+    iam.put_role_policy(RoleName="publisher", PolicyName="p", PolicyDocument=json.dumps(policy))
+    credentials = aws("sts").assume_role(RoleArn=role, RoleSessionName="publisher")["Credentials"]
+    as_role = boto3.Session(
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+        region_name=cloud.region,
+    ).client("sns", endpoint_url=cloud.moto_url)
+
+    assert as_role.publish(TopicArn=allowed, Message="hello")["MessageId"]
+    with pytest.raises(ClientError) as refused:
+        as_role.publish(TopicArn=other, Message="hello")
+    error = refused.value.response["Error"]
+    assert error["Code"] == "AuthorizationError"
+    assert f"sns:Publish on resource: {other}" in error["Message"]

@@ -1,4 +1,5 @@
-"""Template parameters for the small pipeline runs the local-cloud tests start.
+"""Template parameters for the small pipeline runs the local-cloud tests start, and how the
+tests follow those runs.
 
 Each run still tunes, trains, gates and deploys, on 16-pixel digits with batch 16 and polling
 every second; a test states only what it is about (trials, epochs, the gate's thresholds, the
@@ -6,6 +7,12 @@ rules' policy) and gets the rest from here.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+from pipeline_report import executions as ex
+
+from tests.support.waiting import wait_for
 
 # train.py's arguments for a direct run that finishes in seconds: 16x16 inputs, batches of 16
 # (a ResNet still runs every layer at that size), no worker processes, no download.
@@ -52,3 +59,20 @@ def tiny_run(
         "RegressionTolerance": regression_tolerance,
         **more,
     }
+
+
+def state_names(view: ex.ExecutionView) -> list[str]:
+    """The states an execution entered, in order, each loop folded into one row."""
+    return [row.name for row in ex.summarize_steps(view.steps)]
+
+
+def wait_for_state(target: Any, arn: str, state: str, timeout_s: float) -> ex.ExecutionView:
+    """Wait until execution ``arn`` entered ``state`` (or ended); return what it looks like."""
+    sfn = target.client("stepfunctions")
+    return wait_for(
+        lambda: ex.describe(sfn, arn),
+        timeout_s,
+        f"{arn} to reach {state}",
+        done=lambda view: state in state_names(view) or view.status != "RUNNING",
+        interval=1,
+    )
