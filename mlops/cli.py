@@ -224,6 +224,23 @@ def cmd_decide(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from mlops.models import deploy_version, rollback
+
+    target = resolve_target(args.stack, args.root)
+    if args.command == "rollback":
+        arn, package = rollback(target)
+        out(f"Rolling back to {package['ModelPackageArn']}")
+    else:
+        arn = deploy_version(target, args.dataset, args.version)
+    out(f"Started execution {arn.rsplit(':', 1)[-1]} (blue/green update, smoke test, report)")
+    if args.no_wait:
+        return 0
+    view = follow(target.client("stepfunctions"), arn, args.poll, args.timeout)
+    print_execution(view)
+    return 0 if view.status == "SUCCEEDED" else 1
+
+
 # -- reports and the console ---------------------------------------------------------------------
 def cmd_report(args: argparse.Namespace) -> int:
     from pipeline_report.build import write_report
@@ -379,6 +396,19 @@ def get_args_parser() -> argparse.ArgumentParser:
         decide.add_argument("--dataset", required=True, help="the data set the version is of")
         decide.add_argument("--reason", help="why (required to reject); kept on the version")
         decide.set_defaults(func=cmd_decide)
+    deploy = commands.add_parser(
+        "deploy", help="put an Approved model version on the endpoint (blue/green, smoke test)"
+    )
+    deploy.add_argument("version", type=int, help="the version number `mlops models` shows")
+    deploy.add_argument("--dataset", required=True, help="the data set the version is of")
+    back = commands.add_parser(
+        "rollback", help="put back the model version the endpoint served before its current one"
+    )
+    for command in (deploy, back):
+        command.add_argument("--no-wait", action="store_true", help="start it and return")
+        command.add_argument("--poll", type=float, default=2.0, help="seconds between checks")
+        command.add_argument("--timeout", type=float, default=3600, help="give up after this")
+        command.set_defaults(func=cmd_deploy)
     report = commands.add_parser("report", help="write one execution's HTML report")
     report.add_argument("execution", help="name, ARN or 'latest'")
     report.add_argument(

@@ -14,21 +14,26 @@ from __future__ import annotations
 import getpass
 import json
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 from pipeline_common.aws import error_code
+from pipeline_common.endpoints import serving_config_tags
+from pipeline_common.jobs import EXECUTION_TAG
 from pipeline_common.models import ApprovalDecision
-from pipeline_common.naming import execution_arn
-from pipeline_common.records import APPROVAL_REQUEST, record_key
+from pipeline_common.naming import execution_arn, promotion_execution_name
+from pipeline_common.records import APPROVAL_REQUEST, DEPLOYMENT, VALIDATION, record_key
 from pipeline_common.registry import (
     DATASET_KEY,
     EXECUTION_KEY,
     MANIFEST_VERSION_KEY,
     TEST_ACCURACY_KEY,
+    TRAINING_JOB_KEY,
     model_package_group_name,
     package_version,
 )
+from pipeline_report.records import read_record
 
 from mlops.runs import CliError
 from mlops.target import Target
@@ -173,14 +178,12 @@ def find_version(sagemaker: Any, group: str, version: int) -> dict[str, Any]:
 
 def waiting_token(target: Target, execution: str, package_arn: str) -> str:
     """The task token of the run that waits for this version (RequestApproval's record)."""
-    key = record_key(execution, APPROVAL_REQUEST)
-    try:
-        body = target.client("s3").get_object(Bucket=target.artifacts_bucket, Key=key)["Body"]
-        record = json.loads(body.read())
-    except ClientError:
+    record = read_record(target, execution, APPROVAL_REQUEST)
+    if record is None:
         raise CliError(
-            f"No run waits for {package_arn}: s3://{target.artifacts_bucket}/{key} is missing"
-        ) from None
+            f"No run waits for {package_arn}: {record_key(execution, APPROVAL_REQUEST)} is "
+            f"missing from s3://{target.artifacts_bucket}"
+        )
     if record.get("model_package_arn") != package_arn:
         raise CliError(f"Execution {execution} waits for {record.get('model_package_arn')}")
     return record["task_token"]
@@ -232,3 +235,105 @@ def decide(
             f"{error.response['Error']['Message']}); {arn} is {PENDING} again"
         ) from None
     return decision
+
+
+# -- putting a version on the endpoint: `mlops deploy VERSION`, `mlops rollback` -------------------
+def promotion_input(target: Target, package: dict[str, Any], why: str) -> dict[str, Any]:
+    """The execution input that sends an approved version through the pipeline's deploy states:
+    what those states read from a run (data set, smoke-test image, retrain, gate, version)."""
+    arn = package["ModelPackageArn"]
+    metadata = package.get("CustomerMetadataProperties", {})
+    execution, dataset = metadata.get(EXECUTION_KEY), metadata.get(DATASET_KEY)
+    if not execution or not dataset:
+        raise CliError(f"{arn} names no execution or data set: not registered by the pipeline")
+    validation = read_record(target, execution, VALIDATION) or {}
+    images = validation.get("smoke_test_images") or []
+    if not images:
+        raise CliError(
+            f"The run {execution} that made {arn} recorded no smoke-test image "
+            f"({record_key(execution, VALIDATION)}), so a deployment could not be checked"
+        )
+    accuracy = metadata.get(TEST_ACCURACY_KEY)
+    quality = package.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {})
+    return {
+        "dataset": dataset,
+        "promote": {"model_package_arn": arn, "why": why},
+        "validated": {"name": dataset, "sample_image": images[0]},
+        "training": {"job_name": metadata.get(TRAINING_JOB_KEY, "")},
+        "gate": {
+            "approved": True,
+            "summary": why,
+            "test_accuracy": float(accuracy) if accuracy else None,
+            "report_uri": quality.get("S3Uri", ""),
+        },
+        "registered": {
+            "model_package_group_name": package.get("ModelPackageGroupName"),
+            "model_package_arn": arn,
+            "model_package_version": package_version(arn),
+            "approval_status": package["ModelApprovalStatus"],
+        },
+    }
+
+
+def start_promotion(target: Target, package: dict[str, Any], why: str) -> str:
+    """Start the deploy states for an Approved version; returns the execution's ARN."""
+    arn, status = package["ModelPackageArn"], package["ModelApprovalStatus"]
+    if status != "Approved":
+        raise CliError(
+            f"{arn} is {status}: only Approved versions are deployed (`mlops approve` decides "
+            "a pending one; a rejected one stays rejected)"
+        )
+    document = promotion_input(target, package, why)
+    name = promotion_execution_name(
+        document["dataset"], package_version(arn), datetime.now(UTC).isoformat()
+    )
+    started = target.client("stepfunctions").start_execution(
+        stateMachineArn=target.state_machine_arn, name=name, input=json.dumps(document)
+    )
+    return started["executionArn"]
+
+
+def deploy_version(target: Target, dataset: str, version: int) -> str:
+    """`mlops deploy VERSION`: the execution that puts this version on the endpoint."""
+    sagemaker = target.client("sagemaker")
+    package = find_version(
+        sagemaker, model_package_group_name(target.output("ProjectName"), dataset), version
+    )
+    return start_promotion(target, package, f"deployed by {getpass.getuser()} with mlops deploy")
+
+
+def previous_package(target: Target) -> dict[str, Any]:
+    """The version the endpoint served before its current config (the rollback target): the
+    current config's run recorded it in deployment.json when it replaced it."""
+    sagemaker = target.client("sagemaker")
+    endpoint_name = target.output("EndpointName")
+    try:
+        endpoint = sagemaker.describe_endpoint(EndpointName=endpoint_name)
+    except ClientError:
+        raise CliError(f"No endpoint {endpoint_name} yet: nothing to roll back") from None
+    tags = serving_config_tags(sagemaker, endpoint)
+    execution = tags.get(EXECUTION_TAG)
+    deployment = read_record(target, execution, DEPLOYMENT) if execution else None
+    previous = (deployment or {}).get("previous_endpoint_config")
+    if not previous:
+        raise CliError(
+            f"{endpoint_name} serves {endpoint.get('EndpointConfigName')}, the first config it "
+            "served (or one no run recorded): nothing to roll back to; `mlops models` lists "
+            "versions for `mlops deploy VERSION --dataset NAME`"
+        )
+    config = sagemaker.describe_endpoint_config(EndpointConfigName=previous)
+    model = sagemaker.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
+    arn = (model.get("PrimaryContainer") or {}).get("ModelPackageName")
+    if not arn:
+        raise CliError(
+            f"The config {previous} served before serves a model that is not in the registry "
+            "(deployed before it existed): use `mlops deploy VERSION --dataset NAME`"
+        )
+    return sagemaker.describe_model_package(ModelPackageName=arn)
+
+
+def rollback(target: Target) -> tuple[str, dict[str, Any]]:
+    """`mlops rollback`: the execution that puts back the version served before, and it."""
+    package = previous_package(target)
+    why = f"rolled back by {getpass.getuser()} with mlops rollback"
+    return start_promotion(target, package, why), package

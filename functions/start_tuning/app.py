@@ -20,6 +20,7 @@ from pipeline_common.aws import (
     translate_client_error,
 )
 from pipeline_common.config import CommonSettings, TrainingSettings
+from pipeline_common.jobs import DATASET_TAG
 from pipeline_common.kit import count, logger, step
 from pipeline_common.models import StepModel, TuningStarted, ValidatedDataset
 from pipeline_common.naming import tuning_job_name, tuning_job_prefix
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 s3 = client("s3")
 sagemaker = client("sagemaker")
 
-DATASET_TAG = "mlops:dataset"
 WARM_START_CANDIDATES = 10
 
 

@@ -25,7 +25,7 @@ from pipeline_common.records import REPORT, record_key
 from pipeline_report import executions as ex
 
 from mlops.local.process import start_cloud_process, stop_cloud_process
-from mlops.models import list_versions
+from mlops.models import list_versions, rollback
 from mlops.runs import follow, upload_dataset
 from mlops.sample_data import write_digits
 from mlops.target import local_target
@@ -287,6 +287,35 @@ def test_e2e_endpoint_update_under_load_drops_no_request(target, digits, tmp_pat
     # switch may complete in either order, so the merged timeline can interleave for a moment)
     assert models_seen_by_each_sender(senders.answers) == {(model_before, new_model)}, report
     assert phases[0]["model"] == model_before and phases[-1]["model"] == new_model, report
+
+
+def test_e2e_rollback_puts_the_previous_version_back_under_load(target, digits, tmp_path):
+    """`mlops rollback` after digits-b replaced digits-a: digits-a's registered version serves
+    again through the same blue/green deploy states, and no request fails meanwhile."""
+    image = next((digits / "test" / "007.seven").iterdir())
+    [previous] = list_versions(target, "digits-a")
+    [current] = list_versions(target, "digits-b")
+    assert (previous.serving, current.serving) == (False, True)
+    model_before = post_image(target, image).json()["model"]
+
+    with Senders(target, image, threads=8) as senders:
+        arn, package = rollback(target)
+        view = follow(
+            target.client("stepfunctions"), arn, poll_s=1.0, timeout_s=EXECUTION_TIMEOUT_S
+        )
+    rate = len(senders.answers) / senders.elapsed
+    report = {"requests": len(senders.answers), "requests_per_s": round(rate, 1)}
+
+    assert view.status == "SUCCEEDED", f"{view.error}: {view.cause}"
+    assert package["ModelPackageArn"] == previous.arn
+    assert "ValidateDataset" not in state_names(view)  # no training: the deploy states only
+    assert senders.failures == [], report
+    assert rate >= 20, report
+    [previous] = list_versions(target, "digits-a")
+    assert previous.serving
+    model_after = post_image(target, image).json()["model"]
+    assert model_after != model_before
+    assert models_seen_by_each_sender(senders.answers) == {(model_before, model_after)}, report
 
 
 def read_record(target, execution: str, name: str) -> dict:

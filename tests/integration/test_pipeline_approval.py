@@ -16,7 +16,7 @@ import pytest
 from pipeline_common.models import ApprovalRequested
 from pipeline_report.target import Target
 
-from mlops.models import decide
+from mlops.models import decide, deploy_version
 from mlops.runs import CliError
 from tests.integration import pipeline_harness
 from tests.integration.pipeline_harness import Pipeline
@@ -24,6 +24,7 @@ from tests.support.waiting import wait_for
 
 GROUP = "mlops-digits-models"
 ARTIFACTS = "mlops-artifacts-123456789012-us-east-1"
+METADATA = {"execution": "run-1", "dataset": "digits", "training-job": "mlops-digits-retrain-1"}
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ def waiting(pipeline: Pipeline) -> dict[str, Any]:
     arn = sagemaker.create_model_package(
         ModelPackageGroupName=GROUP,
         ModelApprovalStatus="PendingManualApproval",
-        CustomerMetadataProperties={"execution": "run-1"},
+        CustomerMetadataProperties=METADATA,
         InferenceSpecification={
             "Containers": [{"Image": "inference-image", "ModelDataUrl": "s3://a/model.tar.gz"}],
             "SupportedContentTypes": ["image/png"],
@@ -160,3 +161,67 @@ def test_no_decision_within_the_timeout_ends_the_run_approval_timed_out(
     with pytest.raises(CliError, match="has ended"):
         decide(waiting["target"], "digits", 1, True, None)
     assert status_of(waiting) == "PendingManualApproval"
+
+
+def test_mlops_deploy_sends_an_approved_version_through_the_deploy_states_only(pipeline, waiting):
+    first = pipeline.start()
+    wait_for_the_request(waiting)
+    decide(waiting["target"], "digits", 1, True, None)
+    pipeline.wait(first)
+    # moto's UpdateModelPackage drops the fields it was not given (AWS keeps them, and so
+    # does the local SageMaker): put back what RegisterModel wrote.
+    waiting["sagemaker"].update_model_package(
+        ModelPackageArn=waiting["arn"],
+        ModelApprovalStatus="Approved",
+        CustomerMetadataProperties=METADATA,
+    )
+    sample = {"key": "datasets/digits/test/001.one/7.png", "class_index": 1, "class_name": "one"}
+    boto3.client("s3").put_object(
+        Bucket=ARTIFACTS,
+        Key="runs/run-1/validation.json",
+        Body=json.dumps({"smoke_test_images": [sample]}).encode(),
+    )
+    before = len(pipeline.calls)
+
+    execution = deploy_version(waiting["target"], "digits", 1)
+    done = pipeline.wait(execution)
+
+    assert done.status == "SUCCEEDED", done.cause
+    assert execution.rsplit(":", 1)[-1].startswith("deploy-digits-v1-")
+    assert done.states[:5] == [
+        "CheckInput",
+        "Configure",
+        "IsPromotion",
+        "DeployEndpoint",
+        "IsSuperseded",
+    ]
+    called = [name for name, _ in pipeline.calls[before:]]
+    assert set(called) == {
+        "DeployEndpointFunction",
+        "CheckStatusFunction",
+        "SmokeTestFunction",
+        "WriteReportFunction",
+    }
+    deploy = pipeline.invoked("DeployEndpointFunction")[-1]
+    assert (deploy["model_package_arn"], deploy["dataset"]) == (waiting["arn"], "digits")
+    assert pipeline.invoked("SmokeTestFunction")[-1]["sample_image"] == sample
+
+
+def test_mlops_deploy_refuses_a_version_that_is_not_approved(pipeline, waiting):
+    with pytest.raises(CliError, match="is PendingManualApproval: only Approved versions"):
+        deploy_version(waiting["target"], "digits", 1)
+
+
+def test_a_hand_written_promotion_of_a_rejected_version_is_refused_by_the_state_machine(pipeline):
+    document = {
+        "dataset": "digits",
+        "promote": {"model_package_arn": "arn:aws:sagemaker:us-east-1:1:model-package/g/1"},
+        "validated": {"name": "digits", "sample_image": {}},
+        "training": {"job_name": "t"},
+        "gate": {"approved": True, "summary": "by hand"},
+        "registered": {"approval_status": "Rejected"},
+    }
+    done = pipeline.run(document)
+
+    assert (done.status, done.error) == ("FAILED", "InvalidExecutionInput")
+    assert pipeline.calls == []

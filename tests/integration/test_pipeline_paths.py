@@ -28,7 +28,7 @@ TRAINING_LOOP = ["WaitForTraining", "CheckTraining", "IsTrainingDone"]
 ENDPOINT_LOOP = ["WaitForEndpoint", "CheckEndpoint", "IsEndpointInService"]
 REPORT = ["WriteReport", "Outcome"]
 FAILURE_TAIL = ["NotifyFailure", *REPORT, "PipelineFailed"]
-HEAD = ["CheckInput", "Configure", "ValidateDataset", "StartTuning"]
+HEAD = ["CheckInput", "Configure", "IsPromotion", "ValidateDataset", "StartTuning"]
 
 
 def checks(**overrides):
@@ -107,7 +107,7 @@ def test_pipeline_invalid_data_set_fails_before_any_compute(pipeline):
     execution = pipeline.run()
 
     assert execution.status == "FAILED"
-    assert execution.states == ["CheckInput", "Configure", "ValidateDataset", *FAILURE_TAIL]
+    assert execution.states == [*HEAD[:4], *FAILURE_TAIL]
     assert execution.error == "DatasetInvalid"
     assert "1 problem(s)" in execution.cause
     assert pipeline.invoked("StartTuningFunction") == []

@@ -121,10 +121,16 @@ def algorithm_specification(
     }
 
 
+PROJECT_TAG = "mlops:project"
+DATASET_TAG = "mlops:dataset"
+EXECUTION_TAG = "mlops:execution"
+
+
 def tags(project: str, dataset: str, execution: str) -> list[dict[str, str]]:
-    """Tags that let a later run find this run's resources (e.g. the warm start parent)."""
+    """Tags that let a later run find this run's resources (e.g. the warm start parent, the
+    run whose deployment.json names the config to roll back to)."""
     return [
-        {"Key": "mlops:project", "Value": project},
-        {"Key": "mlops:dataset", "Value": dataset},
-        {"Key": "mlops:execution", "Value": execution},
+        {"Key": PROJECT_TAG, "Value": project},
+        {"Key": DATASET_TAG, "Value": dataset},
+        {"Key": EXECUTION_TAG, "Value": execution},
     ]

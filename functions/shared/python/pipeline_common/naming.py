@@ -69,6 +69,13 @@ def execution_name(dataset: str, version_token: str) -> str:
     return f"{safe}-{short_hash(f'{dataset}#{version_token}', 16)}"
 
 
+def promotion_execution_name(dataset: str, version: int | None, moment: str) -> str:
+    """The execution `mlops deploy` / `mlops rollback` starts to put a registered version on
+    the endpoint, e.g. ``deploy-digits-v3-1a2b3c4d`` (one per request: ``moment`` differs)."""
+    safe = re.sub(r"[^a-zA-Z0-9_-]", "-", dataset)[:40].strip("-") or "dataset"
+    return f"deploy-{safe}-v{version}-{short_hash(moment)}"
+
+
 class S3ObjectVersion(Protocol):
     """What an S3 event record says about the object (Powertools' and our own models alike)."""
 
