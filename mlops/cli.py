@@ -224,6 +224,19 @@ def cmd_decide(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from mlops.models import lineage
+
+    links = lineage(resolve_target(args.stack, args.root), args.dataset, args.version)
+    if args.json:
+        out(json.dumps([vars(link) for link in links], indent=2))
+        return 0
+    for depth, link in enumerate(links):
+        arrow = "  " * depth + ("-> " if depth else "")
+        out(f"{arrow}{link.kind}: {link.name}" + (f"  ({link.detail})" if link.detail else ""))
+    return 0
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     from mlops.models import deploy_version, rollback
 
@@ -401,6 +414,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     deploy.add_argument("version", type=int, help="the version number `mlops models` shows")
     deploy.add_argument("--dataset", required=True, help="the data set the version is of")
+    lineage = commands.add_parser(
+        "lineage", help="where a model version came from and where it is deployed"
+    )
+    lineage.add_argument("version", type=int, help="the version number `mlops models` shows")
+    lineage.add_argument("--dataset", required=True, help="the data set the version is of")
+    lineage.set_defaults(func=cmd_lineage)
     back = commands.add_parser(
         "rollback", help="put back the model version the endpoint served before its current one"
     )

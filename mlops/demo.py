@@ -16,7 +16,14 @@ from typing import Any
 import requests
 from botocore.exceptions import ClientError
 from pipeline_common.naming import class_label
-from pipeline_common.records import DEPLOYMENT, GATE, LEADERBOARD, REPORT, record_key
+from pipeline_common.records import (
+    DEPLOYMENT,
+    GATE,
+    LEADERBOARD,
+    REGISTRATION,
+    REPORT,
+    record_key,
+)
 from pipeline_report.records import read_record
 
 from mlops.local.process import start_cloud_process, stop_cloud_process
@@ -125,10 +132,17 @@ def print_run_records(target: Target, execution: str) -> None:
     gate = read_record(target, execution, GATE)
     if gate:
         print_gate(gate)
+    registered = read_record(target, execution, REGISTRATION)
+    if registered:
+        out(
+            f"\nModel registry: version {registered.get('model_package_version')} of "
+            f"{registered.get('model_package_group_name')}, {registered.get('approval_status')} "
+            "(`mlops models` lists the versions)"
+        )
     deployment = read_record(target, execution, DEPLOYMENT)
     if deployment:
         out(
-            f"\nEndpoint {deployment.get('endpoint_name')}: {deployment.get('operation')} with "
+            f"Endpoint {deployment.get('endpoint_name')}: {deployment.get('operation')} with "
             f"model {deployment.get('model_name')}"
         )
 

@@ -30,6 +30,7 @@ from pipeline_common.registry import (
     MANIFEST_VERSION_KEY,
     TEST_ACCURACY_KEY,
     TRAINING_JOB_KEY,
+    TUNING_JOB_KEY,
     model_package_group_name,
     package_version,
 )
@@ -337,3 +338,36 @@ def rollback(target: Target) -> tuple[str, dict[str, Any]]:
     package = previous_package(target)
     why = f"rolled back by {getpass.getuser()} with mlops rollback"
     return start_promotion(target, package, why), package
+
+
+# -- lineage: `mlops lineage VERSION` -------------------------------------------------------------
+@dataclass
+class Link:
+    kind: str
+    name: str
+    detail: str = ""
+
+
+def lineage(target: Target, dataset: str, version: int) -> list[Link]:
+    """Data set version -> execution -> tuning job -> training job -> model package version ->
+    endpoint config -> endpoint, from the version's metadata and its run's deployment record."""
+    sagemaker = target.client("sagemaker")
+    group = model_package_group_name(target.output("ProjectName"), dataset)
+    package = find_version(sagemaker, group, version)
+    metadata = package.get("CustomerMetadataProperties", {})
+    execution = metadata.get(EXECUTION_KEY, "")
+    arn = package["ModelPackageArn"]
+    links = [
+        Link("data set", dataset, f"manifest version {metadata.get(MANIFEST_VERSION_KEY, '?')}"),
+        Link("execution", execution, execution_arn(target.state_machine_arn, execution)),
+        Link("tuning job", metadata.get(TUNING_JOB_KEY, "?")),
+        Link("training job", metadata.get(TRAINING_JOB_KEY, "?")),
+        Link("model package", f"{group}/{version}", f"{package['ModelApprovalStatus']}, {arn}"),
+    ]
+    deployment = read_record(target, execution, DEPLOYMENT) if execution else None
+    if deployment:
+        links.append(Link("endpoint config", deployment.get("endpoint_config_name", "?")))
+    endpoint = target.output("EndpointName")
+    serving = serving_package(sagemaker, endpoint) == arn
+    links.append(Link("endpoint", endpoint, "serves it now" if serving else "does not serve it"))
+    return links

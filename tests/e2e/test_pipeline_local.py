@@ -25,7 +25,7 @@ from pipeline_common.records import REPORT, record_key
 from pipeline_report import executions as ex
 
 from mlops.local.process import start_cloud_process, stop_cloud_process
-from mlops.models import list_versions, rollback
+from mlops.models import lineage, list_versions, rollback
 from mlops.runs import follow, upload_dataset
 from mlops.sample_data import write_digits
 from mlops.target import local_target
@@ -134,11 +134,17 @@ def test_e2e_pipeline_trains_deploys_and_answers_over_http(target, digits):
         True,
     )
     assert version.execution == view.name and float(version.test_accuracy) > 0
+    chain = {link.kind: link for link in lineage(target, "digits-a", version.version)}
+    assert chain["execution"].name == view.name
+    assert chain["training job"].name == deployed["training_job_name"]
+    assert chain["endpoint config"].name == deployed["endpoint_config_name"]
+    assert chain["endpoint"].detail == "serves it now"
     assert names.index("FindBest") < names.index("EvaluateRules") < names.index("DeployEndpoint")
 
     sagemaker = target.client("sagemaker")
     tuning = sagemaker.list_hyper_parameter_tuning_jobs(NameContains="digits-a")
     [job] = tuning["HyperParameterTuningJobSummaries"]
+    assert chain["tuning job"].name == job["HyperParameterTuningJobName"]
     trials = sagemaker.list_training_jobs_for_hyper_parameter_tuning_job(
         HyperParameterTuningJobName=job["HyperParameterTuningJobName"]
     )["TrainingJobSummaries"]
