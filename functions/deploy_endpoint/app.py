@@ -28,6 +28,7 @@ from pipeline_common.config import CommonSettings, DeploySettings
 from pipeline_common.endpoints import (
     ACCURACY_TAG,
     APPROVED_AT_TAG,
+    MODEL_PACKAGE_TAG,
     TRAINING_JOB_TAG,
     serves_model_approved_after,
 )
@@ -73,6 +74,8 @@ class Placement(NamedTuple):
 
 def resource_tags(event: DeployInput, project: str) -> list[dict[str, str]]:
     extra = [{"Key": TRAINING_JOB_TAG, "Value": event.training_job_name}]
+    if event.model_package_arn:
+        extra.append({"Key": MODEL_PACKAGE_TAG, "Value": event.model_package_arn})
     if event.test_accuracy is not None:
         extra.append({"Key": ACCURACY_TAG, "Value": f"{event.test_accuracy:.6f}"})
     if event.approved_at is not None:

@@ -430,3 +430,38 @@ def test_e2e_official_clients_read_the_local_cloud(cloud, target, monkeypatch):
     assert tuning.hyper_parameter_tuning_job_status == "Completed"
     assert best.training_job_status == "Completed"
     assert endpoint.endpoint_status == "InService"
+
+    # Every version the runs above registered (approved, rejected, in three groups), as the
+    # aws CLI lists them and as the SDK's ModelPackage reads them, metadata and metrics included.
+    groups = subprocess.run(
+        [aws, "sagemaker", "list-model-package-groups", "--name-contains", "mlops-"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    group_names = [
+        g["ModelPackageGroupName"]
+        for g in json.loads(groups.stdout)["ModelPackageGroupSummaryList"]
+    ]
+    assert {"mlops-digits-a-models", "mlops-digits-b-models"} <= set(group_names)
+    read = 0
+    for group in group_names:
+        listed = subprocess.run(
+            [aws, "sagemaker", "list-model-packages", "--model-package-group-name", group],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        for summary in json.loads(listed.stdout)["ModelPackageSummaryList"]:
+            package = resources.ModelPackage.get(
+                summary["ModelPackageArn"], session=session, region=info.region
+            )
+            assert package.model_approval_status in {"Approved", "Rejected"}
+            assert package.customer_metadata_properties["execution"]
+            assert package.model_metrics.model_quality.statistics.s3_uri.endswith("gate.json")
+            read += 1
+    assert read >= 3

@@ -76,6 +76,7 @@ def test_deploy_endpoint_creates_a_missing_endpoint(app, buckets, context):
     assert result["model_name"].startswith("mlops-digits-")
     assert sent["PrimaryContainer"] == {"ModelPackageName": MODEL_PACKAGE}  # the registry's
     assert {"Key": "mlops:test-accuracy", "Value": "0.930000"} in sent["Tags"]
+    assert {"Key": "mlops:model-package", "Value": MODEL_PACKAGE} in sent["Tags"]
     assert record(buckets)["operation"] == "created"
     assert record(buckets)["model_package_arn"] == MODEL_PACKAGE
 

@@ -15,6 +15,7 @@ from pipeline_common.aws import aws_call
 ACCURACY_TAG = "mlops:test-accuracy"
 TRAINING_JOB_TAG = "mlops:training-job"
 APPROVED_AT_TAG = "mlops:approved-at"
+MODEL_PACKAGE_TAG = "mlops:model-package"  # the registry version the config serves
 
 
 def endpoint_config_arn(endpoint_arn: str, config: str) -> str:
