@@ -243,3 +243,41 @@ def test_traffic_routing_out_of_limits_is_refused(sm: Any, s3: Any, routing, mes
     assert raised.value.response["Error"]["Code"] == "ValidationException"
     assert message in raised.value.response["Error"]["Message"]
     assert sm.describe_endpoint(EndpointName="ep-limits")["EndpointStatus"] == "InService"
+
+
+def test_model_5xx_during_canary_trips_the_endpoint_error_alarm(
+    sm: Any, runtime: Any, s3: Any, cloudwatch: Any
+) -> None:
+    """The local SageMaker publishes Invocation5XXErrors; template.yaml's EndpointErrorAlarm
+    shape (Sum >= 1 in 60 s) trips on it and the canary rolls back."""
+    alarm = f"ep-canary-5xx-{uuid.uuid4().hex[:6]}"
+    cloudwatch.put_metric_alarm(
+        AlarmName=alarm,
+        Namespace="AWS/SageMaker",
+        MetricName="Invocation5XXErrors",
+        Dimensions=[
+            {"Name": "EndpointName", "Value": "ep-canary-5xx"},
+            {"Name": "VariantName", "Value": "AllTraffic"},
+        ],
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=1,
+        ComparisonOperator="GreaterThanOrEqualToThreshold",
+        TreatMissingData="notBreaching",
+    )
+    start(sm, s3, "ep-canary-5xx", "e1")
+    sm.update_endpoint(
+        EndpointName="ep-canary-5xx",
+        EndpointConfigName=make_config(sm, s3, "e2"),
+        DeploymentConfig=deployment_config(canary(50, wait=60), alarms=[alarm]),
+    )
+    first_answer_from(runtime, "ep-canary-5xx", "e2")
+
+    with pytest.raises(ClientError) as raised:
+        invoke(runtime, "ep-canary-5xx", {"boom": True})  # the fixture model's 500
+    assert raised.value.response["OriginalStatusCode"] == 500
+    endpoint = wait_endpoint(sm, "ep-canary-5xx", timeout=20)
+
+    assert endpoint["EndpointConfigName"] == "config-e1"
+    assert alarm in endpoint["FailureReason"]

@@ -33,6 +33,7 @@ import time
 from typing import Any
 
 import urllib3
+from botocore.exceptions import BotoCoreError, ClientError
 
 from mlops.local.faults import Faults
 from mlops.local.paths import contained
@@ -303,6 +304,31 @@ class EndpointManager:
             server = deployment.pick(target_variant)
             server.acquire()
             return server
+
+    def record_errors(self, endpoint_name: str, variant: str, status: int) -> None:
+        """Invocation4XXErrors / Invocation5XXErrors in AWS/SageMaker, as SageMaker publishes
+        them, so an endpoint's error alarm (a rollback alarm) sees a failing model. Only when
+        the local cloud's CloudWatch is configured, and never failing the invocation."""
+        if status < 400 or "cloudwatch" not in self.clients.endpoint_urls:
+            return
+        name = "Invocation5XXErrors" if status >= 500 else "Invocation4XXErrors"
+        try:
+            self.clients.client("cloudwatch").put_metric_data(
+                Namespace="AWS/SageMaker",
+                MetricData=[
+                    {
+                        "MetricName": name,
+                        "Dimensions": [
+                            {"Name": "EndpointName", "Value": endpoint_name},
+                            {"Name": "VariantName", "Value": variant},
+                        ],
+                        "Value": 1.0,
+                        "Unit": "None",
+                    }
+                ],
+            )
+        except (ClientError, BotoCoreError) as error:
+            logger.debug("could not put %s of %s: %s", name, endpoint_name, error)
 
     def forward(
         self, server: ModelServer, body: bytes, content_type: str | None, accept: str | None
