@@ -167,6 +167,19 @@ def blue_green(settings: DeploySettings) -> dict[str, Any]:
     }
 
 
+def restore() -> dict[str, Any]:
+    """A rollback after a failed smoke test: back to the old config at once, no baking and no
+    alarms, which may well be in ALARM because of the model being removed (they would roll
+    the rollback back)."""
+    return {
+        "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0},
+            "TerminationWaitInSeconds": 0,
+            "MaximumExecutionTimeoutInSeconds": DEPLOY_TIMEOUT_SECONDS,
+        }
+    }
+
+
 def busy(name: str, status: str, detail: str = "") -> EndpointBusy:
     return EndpointBusy(
         f"endpoint {name} is {status}{detail}; another deployment is in progress, the state "
@@ -182,10 +195,10 @@ def create_endpoint(name: str, config: str, tag_list: list[dict[str, str]]) -> s
     return "created"
 
 
-def update_endpoint(name: str, config: str, settings: DeploySettings) -> str:
+def update_endpoint(name: str, config: str, deployment_config: dict[str, Any]) -> str:
     with aws_call("UpdateEndpoint", name, ok=UPDATE_IN_PROGRESS) as call:
         sagemaker.update_endpoint(
-            EndpointName=name, EndpointConfigName=config, DeploymentConfig=blue_green(settings)
+            EndpointName=name, EndpointConfigName=config, DeploymentConfig=deployment_config
         )
     if not call.succeeded:
         raise busy(name, "being updated") from call.error
@@ -220,7 +233,7 @@ def point_endpoint_at(
         raise replace_broken(name, endpoint)
     if serves_model_approved_after(sagemaker, endpoint, approved_at):
         return Placement("superseded", superseded_by=serving)
-    return Placement(update_endpoint(name, config, settings), previous=serving)
+    return Placement(update_endpoint(name, config, blue_green(settings)), previous=serving)
 
 
 def previous_from_record(bucket: str, key: str) -> str | None:
@@ -277,7 +290,7 @@ def rollback(event: DeployInput, settings: DeploySettings) -> Rollback:
         return Rollback(endpoint_name=settings.endpoint_name, operation="unchanged")
     if endpoint["EndpointStatus"] in BUSY_STATUSES:
         raise busy(settings.endpoint_name, endpoint["EndpointStatus"])
-    update_endpoint(settings.endpoint_name, target, settings)
+    update_endpoint(settings.endpoint_name, target, restore())
     count("EndpointRolledBack")
     return Rollback(
         endpoint_name=settings.endpoint_name, operation="rolled-back", endpoint_config_name=target

@@ -309,7 +309,18 @@ def test_deploy_endpoint_rollback_returns_to_previous_config(app, buckets, conte
             {
                 "EndpointName": ENDPOINT,
                 "EndpointConfigName": "mlops-digits-00000000",
-                "DeploymentConfig": ANY,
+                # At once and without the rollback alarms, which the failing model may have
+                # set off: they must not undo the rollback.
+                "DeploymentConfig": {
+                    "BlueGreenUpdatePolicy": {
+                        "TrafficRoutingConfiguration": {
+                            "Type": "ALL_AT_ONCE",
+                            "WaitIntervalInSeconds": 0,
+                        },
+                        "TerminationWaitInSeconds": 0,
+                        "MaximumExecutionTimeoutInSeconds": 3600,
+                    }
+                },
             },
         )
         result = app.lambda_handler(event, context)
