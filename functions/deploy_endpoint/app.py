@@ -3,8 +3,10 @@
 CreateModel and CreateEndpointConfig use names unique to the execution, so a retried
 invocation meets its own resources ("already existing") and carries on. An existing
 InService endpoint is updated with a blue/green DeploymentConfig: the new fleet comes up
-beside the old one, traffic switches at once, and the old fleet stays for a baking period
-during which the rollback alarm (5XX errors) returns traffic to it. An endpoint that is
+beside the old one, traffic shifts to it as DeploymentStrategy says (at once, a canary share
+first, or linear steps; docs/registry.md "Deployment strategies"), and the old fleet stays
+for a baking period; while traffic shifts and bakes, the rollback alarms (5XX errors, low
+model confidence) return all traffic to the old fleet. An endpoint that is
 being created, updated or deleted by another run raises EndpointBusy, which the state
 machine retries with backoff, so concurrent runs take turns and no update is lost.
 
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from botocore.exceptions import ClientError
 from pipeline_common.aws import ALREADY_EXISTS, NOT_FOUND, aws_call, client
-from pipeline_common.config import CommonSettings, DeploySettings
+from pipeline_common.config import DEPLOYMENT_STRATEGIES, CommonSettings, DeploySettings
 from pipeline_common.endpoints import (
     ACCURACY_TAG,
     APPROVED_AT_TAG,
@@ -51,6 +53,7 @@ BUSY_STATUSES = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBac
 BROKEN_STATUSES = frozenset({"Failed", "OutOfService", "UpdateRollbackFailed"})
 UPDATE_IN_PROGRESS = {"ValidationException": "in-progress"}
 DEPLOY_TIMEOUT_SECONDS = 3600
+MAX_EXECUTION_TIMEOUT_SECONDS = 28800  # BlueGreenUpdatePolicy's limit (600-28800)
 
 
 class DeployInput(StepModel):
@@ -123,15 +126,60 @@ def current_endpoint(name: str) -> dict[str, Any] | None:
     return None
 
 
+def traffic_routing(settings: DeploySettings) -> dict[str, Any]:
+    """BlueGreenUpdatePolicy.TrafficRoutingConfiguration for the template's strategy.
+
+    ALL_AT_ONCE switches every request at once; CANARY sends CanarySize first, then the rest
+    after WaitIntervalInSeconds; LINEAR adds LinearStepSize every WaitIntervalInSeconds."""
+    kind = DEPLOYMENT_STRATEGIES[settings.strategy]
+    if kind == "ALL_AT_ONCE":
+        return {"Type": kind, "WaitIntervalInSeconds": 0}
+    size_key, percent = (
+        ("CanarySize", settings.canary_percent)
+        if kind == "CANARY"
+        else ("LinearStepSize", settings.linear_step_percent)
+    )
+    return {
+        "Type": kind,
+        "WaitIntervalInSeconds": settings.traffic_wait_seconds,
+        size_key: {"Type": "CAPACITY_PERCENT", "Value": percent},
+    }
+
+
+def shifting_seconds(settings: DeploySettings) -> int:
+    """How long the traffic shifting waits in all: one interval per step before the last."""
+    kind = DEPLOYMENT_STRATEGIES[settings.strategy]
+    steps = {"ALL_AT_ONCE": 0, "CANARY": 1}.get(kind)
+    if steps is None:
+        steps = -(-100 // settings.linear_step_percent) - 1
+    return steps * settings.traffic_wait_seconds
+
+
 def blue_green(settings: DeploySettings) -> dict[str, Any]:
-    """All traffic at once to the new fleet; the old one bakes, rolled back on the alarm."""
+    """Traffic shifts as the strategy says; the old fleet bakes; any alarm rolls back."""
+    timeout = DEPLOY_TIMEOUT_SECONDS + shifting_seconds(settings) + settings.bake_seconds
+    return {
+        "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": traffic_routing(settings),
+            "TerminationWaitInSeconds": settings.bake_seconds,
+            "MaximumExecutionTimeoutInSeconds": min(timeout, MAX_EXECUTION_TIMEOUT_SECONDS),
+        },
+        "AutoRollbackConfiguration": {
+            "Alarms": [{"AlarmName": name} for name in settings.rollback_alarm_names]
+        },
+    }
+
+
+def restore() -> dict[str, Any]:
+    """A rollback after a failed smoke test: back to the old config at once, no baking and no
+    alarms, which may well be in ALARM because of the model being removed (they would roll
+    the rollback back)."""
     return {
         "BlueGreenUpdatePolicy": {
             "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0},
-            "TerminationWaitInSeconds": settings.bake_seconds,
-            "MaximumExecutionTimeoutInSeconds": DEPLOY_TIMEOUT_SECONDS + settings.bake_seconds,
-        },
-        "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": settings.rollback_alarm_name}]},
+            "TerminationWaitInSeconds": 0,
+            "MaximumExecutionTimeoutInSeconds": DEPLOY_TIMEOUT_SECONDS,
+        }
     }
 
 
@@ -150,10 +198,10 @@ def create_endpoint(name: str, config: str, tag_list: list[dict[str, str]]) -> s
     return "created"
 
 
-def update_endpoint(name: str, config: str, settings: DeploySettings) -> str:
+def update_endpoint(name: str, config: str, deployment_config: dict[str, Any]) -> str:
     with aws_call("UpdateEndpoint", name, ok=UPDATE_IN_PROGRESS) as call:
         sagemaker.update_endpoint(
-            EndpointName=name, EndpointConfigName=config, DeploymentConfig=blue_green(settings)
+            EndpointName=name, EndpointConfigName=config, DeploymentConfig=deployment_config
         )
     if not call.succeeded:
         raise busy(name, "being updated") from call.error
@@ -188,7 +236,7 @@ def point_endpoint_at(
         raise replace_broken(name, endpoint)
     if serves_model_approved_after(sagemaker, endpoint, approved_at):
         return Placement("superseded", superseded_by=serving)
-    return Placement(update_endpoint(name, config, settings), previous=serving)
+    return Placement(update_endpoint(name, config, blue_green(settings)), previous=serving)
 
 
 def previous_from_record(bucket: str, key: str) -> str | None:
@@ -245,7 +293,7 @@ def rollback(event: DeployInput, settings: DeploySettings) -> Rollback:
         return Rollback(endpoint_name=settings.endpoint_name, operation="unchanged")
     if endpoint["EndpointStatus"] in BUSY_STATUSES:
         raise busy(settings.endpoint_name, endpoint["EndpointStatus"])
-    update_endpoint(settings.endpoint_name, target, settings)
+    update_endpoint(settings.endpoint_name, target, restore())
     count("EndpointRolledBack")
     return Rollback(
         endpoint_name=settings.endpoint_name, operation="rolled-back", endpoint_config_name=target

@@ -7,6 +7,12 @@ content type, not an image), forwards it with InvokeEndpoint and answers the mod
 (``class_index``, ``label``, ``top_k``). Every refusal is a JSON ``{"error", "message"}``
 with a 4xx status; a missing or not yet InService endpoint is a 503. Image bytes are never
 logged.
+
+Every answer is also a model-quality signal: metrics ``Answers`` (1) and
+``LowConfidenceAnswers`` (1 when the top probability is below LOW_CONFIDENCE_THRESHOLD, else
+0), once with the function's default dimension (service=predict; ModelQualityAlarm watches
+its Sum, and a blue/green update rolls back on it) and once more with ``Model`` = the model
+that answered, so a canary's share can be told from the old model's.
 """
 
 from __future__ import annotations
@@ -22,11 +28,11 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from pipeline_common.aws import CLIENT_CONFIG, THROTTLING_CODES, error_code, error_message
-from pipeline_common.config import env_int, env_str
+from pipeline_common.config import env_float, env_int, env_str
 from pipeline_common.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -58,6 +64,7 @@ IMAGE_CONTENT_TYPES = frozenset(
 )
 JSON_CONTENT_TYPE = "application/json"
 DEFAULT_MAX_IMAGE_BYTES = 4 * 1024 * 1024
+DEFAULT_LOW_CONFIDENCE_THRESHOLD = 0.5
 UNAVAILABLE_CODES = frozenset({"ServiceUnavailable", "ModelNotReadyException", "InternalFailure"})
 # The SageMaker inference toolkit appends the Python traceback to every error body it makes.
 TRACEBACK_MARK = "Traceback (most recent call last):"
@@ -137,6 +144,42 @@ def endpoint_name() -> str:
 
 def max_image_bytes() -> int:
     return env_int("MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES, minimum=1)
+
+
+def low_confidence_threshold() -> float:
+    """LOW_CONFIDENCE_THRESHOLD (template parameter LowConfidenceThreshold)."""
+    return env_float(
+        "LOW_CONFIDENCE_THRESHOLD", DEFAULT_LOW_CONFIDENCE_THRESHOLD, minimum=0.0, maximum=1.0
+    )
+
+
+def top_probability(answer: Any) -> float | None:
+    """The best class's probability from the model's ``top_k``; None if the answer has none."""
+    with contextlib.suppress(KeyError, IndexError, TypeError, ValueError):
+        return float(answer["top_k"][0]["probability"])
+    return None
+
+
+def record_answer_quality(answer: Any) -> None:
+    """Answers and LowConfidenceAnswers, for the service and per answering model."""
+    probability = top_probability(answer)
+    if probability is None:
+        return
+    low = 1.0 if probability < low_confidence_threshold() else 0.0
+    metrics.add_metric(name="Answers", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="LowConfidenceAnswers", unit=MetricUnit.Count, value=low)
+    model = answer.get("model") if isinstance(answer, dict) else None
+    if not model:
+        return
+    for name, value in (("Answers", 1.0), ("LowConfidenceAnswers", low)):
+        with single_metric(
+            name=name,
+            unit=MetricUnit.Count,
+            value=value,
+            namespace=metrics.namespace,
+            default_dimensions=metrics.default_dimensions,
+        ) as metric:
+            metric.add_dimension(name="Model", value=str(model)[:250])
 
 
 def media_type(header: str | None) -> str:
@@ -263,6 +306,7 @@ def predict() -> dict[str, Any]:
     answer = invoke(endpoint_name(), data, forward_type)
     logger.info({"operation": "predict", "bytes": len(data), "content_type": forward_type})
     metrics.add_metric(name="Predictions", unit=MetricUnit.Count, value=1)
+    record_answer_quality(answer)
     return answer
 
 

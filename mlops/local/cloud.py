@@ -184,7 +184,7 @@ class LocalCloud:
         config = SageMakerConfig(
             state_dir=self.root / "sagemaker",
             region=REGION,
-            aws_endpoint_urls={"s3": moto_url, "logs": moto_url},
+            aws_endpoint_urls={"s3": moto_url, "logs": moto_url, "cloudwatch": moto_url},
             # The account the template is deployed to has Debugger only if it says so.
             debugger_available=self.overrides.get("DebuggerAvailable", "false").lower() == "true",
         )

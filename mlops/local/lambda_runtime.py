@@ -43,8 +43,10 @@ from typing import Any
 from moto.awslambda.exceptions import LambdaClientError
 from moto.awslambda.models import LambdaFunction
 from moto.awslambda.utils import get_backend
+from moto.cloudwatch.models import cloudwatch_backends
 from moto.core.exceptions import JsonRESTError
 
+from mlops.local import emf
 from mlops.local.faults import Faults
 from mlops.local.process import forget_group, spawn
 
@@ -452,7 +454,8 @@ class LambdaRuntime:
         return layer.code_bytes
 
     def _forward_logs(self, fn: LambdaFunction, worker: Worker) -> None:
-        """Copy the worker's stdout/stderr into CloudWatch Logs, one stream per environment."""
+        """Copy the worker's stdout/stderr into CloudWatch Logs, one stream per environment;
+        an EMF line (Powertools Metrics) also becomes metrics, as CloudWatch Logs does it."""
         group = f"/aws/lambda/{fn.function_name}"
         logs = fn.logs_backend
         logs.ensure_log_group(group)
@@ -462,5 +465,15 @@ class LambdaRuntime:
             event = {"timestamp": int(time.time() * 1000), "message": message}
             try:
                 logs.put_log_events(group, worker.log_stream, [event])
+                put_emf_metrics(fn.account_id, fn.region, message)
             except Exception as exc:  # logging must never break an invocation
                 log.debug("could not store a log line of %s: %s", fn.function_name, exc)
+
+
+def put_emf_metrics(account_id: str, region: str, message: str) -> int:
+    """Put the metrics of one EMF log line into moto's CloudWatch; how many data points."""
+    extracted = emf.metric_data(message)
+    backend = cloudwatch_backends[account_id][region] if extracted else None
+    for namespace, data in extracted:
+        backend.put_metric_data(namespace, data)
+    return sum(len(data) for _, data in extracted)

@@ -224,3 +224,28 @@ def test_check_status_endpoint_failed(app, context, status):
             name=ENDPOINT,
             expected_config="mlops-digits-1a2b3c4d",
         )
+
+
+def test_check_status_endpoint_rolled_back_by_an_alarm_names_the_alarm(app, context):
+    """An update that a rollback alarm undid ends InService on the old config (AWS, and the
+    local SageMaker's traffic shifting); the run fails with the reason, for NotifyFailure."""
+    reason = (
+        "Update to endpoint config mlops-digits-1a2b3c4d was rolled back because alarm "
+        "mlops-classifier-model-quality was in ALARM state; the endpoint serves "
+        "mlops-digits-00000000."
+    )
+    with Stubber(app.sagemaker) as stub:
+        stub.add_response(
+            "describe_endpoint",
+            endpoint(ENDPOINT, "InService", config="mlops-digits-00000000", FailureReason=reason),
+        )
+        stub.add_response("list_tags", approved_at("2026-11-25T12:00:00+00:00"))
+        stub.add_response("list_tags", approved_at("2026-11-25T11:00:00+00:00"))
+        with pytest.raises(EndpointFailed) as raised:
+            app.lambda_handler(
+                {"kind": "endpoint", "name": ENDPOINT, "expected_config": "mlops-digits-1a2b3c4d"},
+                context,
+            )
+
+    assert "not this run's mlops-digits-1a2b3c4d" in str(raised.value)
+    assert "alarm mlops-classifier-model-quality was in ALARM state" in str(raised.value)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from botocore.stub import ANY, Stubber
-from pipeline_common.errors import EndpointBusy
+from pipeline_common.errors import ConfigurationError, EndpointBusy
 
 from tests.functions.handler_helpers import ARN_PREFIX, endpoint
 
@@ -15,6 +15,11 @@ TRAINING = "mlops-digits-retrain-1a2b3c4d"
 ENDPOINT = "mlops-classifier"
 APPROVED_AT = "2026-11-25T12:00:00.000+00:00"
 MODEL_PACKAGE = f"{ARN_PREFIX}:model-package/mlops-digits-models/3"
+# template.yaml: EndpointErrorAlarm and ModelQualityAlarm, both in AutoRollbackConfiguration.
+ROLLBACK_ALARMS = [
+    {"AlarmName": "mlops-classifier-5xx"},
+    {"AlarmName": "mlops-classifier-model-quality"},
+]
 EVENT = {
     "action": "deploy",
     "execution_name": EXECUTION,
@@ -103,9 +108,7 @@ def test_deploy_endpoint_updates_blue_green_with_rollback_alarm(app, buckets, co
                         "TerminationWaitInSeconds": 300,
                         "MaximumExecutionTimeoutInSeconds": 3900,
                     },
-                    "AutoRollbackConfiguration": {
-                        "Alarms": [{"AlarmName": "mlops-classifier-5xx"}]
-                    },
+                    "AutoRollbackConfiguration": {"Alarms": ROLLBACK_ALARMS},
                 },
             },
         )
@@ -113,6 +116,70 @@ def test_deploy_endpoint_updates_blue_green_with_rollback_alarm(app, buckets, co
 
     assert result["operation"] == "updated"
     assert result["previous_endpoint_config"] == "mlops-digits-00000000"
+
+
+@pytest.mark.parametrize(
+    ("strategy", "routing", "timeout"),
+    [
+        ("AllAtOnce", {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0}, 3600 + 300),
+        (
+            "Canary",
+            {
+                "Type": "CANARY",
+                "WaitIntervalInSeconds": 120,
+                "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 20},
+            },
+            3600 + 120 + 300,
+        ),
+        (
+            "Linear",
+            {
+                "Type": "LINEAR",
+                "WaitIntervalInSeconds": 120,
+                "LinearStepSize": {"Type": "CAPACITY_PERCENT", "Value": 25},
+            },
+            3600 + 3 * 120 + 300,  # 25 %, 50 %, 75 % wait; 100 % is the last step
+        ),
+    ],
+)
+def test_deploy_endpoint_sends_the_strategys_traffic_routing(
+    app, buckets, context, monkeypatch, strategy, routing, timeout
+):
+    """The template's defaults (CanaryTrafficPercent 20, LinearStepPercent 25, 120 s)."""
+    monkeypatch.setenv("DEPLOYMENT_STRATEGY", strategy)
+    with Stubber(app.sagemaker) as stub:  # the Stubber validates against botocore's shapes
+        expect_models(stub)
+        stub.add_response(
+            "describe_endpoint", endpoint(ENDPOINT, "InService", config="mlops-digits-00000000")
+        )
+        expect_serving_tags(stub, "mlops-digits-00000000", "2026-11-25T11:00:00+00:00")
+        stub.add_response(
+            "update_endpoint",
+            {"EndpointArn": f"{ARN_PREFIX}:endpoint/{ENDPOINT}"},
+            {
+                "EndpointName": ENDPOINT,
+                "EndpointConfigName": ANY,
+                "DeploymentConfig": {
+                    "BlueGreenUpdatePolicy": {
+                        "TrafficRoutingConfiguration": routing,
+                        "TerminationWaitInSeconds": 300,
+                        "MaximumExecutionTimeoutInSeconds": timeout,
+                    },
+                    "AutoRollbackConfiguration": {"Alarms": ROLLBACK_ALARMS},
+                },
+            },
+        )
+        result = app.lambda_handler(EVENT, context)
+
+    assert result["operation"] == "updated"
+
+
+def test_deploy_endpoint_unknown_strategy_is_a_configuration_error(
+    app, buckets, context, monkeypatch
+):
+    monkeypatch.setenv("DEPLOYMENT_STRATEGY", "BlueGreen")
+    with pytest.raises(ConfigurationError, match="DeploymentStrategy"):
+        app.lambda_handler(EVENT, context)
 
 
 def test_deploy_endpoint_tags_the_config_with_its_approval_time(app, buckets, context):
@@ -243,7 +310,18 @@ def test_deploy_endpoint_rollback_returns_to_previous_config(app, buckets, conte
             {
                 "EndpointName": ENDPOINT,
                 "EndpointConfigName": "mlops-digits-00000000",
-                "DeploymentConfig": ANY,
+                # At once and without the rollback alarms, which the failing model may have
+                # set off: they must not undo the rollback.
+                "DeploymentConfig": {
+                    "BlueGreenUpdatePolicy": {
+                        "TrafficRoutingConfiguration": {
+                            "Type": "ALL_AT_ONCE",
+                            "WaitIntervalInSeconds": 0,
+                        },
+                        "TerminationWaitInSeconds": 0,
+                        "MaximumExecutionTimeoutInSeconds": 3600,
+                    }
+                },
             },
         )
         result = app.lambda_handler(event, context)

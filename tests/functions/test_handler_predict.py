@@ -10,6 +10,7 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
+from mlops.local import emf
 from tests.functions.handler_helpers import JPEG_BYTES, PNG_BYTES, b64, load_event
 
 ANSWER = {
@@ -282,3 +283,42 @@ def test_predict_never_logs_image_bytes(app, context, capsys):
     logged = capsys.readouterr()
     assert b64(secret_image)[:40] not in logged.out + logged.err
     assert "SECRET-PIXELS" not in logged.out + logged.err
+
+
+def emf_metrics(output: str) -> list[tuple[str, list[dict]]]:
+    """Every metric Powertools printed, as CloudWatch extracts them from EMF lines."""
+    found = []
+    for line in output.splitlines():
+        found += emf.metric_data(line)
+    return found
+
+
+def metric_values(found, name: str, dimensions: dict[str, str]) -> list[float]:
+    return [
+        datum["Value"]
+        for _, data in found
+        for datum in data
+        if datum["MetricName"] == name
+        and {d["Name"]: d["Value"] for d in datum["Dimensions"]} == dimensions
+    ]
+
+
+@pytest.mark.parametrize(("probability", "low"), [(0.31, 1.0), (0.9, 0.0)])
+def test_predict_counts_low_confidence_answers_per_model(app, context, capsys, probability, low):
+    answer = {**ANSWER, "model": "mlops-digits-train-7", "top_k": [{"probability": probability}]}
+    data = json.dumps(answer).encode()
+    with Stubber(app.runtime) as stub:
+        stub.add_response(
+            "invoke_endpoint",
+            {"Body": StreamingBody(io.BytesIO(data), len(data)), "ContentType": "application/json"},
+        )
+        status, _ = answer_of(app.lambda_handler(request(PNG_BYTES), context))
+
+    found = emf_metrics(capsys.readouterr().out)
+    assert status == 200
+    assert {namespace for namespace, _ in found} == {"mlops"}
+    per_model = {"service": "predict", "Model": "mlops-digits-train-7"}
+    assert metric_values(found, "LowConfidenceAnswers", per_model) == [low]
+    assert metric_values(found, "Answers", per_model) == [1.0]
+    # What ModelQualityAlarm watches (template.yaml): the service's own dimension only.
+    assert metric_values(found, "LowConfidenceAnswers", {"service": "predict"}) == [low]

@@ -29,6 +29,7 @@ UNSCOPABLE_SIDS = {
     "ListTuningJobsNoResourceScope": {"sagemaker:ListHyperParameterTuningJobs"},
     "EcrAuthTokenNoResourceScope": {"ecr:GetAuthorizationToken"},
     "PutSageMakerMetricsNoResourceScope": {"cloudwatch:PutMetricData"},
+    "PutModelQualityMetricsNoResourceScope": {"cloudwatch:PutMetricData"},
 }
 SAGEMAKER_ARN = re.compile(
     r"^arn:\$\{AWS::Partition\}:sagemaker:\$\{AWS::Region\}:\$\{AWS::AccountId\}:"
@@ -208,10 +209,29 @@ def test_template_iam_pass_role_only_for_sagemaker():
 
 
 def test_template_predict_may_only_invoke_the_project_endpoint():
-    [(_, statement)] = [(o, s) for o, s in allow_statements() if o == "PredictFunction"]
+    statements = [s for o, s in allow_statements() if o == "PredictFunction"]
+    [statement] = [s for s in statements if s["Sid"] == "InvokeProjectEndpoint"]
 
     assert statement["Action"] == "sagemaker:InvokeEndpoint"
     assert statement["Resource"]["Fn::Sub"].endswith(":endpoint/${ProjectName}-${EndpointName}")
+    # Its only other right: metrics in the project's own namespace (model quality).
+    [metrics] = [s for s in statements if s is not statement]
+    assert metrics["Action"] == "cloudwatch:PutMetricData"
+    assert metrics["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": {"Ref": "ProjectName"}}
+    }
+
+
+def test_template_rollback_alarms_are_the_ones_deploy_endpoint_names():
+    resources = sam_template.resources()
+    names = {
+        resources[alarm]["Properties"]["AlarmName"]["Fn::Sub"]
+        for alarm in ("EndpointErrorAlarm", "ModelQualityAlarm")
+    }
+    variables = resources["DeployEndpointFunction"]["Properties"]["Environment"]["Variables"]
+
+    assert set(variables["ROLLBACK_ALARM_NAMES"]["Fn::Sub"].split(",")) == names
+    assert variables["DEPLOYMENT_STRATEGY"] == {"Ref": "DeploymentStrategy"}
 
 
 def test_template_write_report_only_reads_records():

@@ -7,6 +7,7 @@ module, also when a test fails.
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
 import subprocess
@@ -94,6 +95,28 @@ def test_function_timeout_is_reported_and_the_environment_replaced(cloud, aws):
     assert payload["errorType"] == "Sandbox.Timedout"
     after = aws("lambda").invoke(FunctionName=function, Payload=b"{}")
     assert "FunctionError" not in after
+
+
+def test_function_emf_log_lines_become_cloudwatch_metrics(cloud, aws):
+    """As CloudWatch Logs extracts EMF on AWS (mlops/local/emf.py)."""
+    function = cloud.deployment["functions"]["ToyFunction"]
+    aws("lambda").invoke(FunctionName=function, Payload=json.dumps({"emf": True}))
+    cloudwatch = aws("cloudwatch")
+    now = datetime.datetime.now(datetime.UTC)
+
+    def answers() -> float:
+        points = cloudwatch.get_metric_statistics(
+            Namespace="Toy",
+            MetricName="Answers",
+            Dimensions=[{"Name": "service", "Value": "toy"}],
+            StartTime=now - datetime.timedelta(minutes=5),
+            EndTime=now + datetime.timedelta(minutes=5),
+            Period=60,
+            Statistics=["Sum"],
+        )["Datapoints"]
+        return sum(p["Sum"] for p in points)
+
+    assert wait_for(answers, 10, "the toy's EMF metric", done=lambda s: s == 2.0) == 2.0
 
 
 def test_function_logs_reach_cloudwatch_logs(cloud, aws):

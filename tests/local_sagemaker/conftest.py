@@ -104,7 +104,8 @@ def service_factory(
             "state_dir": tmp_path / f"state{len(started)}",
             "region": REGION,
             "max_concurrent_jobs": 2,
-            "aws_endpoint_urls": {"s3": moto_url, "logs": moto_url},
+            "aws_endpoint_urls": {"s3": moto_url, "logs": moto_url, "cloudwatch": moto_url},
+            "alarm_poll_interval_s": 0.1,
             "strict_responses": True,
             "stop_grace_s": 2.0,
             "log_flush_interval_s": 0.2,
@@ -144,6 +145,11 @@ def runtime(service: LocalSageMakerService) -> Any:
     return boto3.client(
         "sagemaker-runtime", endpoint_url=service.url, region_name=REGION, config=client_config()
     )
+
+
+@pytest.fixture
+def cloudwatch(moto_url: str) -> Any:
+    return boto3.client("cloudwatch", endpoint_url=moto_url, region_name=REGION)
 
 
 @pytest.fixture

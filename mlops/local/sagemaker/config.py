@@ -62,6 +62,9 @@ class SageMakerConfig:
     ping_interval_s: float = 0.2
     # Endpoint start limit when the variant sets no ContainerStartupHealthCheckTimeoutInSeconds.
     endpoint_start_timeout_s: float = 120.0
+    # How often a blue/green update polls its AutoRollbackConfiguration alarms (CloudWatch
+    # evaluates an alarm once per period, at least every 10 s).
+    alarm_poll_interval_s: float = 1.0
     # How long an old model server may finish in-flight requests after traffic moved away.
     drain_timeout_s: float = 30.0
     # Early stopping (TrainingJobEarlyStoppingType=Auto): optuna MedianPruner settings.

@@ -30,6 +30,8 @@ class Endpoint:
         self.last_modified_time = self.creation_time
         self.active: Deployment | None = None
         self.pending: Deployment | None = None
+        # During a CANARY/LINEAR update: the share of requests the pending deployment takes.
+        self.pending_share = 0.0
         self.deleted = threading.Event()
         # Which endpoint config served from when; also in <state>/endpoints/<name>/history.json.
         self.history: list[dict[str, Any]] = []

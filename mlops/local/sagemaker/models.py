@@ -30,6 +30,7 @@ from mlops.local.sagemaker.errors import (
 from mlops.local.sagemaker.listing import paginate, sort_items, time_filters
 from mlops.local.sagemaker.registry import ModelRegistry
 from mlops.local.sagemaker.runtime import Invocation, invoke_endpoint
+from mlops.local.sagemaker.traffic import traffic_policy
 from mlops.local.sagemaker.training import TrainingRunner
 from mlops.local.sagemaker.training_job import TrainingJob, now
 from mlops.local.sagemaker.tuning import TuningJob
@@ -342,6 +343,7 @@ class SageMakerBackend:
         with self.lock:
             endpoint = self._endpoint(request["EndpointName"])
             config = self._endpoint_config(request["EndpointConfigName"])
+            policy = traffic_policy(request, config.request)
             with endpoint.lock:
                 if endpoint.status == "Failed":
                     raise ValidationException(
@@ -355,7 +357,7 @@ class SageMakerBackend:
                 endpoint.status = "Updating"
                 endpoint.failure_reason = None
                 endpoint.last_modified_time = now()
-        self.endpoint_manager.update(endpoint, config, baking_seconds(request))
+        self.endpoint_manager.update(endpoint, config, policy)
         return {"EndpointArn": endpoint.arn}
 
     def describe_endpoint(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -469,9 +471,3 @@ class SageMakerBackend:
             tuning_job.join(5)
         self.endpoint_manager.shutdown()
         logger.info("local SageMaker backend shut down")
-
-
-def baking_seconds(update_request: dict[str, Any]) -> float:
-    """A blue/green update's TerminationWaitInSeconds: how long the old fleet is kept."""
-    policy = (update_request.get("DeploymentConfig") or {}).get("BlueGreenUpdatePolicy") or {}
-    return float(policy.get("TerminationWaitInSeconds") or 0)

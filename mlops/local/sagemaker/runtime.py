@@ -67,6 +67,7 @@ def invoke_endpoint(
     finally:
         server.release()
     if response.status >= 400:
+        manager.record_errors(name, server.variant_name, response.status)
         raise model_error(response, name, config, server.variant_name)
     return Invocation(
         body=response.data,

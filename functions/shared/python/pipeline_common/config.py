@@ -15,6 +15,8 @@ from pipeline_common.errors import ConfigurationError
 TUNING_STRATEGIES = ("Bayesian", "Random", "Grid", "Hyperband")
 MODELS = ("resnet18", "resnet34", "resnet50")
 APPROVAL_MODES = ("auto", "manual")
+# Template parameter DeploymentStrategy -> SageMaker's TrafficRoutingConfiguration Type.
+DEPLOYMENT_STRATEGIES = {"AllAtOnce": "ALL_AT_ONCE", "Canary": "CANARY", "Linear": "LINEAR"}
 
 
 def env_str(name: str, default: str | None = None) -> str:
@@ -210,22 +212,55 @@ class GateSettings:
 
 @dataclass(frozen=True)
 class DeploySettings:
-    """How the endpoint is (re)deployed."""
+    """How the endpoint is (re)deployed: the blue/green traffic shifting and its alarms.
+
+    ``strategy`` is the template's DeploymentStrategy (AllAtOnce, Canary, Linear); SageMaker
+    limits a canary to 50 % of the new fleet and a linear step to 10-50 %, which the template
+    parameters' ranges repeat. ``rollback_alarm_names`` lists the alarms of
+    AutoRollbackConfiguration (the endpoint's 5XX alarm and the model-quality alarm)."""
 
     role_arn: str
     instance_type: str
     endpoint_name: str
-    rollback_alarm_name: str
+    rollback_alarm_names: tuple[str, ...]
     bake_seconds: int
+    strategy: str = "AllAtOnce"
+    canary_percent: int = 20
+    linear_step_percent: int = 25
+    traffic_wait_seconds: int = 120
 
     @classmethod
     def from_env(cls) -> DeploySettings:
+        strategy = env_str("DEPLOYMENT_STRATEGY", "AllAtOnce")
+        if strategy not in DEPLOYMENT_STRATEGIES:
+            raise ConfigurationError(
+                f"DEPLOYMENT_STRATEGY={strategy!r} is not one of "
+                f"{', '.join(DEPLOYMENT_STRATEGIES)} (template parameter DeploymentStrategy)"
+            )
+        alarms = tuple(a.strip() for a in env_str("ROLLBACK_ALARM_NAMES").split(",") if a.strip())
+        if not alarms or len(alarms) > 10:
+            raise ConfigurationError(
+                f"ROLLBACK_ALARM_NAMES must name 1 to 10 alarms (SageMaker's limit), got {alarms}"
+            )
+        canary = env_int("CANARY_TRAFFIC_PERCENT", 20, minimum=1)
+        if canary > 50:
+            raise ConfigurationError(f"CANARY_TRAFFIC_PERCENT={canary} is above SageMaker's 50")
+        step = env_int("LINEAR_STEP_PERCENT", 25, minimum=10)
+        if step > 50:
+            raise ConfigurationError(f"LINEAR_STEP_PERCENT={step} is above SageMaker's 50")
+        wait = env_int("TRAFFIC_SHIFT_WAIT_SECONDS", 120, minimum=0)
+        if wait > 3600:
+            raise ConfigurationError(f"TRAFFIC_SHIFT_WAIT_SECONDS={wait} is above 3600")
         return cls(
             role_arn=env_str("SAGEMAKER_ROLE_ARN"),
             instance_type=env_str("INFERENCE_INSTANCE_TYPE"),
             endpoint_name=env_str("ENDPOINT_NAME"),
-            rollback_alarm_name=env_str("ROLLBACK_ALARM_NAME"),
+            rollback_alarm_names=alarms,
             bake_seconds=env_int("DEPLOY_BAKE_SECONDS", 300, minimum=0),
+            strategy=strategy,
+            canary_percent=canary,
+            linear_step_percent=step,
+            traffic_wait_seconds=wait,
         )
 
 

@@ -38,6 +38,25 @@ def lambda_handler(event, context):
     if event.get("spawn"):  # a grandchild of the cloud, as a handler's helper process would be
         child = subprocess.Popen(["sleep", str(event["spawn"])])
         return {"child_pid": child.pid}
+    if event.get("emf"):  # an embedded-metric-format line, as Powertools Metrics prints it
+        print(
+            json.dumps(
+                {
+                    "_aws": {
+                        "Timestamp": int(time.time() * 1000),
+                        "CloudWatchMetrics": [
+                            {
+                                "Namespace": "Toy",
+                                "Dimensions": [["service"]],
+                                "Metrics": [{"Name": "Answers", "Unit": "Count"}],
+                            }
+                        ],
+                    },
+                    "service": "toy",
+                    "Answers": [1.0, 1.0],
+                }
+            )
+        )
     if event.get("sleep"):
         time.sleep(event["sleep"])
     if event.get("fail"):
