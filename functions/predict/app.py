@@ -8,11 +8,11 @@ content type, not an image), forwards it with InvokeEndpoint and answers the mod
 with a 4xx status; a missing or not yet InService endpoint is a 503. Image bytes are never
 logged.
 
-Every answer is also a model-quality signal: metrics ``Answers`` (1) and
-``LowConfidenceAnswers`` (1 when the top probability is below LOW_CONFIDENCE_THRESHOLD, else
-0), once with the function's default dimension (service=predict; ModelQualityAlarm watches
-its Sum, and a blue/green update rolls back on it) and once more with ``Model`` = the model
-that answered, so a canary's share can be told from the old model's.
+Every answer is also a model-quality signal (pipeline_common.quality): metrics ``Answers``
+(1) and ``LowConfidenceAnswers`` (1 when the top probability is below
+LOW_CONFIDENCE_THRESHOLD, else 0), once with the function's default dimension
+(service=predict, for dashboards) and once more with ``Model`` = the model that answered:
+an endpoint update arms an alarm on the new model's share, relative to the old model's.
 """
 
 from __future__ import annotations
@@ -34,6 +34,12 @@ from botocore.exceptions import ClientError
 from pipeline_common.aws import CLIENT_CONFIG, THROTTLING_CODES, error_code, error_message
 from pipeline_common.config import env_float, env_int, env_str
 from pipeline_common.errors import ConfigurationError
+from pipeline_common.quality import (
+    ANSWERS_METRIC,
+    LOW_CONFIDENCE_METRIC,
+    MODEL_DIMENSION,
+    model_value,
+)
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -166,12 +172,12 @@ def record_answer_quality(answer: Any) -> None:
     if probability is None:
         return
     low = 1.0 if probability < low_confidence_threshold() else 0.0
-    metrics.add_metric(name="Answers", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name="LowConfidenceAnswers", unit=MetricUnit.Count, value=low)
+    metrics.add_metric(name=ANSWERS_METRIC, unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name=LOW_CONFIDENCE_METRIC, unit=MetricUnit.Count, value=low)
     model = answer.get("model") if isinstance(answer, dict) else None
     if not model:
         return
-    for name, value in (("Answers", 1.0), ("LowConfidenceAnswers", low)):
+    for name, value in ((ANSWERS_METRIC, 1.0), (LOW_CONFIDENCE_METRIC, low)):
         with single_metric(
             name=name,
             unit=MetricUnit.Count,
@@ -179,7 +185,7 @@ def record_answer_quality(answer: Any) -> None:
             namespace=metrics.namespace,
             default_dimensions=metrics.default_dimensions,
         ) as metric:
-            metric.add_dimension(name="Model", value=str(model)[:250])
+            metric.add_dimension(name=MODEL_DIMENSION, value=model_value(str(model)))
 
 
 def media_type(header: str | None) -> str:

@@ -236,7 +236,19 @@ def moto_resources(
         return (f"{group}:*",)
     if service == "sns" and "TopicArn" in params:
         return (str(params["TopicArn"]),)
+    if service == "monitoring":  # CloudWatch signs as "monitoring"; alarms are its resources
+        names = params.get("AlarmNames") or [params.get("AlarmName")]
+        if all(isinstance(name, str) for name in names):
+            return tuple(f"arn:aws:cloudwatch:{region}:{account}:alarm:{name}" for name in names)
     return ("*",)
+
+
+# Services whose IAM action prefix is not their signing name.
+IAM_PREFIXES = {"monitoring": "cloudwatch"}
+
+
+def iam_action(service: str, operation: str) -> str:
+    return f"{IAM_PREFIXES.get(service, service)}:{operation}"
 
 
 def install_moto_enforcement(evaluator: PolicyEvaluator) -> Callable[[], None]:
@@ -289,7 +301,7 @@ def install_moto_enforcement(evaluator: PolicyEvaluator) -> Callable[[], None]:
             )
         else:
             resources = (resource,)
-        message = evaluator.check(principal, Request(f"{service}:{operation}", resources))
+        message = evaluator.check(principal, Request(iam_action(service, operation), resources))
         if message is not None:
             if iam_request_cls is S3IAMRequest:
                 raise S3AccessDenied(message)
@@ -430,10 +442,10 @@ def call_permissions(
             return f"arn:aws:sagemaker:{region}:{account}:{kind}/{name.lower()}"
 
         return required(operation, params, arn)
-    if service in {"states", "logs", "sns"}:
+    if service in {"states", "logs", "sns", "monitoring"}:
         return [
             Request(
-                f"{service}:{operation}",
+                iam_action(service, operation),
                 moto_resources(service, operation, params, region, account),
             )
         ]

@@ -320,5 +320,5 @@ def test_predict_counts_low_confidence_answers_per_model(app, context, capsys, p
     per_model = {"service": "predict", "Model": "mlops-digits-train-7"}
     assert metric_values(found, "LowConfidenceAnswers", per_model) == [low]
     assert metric_values(found, "Answers", per_model) == [1.0]
-    # What ModelQualityAlarm watches (template.yaml): the service's own dimension only.
+    # The service-wide series, for dashboards.
     assert metric_values(found, "LowConfidenceAnswers", {"service": "predict"}) == [low]

@@ -216,18 +216,22 @@ class DeploySettings:
 
     ``strategy`` is the template's DeploymentStrategy (AllAtOnce, Canary, Linear); SageMaker
     limits a canary to 50 % of the new fleet and a linear step to 10-50 %, which the template
-    parameters' ranges repeat. ``rollback_alarm_names`` lists the alarms of
-    AutoRollbackConfiguration (the endpoint's 5XX alarm and the model-quality alarm)."""
+    parameters' ranges repeat. AutoRollbackConfiguration names ``error_alarm_name`` (the
+    template's 5XX alarm) and, when the replaced model has a baseline, ``quality_alarm_name``,
+    which the function puts for each update (pipeline_common.quality)."""
 
     role_arn: str
     instance_type: str
     endpoint_name: str
-    rollback_alarm_names: tuple[str, ...]
+    error_alarm_name: str
+    quality_alarm_name: str
+    metrics_namespace: str
     bake_seconds: int
     strategy: str = "AllAtOnce"
     canary_percent: int = 20
     linear_step_percent: int = 25
     traffic_wait_seconds: int = 120
+    low_confidence_increase: float = 0.25
 
     @classmethod
     def from_env(cls) -> DeploySettings:
@@ -236,11 +240,6 @@ class DeploySettings:
             raise ConfigurationError(
                 f"DEPLOYMENT_STRATEGY={strategy!r} is not one of "
                 f"{', '.join(DEPLOYMENT_STRATEGIES)} (template parameter DeploymentStrategy)"
-            )
-        alarms = tuple(a.strip() for a in env_str("ROLLBACK_ALARM_NAMES").split(",") if a.strip())
-        if not alarms or len(alarms) > 10:
-            raise ConfigurationError(
-                f"ROLLBACK_ALARM_NAMES must name 1 to 10 alarms (SageMaker's limit), got {alarms}"
             )
         canary = env_int("CANARY_TRAFFIC_PERCENT", 20, minimum=1)
         if canary > 50:
@@ -255,12 +254,17 @@ class DeploySettings:
             role_arn=env_str("SAGEMAKER_ROLE_ARN"),
             instance_type=env_str("INFERENCE_INSTANCE_TYPE"),
             endpoint_name=env_str("ENDPOINT_NAME"),
-            rollback_alarm_names=alarms,
+            error_alarm_name=env_str("ROLLBACK_ALARM_NAME"),
+            quality_alarm_name=env_str("QUALITY_ALARM_NAME"),
+            metrics_namespace=env_str("POWERTOOLS_METRICS_NAMESPACE"),
             bake_seconds=env_int("DEPLOY_BAKE_SECONDS", 300, minimum=0),
             strategy=strategy,
             canary_percent=canary,
             linear_step_percent=step,
             traffic_wait_seconds=wait,
+            low_confidence_increase=env_float(
+                "LOW_CONFIDENCE_INCREASE", 0.25, minimum=0.0, maximum=1.0
+            ),
         )
 
 
