@@ -51,7 +51,7 @@ PARAMETERS = tiny_run(
 DATASET = "canary"
 TIMEOUT_S = 900
 
-pytestmark = pytest.mark.timeout(1800)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 @pytest.fixture(scope="module")
