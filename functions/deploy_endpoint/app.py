@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from botocore.exceptions import ClientError
 from pipeline_common.aws import ALREADY_EXISTS, NOT_FOUND, aws_call, client
+from pipeline_common.capture import CAPTURE_PREFIX, capture_config
 from pipeline_common.config import DEPLOYMENT_STRATEGIES, CommonSettings, DeploySettings
 from pipeline_common.endpoints import (
     ACCURACY_TAG,
@@ -112,8 +113,13 @@ def create_model(
 
 
 def create_endpoint_config(
-    name: str, model: str, settings: DeploySettings, tag_list: list[dict[str, str]]
+    name: str,
+    model: str,
+    settings: DeploySettings,
+    tag_list: list[dict[str, str]],
+    capture_destination: str,
 ) -> None:
+    """One variant of the model; requests and answers captured for monitoring (capture.py)."""
     with aws_call("CreateEndpointConfig", name, ok=ALREADY_EXISTS):
         sagemaker.create_endpoint_config(
             EndpointConfigName=name,
@@ -126,6 +132,7 @@ def create_endpoint_config(
                     "InitialVariantWeight": 1.0,
                 }
             ],
+            DataCaptureConfig=capture_config(capture_destination, settings.capture_percent),
             Tags=tag_list,
         )
 
@@ -293,7 +300,8 @@ def deploy(event: DeployInput, common: CommonSettings, settings: DeploySettings)
     name = model_name(common.project_name, event.dataset, event.execution_name)
     tag_list = resource_tags(event, common.project_name)
     create_model(name, event.model_package_arn, settings, tag_list)
-    create_endpoint_config(name, name, settings, tag_list)
+    capture_destination = s3_uri(common.artifacts_bucket, CAPTURE_PREFIX)
+    create_endpoint_config(name, name, settings, tag_list, capture_destination)
     placement = point_endpoint_at(
         settings.endpoint_name, name, event.approved_at, settings, tag_list, event.training_job_name
     )

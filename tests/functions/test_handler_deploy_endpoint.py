@@ -436,3 +436,26 @@ def test_deploy_endpoint_without_a_usable_baseline_arms_only_the_error_alarm(
     guard = record(buckets)["quality_alarm"]
     assert guard["armed"] is False
     assert why in guard["why"]
+
+
+def test_deploy_endpoint_config_captures_requests_for_monitoring(app, buckets, context):
+    """DataCaptureSamplingPercentage (template default 20) of the requests and answers go to
+    the artifacts bucket's capture/ prefix, where the SageMaker role may write."""
+    sent = {}
+    app.sagemaker.meta.events.register(
+        "provide-client-params.sagemaker.CreateEndpointConfig",
+        lambda params, **_: sent.update(params),
+    )
+    with Stubber(app.sagemaker) as stub:  # validates DataCaptureConfig against botocore
+        expect_models(stub)
+        stub.add_client_error("describe_endpoint", "ValidationException", "Could not find endpoint")
+        stub.add_response("create_endpoint", {"EndpointArn": f"{ARN_PREFIX}:endpoint/{ENDPOINT}"})
+        app.lambda_handler(EVENT, context)
+
+    assert sent["DataCaptureConfig"] == {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": 20,
+        "DestinationS3Uri": f"s3://{buckets.artifacts}/capture",
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]},
+    }

@@ -210,6 +210,14 @@ class GateSettings:
         )
 
 
+def capture_percent() -> int:
+    """DATA_CAPTURE_PERCENT (template parameter DataCaptureSamplingPercentage), 0-100."""
+    percent = env_int("DATA_CAPTURE_PERCENT", 0, minimum=0)
+    if percent > 100:
+        raise ConfigurationError(f"DATA_CAPTURE_PERCENT={percent} is above 100")
+    return percent
+
+
 @dataclass(frozen=True)
 class DeploySettings:
     """How the endpoint is (re)deployed: the blue/green traffic shifting and its alarms.
@@ -232,6 +240,7 @@ class DeploySettings:
     linear_step_percent: int = 25
     traffic_wait_seconds: int = 120
     low_confidence_increase: float = 0.25
+    capture_percent: int = 0  # DataCaptureConfig's InitialSamplingPercentage; 0 captures nothing
 
     @classmethod
     def from_env(cls) -> DeploySettings:
@@ -265,6 +274,7 @@ class DeploySettings:
             low_confidence_increase=env_float(
                 "LOW_CONFIDENCE_INCREASE", 0.25, minimum=0.0, maximum=1.0
             ),
+            capture_percent=capture_percent(),
         )
 
 
