@@ -10,6 +10,7 @@ from pipeline_report.lineage import Link, lineage_html, link_url, package_link
 ARN = "arn:aws:sagemaker:eu-west-1:123456789012:model-package/mlops-digits-models/7"
 RUN_ARN = "arn:aws:states:eu-west-1:123456789012:execution:mlops-pipeline:digits-0123456789abcdef"
 HOSTILE = '<script>alert("x")</script>/../?a=1#b'
+ENCODED = "%3Cscript%3Ealert%28%22x%22%29%3C%2Fscript%3E%2F..%2F%3Fa%3D1%23b"
 
 CHAIN = [
     Link(
@@ -65,7 +66,7 @@ def test_link_url_keeps_a_hostile_name_inside_one_path_segment(kind, region):
 
     assert url is not None
     tail = url.rsplit("/", 1)[-1]
-    assert tail == "%3Cscript%3Ealert%28%22x%22%29%3C%2Fscript%3E%2F..%2F%3Fa%3D1%23b"
+    assert tail == ENCODED
     assert not set('<>"') & set(url)
     assert url.count("?") == (1 if region else 0) and url.count("#") == (1 if region else 0)
 
@@ -73,10 +74,7 @@ def test_link_url_keeps_a_hostile_name_inside_one_path_segment(kind, region):
 def test_link_url_of_a_hostile_data_set_and_region_stays_encoded():
     link = Link("data set", HOSTILE, "", "s3://bucket/datasets/<x>&y=1/manifest.json")
 
-    assert (
-        link_url(link, None)
-        == "/datasets/" + link_url(Link("endpoint", HOSTILE), None).rsplit("/", 1)[-1]
-    )
+    assert link_url(link, None) == "/datasets/" + ENCODED
     aws = link_url(link, 'x"><img>')
     assert aws == (
         "https://s3.console.aws.amazon.com/s3/object/bucket?region=x%22%3E%3Cimg%3E"
