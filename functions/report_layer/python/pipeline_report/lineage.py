@@ -14,6 +14,7 @@ serves).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 from typing import Any
@@ -120,7 +121,7 @@ def link_region(target: Target) -> str | None:
     return None if target.local else target.region
 
 
-def lineage_html(links: list[Link], region: str | None) -> str:
+def lineage_html(links: Sequence[Link], region: str | None) -> str:
     """The chain as an ordered list, each element linked where it has a page; every name and
     detail escaped (they come from users: data set names, reasons, tags)."""
     items = []
