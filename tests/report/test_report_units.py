@@ -194,6 +194,11 @@ def test_badge_escapes_text_and_colours_unknown_words_grey():
     assert tone("IssuesFound") == "bad"
     assert tone("Passed") == "good"
     assert tone("whatever") == "info"
+    assert [tone(s) for s in ("Approved", "Rejected", "PendingManualApproval")] == [
+        "good",
+        "bad",
+        "warn",
+    ]
 
 
 def test_short_cause_shows_a_lambda_errors_message():

@@ -157,6 +157,11 @@ def serving_package(sagemaker: Any, endpoint_name: str) -> str | None:
         model = sagemaker.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
     except sagemaker.exceptions.ClientError:
         return None
+    return model_package_of(model)
+
+
+def model_package_of(model: dict[str, Any]) -> str | None:
+    """The registry version a model (a DescribeModel answer) was created from, if any."""
     containers = [model.get("PrimaryContainer") or {}, *model.get("Containers", [])]
     return next((c["ModelPackageName"] for c in containers if c.get("ModelPackageName")), None)
 

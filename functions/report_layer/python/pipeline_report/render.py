@@ -57,9 +57,23 @@ SECTIONS = (
 
 
 TONES = {
-    "good": {"SUCCEEDED", "Completed", "InService", "NoIssuesFound", "APPROVED", "pass", "Passed"},
-    "bad": {"FAILED", "Failed", "IssuesFound", "REJECTED", "block", "TIMED_OUT", "ABORTED"},
-    "warn": {"CAUGHT", "warn", "Error", "Stopped", "Stopping", "RolledBack"},
+    "good": {
+        *("SUCCEEDED", "Completed", "InService", "NoIssuesFound", "APPROVED", "pass", "Passed"),
+        "Approved",  # a model package version's ModelApprovalStatus
+    },
+    "bad": {
+        *("FAILED", "Failed", "IssuesFound", "REJECTED", "block", "TIMED_OUT", "ABORTED"),
+        "Rejected",
+    },
+    "warn": {
+        "CAUGHT",
+        "warn",
+        "Error",
+        "Stopped",
+        "Stopping",
+        "RolledBack",
+        "PendingManualApproval",
+    },
     "busy": {"RUNNING", "InProgress", "Creating", "Updating", "Training", "Downloading"},
 }
 

@@ -1,0 +1,303 @@
+"""The console's lineage pages over HTTP, against moto's S3, Step Functions and SageMaker.
+
+One registered, deployed version is built the way the pipeline leaves it (the version's
+metadata, the run's model_package.json and deployment.json, a model created from the version
+behind the endpoint's config); the console runs on 127.0.0.1 on a free port in this process
+(moto patches botocore process-wide) and every link of a lineage page is followed. The server
+is shut down and moto's mock stopped in `finally`, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from html import escape
+from typing import Any
+from urllib.parse import quote
+
+import boto3
+import pytest
+from moto import mock_aws
+from pipeline_common.naming import execution_name, manifest_version_token
+from pipeline_common.registry import model_package_group_name
+
+from mlops.console import start_console
+from mlops.target import Target
+
+pytestmark = pytest.mark.timeout(120)
+
+REGION = "us-east-1"
+ROLE = "arn:aws:iam::123456789012:role/sagemaker"
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.5"
+PROJECT, DATASET = "mlops", "digits"
+GROUP = model_package_group_name(PROJECT, DATASET)
+TUNING, RETRAIN = "mlops-digits-tune-1a2b3c4d", "mlops-digits-retrain-1a2b3c4d"
+CONFIG, ENDPOINT = "mlops-digits-1a2b3c4d", "mlops-endpoint"
+HOSTILE = '<script>alert("owned")</script>'
+
+
+@dataclass
+class Console:
+    url: str
+    target: Target
+    execution: str
+    version: int
+
+
+def get(url: str) -> tuple[int, str]:
+    """Status and body of a GET (urllib: moto's `responses` patch leaves it alone)."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            return answer.status, answer.read().decode("utf-8")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode("utf-8")
+
+
+def lineage_links(html: str, container: str = "lineage") -> list[tuple[str, str, str]]:
+    """(kind, href, name) of every linked element of the page's lineage list."""
+    chain = re.search(rf'<ol class="lineage" id="{container}">(.*?)</ol>', html, re.S)
+    assert chain, f"no lineage list on the page:\n{html[:2000]}"
+    return re.findall(
+        r'<li data-kind="([^"]+)">[^<]*<a href="([^"]+)"><code>([^<]*)</code></a>', chain.group(1)
+    )
+
+
+# -- the state a run leaves behind --------------------------------------------------------------
+def build_state(session: boto3.Session) -> tuple[dict[str, str], str, int]:
+    s3 = session.client("s3")
+    for bucket in ("mlops-data", "mlops-artifacts"):
+        s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket="mlops-data", VersioningConfiguration={"Status": "Enabled"})
+    put = s3.put_object(
+        Bucket="mlops-data",
+        Key=f"datasets/{DATASET}/manifest.json",
+        Body=json.dumps({"name": DATASET, "note": HOSTILE}).encode(),
+    )
+    token = manifest_version_token(put.get("VersionId"), put.get("ETag"))
+    execution = execution_name(DATASET, token)
+
+    sfn = session.client("stepfunctions")
+    definition = {"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}
+    machine = sfn.create_state_machine(
+        name=f"{PROJECT}-pipeline", definition=json.dumps(definition), roleArn=ROLE
+    )["stateMachineArn"]
+    run_arn = sfn.start_execution(stateMachineArn=machine, name=execution, input="{}")[
+        "executionArn"
+    ]
+
+    sagemaker = session.client("sagemaker")
+    create_jobs(sagemaker)
+    sagemaker.create_model_package_group(ModelPackageGroupName=GROUP)
+    package = sagemaker.create_model_package(
+        ModelPackageGroupName=GROUP,
+        ModelPackageDescription=f"digits, a description with {HOSTILE}",
+        InferenceSpecification={
+            "Containers": [{"Image": IMAGE, "ModelDataUrl": "s3://mlops-artifacts/model.tar.gz"}],
+            "SupportedContentTypes": ["image/png"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+        ModelApprovalStatus="Approved",
+        CustomerMetadataProperties={
+            "dataset": DATASET,
+            "manifest-version": token,
+            "execution": execution,
+            "tuning-job": TUNING,
+            "training-job": RETRAIN,
+            "test-accuracy": "0.93",
+            "finding:job:Overfit": f"NoIssuesFound (block): {HOSTILE}",
+        },
+        MetadataProperties={"GeneratedBy": run_arn},
+    )["ModelPackageArn"]
+    version = int(package.rsplit("/", 1)[-1])
+    sagemaker.create_model(
+        ModelName=CONFIG, PrimaryContainer={"ModelPackageName": package}, ExecutionRoleArn=ROLE
+    )
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=CONFIG,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": CONFIG,
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large",
+            }
+        ],
+    )
+    sagemaker.create_endpoint(EndpointName=ENDPOINT, EndpointConfigName=CONFIG)
+
+    records = {
+        "model_package.json": {
+            "model_package_group_name": GROUP,
+            "model_package_arn": package,
+            "model_package_version": version,
+            "approval_status": "Approved",
+        },
+        "deployment.json": {
+            "endpoint_name": ENDPOINT,
+            "endpoint_config_name": CONFIG,
+            "model_name": CONFIG,
+            "model_package_arn": package,
+            "operation": "created",
+        },
+    }
+    for name, record in records.items():
+        s3.put_object(
+            Bucket="mlops-artifacts", Key=f"runs/{execution}/{name}", Body=json.dumps(record)
+        )
+    outputs = {
+        "ProjectName": PROJECT,
+        "DataBucketName": "mlops-data",
+        "ArtifactsBucketName": "mlops-artifacts",
+        "StateMachineArn": machine,
+        "EndpointName": ENDPOINT,
+    }
+    return outputs, execution, version
+
+
+def create_jobs(sagemaker: Any) -> None:
+    training = {
+        "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File"},
+        "RoleArn": ROLE,
+        "OutputDataConfig": {"S3OutputPath": "s3://mlops-artifacts/jobs/"},
+        "ResourceConfig": {
+            "InstanceType": "ml.m5.large",
+            "InstanceCount": 1,
+            "VolumeSizeInGB": 10,
+        },
+        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+    }
+    sagemaker.create_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=TUNING,
+        HyperParameterTuningJobConfig={
+            "Strategy": "Random",
+            "HyperParameterTuningJobObjective": {"Type": "Minimize", "MetricName": "valid:loss"},
+            "ResourceLimits": {"MaxNumberOfTrainingJobs": 2, "MaxParallelTrainingJobs": 1},
+        },
+        TrainingJobDefinition={
+            "AlgorithmSpecification": training["AlgorithmSpecification"],
+            "RoleArn": ROLE,
+            "OutputDataConfig": training["OutputDataConfig"],
+            "ResourceConfig": training["ResourceConfig"],
+            "StoppingCondition": training["StoppingCondition"],
+        },
+    )
+    sagemaker.create_training_job(TrainingJobName=RETRAIN, **training)
+
+
+@pytest.fixture
+def console(monkeypatch: pytest.MonkeyPatch) -> Iterator[Console]:
+    for key in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SAGEMAKER", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(key, raising=False)
+    with mock_aws():
+        session = boto3.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+        )
+        outputs, execution, version = build_state(session)
+        target = Target(name="moto", session=session, outputs=outputs, local=True)
+        server, thread = start_console(target, port=0)
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}"
+            yield Console(url, target, execution, version)
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(10)
+    assert not thread.is_alive(), "the console's thread outlived the test"
+
+
+# -- tests ---------------------------------------------------------------------------------------
+def test_console_version_page_links_every_element_of_the_lineage_to_a_page_naming_it(console):
+    status, html = get(f"{console.url}/models/{GROUP}/{console.version}")
+
+    assert status == 200, html
+    links = lineage_links(html)
+    assert [kind for kind, _, _ in links] == [
+        "data set",
+        "execution",
+        "tuning job",
+        "training job",
+        "model package",
+        "endpoint config",
+        "endpoint",
+    ]
+    for kind, href, name in links:
+        followed, page = get(console.url + href)
+        assert followed == 200, f"{kind} {href}: {followed}\n{page[:1500]}"
+        heading = re.search(r"<h1>(.*?)</h1>", page, re.S)
+        assert heading and escape(name) in heading.group(1), f"{href} is not about {name}"
+    assert "serves it now" in html
+
+
+def test_console_version_page_shows_status_accuracy_and_escapes_user_text(console):
+    status, html = get(f"{console.url}/models/{GROUP}/{console.version}")
+
+    assert status == 200
+    assert '<span class="badge good">Approved</span>' in html
+    assert "0.93" in html
+    assert HOSTILE not in html
+    assert escape(HOSTILE) in html  # the finding and the description, shown, not run
+
+
+def test_console_models_page_lists_the_version_and_marks_the_one_serving(console):
+    status, html = get(f"{console.url}/models")
+
+    assert status == 200, html
+    row = re.search(rf'<tr data-version="{GROUP}/{console.version}"([^>]*)>(.*?)</tr>', html)
+    assert row, html
+    assert 'data-serving="true"' in row.group(1) and "0.9300" in row.group(2)
+    assert f'href="/models/{GROUP}/{console.version}"' in row.group(2)
+    assert f'href="/executions/{console.execution}"' in row.group(2)
+
+
+def test_console_execution_page_shows_the_lineage_of_the_version_its_run_registered(console):
+    status, html = get(f"{console.url}/executions/{console.execution}")
+
+    assert status == 200, html
+    assert "Lineage of the version this run registered" in html
+    kinds = {kind: href for kind, href, _ in lineage_links(html)}
+    assert kinds["model package"] == f"/models/{GROUP}/{console.version}"
+    assert kinds["endpoint"] == f"/endpoints/{ENDPOINT}"
+
+
+def test_console_endpoint_page_names_the_config_and_version_that_serve(console):
+    status, html = get(f"{console.url}/endpoints/{ENDPOINT}")
+
+    assert status == 200, html
+    assert f'href="/endpoint-configs/{CONFIG}"' in html
+    assert f'href="/models/{GROUP}/{console.version}"' in html
+
+
+def test_console_dataset_page_names_the_run_each_manifest_version_started(console):
+    status, html = get(f"{console.url}/datasets/{DATASET}")
+
+    assert status == 200, html
+    assert f'href="/executions/{console.execution}"' in html
+    assert "(current)" in html
+    assert HOSTILE not in html
+
+
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        ("/training-jobs/" + quote(HOSTILE, safe=""), f"No training job {HOSTILE}"),
+        ("/tuning-jobs/mlops-nothing", "No tuning job mlops-nothing"),
+        ("/endpoint-configs/mlops-nothing", "No endpoint config mlops-nothing"),
+        ("/endpoints/mlops-nothing", "No endpoint mlops-nothing"),
+        ("/datasets/nothing", "No data set nothing"),
+        (f"/models/{GROUP}/99", "has no version 99"),
+        (f"/models/{GROUP}/seven", "No model package version"),
+        ("/models/mlops-nothing-models/1", "No model package version"),
+        ("/executions/nothing-0123456789abcdef", "nothing-0123456789abcdef"),
+        ("/weather/" + quote(HOSTILE, safe=""), f"No page at /weather/{HOSTILE}"),
+    ],
+)
+def test_console_unknown_names_answer_404_with_a_clear_message(console, path, says):
+    status, html = get(console.url + path)
+
+    assert status == 404, html
+    assert escape(says) in html
+    assert "Traceback" not in html and HOSTILE not in html
