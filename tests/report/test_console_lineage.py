@@ -24,8 +24,10 @@ import pytest
 from moto import mock_aws
 from pipeline_common.naming import execution_name, manifest_version_token
 from pipeline_common.registry import model_package_group_name
+from pipeline_report.lineage import link_region, link_url, run_lineage
 
 from mlops.console import start_console
+from mlops.models import lineage
 from mlops.target import Target
 
 pytestmark = pytest.mark.timeout(120)
@@ -188,24 +190,37 @@ def create_jobs(sagemaker: Any) -> None:
     sagemaker.create_training_job(TrainingJobName=RETRAIN, **training)
 
 
+@dataclass
+class State:
+    session: boto3.Session
+    outputs: dict[str, str]
+    execution: str
+    version: int
+
+
 @pytest.fixture
-def console(monkeypatch: pytest.MonkeyPatch) -> Iterator[Console]:
+def state(monkeypatch: pytest.MonkeyPatch) -> Iterator[State]:
+    """moto's S3, Step Functions and SageMaker holding one registered, deployed version."""
     for key in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SAGEMAKER", "AWS_ENDPOINT_URL_S3"):
         monkeypatch.delenv(key, raising=False)
     with mock_aws():
         session = boto3.Session(
             aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
         )
-        outputs, execution, version = build_state(session)
-        target = Target(name="moto", session=session, outputs=outputs, local=True)
-        server, thread = start_console(target, port=0)
-        try:
-            url = f"http://127.0.0.1:{server.server_address[1]}"
-            yield Console(url, target, execution, version)
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join(10)
+        yield State(session, *build_state(session))
+
+
+@pytest.fixture
+def console(state: State) -> Iterator[Console]:
+    target = Target(name="moto", session=state.session, outputs=state.outputs, local=True)
+    server, thread = start_console(target, port=0)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        yield Console(url, target, state.execution, state.version)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
     assert not thread.is_alive(), "the console's thread outlived the test"
 
 
@@ -301,3 +316,47 @@ def test_console_unknown_names_answer_404_with_a_clear_message(console, path, sa
     assert status == 404, html
     assert escape(says) in html
     assert "Traceback" not in html and HOSTILE not in html
+
+
+# -- the same chain for `mlops lineage` and the report ---------------------------------------------
+def test_mlops_lineage_is_the_chain_the_console_shows(console):
+    _, html = get(f"{console.url}/models/{GROUP}/{console.version}")
+
+    links = lineage(console.target, DATASET, console.version)
+
+    assert [(link.kind, link.name) for link in links] == [
+        (kind, name) for kind, _, name in lineage_links(html)
+    ]
+
+
+def test_report_lineage_reads_the_chain_with_the_write_report_functions_target(state):
+    # WriteReport's Target: the two buckets only, no stack outputs (functions/write_report).
+    outputs = {k: state.outputs[k] for k in ("DataBucketName", "ArtifactsBucketName")}
+    target = Target(name="mlops", session=state.session, outputs=outputs)
+    arn = f"arn:aws:sagemaker:{REGION}:123456789012:model-package/{GROUP}/{state.version}"
+    notes: list[str] = []
+
+    links = run_lineage(target, arn, notes)
+
+    assert notes == []
+    urls = {link.kind: link_url(link, link_region(target)) for link in links}
+    assert urls["endpoint"] == (
+        f"https://{REGION}.console.aws.amazon.com/sagemaker/home?region={REGION}"
+        f"#/endpoints/{ENDPOINT}"
+    )
+    assert urls["execution"].endswith(f":execution:mlops-pipeline:{state.execution}")
+    assert urls["data set"] == (
+        "https://s3.console.aws.amazon.com/s3/object/mlops-data"
+        f"?region={REGION}&prefix=datasets%2F{DATASET}%2Fmanifest.json"
+    )
+    assert links[-1].detail == "serves it now"
+
+
+def test_report_lineage_of_a_version_that_cannot_be_read_is_a_note(state):
+    target = Target(name="mlops", session=state.session, outputs=state.outputs)
+    notes: list[str] = []
+
+    links = run_lineage(target, f"arn:aws:sagemaker:{REGION}:123456789012:model-package/x/9", notes)
+
+    assert links == []
+    assert len(notes) == 1 and notes[0].startswith("No lineage for ")
