@@ -1,45 +1,40 @@
 """The console's lineage pages over HTTP, against moto's S3, Step Functions and SageMaker.
 
-One registered, deployed version is built the way the pipeline leaves it (the version's
-metadata, the run's model_package.json and deployment.json, a model created from the version
-behind the endpoint's config); the console runs on 127.0.0.1 on a free port in this process
+One registered, deployed version is built the way the pipeline leaves it
+(tests/support/lineage_state.py); the console runs on 127.0.0.1 on a free port in this process
 (moto patches botocore process-wide) and every link of a lineage page is followed. The server
 is shut down and moto's mock stopped in `finally`, also when a test fails.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from html import escape
-from typing import Any
 from urllib.parse import quote
 
 import boto3
 import pytest
 from moto import mock_aws
-from pipeline_common.naming import execution_name, manifest_version_token
-from pipeline_common.registry import model_package_group_name
 from pipeline_report.lineage import link_region, link_url, run_lineage
 
 from mlops.console import start_console
 from mlops.models import lineage
 from mlops.target import Target
+from tests.support.lineage_state import (
+    CONFIG,
+    DATASET,
+    ENDPOINT,
+    GROUP,
+    HOSTILE,
+    REGION,
+    build_state,
+)
 
 pytestmark = pytest.mark.timeout(120)
-
-REGION = "us-east-1"
-ROLE = "arn:aws:iam::123456789012:role/sagemaker"
-IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.5"
-PROJECT, DATASET = "mlops", "digits"
-GROUP = model_package_group_name(PROJECT, DATASET)
-TUNING, RETRAIN = "mlops-digits-tune-1a2b3c4d", "mlops-digits-retrain-1a2b3c4d"
-CONFIG, ENDPOINT = "mlops-digits-1a2b3c4d", "mlops-endpoint"
-HOSTILE = '<script>alert("owned")</script>'
 
 
 @dataclass
@@ -68,128 +63,6 @@ def lineage_links(html: str, container: str = "lineage") -> list[tuple[str, str,
     )
 
 
-# -- the state a run leaves behind --------------------------------------------------------------
-def build_state(session: boto3.Session) -> tuple[dict[str, str], str, int]:
-    s3 = session.client("s3")
-    for bucket in ("mlops-data", "mlops-artifacts"):
-        s3.create_bucket(Bucket=bucket)
-    s3.put_bucket_versioning(Bucket="mlops-data", VersioningConfiguration={"Status": "Enabled"})
-    put = s3.put_object(
-        Bucket="mlops-data",
-        Key=f"datasets/{DATASET}/manifest.json",
-        Body=json.dumps({"name": DATASET, "note": HOSTILE}).encode(),
-    )
-    token = manifest_version_token(put.get("VersionId"), put.get("ETag"))
-    execution = execution_name(DATASET, token)
-
-    sfn = session.client("stepfunctions")
-    definition = {"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}
-    machine = sfn.create_state_machine(
-        name=f"{PROJECT}-pipeline", definition=json.dumps(definition), roleArn=ROLE
-    )["stateMachineArn"]
-    run_arn = sfn.start_execution(stateMachineArn=machine, name=execution, input="{}")[
-        "executionArn"
-    ]
-
-    sagemaker = session.client("sagemaker")
-    create_jobs(sagemaker)
-    sagemaker.create_model_package_group(ModelPackageGroupName=GROUP)
-    package = sagemaker.create_model_package(
-        ModelPackageGroupName=GROUP,
-        ModelPackageDescription=f"digits, a description with {HOSTILE}",
-        InferenceSpecification={
-            "Containers": [{"Image": IMAGE, "ModelDataUrl": "s3://mlops-artifacts/model.tar.gz"}],
-            "SupportedContentTypes": ["image/png"],
-            "SupportedResponseMIMETypes": ["application/json"],
-        },
-        ModelApprovalStatus="Approved",
-        CustomerMetadataProperties={
-            "dataset": DATASET,
-            "manifest-version": token,
-            "execution": execution,
-            "tuning-job": TUNING,
-            "training-job": RETRAIN,
-            "test-accuracy": "0.93",
-            "finding:job:Overfit": f"NoIssuesFound (block): {HOSTILE}",
-        },
-        MetadataProperties={"GeneratedBy": run_arn},
-    )["ModelPackageArn"]
-    version = int(package.rsplit("/", 1)[-1])
-    sagemaker.create_model(
-        ModelName=CONFIG, PrimaryContainer={"ModelPackageName": package}, ExecutionRoleArn=ROLE
-    )
-    sagemaker.create_endpoint_config(
-        EndpointConfigName=CONFIG,
-        ProductionVariants=[
-            {
-                "VariantName": "AllTraffic",
-                "ModelName": CONFIG,
-                "InitialInstanceCount": 1,
-                "InstanceType": "ml.m5.large",
-            }
-        ],
-    )
-    sagemaker.create_endpoint(EndpointName=ENDPOINT, EndpointConfigName=CONFIG)
-
-    records = {
-        "model_package.json": {
-            "model_package_group_name": GROUP,
-            "model_package_arn": package,
-            "model_package_version": version,
-            "approval_status": "Approved",
-        },
-        "deployment.json": {
-            "endpoint_name": ENDPOINT,
-            "endpoint_config_name": CONFIG,
-            "model_name": CONFIG,
-            "model_package_arn": package,
-            "operation": "created",
-        },
-    }
-    for name, record in records.items():
-        s3.put_object(
-            Bucket="mlops-artifacts", Key=f"runs/{execution}/{name}", Body=json.dumps(record)
-        )
-    outputs = {
-        "ProjectName": PROJECT,
-        "DataBucketName": "mlops-data",
-        "ArtifactsBucketName": "mlops-artifacts",
-        "StateMachineArn": machine,
-        "EndpointName": ENDPOINT,
-    }
-    return outputs, execution, version
-
-
-def create_jobs(sagemaker: Any) -> None:
-    training = {
-        "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File"},
-        "RoleArn": ROLE,
-        "OutputDataConfig": {"S3OutputPath": "s3://mlops-artifacts/jobs/"},
-        "ResourceConfig": {
-            "InstanceType": "ml.m5.large",
-            "InstanceCount": 1,
-            "VolumeSizeInGB": 10,
-        },
-        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
-    }
-    sagemaker.create_hyper_parameter_tuning_job(
-        HyperParameterTuningJobName=TUNING,
-        HyperParameterTuningJobConfig={
-            "Strategy": "Random",
-            "HyperParameterTuningJobObjective": {"Type": "Minimize", "MetricName": "valid:loss"},
-            "ResourceLimits": {"MaxNumberOfTrainingJobs": 2, "MaxParallelTrainingJobs": 1},
-        },
-        TrainingJobDefinition={
-            "AlgorithmSpecification": training["AlgorithmSpecification"],
-            "RoleArn": ROLE,
-            "OutputDataConfig": training["OutputDataConfig"],
-            "ResourceConfig": training["ResourceConfig"],
-            "StoppingCondition": training["StoppingCondition"],
-        },
-    )
-    sagemaker.create_training_job(TrainingJobName=RETRAIN, **training)
-
-
 @dataclass
 class State:
     session: boto3.Session
@@ -207,7 +80,8 @@ def state(monkeypatch: pytest.MonkeyPatch) -> Iterator[State]:
         session = boto3.Session(
             aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
         )
-        yield State(session, *build_state(session))
+        run = build_state(session)
+        yield State(session, run.outputs, run.execution, run.version)
 
 
 @pytest.fixture
