@@ -39,7 +39,8 @@ from pipeline_report.render import CSS, badge, seconds, short_cause, table
 
 from mlops import console_registry as registry
 from mlops.console_graph import FILL, graph_svg
-from mlops.target import Target
+from mlops.runs import CliError
+from mlops.target import Target, TargetError
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +300,12 @@ def make_handler(console: Console) -> type[BaseHTTPRequestHandler]:
                 status, html = (
                     HTTPStatus.NOT_FOUND,
                     page("Not found", f"<h1>Not found</h1><p>{escape(str(exc))}</p>"),
+                )
+            except (TargetError, CliError) as exc:  # the target lacks what the page reads
+                log.warning("console %s: %s", raw, exc)
+                status = HTTPStatus.INTERNAL_SERVER_ERROR
+                html = page(
+                    "Cannot show this", f"<h1>Cannot show this</h1><p>{escape(str(exc))}</p>"
                 )
             except (ClientError, BotoCoreError) as exc:
                 log.warning("console %s: %s", raw, exc)

@@ -234,3 +234,36 @@ def test_report_lineage_of_a_version_that_cannot_be_read_is_a_note(state):
 
     assert links == []
     assert len(notes) == 1 and notes[0].startswith("No lineage for ")
+
+
+def test_mlops_lineage_command_prints_each_elements_aws_console_page_for_a_stack(
+    state, monkeypatch, capsys
+):
+    from mlops import cli
+
+    stack = Target(name="prod", session=state.session, outputs=state.outputs)
+    monkeypatch.setattr(cli, "resolve_target", lambda stack_name, root: stack)
+
+    code = cli.main(["lineage", str(state.version), "--dataset", DATASET, "--stack", "prod"])
+
+    printed = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert printed[0].startswith(f"data set: {DATASET}  (manifest version v:")
+    assert printed[1].strip().startswith("https://s3.console.aws.amazon.com/s3/object/")
+    assert printed[-2].strip().startswith(f"-> endpoint: {ENDPOINT}  (serves it now)")
+    assert printed[-1].strip().endswith(f"#/endpoints/{ENDPOINT}")
+
+
+def test_console_page_the_target_cannot_serve_is_a_500_that_says_why(state):
+    outputs = {k: v for k, v in state.outputs.items() if k != "ProjectName"}
+    target = Target(name="bare", session=state.session, outputs=outputs, local=True)
+    server, thread = start_console(target, port=0)
+    try:
+        status, html = get(f"http://127.0.0.1:{server.server_address[1]}/models")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+    assert status == 500
+    assert "has no output ProjectName" in html and "Traceback" not in html
