@@ -341,9 +341,9 @@ NAMED_PAGES: dict[str, Callable[[Target, str], registry.Page]] = {
 
 def route(console: Console, parts: list[str]) -> tuple[HTTPStatus, str]:
     """The page for a path's decoded segments; LookupError (a 404) for any other path."""
-    head, rest = (parts[0], parts[1:]) if parts else ("", [])
     if not parts:
         return HTTPStatus.OK, console.executions_page()
+    head, rest = parts[0], parts[1:]
     if head == "executions" and len(rest) == 1:
         return HTTPStatus.OK, console.execution_page(rest[0])
     if head == "executions" and len(rest) == 2 and rest[1] == "report":

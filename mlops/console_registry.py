@@ -156,8 +156,13 @@ def version_page(target: Target, group: str, version: str) -> Page:
 def run_lineage_section(target: Target, execution: str) -> str:
     """For an execution's page: the lineage of the version it registered (or, for `mlops deploy`
     and `mlops rollback`, deployed); empty when it has neither."""
-    registered = read_record(target, execution, REGISTRATION) or {}
-    deployed = read_record(target, execution, DEPLOYMENT) or {}
+    try:
+        registered = read_record(target, execution, REGISTRATION) or {}
+        deployed = read_record(target, execution, DEPLOYMENT) or {}
+    except (ClientError, BotoCoreError) as exc:  # the rest of the page still shows
+        return (
+            f'<p class="error">No lineage: the run records cannot be read: {escape(str(exc))}</p>'
+        )
     arn = registered.get("model_package_arn") or deployed.get("model_package_arn")
     if not arn:
         return ""

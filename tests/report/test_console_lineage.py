@@ -8,6 +8,7 @@ is shut down and moto's mock stopped in `finally`, also when a test fails.
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.error
 import urllib.request
@@ -267,3 +268,25 @@ def test_console_page_the_target_cannot_serve_is_a_500_that_says_why(state):
 
     assert status == 500
     assert "has no output ProjectName" in html and "Traceback" not in html
+
+
+def test_console_execution_page_of_a_promotion_shows_the_version_it_deployed(state, console):
+    promotion = "deploy-digits-v1-0a1b2c3d"
+    state.session.client("stepfunctions").start_execution(
+        stateMachineArn=state.outputs["StateMachineArn"], name=promotion, input="{}"
+    )
+    registered = f"runs/{state.execution}/model_package.json"
+    s3, bucket = state.session.client("s3"), state.outputs["ArtifactsBucketName"]
+    record = json.loads(s3.get_object(Bucket=bucket, Key=registered)["Body"].read())
+    deployment = {"endpoint_name": ENDPOINT, "model_package_arn": record["model_package_arn"]}
+    s3.put_object(
+        Bucket=bucket, Key=f"runs/{promotion}/deployment.json", Body=json.dumps(deployment)
+    )
+
+    status, html = get(f"{console.url}/executions/{promotion}")
+
+    assert status == 200, html
+    assert "Lineage of the version this run deployed" in html
+    kinds = {kind: name for kind, _, name in lineage_links(html)}
+    assert kinds["execution"] == state.execution  # the run that made the version
+    assert kinds["model package"] == f"{GROUP}/{state.version}"
