@@ -225,15 +225,25 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
+    """The chain of one version; against a stack each element's AWS console page too (the local
+    cloud's pages are `mlops console`'s, whose address this command does not know)."""
+    from pipeline_report.lineage import link_region, link_url
+
     from mlops.models import lineage
 
-    links = lineage(resolve_target(args.stack, args.root), args.dataset, args.version)
+    target = resolve_target(args.stack, args.root)
+    links = lineage(target, args.dataset, args.version)
+    region = link_region(target)
     if args.json:
-        out(json.dumps([vars(link) for link in links], indent=2))
+        rows = [{**vars(link), "url": link_url(link, region)} for link in links]
+        out(json.dumps(rows, indent=2))
         return 0
     for depth, link in enumerate(links):
         arrow = "  " * depth + ("-> " if depth else "")
         out(f"{arrow}{link.kind}: {link.name}" + (f"  ({link.detail})" if link.detail else ""))
+        url = link_url(link, region) if region else None
+        if url:
+            out(f"{'  ' * depth}   {url}")
     return 0
 
 
