@@ -15,6 +15,9 @@ REGISTRATION = "model_package.json"  # RegisterModel: the model package version 
 APPROVAL_REQUEST = "approval_request.json"  # RequestApproval: the waiting run's task token
 DEPLOYMENT = "deployment.json"  # DeployEndpoint: what serves, created or updated
 SMOKE_TEST = "smoke_test.json"  # SmokeTest: the requests sent to the new endpoint
+# RegisterModel: the retrain's monitoring baseline (pipeline_common.baseline), out of its
+# output.tar.gz, named by the registry version's DriftCheckBaselines
+MONITORING_BASELINE = "baseline.json"
 REPORT = "report.html"  # WriteReport: the human-readable report of the run
 
 RUN_RECORDS = (VALIDATION, LEADERBOARD, GATE, REGISTRATION, DEPLOYMENT, SMOKE_TEST)
