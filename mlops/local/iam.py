@@ -50,12 +50,26 @@ def translate_roles(
     template: dict[str, Any], parameters: Mapping[str, Any], python: Path = SAM_PYTHON
 ) -> dict[str, dict[str, Any]]:
     """Every AWS::IAM::Role of the translated template (Properties, intrinsics unresolved)."""
+    translated = translate_template(template, parameters, ("AWS::IAM::Role",), python)
+    return {
+        logical_id: resource.get("Properties", {}) for logical_id, resource in translated.items()
+    }
+
+
+def translate_template(
+    template: dict[str, Any],
+    parameters: Mapping[str, Any],
+    types: Iterable[str],
+    python: Path = SAM_PYTHON,
+) -> dict[str, dict[str, Any]]:
+    """The translated template's resources of `types`: {logical id: {Type, Properties,
+    Condition}}, intrinsic functions unresolved."""
     if not python.exists():
         raise IamSetupError(
             f"{python} is missing: the SAM translator that expands the roles lives in "
             "aws-sam-cli's environment. Run `make sam-venv`."
         )
-    request = {"template": template, "parameters": dict(parameters)}
+    request = {"template": template, "parameters": dict(parameters), "types": list(types)}
     done = subprocess.run(
         [str(python), str(SAM_TRANSLATE)],
         input=json.dumps(request),

@@ -76,9 +76,7 @@ class CronSchedule:
     croniter_expression: str
     timezone: str = "UTC"
 
-    def next_after(
-        self, after: float, anchor: float = 0.0, speedup: float = 1.0
-    ) -> float | None:
+    def next_after(self, after: float, anchor: float = 0.0, speedup: float = 1.0) -> float | None:
         """The first matching minute strictly after `after` (epoch seconds), None when no time
         matches any more (a past year, February 30). The calendar is not sped up: a cron
         names wall-clock times."""
