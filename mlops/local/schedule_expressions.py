@@ -147,12 +147,12 @@ def _cron(expression: str, timezone: str) -> CronSchedule:
                     expression, f"the {name} field {value!r}: {number} is not in {low}-{high}"
                 )
     minutes, hours, day_of_month, month, day_of_week, year = fields
+    if any("?" in value and value != "?" for value in (day_of_month, day_of_week)):
+        raise ScheduleExpressionError(expression, "'?' stands alone in its field")
     if (day_of_month == "?") == (day_of_week == "?"):
         raise ScheduleExpressionError(
             expression, "exactly one of day-of-month and day-of-week must be '?'"
         )
-    if any("?" in value and value != "?" for value in (day_of_month, day_of_week)):
-        raise ScheduleExpressionError(expression, "'?' stands alone in its field")
     try:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError) as exc:
@@ -184,8 +184,6 @@ def _day_of_week(expression: str, field: str) -> str:
             if nth not in {"1", "2", "3", "4", "5"}:
                 raise ScheduleExpressionError(expression, f"{item!r}: '#' takes 1 to 5")
             items.append(f"{_day(expression, day)}#{nth}")
-        elif "/" in item:
-            raise ScheduleExpressionError(expression, "day-of-week does not take '/'")
         else:
             items.append("-".join(_day(expression, part) for part in item.split("-")))
     return ",".join(items)
