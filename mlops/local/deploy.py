@@ -491,6 +491,8 @@ class LocalDeployer:
             for logical_id, resource in self.translated.items():
                 if resource["Type"] != kind or not self._wanted(resource):
                     continue
+                if kind == LAMBDA_PERMISSION and not _for_events(resource):
+                    continue  # S3's and the API's: the local S3 and API call the function
                 props = self.resolver.resolve(resource.get("Properties", {}))
                 if kind == EVENTS_RULE:
                     self._create_rule(logical_id, props, deployment)
@@ -573,3 +575,8 @@ class LocalDeployer:
             "state": state,
             "targets": [target["Arn"]],
         }
+
+
+def _for_events(permission: dict[str, Any]) -> bool:
+    """Whether a translated AWS::Lambda::Permission is a Schedule event's (EventBridge's)."""
+    return permission.get("Properties", {}).get("Principal") == "events.amazonaws.com"
