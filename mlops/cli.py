@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pipeline_report import executions as ex
@@ -128,6 +129,50 @@ def cmd_env(args: argparse.Namespace) -> int:
     for key, value in info.client_env().items():
         out(f"export {key}={value}")
     return 0
+
+
+# -- schedules (local cloud only) ----------------------------------------------------------------
+def cmd_schedule(args: argparse.Namespace) -> int:
+    """List the local cloud's scheduled rules and schedules, or fire one now."""
+    import requests
+
+    if args.stack:
+        raise CliError(
+            "`mlops schedule` drives the local cloud's scheduler; on AWS, EventBridge runs the "
+            "stack's schedules (aws events list-rules, aws scheduler list-schedules)"
+        )
+    info = running_cloud(args.root)
+    if info is None:
+        raise CliError("No local cloud is running: run `mlops up` first")
+    base = f"{info.moto_url}/_mlops/schedules"
+    try:
+        if args.action == "list":
+            response = requests.get(base, timeout=30)
+        else:
+            if not args.name:
+                raise CliError("`mlops schedule run NAME`: name the rule or schedule to fire")
+            response = requests.post(f"{base}/{quote(args.name, safe='')}/run", timeout=60)
+    except requests.RequestException as exc:
+        raise CliError(
+            f"the local cloud did not answer ({exc}); check it with `mlops status`"
+        ) from None
+    body = response.json()
+    if response.status_code != 200:
+        raise CliError(body.get("message", response.text))
+    if args.json:
+        out(json.dumps(body, indent=2))
+    elif args.action == "list":
+        for item in body["schedules"]:
+            out(
+                f"{item['name']}  {item['kind']}  {item['expression']}  {item['state']}  "
+                f"next {item['next'] or '-'}  last {item['last_fired'] or '-'}"
+            )
+    else:
+        for invocation in body["invocations"]:
+            verdict = "invoked" if invocation["accepted"] else f"NOT invoked: {invocation['error']}"
+            out(f"{invocation['scheduled']} -> {invocation['target']}: {verdict}")
+    failed = any(not i["accepted"] for i in body.get("invocations", []))
+    return 1 if failed else 0
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -380,6 +425,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "env", help="shell exports for the aws CLI / boto3 / sagemaker SDK"
     ).set_defaults(func=cmd_env)
+
+    schedule = commands.add_parser(
+        "schedule", help="the local cloud's scheduled rules and schedules: list, or run one now"
+    )
+    schedule.add_argument("action", choices=["list", "run"])
+    schedule.add_argument("name", nargs="?", help="run: the rule's or schedule's name")
+    schedule.set_defaults(func=cmd_schedule)
 
     sample = commands.add_parser("sample-data", help="write the digits data set (dog-breed layout)")
     sample.add_argument("directory", type=Path)
