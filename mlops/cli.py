@@ -292,6 +292,31 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from mlops.monitoring import latest_findings, print_findings, run_monitor
+
+    target = resolve_target(args.stack, args.root)
+    if args.action == "run":
+        result = run_monitor(target)
+        if args.json:
+            out(json.dumps(result, indent=2))
+            return 0
+        out(
+            f"{result.get('endpoint_name')}: {result.get('status')} ({result.get('requests', 0)} "
+            f"answers checked){' - ' + result['detail'] if result.get('detail') else ''}"
+        )
+        if result.get("retrain_execution"):
+            out(f"Started a retrain: {result['retrain_execution']}")
+        return 0
+    records = latest_findings(target, args.limit)
+    if args.json:
+        out(json.dumps(records, indent=2))
+        return 0
+    for line in print_findings(records):
+        out(line)
+    return 0
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     from mlops.models import deploy_version, rollback
 
@@ -490,6 +515,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         command.add_argument("--poll", type=float, default=2.0, help="seconds between checks")
         command.add_argument("--timeout", type=float, default=3600, help="give up after this")
         command.set_defaults(func=cmd_deploy)
+    monitor = commands.add_parser(
+        "monitor", help="drift findings of the endpoint (`monitor run`: check now)"
+    )
+    monitor.add_argument("action", nargs="?", choices=["show", "run"], default="show")
+    monitor.add_argument("--limit", type=int, default=5, help="how many findings to show")
+    monitor.set_defaults(func=cmd_monitor)
     report = commands.add_parser("report", help="write one execution's HTML report")
     report.add_argument("execution", help="name, ARN or 'latest'")
     report.add_argument(

@@ -111,7 +111,9 @@ def read_json_object(uri: str) -> dict[str, Any] | None:
 
 
 def window(state: dict[str, Any], now: datetime, settle: timedelta) -> tuple[datetime, datetime]:
-    end = now - settle
+    """[start, end) in whole seconds (capture times have whole seconds), from where the last
+    check stopped."""
+    end = (now - settle).replace(microsecond=0)
     start = end - FIRST_WINDOW
     if state.get("checked_until"):
         start = datetime.fromisoformat(state["checked_until"])

@@ -231,9 +231,11 @@ def test_monitor_retrain_starts_exactly_one_execution_within_the_interval(setup,
     }
     put_captures(buckets.s3, buckets.artifacts, sample(setup["rng"], 30, shift=3), recent())
     first = run(setup, context, **retrain)
-    time.sleep(1.1)  # capture times have whole seconds: the next batch is after the first check
-    later = datetime.now(UTC)
-    put_captures(buckets.s3, buckets.artifacts, sample(setup["rng"], 30, shift=3), later)
+    # Captures have whole seconds and a check ends at a whole second: the next batch is timed
+    # where the first check stopped, and the second check ends a second later.
+    stopped = datetime.fromisoformat(findings(setup, first)["window"][1])
+    put_captures(buckets.s3, buckets.artifacts, sample(setup["rng"], 30, shift=3), stopped)
+    time.sleep(1.1)
     second = run(setup, context, **retrain)
 
     [execution] = setup["sfn"].list_executions(stateMachineArn=setup["machine"])["executions"]

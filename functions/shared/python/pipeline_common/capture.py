@@ -142,7 +142,8 @@ def read_captures(
     start: datetime,
     end: datetime,
 ) -> CaptureReading:
-    """Every request captured between ``start`` and ``end`` (UTC), oldest first.
+    """Every request captured from ``start`` up to (not including) ``end`` (UTC), oldest
+    first: consecutive windows that share a bound see each request once.
 
     Lines that are not capture records are counted, not raised: one bad line must not blind
     the monitor to the rest of an hour."""
@@ -165,7 +166,7 @@ def read_captures(
                     except CaptureFormatError:
                         reading.bad_lines += 1
                         continue
-                    if start <= captured.inference_time <= end:
+                    if start <= captured.inference_time < end:
                         reading.requests.append(captured)
     reading.requests.sort(key=lambda r: r.inference_time)
     return reading
