@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pipeline_common.aws import aws_call, client
 from pipeline_common.capture import read_captures
 from pipeline_common.config import CommonSettings, MonitorSettings
-from pipeline_common.drift import MIN_REQUESTS, compare, features_of
+from pipeline_common.drift import MIN_REQUESTS, Features, compare, features_of, unusual
 from pipeline_common.endpoints import MODEL_PACKAGE_TAG, serving_config_tags
 from pipeline_common.kit import count, logger, measure, step
 from pipeline_common.models import StepModel
@@ -108,6 +108,26 @@ def read_json_object(uri: str) -> dict[str, Any] | None:
     with aws_call("GetObject", uri, ok=MISSING_CODES):
         return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     return None
+
+
+def most_unusual(baseline: dict[str, Any], features: Features) -> list[dict[str, Any]]:
+    """The captured requests least like the validation data, for a person to look at."""
+    if not features.embeddings:
+        return []
+    rows = []
+    for index, score in unusual(baseline["embedding"]["sample"], features.embeddings):
+        request = features.requests[index]
+        answer = request.answer() or {}
+        rows.append(
+            {
+                "event_id": request.event_id,
+                "capture_key": request.key,
+                "inference_time": request.inference_time.isoformat(),
+                "label": answer.get("label"),
+                "score": score,
+            }
+        )
+    return rows
 
 
 def window(state: dict[str, Any], now: datetime, settle: timedelta) -> tuple[datetime, datetime]:
@@ -208,6 +228,7 @@ def monitor(common: CommonSettings, settings: MonitorSettings, reason: str) -> M
         "unreadable_capture_lines": reading.bad_lines,
         "drift": drifted,
         "findings": [f.to_json() for f in findings],
+        "unusual": most_unusual(baseline, features),
         "findings_uri": s3_uri(common.artifacts_bucket, key),
         "retrain": None,
     }

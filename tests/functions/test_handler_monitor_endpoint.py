@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from botocore.stub import Stubber
 from PIL import Image
+from pipeline_common.capture import find_request
 
 from mlops.local.sagemaker.capture import capture_key, capture_line
 from tests.functions.handler_helpers import ARN_PREFIX, endpoint
@@ -204,6 +205,15 @@ def test_monitor_finds_drift_notifies_and_never_looks_at_the_same_requests_twice
     assert first["status"] == "drift"
     record = findings(setup, first)
     assert {f["check"] for f in record["findings"] if f["drifted"]} >= {"embedding", "brightness"}
+    scores = [row["score"] for row in record["unusual"]]
+    assert len(scores) == 6 and scores == sorted(scores, reverse=True)
+    shown = find_request(
+        buckets.s3,
+        buckets.artifacts,
+        record["unusual"][0]["capture_key"],
+        record["unusual"][0]["event_id"],
+    )
+    assert Image.open(io.BytesIO(shown.request.data)).size == (8, 8)  # its image, to look at
     [text] = messages(setup)
     assert f"Drift on endpoint {ENDPOINT}" in text and "embedding" in text
     assert again["status"] == "insufficient"  # the window moved on: nothing new to judge

@@ -38,6 +38,7 @@ CHECKS = ("embedding", "predictions", "confidence", "brightness", "contrast")
 class Features:
     """What one batch of requests looked like, in the baseline's terms."""
 
+    requests: list[CapturedRequest] = field(default_factory=list)  # those with an embedding
     predictions: list[int] = field(default_factory=list)
     confidence: list[float] = field(default_factory=list)
     embeddings: list[list[float]] = field(default_factory=list)
@@ -87,6 +88,7 @@ def features_of(requests: Iterable[CapturedRequest], model: str | None = None) -
         features.confidence.append(confidence)
         if isinstance(answer.get("embedding"), list):
             features.embeddings.append([float(v) for v in answer["embedding"]])
+            features.requests.append(request)
         stats = decoded_statistics(request.request.data) if request.request else None
         for name, value in (stats or {}).items():
             features.images[name].append(value)
@@ -176,6 +178,24 @@ def finding(check: str, test: str, statistic: float, p_value: float, detail: str
     threshold = ALPHA / len(CHECKS)
     p = float(p_value)
     return Finding(check, test, round(float(statistic), 6), p, threshold, p < threshold, detail)
+
+
+def unusual(
+    baseline: list[list[float]], batch: list[list[float]], top: int = 6
+) -> list[tuple[int, float]]:
+    """The batch's requests least like the validation data, most unusual first: (index in the
+    batch, score), the score being minus the log of the Gaussian-kernel density the baseline's
+    embeddings give the request (same bandwidth rule as the embedding test)."""
+    import numpy as np
+    from scipy.spatial.distance import cdist
+
+    reference, points = np.asarray(baseline, dtype=float), np.asarray(batch, dtype=float)
+    within = cdist(reference, reference, "sqeuclidean")
+    bandwidth = float(np.median(within[within > 0])) if (within > 0).any() else 1.0
+    density = np.exp(-cdist(points, reference, "sqeuclidean") / bandwidth).mean(axis=1)
+    scores = -np.log(np.maximum(density, 1e-300))
+    order = np.argsort(-scores)[:top]
+    return [(int(i), round(float(scores[i]), 3)) for i in order]
 
 
 def compare(baseline: dict[str, Any], features: Features, seed: int = 0) -> list[Finding]:
