@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from html import escape
 from typing import TYPE_CHECKING, Any, Literal
 
 from pipeline_common.aws import aws_call, client
@@ -128,6 +129,25 @@ def most_unusual(baseline: dict[str, Any], features: Features) -> list[dict[str,
             }
         )
     return rows
+
+
+def findings_html(record: dict[str, Any]) -> str:
+    """The check as a self-contained HTML section (the console shows the same record)."""
+    start, end = (escape(t[:19]) for t in record["window"])
+    verdict = "Drift found" if record["drift"] else "No drift"
+    rows = "".join(
+        f"<tr><td>{escape(f['check'])}</td><td>{escape(f['test'])}</td>"
+        f"<td>{f['statistic']:.4g}</td><td>{f['p_value']:.3g}</td><td>{f['threshold']:.3g}</td>"
+        f"<td>{'drift' if f['drifted'] else 'ok'}</td><td>{escape(f['detail'])}</td></tr>"
+        for f in record["findings"]
+    )
+    return (
+        f"<section class='drift'><h2>{verdict} on {escape(record['endpoint'])}</h2>"
+        f"<p>{record['answers_checked']} answers of {escape(record['model'])} "
+        f"({escape(record['model_package'])}) from {start}Z to {end}Z.</p>"
+        "<table><tr><th>check</th><th>test</th><th>statistic</th><th>p</th><th>threshold</th>"
+        f"<th>verdict</th><th>detail</th></tr>{rows}</table></section>\n"
+    )
 
 
 def window(state: dict[str, Any], now: datetime, settle: timedelta) -> tuple[datetime, datetime]:
@@ -250,6 +270,14 @@ def monitor(common: CommonSettings, settings: MonitorSettings, reason: str) -> M
             record["retrain"] = retrain
     with aws_call("PutObject", record["findings_uri"]):
         write_json(s3, common.artifacts_bucket, key, record)
+    html_key = key.rsplit("/", 1)[0] + "/findings.html"
+    with aws_call("PutObject", s3_uri(common.artifacts_bucket, html_key)):
+        s3.put_object(
+            Bucket=common.artifacts_bucket,
+            Key=html_key,
+            Body=findings_html(record).encode(),
+            ContentType="text/html; charset=utf-8",
+        )
     if drifted and settings.retrain_on_drift != "off":
         notify(settings, served, record)
     bucket, state_key = parse_s3_uri(state_uri)

@@ -193,6 +193,9 @@ def test_monitor_finds_no_drift_in_requests_like_the_validation_data(setup, cont
     }
     assert not any(f["drifted"] for f in record["findings"])
     assert messages(setup) == []
+    html_key = result["findings_uri"].split("/", 3)[3].replace("findings.json", "findings.html")
+    body = setup["buckets"].s3.get_object(Bucket=setup["buckets"].artifacts, Key=html_key)["Body"]
+    assert "No drift on mlops-classifier" in body.read().decode()
 
 
 def test_monitor_finds_drift_notifies_and_never_looks_at_the_same_requests_twice(setup, context):
