@@ -178,6 +178,9 @@ def drift_chart_svg(records: list[dict[str, Any]]) -> str:
     def decades(p: float) -> float:
         return min(max(math.log10(p), -FLOOR_DECADES), 0.0) if p > 0 else -FLOOR_DECADES
 
+    def below_floor(p: float) -> bool:
+        return p <= 0 or math.log10(p) < -FLOOR_DECADES
+
     lowest = min([decades(f["p_value"]) for *_, f in points] + [decades(t) for t in thresholds])
     bottom = min(-1, math.floor(lowest - 0.5))
     x_min, x_max = min(p[0] for p in points), max(p[0] for p in points)
@@ -242,7 +245,7 @@ def drift_chart_svg(records: list[dict[str, Any]]) -> str:
             cx, cy = sx(x), sy(p)
             tip = (
                 f"{check} at {short_time(label)}: p = {p:.3g}"
-                + (" (below the chart's floor)" if decades(p) < bottom else "")
+                + (f" (drawn at 1e-{FLOOR_DECADES})" if below_floor(p) else "")
                 + (", drifted" if drifted else "")
             )
             parts.append(
