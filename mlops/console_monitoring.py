@@ -57,6 +57,7 @@ td.drifted { color: #b71c1c; font-weight: 600; }
                background: #fafafa; }
 .unusual figcaption { font-size: 12px; overflow-wrap: anywhere; }
 """
+DRIFT_TONE, CLEAN_TONE = "IssuesFound", "NoIssuesFound"  # badge colours: red, green
 CHECK_COLOURS = {
     "embedding": "#1565c0",
     "predictions": "#6a1b9a",
@@ -217,7 +218,7 @@ def drift_chart_svg(records: list[dict[str, Any]]) -> str:
         parts.append(
             f'<line class="threshold" data-threshold="{threshold:g}" x1="{LEFT}" '
             f'x2="{LEFT + width}" y1="{y:.1f}" y2="{y:.1f}"/>'
-            f'<text x="{LEFT + width + 4}" y="{y + 4:.1f}" fill="#c62828">'
+            f'<text x="{LEFT + width - 4}" y="{y - 4:.1f}" text-anchor="end" fill="#c62828">'
             f"threshold {threshold:g}</text>"
         )
     times = sorted({(x, label) for x, label, _, _ in points})
@@ -270,7 +271,7 @@ def drift_chart_svg(records: list[dict[str, Any]]) -> str:
 
 # -- the page --------------------------------------------------------------------------------------
 def verdict(record: dict[str, Any]) -> str:
-    return badge("drift", "bad") if record.get("drift") else badge("no drift", "good")
+    return badge("drift", DRIFT_TONE) if record.get("drift") else badge("no drift", CLEAN_TONE)
 
 
 def checks_table(records: list[dict[str, Any]]) -> str:
@@ -338,7 +339,7 @@ def latest_section(record: dict[str, Any]) -> str:
             number(f.get("statistic")),
             number(f["p_value"]),
             number(f.get("threshold")),
-            badge("drifted", "bad") if f.get("drifted") else badge("ok", "good"),
+            badge("drifted", DRIFT_TONE) if f.get("drifted") else badge("ok", CLEAN_TONE),
             escape(str(f.get("detail", ""))),
         ]
         for f in findings_of(record)

@@ -272,6 +272,8 @@ def test_console_monitoring_page_tables_the_checks_newest_first_and_the_latest_i
         (CHECKS[1].isoformat(), "true"),
         (CHECKS[0].isoformat(), "false"),
     ]
+    assert html.count('<span class="badge bad">drift</span>') == 1
+    assert html.count('<span class="badge good">no drift</span>') == 2 + 1  # and the latest's
     latest = html.split('<h2 id="latest">', 1)[1]
     findings = re.findall(
         r'<tr data-check="([^"]+)" data-drifted="(true|false)">(.*?)</tr>', latest
