@@ -25,7 +25,7 @@ import io
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from html import escape
 from typing import Any
 from urllib.parse import quote
@@ -110,10 +110,16 @@ def checked_until(record: dict[str, Any]) -> str:
 
 
 def parse_moment(text: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+    """An ISO time, or a findings key's folder (``2026-12-03T10-30-00Z``), as UTC."""
+    for parse in (
+        lambda t: datetime.fromisoformat(t.replace("Z", "+00:00")),
+        lambda t: datetime.strptime(t, "%Y-%m-%dT%H-%M-%SZ").replace(tzinfo=UTC),
+    ):
+        try:
+            return parse(text)
+        except ValueError:
+            continue
+    return None
 
 
 def short_time(text: str) -> str:
@@ -134,8 +140,12 @@ def findings_of(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def number(value: Any, spec: str = ".3g") -> str:
+    """A record's number as text; anything else (a record written by hand) escaped as it is."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return format(value, spec)
+        try:
+            return format(value, spec)
+        except ValueError:  # "d" of a float
+            return format(value, "g")
     return escape(str(value)) if value is not None else "-"
 
 
@@ -156,11 +166,14 @@ def drift_chart_svg(records: list[dict[str, Any]]) -> str:
     """Each check's p-value per check time (x: time, y: log10 p), one line per check, the
     thresholds as dashed lines, drifted points ringed. Records oldest first; empty when no
     record has a finding."""
-    points: list[tuple[float, str, str, dict[str, Any]]] = []  # (time, label, check, finding)
-    for index, record in enumerate(records):
-        label = checked_until(record)
-        moment = parse_moment(label)
-        x = moment.timestamp() if moment else float(index)
+    labels = [checked_until(record) for record in records]
+    moments = [parse_moment(label) for label in labels]
+    # x: the check's time; in record order when a time does not parse
+    xs = (
+        [m.timestamp() for m in moments] if all(moments) else [float(i) for i in range(len(labels))]
+    )
+    points: list[tuple[float, str, str, dict[str, Any]]] = []  # (x, label, check, finding)
+    for x, label, record in zip(xs, labels, records, strict=True):
         points += [(x, label, f["check"], f) for f in findings_of(record)]
     if not points:
         return ""
@@ -308,7 +321,8 @@ def checks_table(records: list[dict[str, Any]]) -> str:
 
 
 def latest_section(record: dict[str, Any]) -> str:
-    window = record.get("window") or ["?", "?"]
+    window = record.get("window")
+    window = window if isinstance(window, list) and window else ["?"]
     package = record.get("model_package")
     model = record.get("model")
     retrain = record.get("retrain")

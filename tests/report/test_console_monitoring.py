@@ -381,3 +381,25 @@ def test_console_monitoring_page_names_a_record_that_does_not_parse(console_url,
     assert reply.status == 200, reply.text
     assert f"Not a findings record: <code>{key}</code>" in reply.text
     assert re.search(r'<tr data-checked="([^"]+)"', reply.text).group(1) == CHECKS[2].isoformat()
+
+
+def test_console_monitoring_page_shows_a_record_with_odd_fields_as_they_are(console_url, state):
+    key = findings_key(ENDPOINT, CHECKS[2] + timedelta(hours=1))
+    odd = {
+        "answers_checked": 41.0,
+        "drift": True,
+        "findings": [
+            {"check": "embedding", "p_value": "tiny", "drifted": True},
+            {"check": HOSTILE, "p_value": 1e-300, "threshold": "?", "drifted": True},
+        ],
+        "unusual": [{"event_id": HOSTILE}],  # no capture key: not shown
+    }
+    state.session.client("s3").put_object(Bucket=ARTIFACTS, Key=key, Body=json.dumps(odd))
+
+    reply = get(f"{console_url}/monitoring")
+
+    assert reply.status == 200, reply.text
+    assert HOSTILE not in reply.text and "Traceback" not in reply.text
+    assert '<h2 id="latest">Latest check: 2026-12-03 13:00:00Z</h2>' in reply.text
+    assert f'data-check="{escape(HOSTILE)}"' in reply.text  # drawn and tabled, escaped
+    assert "This check named no unusual requests" in reply.text
