@@ -42,6 +42,7 @@ from mlops.target import Target
 Page = tuple[str, str]  # title, body HTML
 NOT_FOUND = {"ValidationException", "ResourceNotFound", "NoSuchKey", "NotFound", "404"}
 MAX_JSON_CHARS = 40_000
+MONITORING_LINK = '<a id="monitoring-link" href="/monitoring">drift checks of its traffic</a>'
 
 
 # -- pieces ---------------------------------------------------------------------------------------
@@ -131,6 +132,8 @@ def version_page(target: Target, group: str, version: str) -> Page:
         for kind, spec in statistics.items()
         if isinstance(spec, dict)
     ]
+    chain = package_lineage(target, package)
+    serves = any(link.kind == "endpoint" and link.detail == "serves it now" for link in chain)
     body = [
         f"<h1>Model package {escape(group)}/{escape(version)} {badge(status)}</h1>",
         f'<p class="muted">{escape(package["ModelPackageArn"])}</p>',
@@ -140,10 +143,11 @@ def version_page(target: Target, group: str, version: str) -> Page:
                 ("Created", escape(str(package.get("CreationTime", "-")))),
                 ("Approval", escape(package.get("ApprovalDescription") or "-")),
                 ("Description", escape(package.get("ModelPackageDescription") or "-")),
+                *([("Monitoring", MONITORING_LINK)] if serves else []),
             ]
         ),
         "<h2>Lineage</h2>",
-        lineage_html(package_lineage(target, package), None),
+        lineage_html(chain, None),
         "<h2>Metadata (CustomerMetadataProperties)</h2>",
         table(["Key", "Value"], [[escape(k), escape(v)] for k, v in sorted(metadata.items())]),
         "<h2>Model metrics</h2>",
@@ -316,6 +320,11 @@ def endpoint_page(target: Target, name: str) -> Page:
                 ),
                 ("Being deployed", linked(Link("endpoint config", pending)) if pending else "-"),
                 ("Failure", escape(endpoint.get("FailureReason") or "-")),
+                *(
+                    [("Monitoring", MONITORING_LINK)]
+                    if name == target.outputs.get("EndpointName")
+                    else []
+                ),
             ]
         )
         + json_block(_without_metadata(endpoint), "DescribeEndpoint")
