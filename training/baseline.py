@@ -46,14 +46,25 @@ def features_and_probabilities(
 
 
 def pca_projection(features: torch.Tensor) -> dict[str, Any]:
-    """Mean and the first principal directions (rows) of the features."""
+    """The features' mean, first principal directions (rows) and their spreads, and the mean
+    norm of the residual outside them: what inference.project whitens with."""
     mean = features.mean(dim=0)
-    _, _, directions = torch.linalg.svd(features - mean, full_matrices=False)
+    centered = features - mean
+    _, singular, directions = torch.linalg.svd(centered, full_matrices=False)
     dim = min(PROJECTION_DIM, features.shape[0] - 1, features.shape[1])
+    components = directions[:dim]
+    scale = (singular[:dim] / max(features.shape[0] - 1, 1) ** 0.5).clamp(min=1e-6)
+    residual = (centered - centered @ components.T @ components).norm(dim=1)
     return {
-        "mean": [round(float(v), 6) for v in mean],
-        "components": [[round(float(v), 6) for v in row] for row in directions[:dim]],
+        "mean": rounded(mean),
+        "components": [rounded(row) for row in components],
+        "scale": rounded(scale),
+        "residual_scale": max(round(float(residual.mean()), 6), 1e-6),
     }
+
+
+def rounded(values: torch.Tensor) -> list[float]:
+    return [round(float(v), 6) for v in values]
 
 
 def raw_image_statistics(paths: list[Path]) -> list[dict[str, float]]:
@@ -74,8 +85,8 @@ def compute_baseline(
         return None
     features, probabilities = features_and_probabilities(network, loader, device)
     projection = pca_projection(features)
-    matrices = (torch.tensor(projection["mean"]), torch.tensor(projection["components"]))
-    projected = inference.project(features, matrices)
+    tensors = {key: torch.tensor(projection[key]) for key in inference.PROJECTION_KEYS}
+    projected = inference.project(features, tensors)
     confidence, predictions = probabilities.max(dim=1)
     return baseline_record(
         classes,

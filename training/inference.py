@@ -107,8 +107,8 @@ class LoadedModel:
     info: dict[str, Any]
     transform: transforms.Compose
     device: torch.device
-    # (mean, components) of the monitoring baseline's projection, when the model has one
-    projection: tuple[torch.Tensor, torch.Tensor] | None = None
+    # the monitoring baseline's projection, when the model has one (see `project`)
+    projection: dict[str, torch.Tensor] | None = None
 
 
 # The monitoring baseline train.py writes beside the model (pipeline_common.baseline; this file
@@ -129,17 +129,27 @@ def forward_with_features(
     return logits, captured[0].flatten(1)
 
 
-def load_projection(model_dir: Path) -> tuple[torch.Tensor, torch.Tensor] | None:
+PROJECTION_KEYS = ("mean", "components", "scale", "residual_scale")
+
+
+def load_projection(model_dir: Path) -> dict[str, torch.Tensor] | None:
     path = model_dir / BASELINE_FILE
     if not path.is_file():
         return None
     embedding = json.loads(path.read_text())["embedding"]
-    return torch.tensor(embedding["mean"]), torch.tensor(embedding["components"])
+    return {key: torch.tensor(embedding[key]) for key in PROJECTION_KEYS}
 
 
-def project(features: torch.Tensor, projection: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    mean, components = projection
-    return (features.cpu() - mean) @ components.T
+def project(features: torch.Tensor, projection: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Features -> the principal components in units of their validation spread, plus the
+    norm of what lies outside them (in units of its validation mean): an input unlike the
+    validation data shows either as unusual coordinates or as a large residual."""
+    centered = features.cpu() - projection["mean"]
+    coordinates = centered @ projection["components"].T
+    residual = (centered - coordinates @ projection["components"]).norm(dim=1, keepdim=True)
+    return torch.cat(
+        [coordinates / projection["scale"], residual / projection["residual_scale"]], dim=1
+    )
 
 
 # ---------------------------------------------------------------------------------------------
