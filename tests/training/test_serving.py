@@ -298,3 +298,4 @@ def test_model_writes_a_monitoring_baseline_the_server_projects_with(model, trai
     assert all(0 <= b <= 1 for b in record["images"]["brightness"])
     answer = inference.predict(Image.open(valid[0]).convert("RGB"), model)
     assert answer["embedding"] == pytest.approx(record["embedding"]["sample"][0], abs=1e-3)
+    assert len(answer["embedding"]) == len(components) + 1  # the coordinates and the residual

@@ -6,10 +6,13 @@ the requests the endpoint captured and compares the two (pipeline_common.drift).
 
 - ``predictions``: how often each class was predicted;
 - ``confidence``: the top probability of each answer;
-- ``embedding``: the network's penultimate-layer features, projected on the first
-  ``PROJECTION_DIM`` principal components of the validation features (``mean`` and
-  ``components`` travel with the model, so the model server answers every request with its
-  projected embedding, and the monitor needs no network of its own), and a sample of them;
+- ``embedding``: the network's penultimate-layer features as ``PROJECTION_DIM`` principal
+  coordinates of the validation features, each divided by its validation spread, plus the
+  norm of the residual outside them (divided by its validation mean): a shift shows in the
+  coordinates or, for inputs unlike anything in validation, in the residual. The projection
+  (``mean``, ``components``, ``scale``, ``residual_scale``) travels with the model, so the
+  model server answers every request with its embedding and the monitor needs no network of
+  its own; a sample of the validation embeddings is kept;
 - ``images``: per image, width, height, channels and grey-level brightness and contrast.
 
 One file, ``baseline.json``: in the model directory (the model server reads the projection) and
