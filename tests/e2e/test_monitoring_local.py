@@ -98,7 +98,7 @@ def cloud(tmp_path_factory):
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("data") / DATASET
-    write_digits(directory, max_per_class=100, seed=11)
+    write_digits(directory, max_per_class=60, seed=11)
     return directory
 
 
