@@ -16,7 +16,6 @@ called drifted <= 1 % (ALPHA); every shifted batch found, and found by the embed
 
 from __future__ import annotations
 
-import io
 import json
 import random
 import sys
@@ -24,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image
 from pipeline_common.capture import parse_line
 from pipeline_common.drift import ALPHA, CHECKS, compare, features_of
 
@@ -39,41 +38,11 @@ from bench.common import (
     result,
     run_training,
 )
+from tests.support.shifts import SHIFTS, png
 
 NAME = "drift"
 TITLE = "Drift monitor: false alarms on clean batches, detection of shifted ones"
 BATCH = 30
-
-
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def noisy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    pixels = np.asarray(image.convert("L"), dtype=float)
-    noise = rng.normal(0, 80, pixels.shape)
-    return Image.fromarray(np.clip(pixels + noise, 0, 255).astype("uint8"))
-
-
-def shapes(size: int, rng: np.random.Generator) -> Image.Image:
-    image = Image.new("L", (size, size), int(rng.integers(0, 256)))
-    draw = ImageDraw.Draw(image)
-    for _ in range(3):
-        x0, y0 = (int(v) for v in rng.integers(0, size // 2, 2))
-        x1, y1 = (int(v) for v in rng.integers(size // 2, size, 2))
-        fill = int(rng.integers(0, 256))
-        (draw.rectangle if rng.random() < 0.5 else draw.ellipse)((x0, y0, x1, y1), fill=fill)
-    return image
-
-
-SHIFTS = {
-    "inverted": lambda image, rng: ImageOps.invert(image.convert("L")),
-    "rotated 90": lambda image, rng: image.rotate(90),
-    "noisy (sigma 80)": noisy,
-    "other images (shapes)": lambda image, rng: shapes(image.width, rng),
-}
 
 
 def captured(body: bytes, answer: dict[str, Any]) -> Any:

@@ -13,7 +13,6 @@ The measured table is printed (and kept in docs/monitoring.md).
 
 from __future__ import annotations
 
-import io
 import json
 import random
 import threading
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image
 
 from mlops.local.process import start_cloud_process, stop_cloud_process
 from mlops.monitoring import latest_findings, run_monitor
@@ -32,6 +31,7 @@ from mlops.runs import follow, upload_dataset
 from mlops.sample_data import write_digits
 from mlops.target import local_target
 from tests.support.runs import WARN_ONLY_RULES, tiny_run
+from tests.support.shifts import SHIFTS, png
 
 PARAMETERS = tiny_run(
     max_jobs=1,
@@ -49,40 +49,6 @@ CLEAN_BATCHES = 10
 TIMEOUT_S = 900
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
-
-
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def noisy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    pixels = np.asarray(image.convert("L"), dtype=float)
-    return Image.fromarray(
-        np.clip(pixels + rng.normal(0, 80, pixels.shape), 0, 255).astype("uint8")
-    )
-
-
-def shapes(size: int, rng: np.random.Generator) -> Image.Image:
-    """Not a digit: filled rectangles and ellipses of random grey on a random ground."""
-    image = Image.new("L", (size, size), int(rng.integers(0, 256)))
-    draw = ImageDraw.Draw(image)
-    for _ in range(3):
-        x0, y0 = (int(v) for v in rng.integers(0, size // 2, 2))
-        x1, y1 = (int(v) for v in rng.integers(size // 2, size, 2))
-        box = (x0, y0, x1, y1)
-        fill = int(rng.integers(0, 256))
-        (draw.rectangle if rng.random() < 0.5 else draw.ellipse)(box, fill=fill)
-    return image
-
-
-SHIFTS = {
-    "inverted": lambda image, rng: ImageOps.invert(image.convert("L")),
-    "rotated 90": lambda image, rng: image.rotate(90),
-    "noisy (sigma 80)": noisy,
-    "other images (shapes)": lambda image, rng: shapes(image.width, rng),
-}
 
 
 @pytest.fixture(scope="module")
