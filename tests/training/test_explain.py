@@ -185,7 +185,10 @@ def test_grad_cam_heat_falls_inside_the_digits_bounding_box(tmp_path, train_runn
         for path in sorted(folder.glob("*.png"))[: HELD_BACK_IMAGES // 10]
     ]
     assert len(images) == HELD_BACK_IMAGES
-    ratios, correct = [], 0
+    ratios, rotated, centred, correct = [], [], [], 0
+    side = model.info["image_size"]
+    yy, xx = np.mgrid[0:side, 0:side] - (side - 1) / 2
+    blob = np.exp(-(yy**2 + xx**2) / (2 * (side / 4) ** 2))  # heat that ignores the image
     for path in images:
         image = inference.open_image(path.read_bytes())
         prediction = inference.predict(image, model)
@@ -194,15 +197,24 @@ def test_grad_cam_heat_falls_inside_the_digits_bounding_box(tmp_path, train_runn
             explain.explain_prediction(image, model, prediction["class_index"])
         )
         heat = np.asarray(heatmap, dtype=np.float64)
-        ratios.append(heat_inside_ratio(explain.input_crop(image, model), heat))
+        crop = explain.input_crop(image, model)
+        ratios.append(heat_inside_ratio(crop, heat))
+        rotated.append(heat_inside_ratio(crop, heat[::-1, ::-1]))
+        centred.append(heat_inside_ratio(crop, blob))
     measured = [r for r in ratios if r is not None]
     share = sum(r > 1 for r in measured) / len(measured)
+
+    def baseline(values: list[float | None]) -> float:
+        kept = [v for v in values if v is not None]
+        return sum(v > 1 for v in kept) / len(kept)
+
     print(
         f"\n[explain] heat inside the digit's box on {sum(r > 1 for r in measured)} of "
         f"{len(measured)} held-back digits ({share:.0%}); median inside/outside heat per pixel "
         f"{np.median(measured):.2f}; the model got {correct}/{len(images)} right; "
-        f"layer {model.info['image_size']} px -> "
-        f"{explain.target_layer(model.network, model.info['image_size'])[0]}"
+        f"{side} px -> {explain.target_layer(model.network, side)[0]}. Baselines under the "
+        f"same criterion: the map turned 180 degrees {baseline(rotated):.0%}, a fixed centred "
+        f"blob {baseline(centred):.0%} (the digits are centred: the criterion is weak)"
     )
     assert len(measured) >= HELD_BACK_IMAGES - 2
     assert share >= MIN_ON_DIGIT_SHARE
