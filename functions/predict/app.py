@@ -76,6 +76,7 @@ IMAGE_CONTENT_TYPES = frozenset(
 JSON_CONTENT_TYPE = "application/json"
 DEFAULT_MAX_IMAGE_BYTES = 4 * 1024 * 1024
 DEFAULT_LOW_CONFIDENCE_THRESHOLD = 0.5
+EMBEDDING_FIELD = "embedding"  # training/inference.py adds it when the model has a baseline
 EXPLAIN_PARAMETER = "explain"
 # InvokeEndpoint's CustomAttributes: SageMaker hands them to the container as a request header;
 # training/inference.py reads explain=true there.
@@ -351,6 +352,10 @@ def predict() -> dict[str, Any]:
     )
     metrics.add_metric(name="Predictions", unit=MetricUnit.Count, value=1)
     record_answer_quality(answer)
+    if isinstance(answer, dict):
+        # The model's embedding is for monitoring (data capture keeps it with the answer);
+        # the API's answer stays the prediction.
+        answer.pop(EMBEDDING_FIELD, None)
     return answer
 
 

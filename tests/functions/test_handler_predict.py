@@ -324,6 +324,21 @@ def test_predict_counts_low_confidence_answers_per_model(app, context, capsys, p
     assert metric_values(found, "LowConfidenceAnswers", {"service": "predict"}) == [low]
 
 
+def test_predict_keeps_the_models_monitoring_embedding_out_of_the_api_answer(app, context):
+    answer = {**ANSWER, "embedding": [0.5] * 16}
+    data = json.dumps(answer).encode()
+    with Stubber(app.runtime) as stub:
+        stub.add_response(
+            "invoke_endpoint",
+            {"Body": StreamingBody(io.BytesIO(data), len(data)), "ContentType": "application/json"},
+        )
+        status, body = answer_of(app.lambda_handler(request(PNG_BYTES), context))
+
+    assert status == 200
+    assert "embedding" not in body
+    assert body["label"] == ANSWER["label"]
+
+
 def with_query(event: dict, parameters: dict[str, str]) -> dict:
     event["queryStringParameters"] = parameters
     event["multiValueQueryStringParameters"] = {k: [v] for k, v in parameters.items()}

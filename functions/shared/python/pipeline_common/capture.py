@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -66,6 +67,7 @@ class CapturedRequest:
     request: CapturedPayload | None  # None when CaptureOptions left Input out
     response: CapturedPayload | None  # None when CaptureOptions left Output out
     inference_id: str | None = None
+    key: str = ""  # the capture file it was read from (to show its image again)
 
     def answer(self) -> dict[str, Any] | None:
         """The model's JSON answer, when the response was captured and is JSON."""
@@ -118,6 +120,18 @@ def parse_line(line: str | bytes) -> CapturedRequest:
     )
 
 
+def find_request(s3: Any, bucket: str, key: str, event_id: str) -> CapturedRequest | None:
+    """One captured request, by its capture file and event id (the console shows its image)."""
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    for line in body.splitlines():
+        if event_id.encode() in line:
+            with contextlib.suppress(CaptureFormatError):
+                captured = parse_line(line)
+                if captured.event_id == event_id:
+                    return replace(captured, key=key)
+    return None
+
+
 def hours_between(start: datetime, end: datetime) -> Iterator[datetime]:
     hour = start.replace(minute=0, second=0, microsecond=0)
     while hour <= end:
@@ -142,7 +156,8 @@ def read_captures(
     start: datetime,
     end: datetime,
 ) -> CaptureReading:
-    """Every request captured between ``start`` and ``end`` (UTC), oldest first.
+    """Every request captured from ``start`` up to (not including) ``end`` (UTC), oldest
+    first: consecutive windows that share a bound see each request once.
 
     Lines that are not capture records are counted, not raised: one bad line must not blind
     the monitor to the rest of an hour."""
@@ -161,11 +176,11 @@ def read_captures(
                     if not line.strip():
                         continue
                     try:
-                        captured = parse_line(line)
+                        captured = replace(parse_line(line), key=item["Key"])
                     except CaptureFormatError:
                         reading.bad_lines += 1
                         continue
-                    if start <= captured.inference_time <= end:
+                    if start <= captured.inference_time < end:
                         reading.requests.append(captured)
     reading.requests.sort(key=lambda r: r.inference_time)
     return reading

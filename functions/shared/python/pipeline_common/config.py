@@ -278,6 +278,38 @@ class DeploySettings:
         )
 
 
+RETRAIN_POLICIES = ("off", "notify", "retrain")
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """What the drift monitor watches and what it does about drift (RetrainOnDrift)."""
+
+    endpoint_name: str
+    state_machine_arn: str
+    topic_arn: str
+    retrain_on_drift: str = "notify"
+    retrain_min_interval_hours: float = 24.0
+    settle_seconds: int = 300  # captures reach S3 this late; a check stops that far before now
+
+    @classmethod
+    def from_env(cls) -> MonitorSettings:
+        policy = env_str("RETRAIN_ON_DRIFT", "notify")
+        if policy not in RETRAIN_POLICIES:
+            raise ConfigurationError(
+                f"RETRAIN_ON_DRIFT={policy!r} is not one of {', '.join(RETRAIN_POLICIES)} "
+                "(template parameter RetrainOnDrift)"
+            )
+        return cls(
+            endpoint_name=env_str("ENDPOINT_NAME"),
+            state_machine_arn=env_str("STATE_MACHINE_ARN"),
+            topic_arn=env_str("NOTIFICATION_TOPIC_ARN"),
+            retrain_on_drift=policy,
+            retrain_min_interval_hours=env_float("RETRAIN_MIN_INTERVAL_HOURS", 24.0, minimum=0.0),
+            settle_seconds=env_int("CAPTURE_SETTLE_SECONDS", 300, minimum=0),
+        )
+
+
 @dataclass(frozen=True)
 class RegistrySettings:
     """What a registered model version serves with (the inference image and instance type)
