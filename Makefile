@@ -11,9 +11,10 @@ PYTEST := $(BIN)/python -m pytest
 
 .PHONY: venv sam-venv checkov-venv image-venv test-reliability demo test test-slow lint format sample-data build deploy bench clean
 
-$(VENV)/.installed: requirements/training.txt requirements/lambda.txt requirements/serving.txt requirements/dev.txt pyproject.toml functions/shared/pyproject.toml functions/report_layer/pyproject.toml
+$(VENV)/.installed: requirements/training.txt requirements/lambda.txt requirements/serving.txt requirements/dev.txt requirements/captum.txt pyproject.toml functions/shared/pyproject.toml functions/report_layer/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements/dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements/captum.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e functions/shared -e functions/report_layer -e .
 	touch $@
 

@@ -31,7 +31,10 @@ METRICS_KEY = "code/training/metric_definitions.json"
 # - pipeline_common, for pipeline_common.metrics: the metric lines train.py prints and the
 #   regexes that read them have one home, shared with the Lambdas and the report. train.py
 #   imports only that module, which needs nothing beyond the standard library.
-VENDORED_PACKAGES = ("smdebug", "pipeline_common")
+# - captum 0.8.0 (requirements/captum.txt) for Grad-CAM (training/explain.py): it declares
+#   numpy<2.0, which pip would force onto the image's numpy 2.x; its Grad-CAM runs on numpy 2.
+#   train.py copies it on into the model's code/ (explain.copy_serving_code).
+VENDORED_PACKAGES = ("smdebug", "pipeline_common", "captum")
 
 
 def vendored_package_dir(name: str) -> Path:

@@ -10,6 +10,8 @@ Request flow (the SageMaker inference toolkit, sagemaker-pytorch-inference 2.0.2
     decode_request(body, content_type) -> an RGB PIL image, validated (size, format, mode)
     predict(image, model)               -> {"class_index", "label", "class_name", "top_k", "model"}
     encode_response(prediction, accept) -> (JSON text, "application/json")
+With `explain=true` in the request's CustomAttributes, the prediction also carries
+`"explanation"` (Grad-CAM, training/explain.py; captum is imported only then).
 
 Errors speak the toolkit's language. The toolkit answers any exception with its message plus
 the Python traceback (500 unless it is one of its own error types), so a bad request never
@@ -69,6 +71,10 @@ RAW_IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image", "applicatio
 JSON_TYPE = "application/json"
 SUPPORTED_CONTENT_TYPES = (*RAW_IMAGE_TYPES, JSON_TYPE)
 TOP_K = 3
+# InvokeEndpoint's CustomAttributes reach the container as this request header (botocore's
+# model of sagemaker-runtime); `explain=true` in it adds a Grad-CAM heatmap (explain.py).
+CUSTOM_ATTRIBUTES_HEADER = "x-amzn-sagemaker-custom-attributes"
+EXPLAIN_ATTRIBUTE = "explain"
 # Rows per strip when a mode is converted piecewise (a few MB per strip at any width).
 STRIP_PIXELS = 1 << 20
 
@@ -372,9 +378,55 @@ def transform_fn(
     """
     try:
         image = decode_request(request_body, content_type)
-        return encode_response(predict(image, model), accept)
+        prediction = predict(image, model)
+        if explanation_requested(context):
+            prediction["explanation"] = explain_prediction(image, model, prediction["class_index"])
+        return encode_response(prediction, accept)
     except InputError as error:
         return refuse(error, context)
+
+
+def explanation_requested(context: Any) -> bool:
+    """True when the request's CustomAttributes (InvokeEndpoint's opaque string, which reaches
+    the container as a request header) hold `explain=true`; pairs split by ';' or ','."""
+    for pair in custom_attributes(context).replace(",", ";").split(";"):
+        key, _, value = pair.partition("=")
+        if key.strip().lower() == EXPLAIN_ATTRIBUTE:
+            return value.strip().lower() in ("true", "1", "yes")
+    return False
+
+
+def custom_attributes(context: Any) -> str:
+    """The X-Amzn-SageMaker-Custom-Attributes request header from the toolkit's context
+    (TorchServe's, or the local model server's copy of it); "" without one."""
+    if context is None or not hasattr(context, "get_all_request_header"):
+        return ""
+    try:
+        headers = context.get_all_request_header(0) or {}
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return ""
+    for key, value in headers.items():
+        name = key.decode("latin-1") if isinstance(key, bytes) else str(key)
+        if name.lower() == CUSTOM_ATTRIBUTES_HEADER:
+            return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    return ""
+
+
+def explain_prediction(image: Image.Image, model: LoadedModel, class_index: int) -> dict[str, Any]:
+    """Grad-CAM of the predicted class (explain.py, beside this file; captum imported there only
+    now). A model whose code/ cannot explain answers 501 ExplanationUnavailable."""
+    try:
+        try:
+            from . import explain
+        except ImportError:  # the model's code/ folder or the source archive: a sibling module
+            import explain
+        return explain.explain_prediction(image, model, class_index)
+    except ImportError as error:
+        raise InputError(
+            501,
+            f"this model cannot explain its answers ({error}); ask without explain=true",
+            "ExplanationUnavailable",
+        ) from error
 
 
 def refuse(error: InputError, context: Any) -> tuple[str, str]:

@@ -55,10 +55,11 @@ from smdebug.core.save_config import SaveConfig, SaveConfigMode
 from torch import nn
 
 try:  # imported as part of the `training` package (tests, tooling)
-    from . import baseline, data, inference, profiler, rules
+    from . import baseline, data, explain, inference, profiler, rules
 except ImportError:  # run as a script from inside training/ (SageMaker's entry point)
     import baseline
     import data
+    import explain
     import inference
     import profiler
     import rules
@@ -574,6 +575,7 @@ def save_model(
     write_json(directory / "classes.json", classes)
     (directory / "code").mkdir(exist_ok=True)
     shutil.copy2(Path(inference.__file__), directory / "code" / "inference.py")
+    explain.copy_serving_code(directory / "code")  # Grad-CAM for ?explain=true
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -770,6 +772,7 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, out_dir: 
         out_dir / metrics.CONFUSION_FILE, metrics.confusion_record(classes, confusion.tolist())
     )
     baseline.write_model_baseline(model_dir(), loaders["valid"], splits["valid"], classes, out_dir)
+    explain.record_explanations(model_dir(), splits["test"].samples, out_dir, channel_dir("test"))
 
     run_rules_now = args.run_rules if args.run_rules is not None else hook is not None
     if hook is not None:

@@ -8,6 +8,11 @@ content type, not an image), forwards it with InvokeEndpoint and answers the mod
 with a 4xx status; a missing or not yet InService endpoint is a 503. Image bytes are never
 logged.
 
+``?explain=true`` asks the model for a Grad-CAM heatmap beside the prediction: the wish
+travels to the model server in InvokeEndpoint's ``CustomAttributes`` (``explain=true``), which
+SageMaker forwards verbatim to the container, and the answer gains ``"explanation"``
+(training/explain.py). Any other value than true/false (1/0, yes/no) is a 400.
+
 Every answer is also a model-quality signal (pipeline_common.quality): metrics ``Answers``
 (1) and ``LowConfidenceAnswers`` (1 when the top probability is below
 LOW_CONFIDENCE_THRESHOLD, else 0), once with the function's default dimension
@@ -72,6 +77,12 @@ JSON_CONTENT_TYPE = "application/json"
 DEFAULT_MAX_IMAGE_BYTES = 4 * 1024 * 1024
 DEFAULT_LOW_CONFIDENCE_THRESHOLD = 0.5
 EMBEDDING_FIELD = "embedding"  # training/inference.py adds it when the model has a baseline
+EXPLAIN_PARAMETER = "explain"
+# InvokeEndpoint's CustomAttributes: SageMaker hands them to the container as a request header;
+# training/inference.py reads explain=true there.
+EXPLAIN_ATTRIBUTES = "explain=true"
+TRUE_WORDS = frozenset({"true", "1", "yes"})
+FALSE_WORDS = frozenset({"false", "0", "no", ""})
 UNAVAILABLE_CODES = frozenset({"ServiceUnavailable", "ModelNotReadyException", "InternalFailure"})
 # The SageMaker inference toolkit appends the Python traceback to every error body it makes.
 TRACEBACK_MARK = "Traceback (most recent call last):"
@@ -113,6 +124,10 @@ class NotAnImage(RequestRejected):
 
 class InvalidJson(RequestRejected):
     error = "InvalidJson"
+
+
+class InvalidParameter(RequestRejected):
+    error = "InvalidParameter"
 
 
 class PayloadTooLarge(RequestRejected):
@@ -187,6 +202,16 @@ def record_answer_quality(answer: Any) -> None:
             default_dimensions=metrics.default_dimensions,
         ) as metric:
             metric.add_dimension(name=MODEL_DIMENSION, value=model_value(str(model)))
+
+
+def explain_wanted(value: str | None) -> bool:
+    """The ``explain`` query parameter: absent or false -> no explanation; true -> one."""
+    word = (value or "").strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise InvalidParameter(f"explain must be true or false, not {value[:40]!r}")
 
 
 def media_type(header: str | None) -> str:
@@ -282,10 +307,15 @@ def invocation_error(error: ClientError, endpoint: str) -> RequestRejected:
     return ModelFailed(f"InvokeEndpoint failed with {code}")
 
 
-def invoke(endpoint: str, data: bytes, content_type: str) -> Any:
+def invoke(endpoint: str, data: bytes, content_type: str, explain: bool = False) -> Any:
+    extra = {"CustomAttributes": EXPLAIN_ATTRIBUTES} if explain else {}
     try:
         response = runtime.invoke_endpoint(
-            EndpointName=endpoint, ContentType=content_type, Accept=JSON_CONTENT_TYPE, Body=data
+            EndpointName=endpoint,
+            ContentType=content_type,
+            Accept=JSON_CONTENT_TYPE,
+            Body=data,
+            **extra,
         )
         answer = response["Body"].read()
     except ClientError as e:
@@ -309,9 +339,17 @@ def error_response(status: int, error: str, message: str) -> Response:
 def predict() -> dict[str, Any]:
     event = app.current_event
     content_type = media_type(event.headers.get("content-type"))
+    explain = explain_wanted(event.get_query_string_value(EXPLAIN_PARAMETER))
     data, forward_type = read_image(content_type, body_bytes(event.body, event.is_base64_encoded))
-    answer = invoke(endpoint_name(), data, forward_type)
-    logger.info({"operation": "predict", "bytes": len(data), "content_type": forward_type})
+    answer = invoke(endpoint_name(), data, forward_type, explain)
+    logger.info(
+        {
+            "operation": "predict",
+            "bytes": len(data),
+            "content_type": forward_type,
+            "explain": explain,
+        }
+    )
     metrics.add_metric(name="Predictions", unit=MetricUnit.Count, value=1)
     record_answer_quality(answer)
     if isinstance(answer, dict):

@@ -292,6 +292,14 @@ def test_training_contract_trial_model_and_outputs(trial: dict[str, Any]) -> Non
     assert (output / metrics.CONFUSION_FILE).is_file()  # train.py's test pass, for the report
     assert not (output / "rule_statuses.json").exists()  # trials do not run the rules
     assert (output / "profiler" / "system-metrics.json").stat().st_size > 0
+    # Grad-CAM from the captum in the source archive (not pip's: it declares numpy<2.0), on
+    # the image's numpy 2 and torch 2.6; the model's code/ carries it on for the endpoint
+    index = json.loads((output / "explanations" / "index.json").read_text())
+    assert "error" not in index, index["error"]
+    assert index["method"] == "Grad-CAM" and index["images"]
+    assert all((output / entry["file"]).is_file() for entry in index["images"])
+    assert (model / "code" / "explain.py").is_file()
+    assert (model / "code" / "captum" / "attr" / "__init__.py").is_file()
 
 
 def test_training_contract_retrain_request_has_no_debugger_members(

@@ -337,3 +337,52 @@ def test_predict_keeps_the_models_monitoring_embedding_out_of_the_api_answer(app
     assert status == 200
     assert "embedding" not in body
     assert body["label"] == ANSWER["label"]
+
+
+def with_query(event: dict, parameters: dict[str, str]) -> dict:
+    event["queryStringParameters"] = parameters
+    event["multiValueQueryStringParameters"] = {k: [v] for k, v in parameters.items()}
+    return event
+
+
+@pytest.mark.parametrize("value", ["true", "TRUE", "1", "yes"])
+def test_predict_explain_forwards_custom_attributes_and_returns_the_explanation(
+    app, context, value
+):
+    explanation = {"method": "Grad-CAM", "layer": "layer2", "heatmap_png": b64(PNG_BYTES)}
+    data = json.dumps({**ANSWER, "explanation": explanation}).encode()
+    with Stubber(app.runtime) as stub:
+        stub.add_response(
+            "invoke_endpoint",
+            {"Body": StreamingBody(io.BytesIO(data), len(data)), "ContentType": "application/json"},
+            {
+                "EndpointName": "mlops-classifier",
+                "ContentType": "image/png",
+                "Accept": "application/json",
+                "Body": PNG_BYTES,
+                "CustomAttributes": "explain=true",
+            },
+        )
+        response = app.lambda_handler(with_query(request(PNG_BYTES), {"explain": value}), context)
+
+    assert answer_of(response) == (200, {**ANSWER, "explanation": explanation})
+
+
+@pytest.mark.parametrize("value", ["false", "0", ""])
+def test_predict_explain_false_asks_the_model_exactly_as_without_it(app, context, value):
+    with Stubber(app.runtime) as stub:  # the expected call has no CustomAttributes
+        model_answer(stub, "image/png", PNG_BYTES)
+        response = app.lambda_handler(with_query(request(PNG_BYTES), {"explain": value}), context)
+
+    assert answer_of(response) == (200, ANSWER)
+
+
+def test_predict_explain_with_another_value_is_400_before_the_endpoint(app, context):
+    with Stubber(app.runtime):  # any call to the endpoint would fail the test
+        response = app.lambda_handler(
+            with_query(request(PNG_BYTES), {"explain": "<maybe>"}), context
+        )
+
+    status, document = answer_of(response)
+    assert status == 400 and document["error"] == "InvalidParameter"
+    assert "explain must be true or false" in document["message"]

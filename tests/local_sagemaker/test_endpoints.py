@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -81,6 +82,25 @@ def test_container_errors_map_to_model_error(sm: Any, runtime: Any, s3: Any) -> 
     assert error["Error"]["Message"].startswith("Received server error (500) from primary")
     assert error["OriginalMessage"].startswith("kaboom: a bug in predict_fn\nTraceback")
     assert "RuntimeError" in error["OriginalMessage"]
+
+
+def test_custom_attributes_reach_the_container_verbatim(sm: Any, runtime: Any, s3: Any) -> None:
+    """InvokeEndpoint's CustomAttributes go to the container as SageMaker sends them: the
+    request header botocore's model names, handed to inference.py by the toolkit's context."""
+    sm.create_endpoint(EndpointName="ep-attributes", EndpointConfigName=make_config(sm, s3, "a1"))
+    assert wait_endpoint(sm, "ep-attributes")["EndpointStatus"] == "InService"
+    asked = {"EndpointName": "ep-attributes", "Body": b"{}", "ContentType": "application/json"}
+
+    with_attributes = runtime.invoke_endpoint(**asked, CustomAttributes="explain=true; trace=a1")
+    without = runtime.invoke_endpoint(**asked)
+
+    assert json.loads(with_attributes["Body"].read())["custom_attributes"] == (
+        "explain=true; trace=a1"
+    )
+    assert json.loads(without["Body"].read()) == {"version": "a1", "echo": {}}
+    with pytest.raises(ClientError) as raised:  # botocore's model: at most 1024 characters
+        runtime.invoke_endpoint(**asked, CustomAttributes="x" * 1025)
+    assert raised.value.response["Error"]["Code"] in ("ValidationError", "ParamValidation")
 
 
 def test_invoke_of_unknown_endpoint_is_a_validation_error(runtime: Any) -> None:

@@ -37,6 +37,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mlops.local.faults import Faults
 from mlops.local.paths import contained
+from mlops.local.sagemaker import protocol
 from mlops.local.sagemaker.aws import AwsClients
 from mlops.local.sagemaker.capture import CaptureWriter
 from mlops.local.sagemaker.config import SageMakerConfig
@@ -335,11 +336,20 @@ class EndpointManager:
             logger.debug("could not put %s of %s: %s", name, endpoint_name, error)
 
     def forward(
-        self, server: ModelServer, body: bytes, content_type: str | None, accept: str | None
+        self,
+        server: ModelServer,
+        body: bytes,
+        content_type: str | None,
+        accept: str | None,
+        custom_attributes: str | None = None,
     ) -> urllib3.BaseHTTPResponse:
         headers = {"Content-Type": content_type or "application/octet-stream"}
         if accept:
             headers["Accept"] = accept
+        if custom_attributes:  # forwarded verbatim, in the header botocore's model names
+            headers[protocol.runtime_header("InvokeEndpoint", "CustomAttributes")] = (
+                custom_attributes
+            )
         return self.http.request(
             "POST",
             f"{server.url}/invocations",

@@ -403,6 +403,7 @@ class SageMakerBackend:
         accept: str | None,
         target_variant: str | None = None,
         inference_id: str | None = None,
+        custom_attributes: str | None = None,
     ) -> Invocation:
         return invoke_endpoint(
             self.endpoint_manager,
@@ -413,6 +414,7 @@ class SageMakerBackend:
             accept,
             target_variant,
             inference_id,
+            custom_attributes,
         )
 
     # --- tags ---------------------------------------------------------------------------------

@@ -69,6 +69,13 @@ def runtime_model() -> ServiceModel:
     return botocore.session.get_session().get_service_model("sagemaker-runtime")
 
 
+def runtime_header(operation: str, member: str) -> str:
+    """The HTTP header a runtime operation's member travels in (botocore's model), e.g.
+    InvokeEndpoint's CustomAttributes: X-Amzn-SageMaker-Custom-Attributes."""
+    shape = runtime_model().operation_model(operation).input_shape.members[member]
+    return shape.serialization["name"]
+
+
 def control_plane_operation(name: str) -> OperationModel:
     return sagemaker_model().operation_model(name)
 

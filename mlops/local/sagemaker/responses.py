@@ -3,7 +3,8 @@
 Control plane: ``json`` protocol, ``POST /`` with ``X-Amz-Target: SageMaker.<Operation>`` and
 an ``application/x-amz-json-1.1`` body; errors as ``{"__type": code, "message": ...}``.
 Runtime: ``rest-json``, ``POST /endpoints/<name>/invocations`` with the payload as body and
-the modelled headers (Content-Type, Accept, X-Amzn-SageMaker-Target-Variant); errors carry
+the modelled headers (Content-Type, Accept, X-Amzn-SageMaker-Target-Variant, and
+X-Amzn-SageMaker-Custom-Attributes, which goes on to the container verbatim); errors carry
 their code in ``x-amzn-ErrorType``.
 """
 
@@ -167,6 +168,7 @@ class SageMakerResponses:
                 params.get("Accept"),
                 params.get("TargetVariant"),
                 params.get("InferenceId"),
+                params.get("CustomAttributes"),
             )
         except SageMakerError as error:
             return self._rest_error(error)

@@ -1,8 +1,11 @@
 """InvokeEndpoint: forward a request to the endpoint's active model server, map its answer.
 
-The container's 2xx answer is returned as is (Body, ContentType, InvokedProductionVariant). A
-4xx/5xx from the container becomes SageMaker's ModelError (HTTP 424) carrying the container's
-status and body in OriginalStatusCode/OriginalMessage, worded as AWS words it.
+CustomAttributes travel to the container verbatim as the X-Amzn-SageMaker-Custom-Attributes
+request header, as SageMaker forwards them (the toolkit hands it to inference.py through its
+context). The container's 2xx answer is returned as is (Body, ContentType,
+InvokedProductionVariant). A 4xx/5xx from the container becomes SageMaker's ModelError
+(HTTP 424) carrying the container's status and body in OriginalStatusCode/OriginalMessage,
+worded as AWS words it.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ def invoke_endpoint(
     accept: str | None,
     target_variant: str | None = None,
     inference_id: str | None = None,
+    custom_attributes: str | None = None,
 ) -> Invocation:
     config = manager.config
     if endpoint is None:
@@ -57,7 +61,7 @@ def invoke_endpoint(
             f"(status {endpoint.status}); invoke it once DescribeEndpoint says InService."
         )
     try:
-        response = manager.forward(server, body, content_type, accept)
+        response = manager.forward(server, body, content_type, accept, custom_attributes)
     except urllib3.exceptions.HTTPError as error:
         logger.warning("model server of %s unreachable: %s", name, error)
         raise ServiceUnavailable(

@@ -31,10 +31,17 @@ def input_fn(body: bytes, content_type: str) -> Any:
     return json.loads(body)
 
 
-def predict_fn(data: Any, model: dict[str, Any]) -> dict[str, Any]:
+def predict_fn(data: Any, model: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    """Echoes the request; with CustomAttributes (the header the toolkit's context holds), echoes
+    them too, so a test sees what reached the container."""
     if isinstance(data, dict) and data.get("boom"):
         raise RuntimeError("kaboom: a bug in predict_fn")
-    return {"version": model["version"], "echo": data}
+    answer = {"version": model["version"], "echo": data}
+    headers = context.get_all_request_header(0) if context is not None else {}
+    for key, value in (headers or {}).items():
+        if key.lower() == "x-amzn-sagemaker-custom-attributes":
+            answer["custom_attributes"] = value
+    return answer
 
 
 def output_fn(prediction: dict[str, Any], accept: str) -> tuple[str, str]:

@@ -9,6 +9,7 @@ found (confusion.json) is a record train.py wrote.
 from __future__ import annotations
 
 import logging
+import tarfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,14 @@ from pipeline_common.metrics import CONFUSION_FILE
 
 from pipeline_report import analysis as an
 from pipeline_report.profile import Profile, system_profile
-from pipeline_report.records import Confusion, confusion_from_record, read_output_files
+from pipeline_report.records import (
+    Confusion,
+    Explanations,
+    confusion_from_record,
+    explanations_from_archive,
+    output_files,
+    read_output_archive,
+)
 from pipeline_report.target import Target
 
 log = logging.getLogger(__name__)
@@ -60,6 +68,7 @@ class Retrain:
     profile: Profile | None
     billable_s: float | None
     confusion: Confusion | None = None  # train.py's test pass (confusion.json)
+    explanations: Explanations | None = None  # Grad-CAM of test images (explanations/)
 
 
 @dataclass
@@ -178,7 +187,7 @@ def collect_retrain(target: Target, name: str, notes: list[str]) -> Retrain | No
         for k, v in an.decode_hyperparameters(job.get("HyperParameters")).items()
         if not k.startswith("sagemaker_") and not k.startswith("_")
     }
-    outputs = job_outputs(target, job, notes)
+    outputs, explanations = job_outputs(target, job, notes)
     confusion = confusion_from_record(outputs.get(CONFUSION_FILE))
     if confusion is None:
         notes.append(
@@ -200,21 +209,25 @@ def collect_retrain(target: Target, name: str, notes: list[str]) -> Retrain | No
         curves=curves,
         profile=system_profile(target, job, notes),
         confusion=confusion,
+        explanations=explanations,
         billable_s=job.get("BillableTimeInSeconds") or job.get("TrainingTimeInSeconds"),
     )
 
 
-def job_outputs(target: Target, job: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+def job_outputs(
+    target: Target, job: dict[str, Any], notes: list[str]
+) -> tuple[dict[str, Any], Explanations | None]:
     """history.json, confusion.json and rule_statuses.json from the finished job's
-    output.tar.gz (what train.py recorded, docs/contracts.md)."""
+    output.tar.gz (what train.py recorded, docs/contracts.md), and its Grad-CAM explanations."""
     model_uri = job.get("ModelArtifacts", {}).get("S3ModelArtifacts")
     if not model_uri or job.get("TrainingJobStatus") != "Completed":
-        return {}
+        return {}, None
     try:
-        return read_output_files(target.client("s3"), model_uri, OUTPUT_FILES)
-    except (ClientError, ValueError, OSError) as exc:
+        archive = read_output_archive(target.client("s3"), model_uri)
+        return output_files(archive, OUTPUT_FILES), explanations_from_archive(archive)
+    except (ClientError, ValueError, OSError, tarfile.TarError) as exc:
         notes.append(f"Could not read the output.tar.gz next to {model_uri}: {exc}")
-        return {}
+        return {}, None
 
 
 def rule_statuses(job: dict[str, Any], from_output: Any) -> list[dict[str, str]]:

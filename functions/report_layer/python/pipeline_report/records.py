@@ -61,11 +61,20 @@ def tar_member(archive: bytes, name: str) -> bytes | None:
     return None
 
 
+def read_output_archive(s3: Any, model_artifacts_uri: str) -> bytes | None:
+    """The job's output.tar.gz (SM_OUTPUT_DATA_DIR), or None when it has none."""
+    bucket, key = parse_s3_uri(output_archive_uri(model_artifacts_uri))
+    return read_object(s3, bucket, key)
+
+
 def read_output_files(s3: Any, model_artifacts_uri: str, names: tuple[str, ...]) -> dict[str, Any]:
     """JSON files the training script wrote to SM_OUTPUT_DATA_DIR (`history.json`,
     `rule_statuses.json`), read from the job's output.tar.gz; absent ones are left out."""
-    bucket, key = parse_s3_uri(output_archive_uri(model_artifacts_uri))
-    archive = read_object(s3, bucket, key)
+    return output_files(read_output_archive(s3, model_artifacts_uri), names)
+
+
+def output_files(archive: bytes | None, names: tuple[str, ...]) -> dict[str, Any]:
+    """read_output_files's JSON files from an output.tar.gz already read."""
     found: dict[str, Any] = {}
     for name in names if archive is not None else ():
         raw = tar_member(archive, name)
@@ -101,3 +110,97 @@ def confusion_from_record(record: Any) -> Confusion | None:
         per_class_accuracy={class_label(str(k)): v for k, v in per_class.items()},
         images=int(record.get("images") or sum(map(sum, matrix))),
     )
+
+
+# -- Grad-CAM explanations (training/explain.py writes explanations/ into SM_OUTPUT_DATA_DIR) -----
+EXPLANATIONS_INDEX = "explanations/index.json"
+# What the report embeds at most, whatever an index lists (train.py writes 16 of about 20 kB).
+MAX_EXPLANATIONS = 32
+MAX_EXPLANATION_PNG_BYTES = 256 * 1024
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass
+class Explanation:
+    """One test image with its Grad-CAM overlay (`png` None when the archive lacks it)."""
+
+    image: str
+    true_label: str
+    predicted_label: str
+    confidence: float | None
+    correct: bool
+    png: bytes | None
+
+
+@dataclass
+class Explanations:
+    """explanations/index.json and its overlays; `error` says why a job recorded none."""
+
+    method: str
+    layer: str | None
+    test_images: int | None
+    misclassified: int | None
+    images: list[Explanation]
+    error: str | None = None
+
+
+def archive_files(archive: bytes, prefix: str) -> dict[str, bytes]:
+    """Regular files of a .tar.gz under `prefix` (a leading `./` ignored), by that path."""
+    found: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:*") as tar:
+        for member in tar.getmembers():
+            name = member.name.removeprefix("./")
+            if member.isfile() and name.startswith(prefix) and member.size <= (1 << 20):
+                extracted = tar.extractfile(member)
+                if extracted is not None:
+                    found[name] = extracted.read()
+    return found
+
+
+def explanations_from_archive(archive: bytes | None) -> Explanations | None:
+    """The explanations an output.tar.gz holds; None when it holds no index (older jobs)."""
+    if archive is None:
+        return None
+    files = archive_files(archive, EXPLANATIONS_INDEX.split("/", 1)[0] + "/")
+    raw = files.get(EXPLANATIONS_INDEX)
+    if raw is None:
+        return None
+    try:
+        index = json.loads(raw)
+    except ValueError as exc:
+        return Explanations("Grad-CAM", None, None, None, [], f"unreadable index: {exc}")
+    if not isinstance(index, dict):
+        return Explanations("Grad-CAM", None, None, None, [], "index is not a JSON object")
+    entries = index.get("images") if isinstance(index.get("images"), list) else []
+    images = []
+    for entry in entries[:MAX_EXPLANATIONS]:
+        if not isinstance(entry, dict):
+            continue
+        png = files.get(str(entry.get("file", "")))
+        if png is not None and (
+            not png.startswith(PNG_SIGNATURE) or len(png) > MAX_EXPLANATION_PNG_BYTES
+        ):
+            png = None
+        confidence = entry.get("confidence")
+        images.append(
+            Explanation(
+                image=str(entry.get("image", "")),
+                true_label=str(entry.get("true_label", "")),
+                predicted_label=str(entry.get("predicted_label", "")),
+                confidence=float(confidence) if isinstance(confidence, int | float) else None,
+                correct=bool(entry.get("correct")),
+                png=png,
+            )
+        )
+    return Explanations(
+        method=str(index.get("method") or "Grad-CAM"),
+        layer=str(index["layer"]) if index.get("layer") else None,
+        test_images=_int_or_none(index.get("test_images")),
+        misclassified=_int_or_none(index.get("misclassified")),
+        images=images,
+        error=str(index["error"]) if index.get("error") else None,
+    )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -19,7 +19,7 @@ from pipeline_report import analysis as an
 from pipeline_report.collect import RunData
 from pipeline_report.describe import Endpoint, Retrain, Tuning
 from pipeline_report.lineage import Link, lineage_html, link_url, package_link
-from pipeline_report.records import Confusion
+from pipeline_report.records import Confusion, Explanation, Explanations
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto;
@@ -43,6 +43,10 @@ pre { background: #f5f5f5; padding: 8px; overflow-x: auto; white-space: pre-wrap
 nav a { margin-right: 12px; } code { font-size: 13px; }
 ol.lineage { list-style: none; padding-left: 0; } ol.lineage li { margin: 2px 0; }
 ol.lineage li + li::before { content: "\2192  "; color: #757575; }
+.explanations { display: flex; flex-wrap: wrap; gap: 12px; }
+.explanations figure { margin: 0; width: 150px; font-size: 12px; }
+.explanations figure.wrong figcaption b { color: #c62828; }
+.explanations img { width: 140px; height: 140px; image-rendering: pixelated; margin: 0; }
 """
 SECTIONS = (
     ("dataset", "Data set"),
@@ -52,6 +56,7 @@ SECTIONS = (
     ("rules", "Rules and gate"),
     ("profile", "System profile"),
     ("endpoint", "Endpoint"),
+    ("explanations", "Why the model said that"),
     ("notes", "Notes"),
 )
 
@@ -550,6 +555,80 @@ def accuracy(data: RunData, confusion: Confusion | None, plots: dict[str, bytes]
     return "".join(parts)
 
 
+def explanations_section(retrain: Retrain | None) -> str:
+    """Grad-CAM overlays of the retrain's misclassified (and a few correct) test images, as
+    train.py recorded them (explanations/ in output.tar.gz; training/explain.py)."""
+    title = '<h2 id="explanations">Why the model said that</h2>'
+    found = retrain.explanations if retrain else None
+    if found is None:
+        why = (
+            "no profiled retrain for this run"
+            if retrain is None
+            else f"{retrain.job_name} recorded no explanations/index.json"
+        )
+        return f'{title}<p class="muted">No explanations: {escape(why)}.</p>'
+    if found.error:
+        return (
+            f'{title}<p class="muted">No explanations: the job could not compute them.</p>'
+            f'<pre class="error">{escape(found.error)}</pre>'
+        )
+    wrong = [e for e in found.images if not e.correct]
+    right = [e for e in found.images if e.correct]
+    layer = f" on <code>{escape(found.layer)}</code>" if found.layer else ""
+    counts = (
+        f"{len(wrong)} of {found.misclassified} misclassified"
+        if found.misclassified is not None
+        else f"{len(wrong)} misclassified"
+    )
+    tested = f" of {found.test_images}" if found.test_images is not None else ""
+    parts = [
+        title,
+        f"<p>{escape(found.method)}{layer} (captum), for the class the model predicted: red is "
+        f"where the evidence for that class lay. {escape(counts)} and {len(right)} correct "
+        f"test images{escape(tested)}, as the saved model sees them (resized and cropped).</p>",
+    ]
+    if not found.images:
+        parts.append('<p class="muted">The test pass left no image to explain.</p>')
+    for heading, entries in (("Misclassified", wrong), ("Correct", right)):
+        if entries:
+            figures = "".join(explanation_figure(e) for e in entries)
+            parts.append(f'<h3>{heading}</h3><div class="explanations">{figures}</div>')
+    return "".join(parts)
+
+
+def explanation_figure(entry: Explanation) -> str:
+    alt = f"Grad-CAM of {entry.image}: true {entry.true_label}, predicted {entry.predicted_label}"
+    picture = (
+        f'<img alt="{escape(alt)}" src="data:image/png;base64,'
+        f'{base64.b64encode(entry.png).decode("ascii")}">'
+        if entry.png
+        else '<p class="muted">(overlay missing)</p>'
+    )
+    confidence = f" ({fmt(entry.confidence, 2)})" if entry.confidence is not None else ""
+    kind = "right" if entry.correct else "wrong"
+    return (
+        f'<figure class="{kind}" data-explanation="{escape(entry.image)}">{picture}<figcaption>'
+        f"true {escape(entry.true_label)}, predicted <b>{escape(entry.predicted_label)}</b>"
+        f'{confidence}<br><span class="muted">{escape(entry.image)}</span></figcaption></figure>'
+    )
+
+
+def explanations_json(found: Explanations | None) -> dict[str, Any] | None:
+    if found is None:
+        return None
+    return {
+        "method": found.method,
+        "layer": found.layer,
+        "test_images": found.test_images,
+        "misclassified": found.misclassified,
+        "error": found.error,
+        "images": [
+            {k: v for k, v in vars(e).items() if k != "png"} | {"overlay": e.png is not None}
+            for e in found.images
+        ],
+    }
+
+
 def notes_section(notes: list[str]) -> str:
     items = "".join(f"<li>{escape(n)}</li>" for n in notes) or "<li>None.</li>"
     return f'<h2 id="notes">Notes</h2><ul>{items}</ul>'
@@ -592,6 +671,7 @@ def report_json(data: RunData, plots: dict[str, bytes]) -> dict[str, Any]:
         "gate": data.gate,
         "validation": _validation_json(data.records.get(names.VALIDATION)),
         "confusion": None if not (retrain and retrain.confusion) else retrain.confusion.__dict__,
+        "explanations": explanations_json(retrain.explanations if retrain else None),
         "plots": sorted(plots),
         "notes": data.notes,
         "lineage": [
@@ -624,6 +704,7 @@ def render(data: RunData, plots: dict[str, bytes]) -> str:
             rules_section(data),
             profile_section(data.retrain, plots),
             endpoint_section(data, plots),
+            explanations_section(data.retrain),
             notes_section(data.notes),
         ]
     )
