@@ -118,7 +118,9 @@ def run(settings: Settings) -> dict[str, Any]:
         log(f"drift: {name}: {counts}")
     false_rate = clean_alarms / clean_batches
     checks = [
-        at_most(f"clean batches called drifted ({clean_batches} batches of {BATCH})", false_rate, ALPHA),
+        at_most(
+            f"clean batches called drifted ({clean_batches} batches of {BATCH})", false_rate, ALPHA
+        ),
         *(
             at_least(f"{name}: found by the embedding test", c["embedding"] / c["batches"], 1.0)
             for name, c in detection.items()
