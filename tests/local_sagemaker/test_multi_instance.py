@@ -7,6 +7,7 @@ and is compared with the same job on one instance; a host killed mid-training fa
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import os
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from mlops.local.sagemaker.config import SCRIPT_WITHOUT_TOOLKIT_ENV
 from mlops.packaging import pack_training_source
 from tests.support.waiting import wait_for
 
@@ -28,6 +30,7 @@ from .helpers import (
     OUTPUT_URI,
     REGION,
     ROLE_ARN,
+    hyperparameters,
     training_request,
     wait_training,
 )
@@ -140,6 +143,72 @@ def test_instance_count_above_the_quota_is_resource_limit_exceeded(sm: Any) -> N
 
     assert caught.value.response["Error"]["Code"] == "ResourceLimitExceeded"
     assert "Number of instances per training job" in caught.value.response["Error"]["Message"]
+
+
+def two_host_request(name: str, **values: Any) -> dict[str, Any]:
+    """The fixture script (no torch) on two instances, launched with torchrun."""
+    body = training_request(name)
+    body["HyperParameters"] = hyperparameters(
+        epochs=2, sagemaker_torch_distributed_enabled=True, **values
+    )
+    body["ResourceConfig"]["InstanceCount"] = 2
+    return body
+
+
+def test_two_hosts_rendezvous_each_with_its_own_host_and_rank(
+    sm: Any, s3: Any, service: Any
+) -> None:
+    sm.create_training_job(**two_host_request("two-hosts"))
+    job = wait_training(sm, "two-hosts", timeout=120)
+
+    job_dir = service.config.state_dir / "jobs" / "two-hosts"
+    assert job["TrainingJobStatus"] == "Completed", (
+        job.get("FailureReason"),
+        job_log(service, "two-hosts"),
+    )
+    second = json.loads((job_dir / "hosts/algo-2/output/data/env.json").read_text())["env"]
+    uploaded = output_file(s3, "two-hosts", "env.json")["env"]  # algo-1's output only
+    for env, host, rank in ((uploaded, "algo-1", "0"), (second, "algo-2", "1")):
+        assert (env["SM_CURRENT_HOST"], env["RANK"], env["WORLD_SIZE"]) == (host, rank, "2")
+        assert json.loads(env["SM_HOSTS"]) == ["algo-1", "algo-2"]
+        assert env["MASTER_ADDR"] == "127.0.0.1" and env["MASTER_PORT"] != "7777"
+    for tree in (job_dir, job_dir / "hosts/algo-2"):  # the channel view: every file everywhere
+        assert len(list((tree / "input/data/train").rglob("*.txt"))) == 6
+    streams = log_streams(service, "two-hosts")
+    assert sorted(stream.split("/")[1].rsplit("-", 1)[0] for stream in streams) == [
+        "algo-1",
+        "algo-2",
+    ]
+
+
+def test_one_failing_host_fails_the_job_and_stops_the_other(sm: Any, service: Any) -> None:
+    body = two_host_request("host-fails", **{"fail-on-host": "algo-2", "epoch-seconds": 60})
+    sm.create_training_job(**body)
+    job = wait_training(sm, "host-fails", timeout=120)
+
+    assert job["TrainingJobStatus"] == "Failed"
+    reason = job["FailureReason"]
+    assert reason.startswith("AlgorithmError: host algo-2 failed: ExecuteUserScriptError:")
+    assert "synthetic failure in epoch 1" in reason
+    assert job["TrainingEndTime"] - job["TrainingStartTime"] < dt.timedelta(seconds=60)
+    assert "Stopping the other hosts: algo-2 failed" in job_log(service, "host-fails")
+
+
+def test_two_hosts_without_the_toolkit_get_torchruns_variables(
+    service_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+
+    monkeypatch.setenv(SCRIPT_WITHOUT_TOOLKIT_ENV, "1")
+    service = service_factory(image_python=None)
+    sm = boto3.client("sagemaker", endpoint_url=service.url, region_name=REGION)
+    sm.create_training_job(**two_host_request("two-hosts-script"))
+    job = wait_training(sm, "two-hosts-script", timeout=120)
+
+    assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+    job_dir = service.config.state_dir / "jobs" / "two-hosts-script"
+    env = json.loads((job_dir / "hosts/algo-2/output/data/env.json").read_text())["env"]
+    assert (env["SM_CURRENT_HOST"], env["RANK"], env["WORLD_SIZE"]) == ("algo-2", "1", "2")
 
 
 @pytest.mark.slow
