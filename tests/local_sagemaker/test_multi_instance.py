@@ -21,6 +21,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from mlops.local.sagemaker.config import SCRIPT_WITHOUT_TOOLKIT_ENV
+from mlops.local.sagemaker.processes import live_process_count
 from mlops.packaging import pack_training_source
 from tests.support.waiting import wait_for
 
@@ -192,6 +193,17 @@ def test_one_failing_host_fails_the_job_and_stops_the_other(sm: Any, service: An
     assert "synthetic failure in epoch 1" in reason
     assert job["TrainingEndTime"] - job["TrainingStartTime"] < dt.timedelta(seconds=60)
     assert "Stopping the other hosts: algo-2 failed" in job_log(service, "host-fails")
+
+
+def test_max_runtime_stops_both_hosts(sm: Any, service: Any) -> None:
+    body = two_host_request("two-hosts-stopped", **{"epoch-seconds": 60})
+    body["StoppingCondition"] = {"MaxRuntimeInSeconds": 1}
+    sm.create_training_job(**body)
+    job = wait_training(sm, "two-hosts-stopped", timeout=60)
+
+    assert (job["TrainingJobStatus"], job["SecondaryStatus"]) == ("Stopped", "MaxRuntimeExceeded")
+    assert live_process_count() == 0  # both hosts' process groups, not only algo-1's
+    assert "Stopping: " in job_log(service, "two-hosts-stopped")
 
 
 def test_two_hosts_without_the_toolkit_get_torchruns_variables(
