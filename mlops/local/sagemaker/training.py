@@ -20,6 +20,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from pipeline_common.jobs import TORCH_DISTRIBUTED_HYPERPARAMETER
+
 from mlops.local.faults import Faults
 from mlops.local.sagemaker.aws import AwsClients, LogShipper
 from mlops.local.sagemaker.config import SCRIPT_WITHOUT_TOOLKIT_ENV, SageMakerConfig
@@ -52,8 +54,6 @@ PEER_LOST = re.compile(
 # How long a host that failed only by losing a peer waits for the host that caused it to fail
 # on its own, before the others are stopped (so FailureReason names the cause).
 PEER_FAILURE_GRACE_S = 10.0
-# The SageMaker Python SDK's hyperparameter for distribution={"torch_distributed": ...}.
-TORCH_DISTRIBUTED_HYPERPARAMETER = "sagemaker_torch_distributed_enabled"
 
 
 class TrainingRunner:
@@ -159,10 +159,6 @@ class TrainingExecution:
         self.monitor: ResourceMonitor | None = None
         self.process: ManagedProcess | None = None  # algo-1's
         self.failed: HostRun | None = None
-
-    @property
-    def tail(self) -> list[str]:
-        return self.hosts[0].tail if self.hosts else []
 
     # --- the steps ----------------------------------------------------------------------------
 
