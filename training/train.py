@@ -282,6 +282,8 @@ def join_world() -> World:
     if size <= 1:
         return SINGLE
     backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":  # one GPU per process, chosen before NCCL starts
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend)
     world = World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
     host = os.environ.get("SM_CURRENT_HOST", "?")
