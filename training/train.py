@@ -259,6 +259,14 @@ def checkpoint_dir(args: argparse.Namespace) -> Path | None:
     return Path(args.checkpoint_dir) if args.checkpoint_dir else None
 
 
+def say(line: str) -> None:
+    """One line on stdout in one write: the processes of a host share its output (torchrun
+    runs them unbuffered), and print's separate write of the newline would let another
+    process's line land in the middle of a metric line."""
+    sys.stdout.write(f"{line}\n")
+    sys.stdout.flush()
+
+
 def pin_threads() -> int:
     """One intra-op thread per core this process may run on (OMP_NUM_THREADS wins when set).
 
@@ -287,10 +295,7 @@ def join_world() -> World:
     dist.init_process_group(backend=backend)
     world = World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
     host = os.environ.get("SM_CURRENT_HOST", "?")
-    print(
-        f"[worker] rank={world.rank} world_size={world.size} host={host} backend={backend}",
-        flush=True,
-    )
+    say(f"[worker] rank={world.rank} world_size={world.size} host={host} backend={backend}")
     return world
 
 
@@ -468,7 +473,7 @@ def build_debug_hook(args: argparse.Namespace, resuming: bool) -> smd.Hook | Non
     if config is not None:
         out_dir = json.loads(config.read_text()).get("LocalPath", "/opt/ml/output/tensors")
         reopen_trial(Path(out_dir), resuming)
-        print(f"[setup] debug hook from {source}: tensors in {out_dir}", flush=True)
+        say(f"[setup] debug hook from {source}: tensors in {out_dir}")
         return smd.Hook.create_from_json_file(str(config))
     if args.debug_out_dir is None:
         return None
@@ -607,7 +612,7 @@ def train_one_epoch(
     if not world.distributed:
         return EpochStats(total_loss / seen, correct / seen, seen)
     # Each process's own count, printed by each (the job's log shows every host's share).
-    print(f"[worker] rank={world.rank} split=train steps={steps} samples={seen}", flush=True)
+    say(f"[worker] rank={world.rank} split=train steps={steps} samples={seen}")
     return reduced_stats(world, total_loss, correct, seen, device)
 
 
@@ -645,7 +650,7 @@ def evaluate(
 
 
 def print_metrics(epoch: int | str, split: str, stats: EpochStats) -> None:
-    print(metrics.format_metric_line(epoch, split, stats.loss, stats.accuracy), flush=True)
+    say(metrics.format_metric_line(epoch, split, stats.loss, stats.accuracy))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -707,7 +712,7 @@ def write_json(path: Path, value: Any) -> None:
 def report_skipped(splits: dict[str, data.Split]) -> list[dict[str, str]]:
     skipped = [entry for split in splits.values() for entry in split.skipped]
     for entry in skipped:
-        print(f"[data] skipped {entry['split']}/{entry['file']}: {entry['reason']}", flush=True)
+        say(f"[data] skipped {entry['split']}/{entry['file']}: {entry['reason']}")
     return skipped
 
 
@@ -723,10 +728,10 @@ def run_rules(trial_dir: str | None, out_dir: Path) -> None:
         results = rules.evaluate_rules(trial_dir)
     write_json(out_dir / "rule_statuses.json", results)
     words = " ".join(f"{r['RuleConfigurationName']}={r['RuleEvaluationStatus']}" for r in results)
-    print(f"[rules] {words} (rule_statuses.json)", flush=True)
+    say(f"[rules] {words} (rule_statuses.json)")
     for r in results:
         if r["RuleEvaluationStatus"] != rules.NO_ISSUES:
-            print(f"[rules] {r['RuleConfigurationName']}: {r['StatusDetails']}", flush=True)
+            say(f"[rules] {r['RuleConfigurationName']}: {r['StatusDetails']}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -772,7 +777,7 @@ def inject_setup_faults(
     """Apply the --inject-fault that acts before training; announce it in the log."""
     if args.inject_fault == "none":
         return
-    print(f"[setup] test-only fault injected: {args.inject_fault}", flush=True)
+    say(f"[setup] test-only fault injected: {args.inject_fault}")
     if args.inject_fault == "shuffled-labels":
         shuffle_labels(splits["train"], args.seed)
     elif args.inject_fault in ("zero-init", "constant-init"):
@@ -857,10 +862,7 @@ def train_and_evaluate(
     loaders = build_loaders(args, splits, world)
     sizes = " ".join(f"{name}={len(s.samples)}" for name, s in splits.items())
     if world.main:
-        print(
-            f"[setup] model={args.model} classes={len(classes)} {sizes} device={device}",
-            flush=True,
-        )
+        say(f"[setup] model={args.model} classes={len(classes)} {sizes} device={device}")
 
     criterion = nn.CrossEntropyLoss()
     ckpt_dir = checkpoint_dir(args)
@@ -882,19 +884,15 @@ def train_and_evaluate(
         start_epoch = state["epoch"] + 1
         restore_hook_steps(hook, state.get("debug_steps"))
         if world.main:
-            print(
-                f"[setup] resumed from {ckpt_dir / CHECKPOINT_FILE} at epoch {start_epoch}",
-                flush=True,
-            )
+            say(f"[setup] resumed from {ckpt_dir / CHECKPOINT_FILE} at epoch {start_epoch}")
     trained: nn.Module = model
     if world.distributed:
         trained = DistributedDataParallel(
             model, device_ids=[world.local_rank] if device.type == "cuda" else None
         )
-        print(
+        say(
             f"[worker] rank={world.rank} train share={len(loaders['train'].sampler)} images "
-            f"steps per epoch={len(loaders['train'])} lr={optimizer.param_groups[0]['lr']:g}",
-            flush=True,
+            f"steps per epoch={len(loaders['train'])} lr={optimizer.param_groups[0]['lr']:g}"
         )
 
     for epoch in range(start_epoch, args.epochs + 1):
