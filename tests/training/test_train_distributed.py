@@ -31,18 +31,19 @@ def test_train_two_processes_share_the_steps_and_print_one_set_of_metrics(
     tmp_path, digits_dir, train_runner
 ):
     run = train_runner(tmp_path, digits_dir, processes=2)
+    shown = f"stdout:\n{run.stdout[-3000:]}\nstderr:\n{run.stderr[-3000:]}"
 
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.returncode == 0, shown
     lines = re.findall(r"^\[metric\] .*$", run.stdout, re.MULTILINE)
-    assert len(lines) == 5  # 2 epochs x train/valid + test, once (rank 0)
+    assert len(lines) == 5, shown  # 2 epochs x train/valid + test, once (rank 0)
     for definition in metrics.METRIC_DEFINITIONS:
         assert re.search(definition["Regex"], run.stdout), definition
     # 60 training images, batch 16: 4 steps alone, 2 for each of the two processes.
     batch = int(FAST_ARGS["batch-size"])
     each = math.ceil(30 / batch)
-    assert worker_steps(run.stdout, 0) == worker_steps(run.stdout, 1) == [each, each]
+    assert worker_steps(run.stdout, 0) == worker_steps(run.stdout, 1) == [each, each], shown
     # --lr 0.02 x 2 processes (the linear rule, sgd), in both processes
-    assert len(re.findall(r"^\[worker\] rank=\d .* lr=0.04$", run.stdout, re.MULTILINE)) == 2
+    assert len(re.findall(r"^\[worker\] rank=\d .* lr=0.04$", run.stdout, re.MULTILINE)) == 2, shown
     history = json.loads((run.output_dir / "history.json").read_text())
     assert [e["processes"] for e in history["epochs"]] == [2, 2]
     assert history["epochs"][0]["train"]["samples"] == 60  # the whole split, reduced
