@@ -32,6 +32,7 @@ BENCHMARKS = {
     "tuning": "bench.tuning",
     "memory": "bench.memory",
     "rules": "bench.rules",
+    "drift": "bench.drift",
     "persistence": "bench.persistence",
     "throughput": "bench.throughput",
 }

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pipeline_report import executions as ex
@@ -130,6 +131,50 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- schedules (local cloud only) ----------------------------------------------------------------
+def cmd_schedule(args: argparse.Namespace) -> int:
+    """List the local cloud's scheduled rules and schedules, or fire one now."""
+    import requests
+
+    if args.stack:
+        raise CliError(
+            "`mlops schedule` drives the local cloud's scheduler; on AWS, EventBridge runs the "
+            "stack's schedules (aws events list-rules, aws scheduler list-schedules)"
+        )
+    info = running_cloud(args.root)
+    if info is None:
+        raise CliError("No local cloud is running: run `mlops up` first")
+    base = f"{info.moto_url}/_mlops/schedules"
+    try:
+        if args.action == "list":
+            response = requests.get(base, timeout=30)
+        else:
+            if not args.name:
+                raise CliError("`mlops schedule run NAME`: name the rule or schedule to fire")
+            response = requests.post(f"{base}/{quote(args.name, safe='')}/run", timeout=60)
+    except requests.RequestException as exc:
+        raise CliError(
+            f"the local cloud did not answer ({exc}); check it with `mlops status`"
+        ) from None
+    body = response.json()
+    if response.status_code != 200:
+        raise CliError(body.get("message", response.text))
+    if args.json:
+        out(json.dumps(body, indent=2))
+    elif args.action == "list":
+        for item in body["schedules"]:
+            out(
+                f"{item['name']}  {item['kind']}  {item['expression']}  {item['state']}  "
+                f"next {item['next'] or '-'}  last {item['last_fired'] or '-'}"
+            )
+    else:
+        for invocation in body["invocations"]:
+            verdict = "invoked" if invocation["accepted"] else f"NOT invoked: {invocation['error']}"
+            out(f"{invocation['scheduled']} -> {invocation['target']}: {verdict}")
+    failed = any(not i["accepted"] for i in body.get("invocations", []))
+    return 1 if failed else 0
+
+
 # -- data ----------------------------------------------------------------------------------------
 def cmd_sample_data(args: argparse.Namespace) -> int:
     from mlops.sample_data import write_digits
@@ -225,15 +270,50 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
+    """The chain of one version; against a stack each element's AWS console page too (the local
+    cloud's pages are `mlops console`'s, whose address this command does not know)."""
+    from pipeline_report.lineage import link_region, link_url
+
     from mlops.models import lineage
 
-    links = lineage(resolve_target(args.stack, args.root), args.dataset, args.version)
+    target = resolve_target(args.stack, args.root)
+    links = lineage(target, args.dataset, args.version)
+    region = link_region(target)
     if args.json:
-        out(json.dumps([vars(link) for link in links], indent=2))
+        rows = [{**vars(link), "url": link_url(link, region)} for link in links]
+        out(json.dumps(rows, indent=2))
         return 0
     for depth, link in enumerate(links):
         arrow = "  " * depth + ("-> " if depth else "")
         out(f"{arrow}{link.kind}: {link.name}" + (f"  ({link.detail})" if link.detail else ""))
+        url = link_url(link, region) if region else None
+        if url:
+            out(f"{'  ' * depth}   {url}")
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from mlops.monitoring import latest_findings, print_findings, run_monitor
+
+    target = resolve_target(args.stack, args.root)
+    if args.action == "run":
+        result = run_monitor(target)
+        if args.json:
+            out(json.dumps(result, indent=2))
+            return 0
+        out(
+            f"{result.get('endpoint_name')}: {result.get('status')} ({result.get('requests', 0)} "
+            f"answers checked){' - ' + result['detail'] if result.get('detail') else ''}"
+        )
+        if result.get("retrain_execution"):
+            out(f"Started a retrain: {result['retrain_execution']}")
+        return 0
+    records = latest_findings(target, args.limit)
+    if args.json:
+        out(json.dumps(records, indent=2))
+        return 0
+    for line in print_findings(records):
+        out(line)
     return 0
 
 
@@ -371,6 +451,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         "env", help="shell exports for the aws CLI / boto3 / sagemaker SDK"
     ).set_defaults(func=cmd_env)
 
+    schedule = commands.add_parser(
+        "schedule", help="the local cloud's scheduled rules and schedules: list, or run one now"
+    )
+    schedule.add_argument("action", choices=["list", "run"])
+    schedule.add_argument("name", nargs="?", help="run: the rule's or schedule's name")
+    schedule.set_defaults(func=cmd_schedule)
+
     sample = commands.add_parser("sample-data", help="write the digits data set (dog-breed layout)")
     sample.add_argument("directory", type=Path)
     sample.add_argument("--per-class", type=int, default=None, help="cap images per class")
@@ -428,6 +515,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         command.add_argument("--poll", type=float, default=2.0, help="seconds between checks")
         command.add_argument("--timeout", type=float, default=3600, help="give up after this")
         command.set_defaults(func=cmd_deploy)
+    monitor = commands.add_parser(
+        "monitor", help="drift findings of the endpoint (`monitor run`: check now)"
+    )
+    monitor.add_argument("action", nargs="?", choices=["show", "run"], default="show")
+    monitor.add_argument("--limit", type=int, default=5, help="how many findings to show")
+    monitor.set_defaults(func=cmd_monitor)
     report = commands.add_parser("report", help="write one execution's HTML report")
     report.add_argument("execution", help="name, ARN or 'latest'")
     report.add_argument(

@@ -7,9 +7,17 @@ a state's input/output/error on click and reloads a running execution every few 
 - `/` lists executions (status, start, duration, data set), newest first;
 - `/executions/<name>` draws the state machine from DescribeStateMachine's definition, each
   state coloured by its status in this execution's history, with the state timeline below;
-- `/executions/<name>/report` builds the run report on demand (cached once the run ended).
+- `/executions/<name>/report` builds the run report on demand (cached once the run ended);
+- `/models` lists every model version, and `/models/<group>/<version>`, `/datasets/<name>`,
+  `/tuning-jobs/<name>`, `/training-jobs/<name>`, `/endpoint-configs/<name>` and
+  `/endpoints/<name>` show each element of a version's lineage (console_registry.py); an
+  execution that registered or deployed a version shows its lineage too;
+- `/monitoring` shows the drift monitor's findings over time, the latest in full and the most
+  unusual captured images, served by `/monitoring/images/<capture key>?event=<event id>`
+  (console_monitoring.py).
 
-The graph itself (layout and SVG) is console_graph.py; this module is the pages and the server.
+The graph itself (layout and SVG) is console_graph.py, the lineage pages console_registry.py,
+the monitoring page console_monitoring.py; this module is the execution pages and the server.
 
 It listens on 127.0.0.1 by default: it shows inputs and outputs as they are, unauthenticated.
 """
@@ -20,20 +28,24 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pipeline_report import analysis as an
 from pipeline_report import executions as ex
 from pipeline_report.render import CSS, badge, seconds, short_cause, table
 
+from mlops import console_monitoring as monitoring
+from mlops import console_registry as registry
 from mlops.console_graph import FILL, graph_svg
-from mlops.target import Target
+from mlops.runs import CliError
+from mlops.target import Target, TargetError
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +82,10 @@ def page(title: str, body: str, refresh: bool = False) -> str:
     )
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{escape(title)}</title><style>{CSS}{CONSOLE_CSS}</style></head><body>"
-        f'<p class="muted"><a href="/">Executions</a> · mlops console</p>{body}{script}'
+        f"<title>{escape(title)}</title><style>{CSS}{CONSOLE_CSS}{monitoring.MONITORING_CSS}"
+        '</style></head><body><p class="muted" id="nav"><a href="/">Executions</a> · '
+        '<a href="/models">Model versions</a> · <a href="/monitoring">Monitoring</a> · '
+        f"mlops console</p>{body}{script}"
         "</body></html>\n"
     )
 
@@ -200,6 +214,7 @@ class Console:
             "input, output and error.</p></div></div>"
         )
         body.append(self._timeline_table(rows))
+        body.append(registry.run_lineage_section(self.target, view.name))
         payload = json.dumps(states, default=str).replace("</", "<\\/")
         body.append(f'<script type="application/json" id="states-data">{payload}</script>')
         body.append(f"<script>{DETAILS_JS}</script>")
@@ -282,27 +297,41 @@ def make_handler(console: Console) -> type[BaseHTTPRequestHandler]:
         server_version = "mlops-console/1"
 
         def do_GET(self) -> None:
-            path = unquote(urlsplit(self.path).path).rstrip("/") or "/"
+            url = urlsplit(self.path)
+            raw = url.path
+            # Split before decoding: an encoded "/" inside a name stays inside its segment.
+            parts = [unquote(part) for part in raw.strip("/").split("/") if part]
+            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             try:
-                status, html = route(console, path)
+                status, html = route(console, parts, query)
             except LookupError as exc:
                 status, html = (
                     HTTPStatus.NOT_FOUND,
-                    page("Not found", f"<h1>{escape(str(exc))}</h1>"),
+                    page("Not found", f"<h1>Not found</h1><p>{escape(str(exc))}</p>"),
+                )
+            except (TargetError, CliError) as exc:  # the target lacks what the page reads
+                log.warning("console %s: %s", raw, exc)
+                status = HTTPStatus.INTERNAL_SERVER_ERROR
+                html = page(
+                    "Cannot show this", f"<h1>Cannot show this</h1><p>{escape(str(exc))}</p>"
                 )
             except (ClientError, BotoCoreError) as exc:
-                log.warning("console %s: %s", path, exc)
+                log.warning("console %s: %s", raw, exc)
                 status = HTTPStatus.BAD_GATEWAY
                 html = page(
                     "AWS call failed",
                     f"<h1>An AWS call failed</h1><p class='error'>{escape(str(exc))}</p>"
                     "<p>Is the local cloud still running? `mlops status` tells.</p>",
                 )
-            body = html.encode("utf-8")
+            if isinstance(html, Binary):
+                body, content_type = html.body, html.content_type
+            else:
+                body, content_type = html.encode("utf-8"), "text/html; charset=utf-8"
             self.send_response(status)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
             self.end_headers()
             self.wfile.write(body)
 
@@ -312,15 +341,57 @@ def make_handler(console: Console) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def route(console: Console, path: str) -> tuple[HTTPStatus, str]:
-    if path == "/":
+# The lineage pages: /<prefix>/<name> -> (title, body) (console_registry).
+NAMED_PAGES: dict[str, Callable[[Target, str], registry.Page]] = {
+    "datasets": registry.dataset_page,
+    "tuning-jobs": registry.tuning_job_page,
+    "training-jobs": registry.training_job_page,
+    "endpoint-configs": registry.endpoint_config_page,
+    "endpoints": registry.endpoint_page,
+}
+
+
+@dataclass(frozen=True)
+class Binary:
+    """A reply that is not a page (a captured image)."""
+
+    content_type: str
+    body: bytes
+
+
+def route(
+    console: Console, parts: list[str], query: dict[str, str] | None = None
+) -> tuple[HTTPStatus, str | Binary]:
+    """The page for a path's decoded segments (and query parameters); LookupError (a 404) for
+    any other path."""
+    query = query or {}
+    if not parts:
         return HTTPStatus.OK, console.executions_page()
-    parts = path.strip("/").split("/")
-    if len(parts) == 2 and parts[0] == "executions":
-        return HTTPStatus.OK, console.execution_page(parts[1])
-    if len(parts) == 3 and parts[0] == "executions" and parts[2] == "report":
-        return HTTPStatus.OK, console.report_page(parts[1])
-    raise LookupError(f"No page at {path}: the console serves / and /executions/<name>")
+    head, rest = parts[0], parts[1:]
+    if head == "executions" and len(rest) == 1:
+        return HTTPStatus.OK, console.execution_page(rest[0])
+    if head == "executions" and len(rest) == 2 and rest[1] == "report":
+        return HTTPStatus.OK, console.report_page(rest[0])
+    if head == "models" and len(rest) in (0, 2):
+        title, body = (
+            registry.version_page(console.target, *rest)
+            if rest
+            else registry.models_page(console.target)
+        )
+        return HTTPStatus.OK, page(title, body)
+    if head == "monitoring" and not rest:
+        return HTTPStatus.OK, page(*monitoring.monitoring_page(console.target))
+    if head == "monitoring" and len(rest) >= 2 and rest[0] == "images":
+        key = "/".join(rest[1:])
+        png = monitoring.captured_image(console.target, key, query.get("event", ""))
+        return HTTPStatus.OK, Binary("image/png", png)
+    if head in NAMED_PAGES and len(rest) == 1:
+        title, body = NAMED_PAGES[head](console.target, rest[0])
+        return HTTPStatus.OK, page(title, body)
+    raise LookupError(
+        f"No page at /{'/'.join(parts)}: the console serves /, /executions/<name>, /models, "
+        f"/models/<group>/<version>, /monitoring and /{{{','.join(NAMED_PAGES)}}}/<name>"
+    )
 
 
 def start_console(

@@ -30,10 +30,10 @@ from pipeline_common.registry import (
     MANIFEST_VERSION_KEY,
     TEST_ACCURACY_KEY,
     TRAINING_JOB_KEY,
-    TUNING_JOB_KEY,
     model_package_group_name,
     package_version,
 )
+from pipeline_report.lineage import Link, package_lineage, serving_package
 from pipeline_report.records import read_record
 
 from mlops.runs import CliError
@@ -72,21 +72,6 @@ def project_groups(sagemaker: Any, project: str, dataset: str | None) -> list[st
             if name.startswith(f"{project}-") and name.endswith(GROUP_SUFFIX):
                 groups.append(name)
     return sorted(groups)
-
-
-def serving_package(sagemaker: Any, endpoint_name: str) -> str | None:
-    """The model package version behind the endpoint's current config (None: no endpoint, or a
-    model not created from a package)."""
-    try:
-        endpoint = sagemaker.describe_endpoint(EndpointName=endpoint_name)
-        config = sagemaker.describe_endpoint_config(
-            EndpointConfigName=endpoint["EndpointConfigName"]
-        )
-        model = sagemaker.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
-    except sagemaker.exceptions.ClientError:
-        return None
-    containers = [model.get("PrimaryContainer") or {}, *model.get("Containers", [])]
-    return next((c["ModelPackageName"] for c in containers if c.get("ModelPackageName")), None)
 
 
 def group_versions(sagemaker: Any, group: str, serving: str | None) -> list[ModelVersion]:
@@ -341,33 +326,14 @@ def rollback(target: Target) -> tuple[str, dict[str, Any]]:
 
 
 # -- lineage: `mlops lineage VERSION` -------------------------------------------------------------
-@dataclass
-class Link:
-    kind: str
-    name: str
-    detail: str = ""
-
-
 def lineage(target: Target, dataset: str, version: int) -> list[Link]:
     """Data set version -> execution -> tuning job -> training job -> model package version ->
-    endpoint config -> endpoint, from the version's metadata and its run's deployment record."""
-    sagemaker = target.client("sagemaker")
+    endpoint config -> endpoint (pipeline_report.lineage: the console and the report show the
+    same chain)."""
     group = model_package_group_name(target.output("ProjectName"), dataset)
-    package = find_version(sagemaker, group, version)
-    metadata = package.get("CustomerMetadataProperties", {})
-    execution = metadata.get(EXECUTION_KEY, "")
-    arn = package["ModelPackageArn"]
-    links = [
-        Link("data set", dataset, f"manifest version {metadata.get(MANIFEST_VERSION_KEY, '?')}"),
-        Link("execution", execution, execution_arn(target.state_machine_arn, execution)),
-        Link("tuning job", metadata.get(TUNING_JOB_KEY, "?")),
-        Link("training job", metadata.get(TRAINING_JOB_KEY, "?")),
-        Link("model package", f"{group}/{version}", f"{package['ModelApprovalStatus']}, {arn}"),
-    ]
-    deployment = read_record(target, execution, DEPLOYMENT) if execution else None
-    if deployment:
-        links.append(Link("endpoint config", deployment.get("endpoint_config_name", "?")))
-    endpoint = target.output("EndpointName")
-    serving = serving_package(sagemaker, endpoint) == arn
-    links.append(Link("endpoint", endpoint, "serves it now" if serving else "does not serve it"))
-    return links
+    return group_lineage(target, group, version)
+
+
+def group_lineage(target: Target, group: str, version: int) -> list[Link]:
+    """The chain of version ``version`` of ``group`` (a CliError when there is none)."""
+    return package_lineage(target, find_version(target.client("sagemaker"), group, version))

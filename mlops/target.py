@@ -54,6 +54,7 @@ def local_target(root: Path = DEFAULT_ROOT) -> Target:
             "sagemaker-runtime": info.sagemaker_url,
         },
         api_key=info.api_key,
+        local=True,
     )
 
 

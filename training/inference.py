@@ -107,6 +107,49 @@ class LoadedModel:
     info: dict[str, Any]
     transform: transforms.Compose
     device: torch.device
+    # the monitoring baseline's projection, when the model has one (see `project`)
+    projection: dict[str, torch.Tensor] | None = None
+
+
+# The monitoring baseline train.py writes beside the model (pipeline_common.baseline; this file
+# runs in the inference container alone, so the name is repeated here and a test keeps it equal).
+BASELINE_FILE = "baseline.json"
+
+
+def forward_with_features(
+    network: nn.Module, batch: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits and the penultimate-layer features (the input of the ``fc`` head)."""
+    captured: list[torch.Tensor] = []
+    handle = network.fc.register_forward_pre_hook(lambda _, args: captured.append(args[0]))
+    try:
+        logits = network(batch)
+    finally:
+        handle.remove()
+    return logits, captured[0].flatten(1)
+
+
+PROJECTION_KEYS = ("mean", "components", "scale", "residual_scale")
+
+
+def load_projection(model_dir: Path) -> dict[str, torch.Tensor] | None:
+    path = model_dir / BASELINE_FILE
+    if not path.is_file():
+        return None
+    embedding = json.loads(path.read_text())["embedding"]
+    return {key: torch.tensor(embedding[key]) for key in PROJECTION_KEYS}
+
+
+def project(features: torch.Tensor, projection: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Features -> the principal components in units of their validation spread, plus the
+    norm of what lies outside them (in units of its validation mean): an input unlike the
+    validation data shows either as unusual coordinates or as a large residual."""
+    centered = features.cpu() - projection["mean"]
+    coordinates = centered @ projection["components"].T
+    residual = (centered - coordinates @ projection["components"]).norm(dim=1, keepdim=True)
+    return torch.cat(
+        [coordinates / projection["scale"], residual / projection["residual_scale"]], dim=1
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,7 +353,7 @@ def model_fn(model_dir: str) -> LoadedModel:
     transform = build_eval_transform(
         info["image_size"], info["resize_size"], info["mean"], info["std"]
     )
-    return LoadedModel(network, classes, info, transform, device)
+    return LoadedModel(network, classes, info, transform, device, load_projection(root))
 
 
 def transform_fn(
@@ -386,7 +429,8 @@ def predict(image: Image.Image, model: LoadedModel) -> dict[str, Any]:
     """Run one image through the network; answer with the top class and the top-k."""
     batch = model.transform(image).unsqueeze(0).to(model.device)
     with torch.inference_mode():
-        probabilities = torch.softmax(model.network(batch), dim=1)[0].cpu()
+        logits, features = forward_with_features(model.network, batch)
+        probabilities = torch.softmax(logits, dim=1)[0].cpu()
     k = min(TOP_K, len(model.classes))
     top = torch.topk(probabilities, k)
     top_k = [
@@ -398,13 +442,16 @@ def predict(image: Image.Image, model: LoadedModel) -> dict[str, Any]:
         for p, index in zip(top.values, top.indices, strict=True)
     ]
     best = top_k[0]["class_index"]
-    return {
+    answer = {
         "class_index": best,
         "label": label_of(model.classes[best]),
         "class_name": model.classes[best],
         "top_k": top_k,
         "model": str(model.info.get("training_job", "")),  # which model answered
     }
+    if model.projection is not None:  # for monitoring: data capture keeps it with the answer
+        answer["embedding"] = [round(float(v), 5) for v in project(features, model.projection)[0]]
+    return answer
 
 
 def encode_response(prediction: dict[str, Any], accept: str | None) -> tuple[str, str]:

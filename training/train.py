@@ -4,11 +4,12 @@ One entry point for tuning trials and for the profiled retrain. SageMaker runs i
 `python train.py --name value ...` with the data channels and output folders in SM_* variables:
 
     SM_CHANNEL_TRAIN, SM_CHANNEL_VALID, SM_CHANNEL_TEST   <split>/<NNN.Label>/<image>
-    SM_MODEL_DIR        model.pth (state_dict), model_info.json, classes.json, code/inference.py
+    SM_MODEL_DIR        model.pth (state_dict), model_info.json, classes.json, code/inference.py,
+                        baseline.json (monitoring: the validation split as the model sees it)
     SM_OUTPUT_DIR       tensors/ (smdebug, when no hook config came from SageMaker)
     SM_OUTPUT_DATA_DIR  history.json, confusion.json (the test pass: confusion matrix and
-                        accuracy per class), skipped_files.json, rule_statuses.json (when
-                        rules ran),
+                        accuracy per class), baseline.json, skipped_files.json,
+                        rule_statuses.json (when rules ran),
                         debug_hook_config.json (the hook settings, when train.py chose them),
                         profiler/system-metrics.json (CPU/GPU/memory, the Profiler's format)
 
@@ -66,8 +67,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, Subset
 
 try:  # imported as part of the `training` package (tests, tooling)
-    from . import data, inference, profiler, rules
+    from . import baseline, data, inference, profiler, rules
 except ImportError:  # run as a script from inside training/ (SageMaker's entry point)
+    import baseline
     import data
     import inference
     import profiler
@@ -956,6 +958,7 @@ def train_and_evaluate(
     write_json(
         out_dir / metrics.CONFUSION_FILE, metrics.confusion_record(classes, confusion.tolist())
     )
+    baseline.write_model_baseline(model_dir(), loaders["valid"], splits["valid"], classes, out_dir)
 
     run_rules_now = args.run_rules if args.run_rules is not None else hook is not None
     if hook is not None:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from botocore.exceptions import ClientError
 from pipeline_common.aws import ALREADY_EXISTS, NOT_FOUND, aws_call, client
+from pipeline_common.capture import CAPTURE_PREFIX, capture_config
 from pipeline_common.config import DEPLOYMENT_STRATEGIES, CommonSettings, DeploySettings
 from pipeline_common.endpoints import (
     ACCURACY_TAG,
@@ -33,12 +34,20 @@ from pipeline_common.endpoints import (
     MODEL_PACKAGE_TAG,
     TRAINING_JOB_TAG,
     serves_model_approved_after,
+    serving_config_tags,
 )
 from pipeline_common.errors import EndpointBusy
 from pipeline_common.jobs import tags
 from pipeline_common.kit import count, logger, step
 from pipeline_common.models import Deployment, Rollback, StepModel
 from pipeline_common.naming import model_name
+from pipeline_common.quality import (
+    QualityGuard,
+    can_fire,
+    quality_alarm,
+    read_baseline,
+    utcnow,
+)
 from pipeline_common.records import DEPLOYMENT, record_key
 from pipeline_common.s3io import read_json, s3_uri, write_json
 
@@ -47,6 +56,7 @@ if TYPE_CHECKING:
 
 s3 = client("s3")
 sagemaker = client("sagemaker")
+cloudwatch = client("cloudwatch")
 
 VARIANT_NAME = "AllTraffic"
 BUSY_STATUSES = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})
@@ -73,6 +83,7 @@ class Placement(NamedTuple):
     operation: Literal["created", "updated", "unchanged", "superseded"]
     previous: str | None = None  # the config served before an update: the rollback target
     superseded_by: str | None = None  # the newer config that serves instead of this one
+    quality: QualityGuard | None = None  # whether an update armed the model-quality alarm
 
 
 def resource_tags(event: DeployInput, project: str) -> list[dict[str, str]]:
@@ -102,8 +113,13 @@ def create_model(
 
 
 def create_endpoint_config(
-    name: str, model: str, settings: DeploySettings, tag_list: list[dict[str, str]]
+    name: str,
+    model: str,
+    settings: DeploySettings,
+    tag_list: list[dict[str, str]],
+    capture_destination: str,
 ) -> None:
+    """One variant of the model; requests and answers captured for monitoring (capture.py)."""
     with aws_call("CreateEndpointConfig", name, ok=ALREADY_EXISTS):
         sagemaker.create_endpoint_config(
             EndpointConfigName=name,
@@ -116,6 +132,7 @@ def create_endpoint_config(
                     "InitialVariantWeight": 1.0,
                 }
             ],
+            DataCaptureConfig=capture_config(capture_destination, settings.capture_percent),
             Tags=tag_list,
         )
 
@@ -155,7 +172,7 @@ def shifting_seconds(settings: DeploySettings) -> int:
     return steps * settings.traffic_wait_seconds
 
 
-def blue_green(settings: DeploySettings) -> dict[str, Any]:
+def blue_green(settings: DeploySettings, alarms: list[str]) -> dict[str, Any]:
     """Traffic shifts as the strategy says; the old fleet bakes; any alarm rolls back."""
     timeout = DEPLOY_TIMEOUT_SECONDS + shifting_seconds(settings) + settings.bake_seconds
     return {
@@ -164,9 +181,7 @@ def blue_green(settings: DeploySettings) -> dict[str, Any]:
             "TerminationWaitInSeconds": settings.bake_seconds,
             "MaximumExecutionTimeoutInSeconds": min(timeout, MAX_EXECUTION_TIMEOUT_SECONDS),
         },
-        "AutoRollbackConfiguration": {
-            "Alarms": [{"AlarmName": name} for name in settings.rollback_alarm_names]
-        },
+        "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": name} for name in alarms]},
     }
 
 
@@ -216,12 +231,43 @@ def replace_broken(name: str, endpoint: dict[str, Any]) -> EndpointBusy:
     return busy(name, endpoint["EndpointStatus"], f" ({reason}); deleted it so it can be recreated")
 
 
+def arm_quality_alarm(
+    settings: DeploySettings, endpoint: dict[str, Any], new_model: str
+) -> QualityGuard:
+    """Put the model-quality alarm for this update, relative to the model it replaces.
+
+    Not armed when the replaced model has too few recorded answers to compare with (a quiet
+    or brand-new endpoint), or when the threshold would be out of a share's reach. A fresh
+    configuration keeps the alarm's old state on AWS, so it is set back to OK: an ALARM left
+    from the previous update would otherwise roll this one back at once."""
+    old_model = serving_config_tags(sagemaker, endpoint).get(TRAINING_JOB_TAG, "")
+    if not old_model or not new_model:
+        return QualityGuard(armed=False, why="the serving model or the new one is not known")
+    with aws_call("GetMetricStatistics", settings.metrics_namespace):
+        baseline = read_baseline(cloudwatch, settings.metrics_namespace, old_model, utcnow())
+    increase = settings.low_confidence_increase
+    guard = QualityGuard.of(baseline, increase)
+    if not can_fire(baseline, increase):
+        return guard
+    alarm = settings.quality_alarm_name
+    with aws_call("PutMetricAlarm", alarm):
+        cloudwatch.put_metric_alarm(
+            **quality_alarm(alarm, settings.metrics_namespace, new_model, baseline, increase)
+        )
+    with aws_call("SetAlarmState", alarm):
+        cloudwatch.set_alarm_state(
+            AlarmName=alarm, StateValue="OK", StateReason=f"armed for an update to {new_model}"
+        )
+    return guard
+
+
 def point_endpoint_at(
     name: str,
     config: str,
     approved_at: datetime | None,
     settings: DeploySettings,
     tag_list: list[dict[str, str]],
+    new_model: str,
 ) -> Placement:
     """Create or update the endpoint so it serves ``config``, unless a newer model serves."""
     endpoint = current_endpoint(name)
@@ -236,7 +282,10 @@ def point_endpoint_at(
         raise replace_broken(name, endpoint)
     if serves_model_approved_after(sagemaker, endpoint, approved_at):
         return Placement("superseded", superseded_by=serving)
-    return Placement(update_endpoint(name, config, blue_green(settings)), previous=serving)
+    guard = arm_quality_alarm(settings, endpoint, new_model)
+    alarms = [settings.error_alarm_name] + ([settings.quality_alarm_name] if guard.armed else [])
+    operation = update_endpoint(name, config, blue_green(settings, alarms))
+    return Placement(operation, previous=serving, quality=guard)
 
 
 def previous_from_record(bucket: str, key: str) -> str | None:
@@ -251,9 +300,10 @@ def deploy(event: DeployInput, common: CommonSettings, settings: DeploySettings)
     name = model_name(common.project_name, event.dataset, event.execution_name)
     tag_list = resource_tags(event, common.project_name)
     create_model(name, event.model_package_arn, settings, tag_list)
-    create_endpoint_config(name, name, settings, tag_list)
+    capture_destination = s3_uri(common.artifacts_bucket, CAPTURE_PREFIX)
+    create_endpoint_config(name, name, settings, tag_list, capture_destination)
     placement = point_endpoint_at(
-        settings.endpoint_name, name, event.approved_at, settings, tag_list
+        settings.endpoint_name, name, event.approved_at, settings, tag_list, event.training_job_name
     )
     key = record_key(event.execution_name, DEPLOYMENT)
     previous = placement.previous
@@ -277,6 +327,7 @@ def deploy(event: DeployInput, common: CommonSettings, settings: DeploySettings)
                 **record.model_dump(exclude={"action"}),
                 "training_job_name": event.training_job_name,
                 "test_accuracy": event.test_accuracy,
+                "quality_alarm": placement.quality._asdict() if placement.quality else None,
             },
         )
     count(f"Endpoint{placement.operation.capitalize()}")

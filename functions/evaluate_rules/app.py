@@ -23,7 +23,14 @@ from pipeline_common.jobs import TEST_ACCURACY_METRIC
 from pipeline_common.kit import count, logger, step
 from pipeline_common.models import GateDecision, StepModel
 from pipeline_common.records import GATE, record_key
-from pipeline_common.s3io import MISSING_CODES, parse_s3_uri, read_tar_member, s3_uri, write_json
+from pipeline_common.s3io import (
+    MISSING_CODES,
+    output_archive_uri,
+    parse_s3_uri,
+    read_tar_member,
+    s3_uri,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -60,12 +67,6 @@ def statuses_from_job(job: dict[str, Any]) -> list[RuleStatus]:
     return found
 
 
-def output_archive_uri(job: dict[str, Any]) -> str:
-    """``.../<job>/output/model.tar.gz`` -> ``.../<job>/output/output.tar.gz``."""
-    model_uri = job["ModelArtifacts"]["S3ModelArtifacts"]
-    return model_uri.rsplit("/", 1)[0] + "/output.tar.gz"
-
-
 def parse_rule_statuses(raw: bytes, uri: str) -> list[RuleStatus]:
     """rule_statuses.json -> statuses; a malformed file becomes one Error status."""
     try:
@@ -92,7 +93,7 @@ def parse_rule_statuses(raw: bytes, uri: str) -> list[RuleStatus]:
 
 def read_output_archive(job: dict[str, Any]) -> tuple[bytes | None, str]:
     """The job's output.tar.gz (None when the job wrote none) and its URI."""
-    uri = output_archive_uri(job)
+    uri = output_archive_uri(job["ModelArtifacts"]["S3ModelArtifacts"])
     bucket, key = parse_s3_uri(uri)
     with aws_call("GetObject", uri, ok=MISSING_CODES):
         return s3.get_object(Bucket=bucket, Key=key)["Body"].read(), uri

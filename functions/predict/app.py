@@ -8,11 +8,11 @@ content type, not an image), forwards it with InvokeEndpoint and answers the mod
 with a 4xx status; a missing or not yet InService endpoint is a 503. Image bytes are never
 logged.
 
-Every answer is also a model-quality signal: metrics ``Answers`` (1) and
-``LowConfidenceAnswers`` (1 when the top probability is below LOW_CONFIDENCE_THRESHOLD, else
-0), once with the function's default dimension (service=predict; ModelQualityAlarm watches
-its Sum, and a blue/green update rolls back on it) and once more with ``Model`` = the model
-that answered, so a canary's share can be told from the old model's.
+Every answer is also a model-quality signal (pipeline_common.quality): metrics ``Answers``
+(1) and ``LowConfidenceAnswers`` (1 when the top probability is below
+LOW_CONFIDENCE_THRESHOLD, else 0), once with the function's default dimension
+(service=predict, for dashboards) and once more with ``Model`` = the model that answered:
+an endpoint update arms an alarm on the new model's share, relative to the old model's.
 """
 
 from __future__ import annotations
@@ -34,6 +34,12 @@ from botocore.exceptions import ClientError
 from pipeline_common.aws import CLIENT_CONFIG, THROTTLING_CODES, error_code, error_message
 from pipeline_common.config import env_float, env_int, env_str
 from pipeline_common.errors import ConfigurationError
+from pipeline_common.quality import (
+    ANSWERS_METRIC,
+    LOW_CONFIDENCE_METRIC,
+    MODEL_DIMENSION,
+    model_value,
+)
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -65,6 +71,7 @@ IMAGE_CONTENT_TYPES = frozenset(
 JSON_CONTENT_TYPE = "application/json"
 DEFAULT_MAX_IMAGE_BYTES = 4 * 1024 * 1024
 DEFAULT_LOW_CONFIDENCE_THRESHOLD = 0.5
+EMBEDDING_FIELD = "embedding"  # training/inference.py adds it when the model has a baseline
 UNAVAILABLE_CODES = frozenset({"ServiceUnavailable", "ModelNotReadyException", "InternalFailure"})
 # The SageMaker inference toolkit appends the Python traceback to every error body it makes.
 TRACEBACK_MARK = "Traceback (most recent call last):"
@@ -166,12 +173,12 @@ def record_answer_quality(answer: Any) -> None:
     if probability is None:
         return
     low = 1.0 if probability < low_confidence_threshold() else 0.0
-    metrics.add_metric(name="Answers", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name="LowConfidenceAnswers", unit=MetricUnit.Count, value=low)
+    metrics.add_metric(name=ANSWERS_METRIC, unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name=LOW_CONFIDENCE_METRIC, unit=MetricUnit.Count, value=low)
     model = answer.get("model") if isinstance(answer, dict) else None
     if not model:
         return
-    for name, value in (("Answers", 1.0), ("LowConfidenceAnswers", low)):
+    for name, value in ((ANSWERS_METRIC, 1.0), (LOW_CONFIDENCE_METRIC, low)):
         with single_metric(
             name=name,
             unit=MetricUnit.Count,
@@ -179,7 +186,7 @@ def record_answer_quality(answer: Any) -> None:
             namespace=metrics.namespace,
             default_dimensions=metrics.default_dimensions,
         ) as metric:
-            metric.add_dimension(name="Model", value=str(model)[:250])
+            metric.add_dimension(name=MODEL_DIMENSION, value=model_value(str(model)))
 
 
 def media_type(header: str | None) -> str:
@@ -307,6 +314,10 @@ def predict() -> dict[str, Any]:
     logger.info({"operation": "predict", "bytes": len(data), "content_type": forward_type})
     metrics.add_metric(name="Predictions", unit=MetricUnit.Count, value=1)
     record_answer_quality(answer)
+    if isinstance(answer, dict):
+        # The model's embedding is for monitoring (data capture keeps it with the answer);
+        # the API's answer stays the prediction.
+        answer.pop(EMBEDDING_FIELD, None)
     return answer
 
 

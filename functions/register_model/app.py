@@ -14,10 +14,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pipeline_common.aws import ALREADY_EXISTS, aws_call, client
+from pipeline_common.baseline import BASELINE_FILE
 from pipeline_common.config import CommonSettings, RegistrySettings
 from pipeline_common.kit import count, logger, step
 from pipeline_common.models import ModelRegistered, StepModel
-from pipeline_common.records import REGISTRATION, VALIDATION, record_key
+from pipeline_common.records import MONITORING_BASELINE, REGISTRATION, VALIDATION, record_key
 from pipeline_common.registry import (
     BASELINE_ACCURACY_KEY,
     DATASET_KEY,
@@ -38,7 +39,14 @@ from pipeline_common.registry import (
     model_package_group_name,
     package_version,
 )
-from pipeline_common.s3io import s3_uri, write_json
+from pipeline_common.s3io import (
+    MISSING_CODES,
+    output_archive_uri,
+    parse_s3_uri,
+    read_tar_member,
+    s3_uri,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -104,6 +112,32 @@ def model_metrics(event: RegisterInput, artifacts_bucket: str) -> dict[str, Any]
     }
 
 
+def publish_baseline(model_uri: str, bucket: str, execution: str) -> str | None:
+    """The retrain's monitoring baseline, out of its output.tar.gz and next to the run's
+    records, where the version's DriftCheckBaselines can name it; None if it wrote none."""
+    archive_uri = output_archive_uri(model_uri)
+    archive_bucket, archive_key = parse_s3_uri(archive_uri)
+    with aws_call("GetObject", archive_uri, ok=MISSING_CODES) as call:
+        archive = s3.get_object(Bucket=archive_bucket, Key=archive_key)["Body"].read()
+    if not call.succeeded:
+        return None
+    baseline = read_tar_member(archive, BASELINE_FILE)
+    if baseline is None:
+        return None
+    key = record_key(execution, MONITORING_BASELINE)
+    with aws_call("PutObject", s3_uri(bucket, key)):
+        s3.put_object(Bucket=bucket, Key=key, Body=baseline, ContentType=JSON)
+    return s3_uri(bucket, key)
+
+
+def drift_check_baselines(baseline_uri: str | None) -> dict[str, Any]:
+    """What monitoring compares the served model's traffic with (pipeline_common.baseline)."""
+    if baseline_uri is None:
+        return {}
+    statistics = {"ContentType": JSON, "S3Uri": baseline_uri}
+    return {"DriftCheckBaselines": {"ModelDataQuality": {"Statistics": statistics}}}
+
+
 def model_data(training_job: str) -> str:
     with aws_call("DescribeTrainingJob", training_job):
         job = sagemaker.describe_training_job(TrainingJobName=training_job)
@@ -124,9 +158,9 @@ def register(
 ) -> ModelRegistered:
     group = model_package_group_name(common.project_name, event.dataset)
     ensure_group(group, event.dataset)
-    container = inference_container(
-        settings.inference_image, model_data(event.training_job_name), common.region
-    )
+    model_uri = model_data(event.training_job_name)
+    container = inference_container(settings.inference_image, model_uri, common.region)
+    baseline = publish_baseline(model_uri, common.artifacts_bucket, event.execution_name)
     status = approval_status(event.gate, settings.approval_mode)
     with aws_call("CreateModelPackage", group):
         arn = sagemaker.create_model_package(
@@ -146,6 +180,7 @@ def register(
             ModelMetrics=model_metrics(event, common.artifacts_bucket),
             CustomerMetadataProperties=customer_metadata(event),
             MetadataProperties={"GeneratedBy": event.execution_arn},
+            **drift_check_baselines(baseline),
             ClientToken=client_token(event.execution_name),
         )["ModelPackageArn"]
     registered = ModelRegistered(

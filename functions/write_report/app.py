@@ -9,6 +9,7 @@ later adds the final state. A report that cannot be built is the state machine's
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import boto3
@@ -33,7 +34,12 @@ class WriteReportInput(StepModel):
 
 
 def pipeline_target(common: CommonSettings) -> Target:
-    """What the report reads, from this function's environment (endpoints: AWS_ENDPOINT_URL*)."""
+    """What the report reads, from this function's environment (endpoints: AWS_ENDPOINT_URL*).
+
+    Only the local cloud sets AWS_ENDPOINT_URL for its functions (mlops/local/cloud.py): there
+    the report's links lead to `mlops console`'s pages, since the AWS console knows nothing of
+    the local resources; on AWS they lead to the AWS console's.
+    """
     return Target(
         name=common.project_name,
         session=boto3.Session(region_name=common.region),
@@ -41,6 +47,7 @@ def pipeline_target(common: CommonSettings) -> Target:
             "DataBucketName": common.data_bucket,
             "ArtifactsBucketName": common.artifacts_bucket,
         },
+        local=bool(os.environ.get("AWS_ENDPOINT_URL")),
     )
 
 

@@ -48,6 +48,7 @@ from mlops.local.identity import ProcessIdentity
 from mlops.local.lambda_runtime import LambdaRuntime
 from mlops.local.paths import write_private
 from mlops.local.process import acquire_cloud_lock
+from mlops.local.schedules import LocalScheduler, install_hook, speedup_from_environment
 from mlops.local.template import ACCOUNT_ID, REGION, load_template, read_parameter_overrides
 from mlops.packaging import REPO_ROOT, publish_training_source
 
@@ -80,6 +81,7 @@ class LocalCloud:
         self.lambdas: LambdaRuntime | None = None
         self.sagemaker: Any = None
         self.api: LocalApiServer | None = None
+        self.schedules: LocalScheduler | None = None
         self.info: CloudInfo | None = None
         self._lock_fd: int | None = None
         # State that lasts (docs/local-cloud.md): restored at start, saved while running.
@@ -128,6 +130,7 @@ class LocalCloud:
         deployer = LocalDeployer(self.template, STACK_NAME, self.overrides, session, moto_url)
         deployment = deployer.deploy()
         self.state.restore_executions()
+        self._start_schedules(session, moto_url, deployment)
         self.lambdas.logical_ids = {name: logical for logical, name in deployment.functions.items()}
         artifacts = deployment.outputs.get("ArtifactsBucketName")
         if artifacts:
@@ -194,6 +197,36 @@ class LocalCloud:
         self.sagemaker = LocalSageMakerService(config).start()
         return self.sagemaker.url
 
+    def _start_schedules(
+        self, session: boto3.Session, moto_url: str, deployment: Deployment
+    ) -> None:
+        """Scheduled rules and schedules fire from now on (mlops/local/schedules.py)."""
+        clients: dict[str | None, Any] = {None: session.client("lambda", endpoint_url=moto_url)}
+
+        def invoke(function_arn: str, payload: Any, role_arn: str | None) -> None:
+            """An asynchronous Invoke on moto; a schedule's is signed as its role."""
+            key = role_arn if role_arn and self.role_sessions is not None else None
+            if key not in clients:
+                kwargs = self.role_sessions.client_kwargs(key)  # type: ignore[union-attr]
+                clients[key] = boto3.client(
+                    "lambda", endpoint_url=moto_url, region_name=REGION, **kwargs
+                )
+            clients[key].invoke(
+                FunctionName=function_arn,
+                InvocationType="Event",
+                Payload=json.dumps(payload).encode(),
+            )
+
+        self.schedules = LocalScheduler(
+            ACCOUNT_ID, REGION, invoke=invoke, speedup=speedup_from_environment()
+        )
+        self.schedules.deployed_states = {
+            item["arn"]: item["state"] for item in deployment.schedules.values()
+        }
+        self.state.restore_schedules(self.schedules)
+        install_hook(self.moto, self.schedules)
+        self.schedules.start()
+
     @staticmethod
     def _invoke_function(session: boto3.Session, moto_url: str):
         """The API's integration: Lambda's Invoke API, once (API Gateway does not retry), with
@@ -222,7 +255,8 @@ class LocalCloud:
     def stop(self) -> None:
         """Stop everything this cloud started; safe to call twice and after a failed start."""
         for stop in (
-            self.state.stop,  # first: the last snapshot, before jobs and servers stop
+            lambda: self.schedules and self.schedules.stop(),  # nothing fires while stopping
+            self.state.stop,  # the last snapshot, before jobs and servers stop
             lambda: self.api and self.api.stop(),
             lambda: self.sagemaker and self.sagemaker.shutdown(),
             lambda: self.lambdas and self.lambdas.shutdown(),
@@ -234,7 +268,7 @@ class LocalCloud:
                 stop()
             except Exception as exc:  # keep stopping the rest
                 log.warning("while stopping the local cloud: %s", exc)
-        self.api = self.sagemaker = self.lambdas = self.moto = None
+        self.api = self.sagemaker = self.lambdas = self.moto = self.schedules = None
         self._uninstall_iam = self.role_sessions = self._uninstall_limits = None
         if self._lock_fd is not None:  # cloud.json is ours only while we hold the lock
             (self.root / "cloud.json").unlink(missing_ok=True)

@@ -4,6 +4,7 @@
     state.restore_storage(moto_server)   # buckets + log groups, before template.yaml is deployed
     state.restore_sagemaker(backend)     # jobs, models, endpoint configs, endpoints
     state.restore_executions()           # after the deployment created the state machine
+    state.restore_schedules(scheduler)   # rate anchors, last ticks, States set at run time
     api_key = state.api_key()
     state.start()                        # the writer thread; restored endpoints serving again
     ...
@@ -46,6 +47,7 @@ class CloudState:
         self.directory = state_dir(root)
         self.moto = MotoState(self.directory, ACCOUNT_ID, REGION)
         self.sagemaker_file = SnapshotFile(self.directory / "sagemaker.snapshot")
+        self.schedules_file = SnapshotFile(self.directory / "schedules.snapshot")
         self.persister = Persister()
         self.restored: dict[str, Any] = {}
         self._sagemaker_backend: Any = None
@@ -90,6 +92,14 @@ class CloudState:
     def restore_executions(self) -> None:
         if self.enabled:
             self.restored.update(self.moto.restore_executions())
+
+    def restore_schedules(self, scheduler: Any) -> None:
+        """After the deployment created the template's rules and schedules again."""
+        if not self.enabled:
+            return
+        counts = scheduler.restore(self.schedules_file.read())
+        self.restored.update(counts)
+        self.persister.add(Source("schedules", self.schedules_file, scheduler.snapshot))
 
     # -- running ---------------------------------------------------------------------------------
     def start(self, endpoint_timeout_s: float = ENDPOINT_RESTART_TIMEOUT_S) -> None:

@@ -20,7 +20,8 @@ from typing import Any
 
 import boto3
 
-from mlops.local.iam import RoleSpec, role_specs, translate_roles
+from mlops.local.iam import RoleSpec, role_specs, translate_template
+from mlops.local.schedule_expressions import ScheduleExpressionError, parse_schedule
 from mlops.local.template import Resolver, load_template, parameter_values
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,11 @@ BUCKET_POLICY = "AWS::S3::BucketPolicy"
 TOPIC = "AWS::SNS::Topic"
 ROLE = "AWS::IAM::Role"
 API = "AWS::Serverless::Api"
+# What the SAM translator makes of a function's Schedule and ScheduleV2 events.
+EVENTS_RULE = "AWS::Events::Rule"
+LAMBDA_PERMISSION = "AWS::Lambda::Permission"
+SCHEDULER_SCHEDULE = "AWS::Scheduler::Schedule"
+TRANSLATED_TYPES = (ROLE, EVENTS_RULE, LAMBDA_PERMISSION, SCHEDULER_SCHEDULE)
 LAMBDA_TRUST_POLICY = {
     "Version": "2012-10-17",
     "Statement": [
@@ -67,6 +73,8 @@ class Deployment:
     state_machines: dict[str, str]  # logical id -> ARN
     routes: list[ApiRoute] = field(default_factory=list)
     not_emulated: list[str] = field(default_factory=list)
+    # logical id -> {kind: rule|schedule, name, arn, expression, state, targets}
+    schedules: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +86,7 @@ class Deployment:
             "state_machines": self.state_machines,
             "routes": [route.__dict__ for route in self.routes],
             "not_emulated": self.not_emulated,
+            "schedules": self.schedules,
         }
 
 
@@ -120,6 +129,8 @@ class LocalDeployer:
         self.client = lambda service: session.client(service, endpoint_url=endpoint_url)
         # Every role as CloudFormation gets it from the SAM translator (filled in by deploy()).
         self.roles: dict[str, RoleSpec] = {}
+        # The translated template's rules, permissions and schedules (filled in by deploy()).
+        self.translated: dict[str, dict[str, Any]] = {}
         self._not_attached: set[str] = set()
 
     # -- naming (phase 1: every reference is known before anything is created) ------------------
@@ -180,7 +191,10 @@ class LocalDeployer:
 
     def _implicit_role(self, logical_id: str) -> None:
         """The `<LogicalId>Role` that SAM generates for a function or state machine."""
-        role = f"{logical_id}Role"
+        self._generated_role(f"{logical_id}Role")
+
+    def _generated_role(self, role: str) -> None:
+        """A role that SAM generates (a function's, a state machine's, a ScheduleV2's)."""
         name = f"{self.stack_name}-{role}"[:64]
         self.resolver.refs.setdefault(role, name)
         arn = f"arn:aws:iam::{self.resolver.account_id}:role/{name}"
@@ -188,14 +202,18 @@ class LocalDeployer:
 
     # -- creation (phase 2) ------------------------------------------------------------------------
     def expand_roles(self) -> dict[str, RoleSpec]:
-        """The template's roles with SAM policy templates expanded by the real translator."""
+        """The template's roles with SAM policy templates expanded by the real translator; the
+        scheduled events' rules, permissions and schedules kept in `self.translated`."""
         parameters = {**self.resolver.parameters, **self.resolver.pseudo()}
-        translated = translate_roles(self.template, parameters)
-        return role_specs(translated, self.resolver.resolve)
+        translated = translate_template(self.template, parameters, TRANSLATED_TYPES)
+        self.translated = {k: r for k, r in translated.items() if r["Type"] != ROLE}
+        roles = {k: r.get("Properties", {}) for k, r in translated.items() if r["Type"] == ROLE}
+        return role_specs(roles, self.resolver.resolve)
 
     def deploy(self) -> Deployment:
         self._assign_references()
         self.roles = self.expand_roles()
+        self._assign_schedule_references()
         deployment = Deployment(
             stack_name=self.stack_name,
             parameters=self.resolver.parameters,
@@ -233,6 +251,7 @@ class LocalDeployer:
             ]
         )
         self._connect_events(deployment)
+        self._create_schedules(deployment)
         deployment.outputs = {
             name: str(self.resolver.resolve(output["Value"]))
             for name, output in self.template.get("Outputs", {}).items()
@@ -438,3 +457,126 @@ class LocalDeployer:
             for logical_id, resource in self.resources.items()
             if resource["Type"] == API
         }
+
+    # -- schedules ---------------------------------------------------------------------------------
+    def _assign_schedule_references(self) -> None:
+        """Names and ARNs of the translated rules and schedules, as CloudFormation gives them."""
+        region, account = self.resolver.region, self.resolver.account_id
+        for logical_id, resource in self.translated.items():
+            props = resource.get("Properties", {})
+            if resource["Type"] == EVENTS_RULE:
+                name = str(
+                    self.resolver.resolve(props.get("Name") or self._default_name(logical_id))
+                )
+                self.resolver.refs[logical_id] = name
+                arn = f"arn:aws:events:{region}:{account}:rule/{name}"
+                self.resolver.attributes[logical_id] = {"Arn": arn}
+            elif resource["Type"] == SCHEDULER_SCHEDULE:
+                name = str(
+                    self.resolver.resolve(props.get("Name") or self._default_name(logical_id))
+                )
+                group = str(self.resolver.resolve(props.get("GroupName", "default")))
+                self.resolver.refs[logical_id] = name
+                arn = f"arn:aws:scheduler:{region}:{account}:schedule/{group}/{name}"
+                self.resolver.attributes[logical_id] = {"Arn": arn}
+        for logical_id in self.roles:  # a ScheduleV2's role; the others are known already
+            self._generated_role(logical_id)
+
+    def _create_schedules(self, deployment: Deployment) -> None:
+        """Schedule events: EventBridge rules with their targets and the functions' resource
+        policies; ScheduleV2 events: EventBridge Scheduler schedules with their roles. The local
+        cloud's scheduler (mlops/local/schedules.py) fires them."""
+        order = [EVENTS_RULE, LAMBDA_PERMISSION, SCHEDULER_SCHEDULE]
+        for kind in order:
+            for logical_id, resource in self.translated.items():
+                if resource["Type"] != kind or not self._wanted(resource):
+                    continue
+                if kind == LAMBDA_PERMISSION and not _for_events(resource):
+                    continue  # S3's and the API's: the local S3 and API call the function
+                props = self.resolver.resolve(resource.get("Properties", {}))
+                if kind == EVENTS_RULE:
+                    self._create_rule(logical_id, props, deployment)
+                elif kind == LAMBDA_PERMISSION:
+                    statement = {
+                        "FunctionName": str(props["FunctionName"]),
+                        "StatementId": logical_id,
+                        "Action": props["Action"],
+                        "Principal": props["Principal"],
+                    }
+                    if "SourceArn" in props:
+                        statement["SourceArn"] = str(props["SourceArn"])
+                    self.client("lambda").add_permission(**statement)
+                else:
+                    self._create_schedule(logical_id, props, deployment)
+
+    def _check_expression(self, logical_id: str, expression: Any, timezone: str = "UTC") -> str:
+        try:
+            parse_schedule(expression, timezone)
+        except ScheduleExpressionError as exc:
+            raise ValueError(f"{logical_id}: {exc}") from exc
+        return str(expression)
+
+    def _create_rule(self, logical_id: str, props: dict[str, Any], deployment: Deployment) -> None:
+        name = self.resolver.refs[logical_id]
+        expression = self._check_expression(logical_id, props.get("ScheduleExpression"))
+        state = str(props.get("State", "ENABLED"))
+        events = self.client("events")
+        events.put_rule(Name=name, ScheduleExpression=expression, State=state)
+        targets = [
+            {k: str(v) if k in ("Arn", "Id", "Input") else v for k, v in target.items()}
+            for target in props.get("Targets", [])
+        ]
+        if targets:
+            events.put_targets(Rule=name, Targets=targets)
+        deployment.schedules[logical_id] = {
+            "kind": "rule",
+            "name": name,
+            "arn": self.resolver.attributes[logical_id]["Arn"],
+            "expression": expression,
+            "state": state,
+            "targets": [target["Arn"] for target in targets],
+        }
+
+    def _create_schedule(
+        self, logical_id: str, props: dict[str, Any], deployment: Deployment
+    ) -> None:
+        name = self.resolver.refs[logical_id]
+        timezone = str(props.get("ScheduleExpressionTimezone", "UTC"))
+        expression = self._check_expression(logical_id, props.get("ScheduleExpression"), timezone)
+        target = {k: str(v) if isinstance(v, str | int) else v for k, v in props["Target"].items()}
+        role_arn = target.get("RoleArn", "")
+        role_id = next(
+            (
+                rid
+                for rid in self.roles
+                if self.resolver.attributes.get(rid, {}).get("Arn") == role_arn
+            ),
+            None,
+        )
+        if role_id is not None:  # SAM's role for the schedule: the scheduler signs as it
+            self._create_role_with_policies(role_id, role_arn.rsplit("/", 1)[1])
+        state = str(props.get("State", "ENABLED"))
+        request: dict[str, Any] = {
+            "Name": name,
+            "ScheduleExpression": expression,
+            "FlexibleTimeWindow": props.get("FlexibleTimeWindow", {"Mode": "OFF"}),
+            "Target": target,
+            "State": state,
+        }
+        for key in ("GroupName", "Description", "ScheduleExpressionTimezone"):
+            if key in props:
+                request[key] = str(props[key])
+        self.client("scheduler").create_schedule(**request)
+        deployment.schedules[logical_id] = {
+            "kind": "schedule",
+            "name": name,
+            "arn": self.resolver.attributes[logical_id]["Arn"],
+            "expression": expression,
+            "state": state,
+            "targets": [target["Arn"]],
+        }
+
+
+def _for_events(permission: dict[str, Any]) -> bool:
+    """Whether a translated AWS::Lambda::Permission is a Schedule event's (EventBridge's)."""
+    return permission.get("Properties", {}).get("Principal") == "events.amazonaws.com"

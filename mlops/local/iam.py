@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from mlops.local.iam_request import Request
 from mlops.packaging import REPO_ROOT
@@ -50,12 +51,26 @@ def translate_roles(
     template: dict[str, Any], parameters: Mapping[str, Any], python: Path = SAM_PYTHON
 ) -> dict[str, dict[str, Any]]:
     """Every AWS::IAM::Role of the translated template (Properties, intrinsics unresolved)."""
+    translated = translate_template(template, parameters, ("AWS::IAM::Role",), python)
+    return {
+        logical_id: resource.get("Properties", {}) for logical_id, resource in translated.items()
+    }
+
+
+def translate_template(
+    template: dict[str, Any],
+    parameters: Mapping[str, Any],
+    types: Iterable[str],
+    python: Path = SAM_PYTHON,
+) -> dict[str, dict[str, Any]]:
+    """The translated template's resources of `types`: {logical id: {Type, Properties,
+    Condition}}, intrinsic functions unresolved."""
     if not python.exists():
         raise IamSetupError(
             f"{python} is missing: the SAM translator that expands the roles lives in "
             "aws-sam-cli's environment. Run `make sam-venv`."
         )
-    request = {"template": template, "parameters": dict(parameters)}
+    request = {"template": template, "parameters": dict(parameters), "types": list(types)}
     done = subprocess.run(
         [str(python), str(SAM_TRANSLATE)],
         input=json.dumps(request),
@@ -236,7 +251,31 @@ def moto_resources(
         return (f"{group}:*",)
     if service == "sns" and "TopicArn" in params:
         return (str(params["TopicArn"]),)
+    if service == "lambda" and "FunctionName" in params:  # from the URI (restJson1)
+        name = unquote(str(params["FunctionName"]))
+        qualified = name.split(":")
+        if not name.startswith("arn:"):
+            name = f"arn:aws:lambda:{region}:{account}:function:{name}"
+        elif len(qualified) > 7:  # IAM names the unqualified function for $LATEST
+            name = ":".join(qualified[:7])
+        return (name,)
+    if service == "monitoring":  # CloudWatch signs as "monitoring"; alarms are its resources
+        names = params.get("AlarmNames") or [params.get("AlarmName")]
+        if all(isinstance(name, str) for name in names):
+            return tuple(f"arn:aws:cloudwatch:{region}:{account}:alarm:{name}" for name in names)
     return ("*",)
+
+
+# Services whose IAM action prefix is not their signing name.
+IAM_PREFIXES = {"monitoring": "cloudwatch"}
+# Operations whose IAM action is not their API name.
+IAM_ACTIONS = {("lambda", "Invoke"): "lambda:InvokeFunction"}
+
+
+def iam_action(service: str, operation: str) -> str:
+    return IAM_ACTIONS.get(
+        (service, operation), f"{IAM_PREFIXES.get(service, service)}:{operation}"
+    )
 
 
 def install_moto_enforcement(evaluator: PolicyEvaluator) -> Callable[[], None]:
@@ -283,13 +322,15 @@ def install_moto_enforcement(evaluator: PolicyEvaluator) -> Callable[[], None]:
         iam_request.check_signature()
         service, operation = iam_request._action.split(":", 1)
         if resource == "*":
-            params = _request_params(self)
+            # Lambda's restJson1 names the function in the URI; its body is the payload.
+            uri = getattr(self, "uri_match", None) or {}
+            params = uri if service == "lambda" else _request_params(self)
             resources = moto_resources(
                 service, operation, params, self.region, self.current_account
             )
         else:
             resources = (resource,)
-        message = evaluator.check(principal, Request(f"{service}:{operation}", resources))
+        message = evaluator.check(principal, Request(iam_action(service, operation), resources))
         if message is not None:
             if iam_request_cls is S3IAMRequest:
                 raise S3AccessDenied(message)
@@ -430,10 +471,10 @@ def call_permissions(
             return f"arn:aws:sagemaker:{region}:{account}:{kind}/{name.lower()}"
 
         return required(operation, params, arn)
-    if service in {"states", "logs", "sns"}:
+    if service in {"states", "logs", "sns", "monitoring"}:
         return [
             Request(
-                f"{service}:{operation}",
+                iam_action(service, operation),
                 moto_resources(service, operation, params, region, account),
             )
         ]

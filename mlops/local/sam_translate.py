@@ -1,10 +1,13 @@
-"""Run the real SAM translator over template.yaml and print the IAM roles it generates.
+"""Run the real SAM translator over template.yaml and print the resources the deployment reads.
 
 Runs under `.venv-sam/bin/python` (aws-sam-cli's environment, which holds `samtranslator`):
 the translator pins a pydantic that the main environment cannot share. It imports nothing from
 this project. Input on stdin: {"template": <the SAM template as plain JSON>, "parameters":
-{...}}. Output on stdout: {"<role logical id>": <its AWS::IAM::Role Properties>} with the SAM
-policy templates expanded exactly as CloudFormation receives them (intrinsic functions left in).
+{...}, "types": [...]}. Output on stdout: {"<logical id>": {"Type": ..., "Properties": ...,
+"Condition": ...}} for each translated resource of those types (default: AWS::IAM::Role), with
+the SAM policy templates expanded and the events (Schedule -> AWS::Events::Rule +
+AWS::Lambda::Permission, ScheduleV2 -> AWS::Scheduler::Schedule + its role) exactly as
+CloudFormation receives them (intrinsic functions left in).
 
 Local CodeUri/ContentUri/DefinitionUri paths are replaced by S3 placeholders first, which is
 what `sam validate` does: the translator only accepts S3 locations, and the policies do not
@@ -39,8 +42,13 @@ def with_placeholder_uris(template: dict[str, Any]) -> dict[str, Any]:
     return template
 
 
-def iam_roles(template: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
-    """Translate; keep the AWS::IAM::Role resources (template-defined and SAM-generated)."""
+DEFAULT_TYPES = ("AWS::IAM::Role",)
+
+
+def translated_resources(
+    template: dict[str, Any], parameters: dict[str, Any], types: tuple[str, ...] = DEFAULT_TYPES
+) -> dict[str, Any]:
+    """Translate; keep the resources of `types` (template-defined and SAM-generated)."""
     # The translator takes the pseudo parameters (AWS::Region, ...) from a boto3 session.
     session = boto3.Session(region_name=parameters.get("AWS::Region", "us-east-1"))
     translated = Translator(None, Parser(), boto_session=session).translate(
@@ -49,15 +57,18 @@ def iam_roles(template: dict[str, Any], parameters: dict[str, Any]) -> dict[str,
         get_managed_policy_map=lambda: {},
     )
     return {
-        logical_id: resource.get("Properties", {})
+        logical_id: {
+            key: resource[key] for key in ("Type", "Properties", "Condition") if key in resource
+        }
         for logical_id, resource in translated.get("Resources", {}).items()
-        if resource.get("Type") == "AWS::IAM::Role"
+        if resource.get("Type") in types
     }
 
 
 def main() -> int:
     request = json.load(sys.stdin)
-    json.dump(iam_roles(request["template"], request["parameters"]), sys.stdout)
+    types = tuple(request.get("types") or DEFAULT_TYPES)
+    json.dump(translated_resources(request["template"], request["parameters"], types), sys.stdout)
     return 0
 
 

@@ -267,7 +267,8 @@ def test_e2e_endpoint_update_under_load_drops_no_request(target, digits, tmp_pat
     shutil.copytree(digits, second)
     execution = upload_dataset(target, second, "digits-b")
     sfn = target.client("stepfunctions")
-    wait_for_state(target, execution["executionArn"], "DeployEndpoint", EXECUTION_TIMEOUT_S)
+    # From the gate on (training is over, so the senders do not slow it): the whole update.
+    wait_for_state(target, execution["executionArn"], "EvaluateRules", EXECUTION_TIMEOUT_S)
 
     with Senders(target, image, threads=8) as senders:
         view = follow(sfn, execution["executionArn"], poll_s=1.0, timeout_s=EXECUTION_TIMEOUT_S)
@@ -290,8 +291,12 @@ def test_e2e_endpoint_update_under_load_drops_no_request(target, digits, tmp_pat
     assert rate >= 20, report
     new_model = deployed["training_job_name"]
     # old model, then new, never back: for every sender (concurrent requests in flight at the
-    # switch may complete in either order, so the merged timeline can interleave for a moment)
-    assert models_seen_by_each_sender(senders.answers) == {(model_before, new_model)}, report
+    # switch may complete in either order, so the merged timeline can interleave for a moment).
+    # A sender whose first request came after the switch saw only the new one (on a loaded
+    # machine the senders start late); at least one saw the switch itself.
+    seen = models_seen_by_each_sender(senders.answers)
+    assert seen <= {(model_before, new_model), (new_model,)}, report
+    assert (model_before, new_model) in seen, report
     assert phases[0]["model"] == model_before and phases[-1]["model"] == new_model, report
 
 

@@ -15,11 +15,11 @@ TRAINING = "mlops-digits-retrain-1a2b3c4d"
 ENDPOINT = "mlops-classifier"
 APPROVED_AT = "2026-11-25T12:00:00.000+00:00"
 MODEL_PACKAGE = f"{ARN_PREFIX}:model-package/mlops-digits-models/3"
-# template.yaml: EndpointErrorAlarm and ModelQualityAlarm, both in AutoRollbackConfiguration.
-ROLLBACK_ALARMS = [
-    {"AlarmName": "mlops-classifier-5xx"},
-    {"AlarmName": "mlops-classifier-model-quality"},
-]
+# template.yaml's EndpointErrorAlarm; the model-quality alarm joins it when the replaced model
+# has a baseline (test_deploy_endpoint_arms_the_quality_alarm_relative_to_the_old_model).
+ROLLBACK_ALARMS = [{"AlarmName": "mlops-classifier-5xx"}]
+QUALITY_ALARM = "mlops-classifier-model-quality"
+OLD_TRAINING = "mlops-digits-retrain-00000000"
 EVENT = {
     "action": "deploy",
     "execution_name": EXECUTION,
@@ -53,6 +53,18 @@ def expect_serving_tags(stub, config: str, approved_at: str | None) -> None:
         "list_tags",
         {"Tags": tags},
         {"ResourceArn": f"{ARN_PREFIX}:endpoint-config/{config}"},
+    )
+
+
+def expect_update_tags(
+    stub, config: str, approved_at: str | None, old_model: str | None = None
+) -> None:
+    """An update reads the serving config's tags twice: its approval time (may this run
+    replace it?) and its training job (the model the quality alarm compares with)."""
+    expect_serving_tags(stub, config, approved_at)
+    tags = [{"Key": "mlops:training-job", "Value": old_model}] if old_model else []
+    stub.add_response(
+        "list_tags", {"Tags": tags}, {"ResourceArn": f"{ARN_PREFIX}:endpoint-config/{config}"}
     )
 
 
@@ -92,7 +104,7 @@ def test_deploy_endpoint_updates_blue_green_with_rollback_alarm(app, buckets, co
         stub.add_response(
             "describe_endpoint", endpoint(ENDPOINT, "InService", config="mlops-digits-00000000")
         )
-        expect_serving_tags(stub, "mlops-digits-00000000", "2026-11-25T11:00:00+00:00")
+        expect_update_tags(stub, "mlops-digits-00000000", "2026-11-25T11:00:00+00:00")
         stub.add_response(
             "update_endpoint",
             {"EndpointArn": f"{ARN_PREFIX}:endpoint/{ENDPOINT}"},
@@ -152,7 +164,7 @@ def test_deploy_endpoint_sends_the_strategys_traffic_routing(
         stub.add_response(
             "describe_endpoint", endpoint(ENDPOINT, "InService", config="mlops-digits-00000000")
         )
-        expect_serving_tags(stub, "mlops-digits-00000000", "2026-11-25T11:00:00+00:00")
+        expect_update_tags(stub, "mlops-digits-00000000", "2026-11-25T11:00:00+00:00")
         stub.add_response(
             "update_endpoint",
             {"EndpointArn": f"{ARN_PREFIX}:endpoint/{ENDPOINT}"},
@@ -216,7 +228,7 @@ def test_deploy_endpoint_replaces_an_older_or_unknown_model(app, buckets, contex
     with Stubber(app.sagemaker) as stub:
         expect_models(stub)
         stub.add_response("describe_endpoint", endpoint(ENDPOINT, "InService", config="mlops-old"))
-        expect_serving_tags(stub, "mlops-old", serving_at)
+        expect_update_tags(stub, "mlops-old", serving_at)
         stub.add_response("update_endpoint", {"EndpointArn": f"{ARN_PREFIX}:endpoint/{ENDPOINT}"})
         result = app.lambda_handler(EVENT, context)
 
@@ -243,7 +255,7 @@ def test_deploy_endpoint_concurrent_update_is_retried(app, buckets, context):
         stub.add_response(
             "describe_endpoint", endpoint(ENDPOINT, "InService", config="mlops-other-00000000")
         )
-        expect_serving_tags(stub, "mlops-other-00000000", None)
+        expect_update_tags(stub, "mlops-other-00000000", None)
         stub.add_client_error(
             "update_endpoint", "ValidationException", "Cannot update in-progress endpoint"
         )
@@ -335,3 +347,115 @@ def test_deploy_endpoint_rollback_of_a_new_endpoint_does_nothing(app, buckets, c
     result = app.lambda_handler(event, context)
 
     assert result["operation"] == "nothing-to-roll-back"
+
+
+def put_answers(cloudwatch, model: str, answers: int, low: int) -> None:
+    """What predict's EMF lines become in CloudWatch: one 0/1 datum per answer."""
+    data = [
+        {
+            "MetricName": "LowConfidenceAnswers",
+            "Dimensions": [
+                {"Name": "service", "Value": "predict"},
+                {"Name": "Model", "Value": model},
+            ],
+            "Value": 1.0 if i < low else 0.0,
+            "Unit": "Count",
+        }
+        for i in range(answers)
+    ]
+    cloudwatch.put_metric_data(Namespace="mlops", MetricData=data)
+
+
+def update_with_alarms(app, context, alarms: list[dict[str, str]]) -> dict:
+    with Stubber(app.sagemaker) as stub:
+        expect_models(stub)
+        stub.add_response(
+            "describe_endpoint", endpoint(ENDPOINT, "InService", config="mlops-digits-00000000")
+        )
+        expect_update_tags(stub, "mlops-digits-00000000", "2026-11-25T11:00:00Z", OLD_TRAINING)
+        stub.add_response(
+            "update_endpoint",
+            {"EndpointArn": f"{ARN_PREFIX}:endpoint/{ENDPOINT}"},
+            {
+                "EndpointName": ENDPOINT,
+                "EndpointConfigName": ANY,
+                "DeploymentConfig": {
+                    "BlueGreenUpdatePolicy": ANY,
+                    "AutoRollbackConfiguration": {"Alarms": alarms},
+                },
+            },
+        )
+        return app.lambda_handler(EVENT, context)
+
+
+def test_deploy_endpoint_arms_the_quality_alarm_relative_to_the_old_model(app, buckets, context):
+    """The old model answered 40 times, 4 with low confidence (10 %): the new model's alarm
+    fires above 10 % + LowConfidenceIncrease (25 %) in a minute, on its own series."""
+    put_answers(app.cloudwatch, OLD_TRAINING, answers=40, low=4)
+    put_answers(app.cloudwatch, "some-other-model", answers=40, low=40)  # not the old model
+
+    result = update_with_alarms(app, context, [*ROLLBACK_ALARMS, {"AlarmName": QUALITY_ALARM}])
+
+    [alarm] = app.cloudwatch.describe_alarms(AlarmNames=[QUALITY_ALARM])["MetricAlarms"]
+    assert result["operation"] == "updated"
+    assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]) == (
+        "mlops",
+        "LowConfidenceAnswers",
+        "Average",
+    )
+    assert {d["Name"]: d["Value"] for d in alarm["Dimensions"]} == {
+        "service": "predict",
+        "Model": TRAINING,
+    }
+    assert alarm["Threshold"] == pytest.approx(0.35)
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    assert alarm["TreatMissingData"] == "notBreaching"
+    assert alarm["StateValue"] == "OK"
+    guard = record(buckets)["quality_alarm"]
+    assert guard["armed"] is True
+    assert (guard["old_model"], guard["baseline_answers"]) == (OLD_TRAINING, 40)
+    assert guard["baseline_share"] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    ("answers", "low", "why"),
+    [
+        (5, 0, "fewer than the 20 a baseline needs"),  # a quiet endpoint: nothing to compare
+        (40, 32, "out of a share's reach"),  # 80 % + 25 % can never be exceeded
+    ],
+)
+def test_deploy_endpoint_without_a_usable_baseline_arms_only_the_error_alarm(
+    app, buckets, context, answers, low, why
+):
+    put_answers(app.cloudwatch, OLD_TRAINING, answers=answers, low=low)
+
+    result = update_with_alarms(app, context, ROLLBACK_ALARMS)
+
+    assert result["operation"] == "updated"
+    assert app.cloudwatch.describe_alarms(AlarmNames=[QUALITY_ALARM])["MetricAlarms"] == []
+    guard = record(buckets)["quality_alarm"]
+    assert guard["armed"] is False
+    assert why in guard["why"]
+
+
+def test_deploy_endpoint_config_captures_requests_for_monitoring(app, buckets, context):
+    """DataCaptureSamplingPercentage (template default 20) of the requests and answers go to
+    the artifacts bucket's capture/ prefix, where the SageMaker role may write."""
+    sent = {}
+    app.sagemaker.meta.events.register(
+        "provide-client-params.sagemaker.CreateEndpointConfig",
+        lambda params, **_: sent.update(params),
+    )
+    with Stubber(app.sagemaker) as stub:  # validates DataCaptureConfig against botocore
+        expect_models(stub)
+        stub.add_client_error("describe_endpoint", "ValidationException", "Could not find endpoint")
+        stub.add_response("create_endpoint", {"EndpointArn": f"{ARN_PREFIX}:endpoint/{ENDPOINT}"})
+        app.lambda_handler(EVENT, context)
+
+    assert sent["DataCaptureConfig"] == {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": 20,
+        "DestinationS3Uri": f"s3://{buckets.artifacts}/capture",
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]},
+    }

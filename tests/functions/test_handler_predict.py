@@ -320,5 +320,20 @@ def test_predict_counts_low_confidence_answers_per_model(app, context, capsys, p
     per_model = {"service": "predict", "Model": "mlops-digits-train-7"}
     assert metric_values(found, "LowConfidenceAnswers", per_model) == [low]
     assert metric_values(found, "Answers", per_model) == [1.0]
-    # What ModelQualityAlarm watches (template.yaml): the service's own dimension only.
+    # The service-wide series, for dashboards.
     assert metric_values(found, "LowConfidenceAnswers", {"service": "predict"}) == [low]
+
+
+def test_predict_keeps_the_models_monitoring_embedding_out_of_the_api_answer(app, context):
+    answer = {**ANSWER, "embedding": [0.5] * 16}
+    data = json.dumps(answer).encode()
+    with Stubber(app.runtime) as stub:
+        stub.add_response(
+            "invoke_endpoint",
+            {"Body": StreamingBody(io.BytesIO(data), len(data)), "ContentType": "application/json"},
+        )
+        status, body = answer_of(app.lambda_handler(request(PNG_BYTES), context))
+
+    assert status == 200
+    assert "embedding" not in body
+    assert body["label"] == ANSWER["label"]

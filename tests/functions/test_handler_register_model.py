@@ -171,3 +171,31 @@ def test_register_model_manual_mode_leaves_an_approved_model_pending(
 
     assert approved["approval_status"] == "PendingManualApproval"
     assert rejected["approval_status"] == "Rejected"  # a person never sees what the gate refused
+
+
+def test_register_model_names_the_retrains_monitoring_baseline(app, buckets, context):
+    """baseline.json from the retrain's output.tar.gz goes next to the run's records and the
+    version's DriftCheckBaselines names it; a retrain without one registers without it."""
+    import io
+    import tarfile
+
+    baseline = b'{"version": 1, "count": 3}\n'
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        member = tarfile.TarInfo("baseline.json")
+        member.size = len(baseline)
+        tar.addfile(member, io.BytesIO(baseline))
+    output_key = f"runs/{EXECUTION}/training/{TRAINING}/output.tar.gz"
+    without = app.lambda_handler(event(execution="digits-ffffffffffffffff"), context)
+    buckets.s3.put_object(Bucket=buckets.artifacts, Key=output_key, Body=archive.getvalue())
+
+    result = app.lambda_handler(event(), context)
+
+    sm = boto3.client("sagemaker")
+    package = sm.describe_model_package(ModelPackageName=result["model_package_arn"])
+    uri = package["DriftCheckBaselines"]["ModelDataQuality"]["Statistics"]["S3Uri"]
+    assert uri == f"s3://{buckets.artifacts}/runs/{EXECUTION}/baseline.json"
+    copied = buckets.s3.get_object(Bucket=buckets.artifacts, Key=f"runs/{EXECUTION}/baseline.json")
+    assert copied["Body"].read() == baseline
+    earlier = sm.describe_model_package(ModelPackageName=without["model_package_arn"])
+    assert "DriftCheckBaselines" not in earlier

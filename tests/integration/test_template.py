@@ -30,6 +30,7 @@ UNSCOPABLE_SIDS = {
     "EcrAuthTokenNoResourceScope": {"ecr:GetAuthorizationToken"},
     "PutSageMakerMetricsNoResourceScope": {"cloudwatch:PutMetricData"},
     "PutModelQualityMetricsNoResourceScope": {"cloudwatch:PutMetricData"},
+    "ReadModelQualityBaselineNoResourceScope": {"cloudwatch:GetMetricStatistics"},
 }
 SAGEMAKER_ARN = re.compile(
     r"^arn:\$\{AWS::Partition\}:sagemaker:\$\{AWS::Region\}:\$\{AWS::AccountId\}:"
@@ -223,15 +224,27 @@ def test_template_predict_may_only_invoke_the_project_endpoint():
 
 
 def test_template_rollback_alarms_are_the_ones_deploy_endpoint_names():
+    """The 5XX alarm is the template's; the model-quality alarm is put by DeployEndpoint for
+    each update, so its role may put, reset and read exactly that one alarm."""
     resources = sam_template.resources()
-    names = {
-        resources[alarm]["Properties"]["AlarmName"]["Fn::Sub"]
-        for alarm in ("EndpointErrorAlarm", "ModelQualityAlarm")
+    error_alarm = resources["EndpointErrorAlarm"]["Properties"]["AlarmName"]["Fn::Sub"]
+    function = resources["DeployEndpointFunction"]["Properties"]
+    variables = function["Environment"]["Variables"]
+    quality_alarm = variables["QUALITY_ALARM_NAME"]["Fn::Sub"]
+    statements = {
+        s["Sid"]: s for policy in function["Policies"] for s in policy.get("Statement", [])
     }
-    variables = resources["DeployEndpointFunction"]["Properties"]["Environment"]["Variables"]
 
-    assert set(variables["ROLLBACK_ALARM_NAMES"]["Fn::Sub"].split(",")) == names
+    assert variables["ROLLBACK_ALARM_NAME"]["Fn::Sub"] == error_alarm
+    assert quality_alarm == "${ProjectName}-${EndpointName}-model-quality"
     assert variables["DEPLOYMENT_STRATEGY"] == {"Ref": "DeploymentStrategy"}
+    put = statements["PutModelQualityAlarm"]
+    assert put["Action"] == ["cloudwatch:PutMetricAlarm", "cloudwatch:SetAlarmState"]
+    assert put["Resource"]["Fn::Sub"].endswith(f":alarm:{quality_alarm}")
+    assert statements["ReadModelQualityBaselineNoResourceScope"]["Action"] == (
+        "cloudwatch:GetMetricStatistics"
+    )
+    assert "ModelQualityAlarm" not in resources
 
 
 def test_template_write_report_only_reads_records():

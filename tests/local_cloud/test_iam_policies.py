@@ -78,3 +78,17 @@ def test_iam_sam_policy_templates_are_expanded_scoped_to_the_buckets(roles):
     assert denied_resource(documents, read[0]) is None
     write = call_permissions("s3", "PutObject", {"Bucket": data[13:], "Key": "datasets/x"}, "", "")
     assert denied_resource(documents, write[0]) == f"{data}/datasets/x"
+
+
+def test_iam_sagemaker_role_may_write_data_capture_and_nothing_beside_the_artifacts(roles):
+    """SageMaker writes an endpoint's captures with its execution role (capture.CAPTURE_PREFIX)."""
+    from pipeline_common.capture import CAPTURE_PREFIX
+
+    documents = roles["SageMakerExecutionRole"].documents()
+    key = f"{CAPTURE_PREFIX}/mlops-classifier/AllTraffic/2026/12/03/10/01-02-003-x.jsonl"
+
+    def put(bucket: str) -> Request:
+        return call_permissions("s3", "PutObject", {"Bucket": bucket, "Key": key}, "", "")[0]
+
+    assert denied_resource(documents, put("mlops-artifacts-123456789012-us-east-1")) is None
+    assert denied_resource(documents, put("mlops-data-123456789012-us-east-1")) is not None

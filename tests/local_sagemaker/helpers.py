@@ -178,8 +178,12 @@ def upload_model(s3: Any, version: str, **info: Any) -> str:
     return f"s3://{ARTIFACTS_BUCKET}/{key}"
 
 
-def make_config(sm: Any, s3: Any, version: str, **info: Any) -> str:
-    """CreateModel + CreateEndpointConfig for one model version; returns the config name."""
+def make_config(
+    sm: Any, s3: Any, version: str, config_extra: dict[str, Any] | None = None, **info: Any
+) -> str:
+    """CreateModel + CreateEndpointConfig for one model version; returns the config name.
+
+    ``config_extra`` adds CreateEndpointConfig members (e.g. DataCaptureConfig)."""
     model_name = f"model-{version}"
     sm.create_model(
         ModelName=model_name,
@@ -202,6 +206,7 @@ def make_config(sm: Any, s3: Any, version: str, **info: Any) -> str:
                 "InitialVariantWeight": 1.0,
             }
         ],
+        **(config_extra or {}),
     )
     return config_name
 

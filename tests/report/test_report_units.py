@@ -194,6 +194,11 @@ def test_badge_escapes_text_and_colours_unknown_words_grey():
     assert tone("IssuesFound") == "bad"
     assert tone("Passed") == "good"
     assert tone("whatever") == "info"
+    assert [tone(s) for s in ("Approved", "Rejected", "PendingManualApproval")] == [
+        "good",
+        "bad",
+        "warn",
+    ]
 
 
 def test_short_cause_shows_a_lambda_errors_message():
@@ -578,7 +583,54 @@ def test_report_names_the_registered_version_and_the_one_the_endpoint_serves():
     assert registered, "the rules section names no model package version"
     assert "<b>7</b>" in registered.group(1) and "mlops-digits-models" in registered.group(1)
     assert "Rejected" in registered.group(1)
-    assert f"model package {arn}" in html  # the endpoint row names the version it serves
+    served = re.search(r'<span class="muted" id="served-package">(.*?)</span>', html, re.S)
+    assert served, "the endpoint row names no version"
+    assert served.group(1) == (  # the version it serves, linked to the console's version page
+        f'model package <a href="/models/mlops-digits-models/7">{arn}</a>'
+    )
+
+
+def test_report_shows_the_registered_versions_lineage_linked_where_the_target_lives():
+    from pipeline_common import records as names
+    from pipeline_report.lineage import Link, package_link
+    from pipeline_report.render import render
+
+    data = synthetic_run()
+    arn = "arn:aws:sagemaker:eu-west-1:123456789012:model-package/mlops-digits-models/7"
+    data.records[names.REGISTRATION] = {"model_package_arn": arn, "model_package_version": 7}
+    data.lineage = [
+        Link("data set", "<digits>", "manifest version v:1", "s3://d/datasets/x/manifest.json"),
+        Link("tuning job", "mlops-digits-tune-1a2b3c4d"),
+        package_link(arn, "Approved"),
+        Link("endpoint", "mlops-endpoint", "serves it now"),
+    ]
+
+    local = render(data, {})
+    data.link_region = "eu-west-1"
+    on_aws = render(data, {})
+
+    chain = re.search(r'<ol class="lineage" id="lineage">(.*?)</ol>', local, re.S)
+    assert chain, "the report shows no lineage"
+    assert re.findall(r'href="([^"]*)"', chain.group(1)) == [
+        "/datasets/%3Cdigits%3E",
+        "/tuning-jobs/mlops-digits-tune-1a2b3c4d",
+        "/models/mlops-digits-models/7",
+        "/endpoints/mlops-endpoint",
+    ]
+    page = local.split('<script type="application/json"')[0]  # JSON keeps names as they are
+    assert "&lt;digits&gt;" in chain.group(1) and "<digits>" not in page
+    aws_chain = re.search(r'<ol class="lineage" id="lineage">(.*?)</ol>', on_aws, re.S).group(1)
+    assert 'href="https://eu-west-1.console.aws.amazon.com/sagemaker/home?region=eu-west-1' in (
+        aws_chain
+    )
+    embedded = json.loads(re.search(r'id="report-data">(.*?)</script>', on_aws, re.S).group(1))
+    assert [link["kind"] for link in embedded["lineage"]] == [
+        "data set",
+        "tuning job",
+        "model package",
+        "endpoint",
+    ]
+    assert embedded["lineage"][3]["url"].endswith("#/endpoints/mlops-endpoint")
 
 
 def test_report_says_when_a_run_ended_before_the_registry():

@@ -271,3 +271,31 @@ def test_serving_content_types_are_the_ones_the_registry_declares():
     from pipeline_common import registry
 
     assert registry.SUPPORTED_CONTENT_TYPES == inference.SUPPORTED_CONTENT_TYPES
+
+
+def test_model_writes_a_monitoring_baseline_the_server_projects_with(model, trained, digits_dir):
+    """baseline.json (model dir and output data) holds the validation split as the model sees
+    it; the model server answers each request with the same projected embedding the baseline
+    recorded for that image, so production and baseline are comparable number for number."""
+    from pipeline_common.baseline import BASELINE_FILE, PROJECTION_DIM
+
+    record = json.loads((trained.model_dir / BASELINE_FILE).read_text())
+    valid = sorted(
+        (p for p in (digits_dir / "valid").rglob("*") if p.is_file()),
+        key=lambda p: (p.parent.name, p.name),
+    )
+
+    assert (trained.output_dir / BASELINE_FILE).read_text() == (
+        trained.model_dir / BASELINE_FILE
+    ).read_text()
+    assert inference.BASELINE_FILE == BASELINE_FILE
+    assert record["count"] == len(valid) == sum(record["prediction_counts"])
+    components = record["embedding"]["components"]
+    assert len(components) == min(PROJECTION_DIM, len(valid) - 1)
+    assert {len(row) for row in components} == {512}  # resnet18's penultimate features
+    assert len(record["embedding"]["sample"]) == len(record["confidence"]) == len(valid)
+    assert all(0 < c <= 1 for c in record["confidence"])
+    assert all(0 <= b <= 1 for b in record["images"]["brightness"])
+    answer = inference.predict(Image.open(valid[0]).convert("RGB"), model)
+    assert answer["embedding"] == pytest.approx(record["embedding"]["sample"][0], abs=1e-3)
+    assert len(answer["embedding"]) == len(components) + 1  # the coordinates and the residual

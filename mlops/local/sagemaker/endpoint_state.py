@@ -49,6 +49,7 @@ class Endpoint:
             }
             if self.active is not None:
                 response["ProductionVariants"] = variant_summaries(self.active)
+                response["DataCaptureConfig"] = capture_summary(self.active.config.request)
             if self.pending is not None and self.status == "Updating":
                 response["PendingDeploymentSummary"] = {
                     "EndpointConfigName": self.pending.config.name,
@@ -95,3 +96,21 @@ def variant_summaries(deployment: Deployment, pending: bool = False) -> list[dic
             summary["InstanceType"] = variant["InstanceType"]
         summaries.append(summary)
     return summaries
+
+
+def capture_summary(config_request: dict[str, Any]) -> dict[str, Any] | None:
+    """DescribeEndpoint's DataCaptureConfig: the serving config's, with its status."""
+    capture = config_request.get("DataCaptureConfig")
+    if not capture:
+        return None
+    enabled = bool(capture.get("EnableCapture", True))
+    summary = {
+        "EnableCapture": enabled,
+        "CaptureStatus": "Started" if enabled else "Stopped",
+        "CurrentSamplingPercentage": capture["InitialSamplingPercentage"],
+        "DestinationS3Uri": capture["DestinationS3Uri"],
+        # Required in botocore's DataCaptureConfigSummary; what AWS sends without a key is
+        # not documented (an empty string here).
+        "KmsKeyId": capture.get("KmsKeyId", ""),
+    }
+    return summary

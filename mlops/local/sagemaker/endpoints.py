@@ -38,6 +38,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from mlops.local.faults import Faults
 from mlops.local.paths import contained
 from mlops.local.sagemaker.aws import AwsClients
+from mlops.local.sagemaker.capture import CaptureWriter
 from mlops.local.sagemaker.config import SageMakerConfig
 from mlops.local.sagemaker.endpoint_records import EndpointConfigRecord, ModelRecord
 from mlops.local.sagemaker.endpoint_state import Endpoint
@@ -72,6 +73,7 @@ class EndpointManager:
         self._deployments: set[Deployment] = set()
         self._lock = threading.Lock()
         self.alarms = AlarmWatch(lambda: clients.client("cloudwatch"))
+        self.capture = CaptureWriter(lambda: clients.client("s3"))
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -257,6 +259,7 @@ class EndpointManager:
                     ),
                     deployment.deployment_id,
                 )
+                server.data_capture = config.request.get("DataCaptureConfig")
                 deployment.servers[variant["VariantName"]] = server
                 server.start(endpoint.deleted)
         except Exception:
@@ -286,6 +289,7 @@ class EndpointManager:
                     server.stop()
         for thread in threads:
             thread.join(10)
+        self.capture.shutdown()
         self.http.clear()
 
     # --- traffic ------------------------------------------------------------------------------

@@ -88,6 +88,7 @@ class ModelServer:
         self.port: int | None = None
         self.tail: list[str] = []
         self.in_flight = 0
+        self.data_capture: dict[str, Any] | None = None  # the config's DataCaptureConfig
         self._idle = threading.Condition()
         self._reader: threading.Thread | None = None
 

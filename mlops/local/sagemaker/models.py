@@ -431,6 +431,7 @@ class SageMakerBackend:
         content_type: str | None,
         accept: str | None,
         target_variant: str | None = None,
+        inference_id: str | None = None,
     ) -> Invocation:
         return invoke_endpoint(
             self.endpoint_manager,
@@ -440,6 +441,7 @@ class SageMakerBackend:
             content_type,
             accept,
             target_variant,
+            inference_id,
         )
 
     # --- tags ---------------------------------------------------------------------------------

@@ -152,6 +152,7 @@ class SageMakerResponses:
             ("Accept", "accept"),
             ("TargetVariant", "x-amzn-sagemaker-target-variant"),
             ("CustomAttributes", "x-amzn-sagemaker-custom-attributes"),
+            ("InferenceId", "x-amzn-sagemaker-inference-id"),
         ):
             if headers.get(header):
                 params[member] = headers[header]
@@ -165,6 +166,7 @@ class SageMakerResponses:
                 params.get("ContentType"),
                 params.get("Accept"),
                 params.get("TargetVariant"),
+                params.get("InferenceId"),
             )
         except SageMakerError as error:
             return self._rest_error(error)

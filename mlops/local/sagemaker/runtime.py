@@ -39,6 +39,7 @@ def invoke_endpoint(
     content_type: str | None,
     accept: str | None,
     target_variant: str | None = None,
+    inference_id: str | None = None,
 ) -> Invocation:
     config = manager.config
     if endpoint is None:
@@ -69,11 +70,20 @@ def invoke_endpoint(
     if response.status >= 400:
         manager.record_errors(name, server.variant_name, response.status)
         raise model_error(response, name, config, server.variant_name)
-    return Invocation(
+    invocation = Invocation(
         body=response.data,
         content_type=response.headers.get("Content-Type", "application/json"),
         variant=server.variant_name,
     )
+    manager.capture.capture(
+        server.data_capture,
+        name,
+        server.variant_name,
+        (body, content_type or "application/octet-stream"),
+        (invocation.body, invocation.content_type),
+        inference_id,
+    )
+    return invocation
 
 
 def model_error(

@@ -25,6 +25,7 @@ from pipeline_report.describe import (
     collect_retrain,
     collect_tuning,
 )
+from pipeline_report.lineage import Link, link_region, run_lineage
 from pipeline_report.records import read_records
 from pipeline_report.target import Target
 
@@ -42,6 +43,8 @@ class RunData:
     retrain: Retrain | None = None
     endpoint: Endpoint | None = None
     notes: list[str] = field(default_factory=list)
+    lineage: list[Link] = field(default_factory=list)  # of the version the run registered
+    link_region: str | None = None  # where links lead: an AWS console region, None locally
 
     @property
     def gate(self) -> dict[str, Any] | None:
@@ -68,6 +71,7 @@ def collect(target: Target, view: ex.ExecutionView) -> RunData:
         generated=now,
         timeline=an.timeline(view.steps, view.started, view.stopped or now),
         records=read_records(target, view.name),
+        link_region=link_region(target),
     )
     sagemaker = target.client("sagemaker")
     leaderboard = data.records.get(names.LEADERBOARD)
@@ -90,4 +94,7 @@ def collect(target: Target, view: ex.ExecutionView) -> RunData:
         data.endpoint = collect_endpoint(target, deployment, data.notes)
     else:
         data.notes.append("No deployment: this run did not deploy a model.")
+    registration = data.records.get(names.REGISTRATION)
+    if registration and registration.get("model_package_arn"):
+        data.lineage = run_lineage(target, registration["model_package_arn"], data.notes)
     return data

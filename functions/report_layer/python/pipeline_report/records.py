@@ -17,6 +17,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 from pipeline_common.naming import class_label
 from pipeline_common.records import RUN_RECORDS, record_key
+from pipeline_common.s3io import output_archive_uri
 
 from pipeline_report.target import Target
 
@@ -58,11 +59,6 @@ def tar_member(archive: bytes, name: str) -> bytes | None:
                 extracted = tar.extractfile(member)
                 return extracted.read() if extracted else None
     return None
-
-
-def output_archive_uri(model_artifacts_uri: str) -> str:
-    """`.../<job>/output/model.tar.gz` -> `.../<job>/output/output.tar.gz` (SM_OUTPUT_DATA_DIR)."""
-    return model_artifacts_uri.rsplit("/", 1)[0] + "/output.tar.gz"
 
 
 def read_output_files(s3: Any, model_artifacts_uri: str, names: tuple[str, ...]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from pipeline_common import records as names
 from pipeline_report import analysis as an
 from pipeline_report.collect import RunData
 from pipeline_report.describe import Endpoint, Retrain, Tuning
+from pipeline_report.lineage import Link, lineage_html, link_url, package_link
 from pipeline_report.records import Confusion
 
 CSS = """
@@ -40,6 +41,8 @@ img { max-width: 100%; border: 1px solid #eeeeee; margin: 8px 0; }
 .error { color: #b71c1c; white-space: pre-wrap; } .muted { color: #757575; }
 pre { background: #f5f5f5; padding: 8px; overflow-x: auto; white-space: pre-wrap; }
 nav a { margin-right: 12px; } code { font-size: 13px; }
+ol.lineage { list-style: none; padding-left: 0; } ol.lineage li { margin: 2px 0; }
+ol.lineage li + li::before { content: "\2192  "; color: #757575; }
 """
 SECTIONS = (
     ("dataset", "Data set"),
@@ -54,9 +57,23 @@ SECTIONS = (
 
 
 TONES = {
-    "good": {"SUCCEEDED", "Completed", "InService", "NoIssuesFound", "APPROVED", "pass", "Passed"},
-    "bad": {"FAILED", "Failed", "IssuesFound", "REJECTED", "block", "TIMED_OUT", "ABORTED"},
-    "warn": {"CAUGHT", "warn", "Error", "Stopped", "Stopping", "RolledBack"},
+    "good": {
+        *("SUCCEEDED", "Completed", "InService", "NoIssuesFound", "APPROVED", "pass", "Passed"),
+        "Approved",  # a model package version's ModelApprovalStatus
+    },
+    "bad": {
+        *("FAILED", "Failed", "IssuesFound", "REJECTED", "block", "TIMED_OUT", "ABORTED"),
+        "Rejected",
+    },
+    "warn": {
+        "CAUGHT",
+        "warn",
+        "Error",
+        "Stopped",
+        "Stopping",
+        "RolledBack",
+        "PendingManualApproval",
+    },
     "busy": {"RUNNING", "InProgress", "Creating", "Updating", "Training", "Downloading"},
 }
 
@@ -310,17 +327,21 @@ def training_section(retrain: Retrain | None, plots: dict[str, bytes]) -> str:
     )
 
 
-def registration(record: dict[str, Any] | None) -> str:
-    """Which model package version the run registered (every gated retrain gets one)."""
+def registration(
+    record: dict[str, Any] | None, links: Sequence[Link] = (), region: str | None = None
+) -> str:
+    """Which model package version the run registered (every gated retrain gets one), and its
+    lineage: where it came from and where it serves, each step linked."""
     if not record:
         return '<p class="muted">No model package version: the run ended before the registry.</p>'
+    chain = "<h3>Lineage of this version</h3>" + lineage_html(links, region) if links else ""
     return (
         f'<p id="model-package">Registered as version '
         f"<b>{escape(str(record.get('model_package_version') or '?'))}</b> of the model package "
         f"group <code>{escape(str(record.get('model_package_group_name')))}</code> "
         f"{badge(record.get('approval_status'))}<br>"
         f'<span class="muted">{escape(str(record.get("model_package_arn")))}</span></p>'
-    )
+    ) + chain
 
 
 def rules_section(data: RunData) -> str:
@@ -337,7 +358,9 @@ def rules_section(data: RunData) -> str:
             f"{escape(', '.join(gate.get('policy', {}).get('block', [])) or '-')}; warn "
             f"{escape(', '.join(gate.get('policy', {}).get('warn', [])) or '-')}.</p>"
         )
-        parts.append(registration(data.records.get(names.REGISTRATION)))
+        parts.append(
+            registration(data.records.get(names.REGISTRATION), data.lineage, data.link_region)
+        )
         rows, attrs = [], []
         for finding in gate.get("findings", []):
             rows.append(
@@ -418,10 +441,14 @@ def operation_text(deployment: dict[str, Any]) -> str:
     return f"{operation} (a model approved later serves: {newer})" if newer else operation
 
 
-def package_line(deployment: dict[str, Any]) -> str:
-    """The model package version the run's endpoint config serves."""
+def package_line(deployment: dict[str, Any], region: str | None = None) -> str:
+    """The model package version the run's endpoint config serves, linked to its page."""
     arn = deployment.get("model_package_arn")
-    return f'<br><span class="muted">model package {escape(str(arn))}</span>' if arn else ""
+    if not arn:
+        return ""
+    url = link_url(package_link(str(arn)), region)
+    shown = f'<a href="{escape(url)}">{escape(str(arn))}</a>' if url else escape(str(arn))
+    return f'<br><span class="muted" id="served-package">model package {shown}</span>'
 
 
 def endpoint_section(data: RunData, plots: dict[str, bytes]) -> str:
@@ -450,7 +477,7 @@ def endpoint_section(data: RunData, plots: dict[str, bytes]) -> str:
                         f"<code>{escape(endpoint.run_config_name or '-')}</code>",
                         escape(serving),
                         f"<code>{escape(endpoint.model_name or '-')}</code>"
-                        + package_line(deployment)
+                        + package_line(deployment, data.link_region)
                         + (
                             f'<br><span class="muted">{escape(endpoint.model_data)}</span>'
                             if endpoint.model_data
@@ -567,6 +594,9 @@ def report_json(data: RunData, plots: dict[str, bytes]) -> dict[str, Any]:
         "confusion": None if not (retrain and retrain.confusion) else retrain.confusion.__dict__,
         "plots": sorted(plots),
         "notes": data.notes,
+        "lineage": [
+            {**vars(link), "url": link_url(link, data.link_region)} for link in data.lineage
+        ],
     }
 
 

@@ -24,6 +24,9 @@ class Target:
     outputs: dict[str, str]
     endpoints: dict[str, str] = field(default_factory=dict)  # service -> endpoint URL
     api_key: str | None = None
+    # The local cloud: its resources exist nowhere the AWS console could show them, so links
+    # lead to `mlops console`'s pages instead (pipeline_report.lineage.link_url).
+    local: bool = False
 
     def client(self, service: str) -> Any:
         endpoint = self.endpoints.get(service) or self.endpoints.get("default")
@@ -36,6 +39,10 @@ class Target:
             raise TargetError(
                 f"The stack {self.name} has no output {key}; outputs: {sorted(self.outputs)}"
             ) from None
+
+    @property
+    def region(self) -> str:
+        return self.session.region_name or "us-east-1"
 
     @property
     def data_bucket(self) -> str:

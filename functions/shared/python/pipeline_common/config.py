@@ -224,24 +224,37 @@ class GateSettings:
         )
 
 
+def capture_percent() -> int:
+    """DATA_CAPTURE_PERCENT (template parameter DataCaptureSamplingPercentage), 0-100."""
+    percent = env_int("DATA_CAPTURE_PERCENT", 0, minimum=0)
+    if percent > 100:
+        raise ConfigurationError(f"DATA_CAPTURE_PERCENT={percent} is above 100")
+    return percent
+
+
 @dataclass(frozen=True)
 class DeploySettings:
     """How the endpoint is (re)deployed: the blue/green traffic shifting and its alarms.
 
     ``strategy`` is the template's DeploymentStrategy (AllAtOnce, Canary, Linear); SageMaker
     limits a canary to 50 % of the new fleet and a linear step to 10-50 %, which the template
-    parameters' ranges repeat. ``rollback_alarm_names`` lists the alarms of
-    AutoRollbackConfiguration (the endpoint's 5XX alarm and the model-quality alarm)."""
+    parameters' ranges repeat. AutoRollbackConfiguration names ``error_alarm_name`` (the
+    template's 5XX alarm) and, when the replaced model has a baseline, ``quality_alarm_name``,
+    which the function puts for each update (pipeline_common.quality)."""
 
     role_arn: str
     instance_type: str
     endpoint_name: str
-    rollback_alarm_names: tuple[str, ...]
+    error_alarm_name: str
+    quality_alarm_name: str
+    metrics_namespace: str
     bake_seconds: int
     strategy: str = "AllAtOnce"
     canary_percent: int = 20
     linear_step_percent: int = 25
     traffic_wait_seconds: int = 120
+    low_confidence_increase: float = 0.25
+    capture_percent: int = 0  # DataCaptureConfig's InitialSamplingPercentage; 0 captures nothing
 
     @classmethod
     def from_env(cls) -> DeploySettings:
@@ -250,11 +263,6 @@ class DeploySettings:
             raise ConfigurationError(
                 f"DEPLOYMENT_STRATEGY={strategy!r} is not one of "
                 f"{', '.join(DEPLOYMENT_STRATEGIES)} (template parameter DeploymentStrategy)"
-            )
-        alarms = tuple(a.strip() for a in env_str("ROLLBACK_ALARM_NAMES").split(",") if a.strip())
-        if not alarms or len(alarms) > 10:
-            raise ConfigurationError(
-                f"ROLLBACK_ALARM_NAMES must name 1 to 10 alarms (SageMaker's limit), got {alarms}"
             )
         canary = env_int("CANARY_TRAFFIC_PERCENT", 20, minimum=1)
         if canary > 50:
@@ -269,12 +277,50 @@ class DeploySettings:
             role_arn=env_str("SAGEMAKER_ROLE_ARN"),
             instance_type=env_str("INFERENCE_INSTANCE_TYPE"),
             endpoint_name=env_str("ENDPOINT_NAME"),
-            rollback_alarm_names=alarms,
+            error_alarm_name=env_str("ROLLBACK_ALARM_NAME"),
+            quality_alarm_name=env_str("QUALITY_ALARM_NAME"),
+            metrics_namespace=env_str("POWERTOOLS_METRICS_NAMESPACE"),
             bake_seconds=env_int("DEPLOY_BAKE_SECONDS", 300, minimum=0),
             strategy=strategy,
             canary_percent=canary,
             linear_step_percent=step,
             traffic_wait_seconds=wait,
+            low_confidence_increase=env_float(
+                "LOW_CONFIDENCE_INCREASE", 0.25, minimum=0.0, maximum=1.0
+            ),
+            capture_percent=capture_percent(),
+        )
+
+
+RETRAIN_POLICIES = ("off", "notify", "retrain")
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """What the drift monitor watches and what it does about drift (RetrainOnDrift)."""
+
+    endpoint_name: str
+    state_machine_arn: str
+    topic_arn: str
+    retrain_on_drift: str = "notify"
+    retrain_min_interval_hours: float = 24.0
+    settle_seconds: int = 300  # captures reach S3 this late; a check stops that far before now
+
+    @classmethod
+    def from_env(cls) -> MonitorSettings:
+        policy = env_str("RETRAIN_ON_DRIFT", "notify")
+        if policy not in RETRAIN_POLICIES:
+            raise ConfigurationError(
+                f"RETRAIN_ON_DRIFT={policy!r} is not one of {', '.join(RETRAIN_POLICIES)} "
+                "(template parameter RetrainOnDrift)"
+            )
+        return cls(
+            endpoint_name=env_str("ENDPOINT_NAME"),
+            state_machine_arn=env_str("STATE_MACHINE_ARN"),
+            topic_arn=env_str("NOTIFICATION_TOPIC_ARN"),
+            retrain_on_drift=policy,
+            retrain_min_interval_hours=env_float("RETRAIN_MIN_INTERVAL_HOURS", 24.0, minimum=0.0),
+            settle_seconds=env_int("CAPTURE_SETTLE_SECONDS", 300, minimum=0),
         )
 
 

@@ -63,6 +63,11 @@ def count(name: str, value: float = 1) -> None:
     _metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
 
+def measure(name: str, value: float) -> None:
+    """Add a unitless metric (a p-value, a share), published when the handler returns."""
+    _metrics.add_metric(name=name, unit=MetricUnit.NoUnit, value=value)
+
+
 def output_model(handler: Handler) -> Any:
     """The handler's return annotation, resolved in its module (None when it has none)."""
     annotation = inspect.get_annotations(handler).get("return")

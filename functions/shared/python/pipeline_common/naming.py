@@ -76,6 +76,14 @@ def promotion_execution_name(dataset: str, version: int | None, moment: str) -> 
     return f"deploy-{safe}-v{version}-{short_hash(moment)}"
 
 
+def retrain_execution_name(dataset: str, moment: str) -> str:
+    """The execution the drift monitor starts to retrain on a data set's newest version, e.g.
+    ``retrain-digits-1a2b3c4d`` (one per decision: ``moment`` differs; a retried monitor
+    invocation with the same moment meets ExecutionAlreadyExists)."""
+    safe = re.sub(r"[^a-zA-Z0-9_-]", "-", dataset)[:40].strip("-") or "dataset"
+    return f"retrain-{safe}-{short_hash(moment)}"
+
+
 class S3ObjectVersion(Protocol):
     """What an S3 event record says about the object (Powertools' and our own models alike)."""
 

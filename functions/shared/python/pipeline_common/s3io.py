@@ -44,6 +44,11 @@ def write_json(s3: S3Client, bucket: str, key: str, document: Any) -> str:
     return s3_uri(bucket, key)
 
 
+def output_archive_uri(model_artifacts_uri: str) -> str:
+    """`.../<job>/output/model.tar.gz` -> `.../<job>/output/output.tar.gz` (SM_OUTPUT_DATA_DIR)."""
+    return model_artifacts_uri.rsplit("/", 1)[0] + "/output.tar.gz"
+
+
 def read_tar_member(archive: bytes, member_name: str) -> bytes | None:
     """Return one file of a .tar.gz by its base name (``./x.json`` or ``x.json``), or None."""
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:*") as tar:

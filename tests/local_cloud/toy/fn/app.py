@@ -66,3 +66,9 @@ def lambda_handler(event, context):
         "remaining_ms": context.get_remaining_time_in_millis(),
         "setting": os.environ["SETTING"],
     }
+
+
+def scheduled_handler(event, context):
+    """A scheduled monitoring function: records the event it got in its log."""
+    print(json.dumps({"function": context.function_name, "scheduled_event": event}))
+    return {"checked": True}
