@@ -373,6 +373,17 @@ def build_loaders(
     return loaders
 
 
+def whole_split(
+    loader: torch.utils.data.DataLoader, args: argparse.Namespace
+) -> torch.utils.data.DataLoader:
+    """A loader over the whole split of an evaluation loader (one process's is a Subset)."""
+    if not isinstance(loader.dataset, Subset):
+        return loader
+    return data.make_loader(
+        loader.dataset.dataset, args.batch_size, shuffle=False, workers=args.workers, seed=args.seed
+    )
+
+
 def build_model(args: argparse.Namespace, num_classes: int) -> nn.Module:
     """ResNet with a new head; ImageNet weights on request, with a clear error offline."""
     try:
@@ -958,7 +969,9 @@ def train_and_evaluate(
     write_json(
         out_dir / metrics.CONFUSION_FILE, metrics.confusion_record(classes, confusion.tolist())
     )
-    baseline.write_model_baseline(model_dir(), loaders["valid"], splits["valid"], classes, out_dir)
+    # The baseline is the whole validation split's, in its order: not rank 0's share of it.
+    valid = whole_split(loaders["valid"], args)
+    baseline.write_model_baseline(model_dir(), valid, splits["valid"], classes, out_dir)
 
     run_rules_now = args.run_rules if args.run_rules is not None else hook is not None
     if hook is not None:

@@ -51,6 +51,8 @@ def test_train_two_processes_share_the_steps_and_print_one_set_of_metrics(
     confusion = json.loads((run.output_dir / metrics.CONFUSION_FILE).read_text())
     assert confusion["images"] == 20
     assert (run.model_dir / "model.pth").is_file()
+    # The monitoring baseline is the whole validation split's (20 images), not rank 0's 10.
+    assert json.loads((run.model_dir / "baseline.json").read_text())["count"] == 20
     # The hook ran in rank 0 only: one trial, rank 0's 2 steps per epoch.
     trial = create_trial(str(run.debug_dir))
     loss = trial.tensor("CrossEntropyLoss_output_0")
