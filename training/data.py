@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision import transforms
 
 try:  # imported as part of the `training` package (tests, tooling)
@@ -190,6 +190,29 @@ def make_loader(
         batch_size=batch_size,
         shuffle=shuffle,
         drop_last=shuffle and len(dataset) % batch_size == 1,
+        num_workers=workers,
+        generator=generator,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=workers > 0,
+    )
+
+
+def make_distributed_loader(
+    dataset: Dataset, sampler: DistributedSampler, batch_size: int, workers: int, seed: int
+) -> DataLoader:
+    """One process's share of the training split, reshuffled each epoch by `sampler.set_epoch`.
+
+    The sampler gives every process ceil(n / processes) indices (a few repeated to even the
+    shares), so every process takes the same number of steps, which DistributedDataParallel's
+    gradient all-reduce needs. As in `make_loader`, a last batch of one image is dropped.
+    """
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=len(sampler) % batch_size == 1,
         num_workers=workers,
         generator=generator,
         pin_memory=torch.cuda.is_available(),

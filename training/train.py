@@ -20,6 +20,15 @@ model; evaluate the test split once; run the debugging rules on the tensors the 
 saved. Nothing here needs SageMaker Debugger: without the debughookconfig.json it writes, the
 hook is built from debug_hook.json (shipped beside this file) and the system profile is sampled
 by the job itself. See docs/contracts.md for every name used here.
+
+Several instances (SageMaker's torch_distributed: the toolkit starts this script with torchrun
+on every host, which sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT): each
+process joins one process group (NCCL on GPUs, Gloo on CPUs), trains a DistributedDataParallel
+copy of the model on its own share of the training split (DistributedSampler), with the
+learning rate scaled to the global batch (`scaled_lr`), and evaluates its share of valid and
+test; the sums are reduced across processes, so the metric lines are the whole split's, and
+rank 0 alone prints them and writes the model, checkpoints, smdebug tensors and every output
+file. Without WORLD_SIZE (or with 1) nothing of this happens: the job runs as one process.
 """
 
 from __future__ import annotations
@@ -49,10 +58,13 @@ os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 import numpy as np
 import smdebug.pytorch as smd
 import torch
+import torch.distributed as dist
 from pipeline_common import metrics  # the metric lines' one home, vendored in the archive
 from smdebug.core.modes import ModeKeys
 from smdebug.core.save_config import SaveConfig, SaveConfigMode
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler, Subset
 
 try:  # imported as part of the `training` package (tests, tooling)
     from . import baseline, data, explain, inference, profiler, rules
@@ -83,6 +95,27 @@ FAULTS = ("none", "shuffled-labels", "zero-init", "constant-init", "frozen", "na
 
 class SetupError(Exception):
     """The job cannot start as asked (weights unavailable, mismatched checkpoint, bad config)."""
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the job's training processes (torchrun's variables)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one process that prints metric lines and writes outputs."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+SINGLE = World()
 
 
 @dataclass
@@ -229,6 +262,14 @@ def checkpoint_dir(args: argparse.Namespace) -> Path | None:
     return Path(args.checkpoint_dir) if args.checkpoint_dir else None
 
 
+def say(line: str) -> None:
+    """One line on stdout in one write: the processes of a host share its output (torchrun
+    runs them unbuffered), and print's separate write of the newline would let another
+    process's line land in the middle of a metric line."""
+    sys.stdout.write(f"{line}\n")
+    sys.stdout.flush()
+
+
 def pin_threads() -> int:
     """One intra-op thread per core this process may run on (OMP_NUM_THREADS wins when set).
 
@@ -240,6 +281,44 @@ def pin_threads() -> int:
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
     return torch.get_num_threads()
+
+
+def join_world() -> World:
+    """Join the job's process group when torchrun started several processes (WORLD_SIZE > 1).
+
+    NCCL between GPUs, Gloo between CPUs; the rendezvous is torchrun's (MASTER_ADDR and
+    MASTER_PORT: the first host, algo-1, port 7777 under the SageMaker training toolkit).
+    """
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return SINGLE
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":  # one GPU per process, chosen before NCCL starts
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend)
+    world = World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    host = os.environ.get("SM_CURRENT_HOST", "?")
+    say(f"[worker] rank={world.rank} world_size={world.size} host={host} backend={backend}")
+    return world
+
+
+def leave_world(world: World) -> None:
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def scaled_lr(lr: float, optimizer: str, world_size: int) -> float:
+    """The learning rate for `world_size` processes that each take --batch-size images a step.
+
+    The global batch grows with the processes, so the rate grows with it: linearly for SGD
+    (Goyal et al. 2017, "Accurate, Large Minibatch SGD": k times the batch, k times the rate),
+    with the square root for AdamW (Adam's update is normalised by its second moment; the
+    square-root rule of Hoffer et al. 2017 / Malladi et al. 2022). --lr therefore keeps its
+    meaning per process, and a rate tuned on one instance transfers to several.
+    """
+    if world_size <= 1:
+        return lr
+    return lr * (math.sqrt(world_size) if optimizer == "adamw" else world_size)
 
 
 def seed_everything(seed: int) -> None:
@@ -261,8 +340,9 @@ def load_data(args: argparse.Namespace) -> tuple[list[str], dict[str, data.Split
 
 
 def build_loaders(
-    args: argparse.Namespace, splits: dict[str, data.Split]
+    args: argparse.Namespace, splits: dict[str, data.Split], world: World = SINGLE
 ) -> dict[str, torch.utils.data.DataLoader]:
+    """One loader per split; with several processes each loads only its own share."""
     resize = inference.resize_size_for(args.image_size)
     train_tf = data.build_train_transform(args.image_size, resize, args.hflip)
     eval_tf = inference.build_eval_transform(args.image_size, resize)
@@ -270,10 +350,39 @@ def build_loaders(
     for name, split in splits.items():
         training = name == "train"
         dataset = data.ImageFolderDataset(split.samples, train_tf if training else eval_tf)
-        loaders[name] = data.make_loader(
-            dataset, args.batch_size, shuffle=training, workers=args.workers, seed=args.seed
-        )
+        if not world.distributed:
+            loaders[name] = data.make_loader(
+                dataset, args.batch_size, shuffle=training, workers=args.workers, seed=args.seed
+            )
+        elif training:
+            loaders[name] = data.make_distributed_loader(
+                dataset,
+                DistributedSampler(
+                    dataset, num_replicas=world.size, rank=world.rank, shuffle=True, seed=args.seed
+                ),
+                args.batch_size,
+                workers=args.workers,
+                seed=args.seed,
+            )
+        else:
+            # Every image exactly once across the processes (a DistributedSampler would pad the
+            # split with repeats): the reduced loss and accuracy are the whole split's.
+            share = Subset(dataset, range(world.rank, len(dataset), world.size))
+            loaders[name] = data.make_loader(
+                share, args.batch_size, shuffle=False, workers=args.workers, seed=args.seed
+            )
     return loaders
+
+
+def whole_split(
+    loader: torch.utils.data.DataLoader, args: argparse.Namespace
+) -> torch.utils.data.DataLoader:
+    """A loader over the whole split of an evaluation loader (one process's is a Subset)."""
+    if not isinstance(loader.dataset, Subset):
+        return loader
+    return data.make_loader(
+        loader.dataset.dataset, args.batch_size, shuffle=False, workers=args.workers, seed=args.seed
+    )
 
 
 def build_model(args: argparse.Namespace, num_classes: int) -> nn.Module:
@@ -310,15 +419,16 @@ def cosine_schedule(epochs: int) -> Callable[[int], float]:
 
 
 def build_optimizer(
-    args: argparse.Namespace, model: nn.Module
+    args: argparse.Namespace, model: nn.Module, world_size: int = 1
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     parameters = [p for p in model.parameters() if p.requires_grad]
+    lr = scaled_lr(args.lr, args.optimizer, world_size)
     if args.optimizer == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(
-            parameters, lr=args.lr, momentum=0.9, weight_decay=args.weight_decay
+            parameters, lr=lr, momentum=0.9, weight_decay=args.weight_decay
         )
     elif args.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=args.weight_decay)
+        optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=args.weight_decay)
     else:
         raise SetupError(f"unknown optimizer {args.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(args.epochs))
@@ -377,7 +487,7 @@ def build_debug_hook(args: argparse.Namespace, resuming: bool) -> smd.Hook | Non
     if config is not None:
         out_dir = json.loads(config.read_text()).get("LocalPath", "/opt/ml/output/tensors")
         reopen_trial(Path(out_dir), resuming)
-        print(f"[setup] debug hook from {source}: tensors in {out_dir}", flush=True)
+        say(f"[setup] debug hook from {source}: tensors in {out_dir}")
         return smd.Hook.create_from_json_file(str(config))
     if args.debug_out_dir is None:
         return None
@@ -474,15 +584,34 @@ def set_mode(hook: smd.Hook | None, mode: ModeKeys) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def reduced_stats(
+    world: World, total_loss: float, correct: int, seen: int, device: torch.device
+) -> EpochStats:
+    """Loss and accuracy over every process's share: the sums are added up, then divided."""
+    sums = torch.tensor([total_loss, correct, seen], dtype=torch.float64)
+    if world.distributed:
+        sums = to_reduce(sums, device)
+        dist.all_reduce(sums)
+        sums = sums.cpu()
+    total_loss, correct, seen = sums[0].item(), int(sums[1].item()), int(sums[2].item())
+    return EpochStats(total_loss / seen, correct / seen, seen)
+
+
+def to_reduce(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A tensor where the process group's backend can reduce it (NCCL: the GPU)."""
+    return tensor.to(device) if dist.get_backend() == "nccl" else tensor
+
+
 def train_one_epoch(
     model: nn.Module,
     criterion: nn.Module,
     optimizer: torch.optim.Optimizer,
     loader: torch.utils.data.DataLoader,
     device: torch.device,
+    world: World = SINGLE,
 ) -> EpochStats:
     model.train()
-    total_loss, correct, seen = 0.0, 0, 0
+    total_loss, correct, seen, steps = 0.0, 0, 0, 0
     for images, targets in loader:
         images, targets = images.to(device), targets.to(device)
         optimizer.zero_grad(set_to_none=True)
@@ -493,7 +622,12 @@ def train_one_epoch(
         total_loss += loss.item() * targets.size(0)
         correct += int((outputs.argmax(dim=1) == targets).sum())
         seen += targets.size(0)
-    return EpochStats(total_loss / seen, correct / seen, seen)
+        steps += 1
+    if not world.distributed:
+        return EpochStats(total_loss / seen, correct / seen, seen)
+    # Each process's own count, printed by each (the job's log shows every host's share).
+    say(f"[worker] rank={world.rank} split=train steps={steps} samples={seen}")
+    return reduced_stats(world, total_loss, correct, seen, device)
 
 
 def evaluate(
@@ -502,6 +636,7 @@ def evaluate(
     loader: torch.utils.data.DataLoader,
     device: torch.device,
     confusion: torch.Tensor | None = None,
+    world: World = SINGLE,
 ) -> EpochStats:
     """Loss and accuracy over `loader`; with `confusion` (classes x classes, on the CPU), also
     count each (true, predicted) pair into it, so the test pass records its confusion matrix
@@ -519,11 +654,17 @@ def evaluate(
             if confusion is not None:
                 pairs = (targets.cpu(), predicted.cpu())
                 confusion.index_put_(pairs, torch.ones_like(pairs[0]), accumulate=True)
-    return EpochStats(total_loss / seen, correct / seen, seen)
+    if not world.distributed:
+        return EpochStats(total_loss / seen, correct / seen, seen)
+    if confusion is not None:
+        counts = to_reduce(confusion, device)
+        dist.all_reduce(counts)
+        confusion.copy_(counts.cpu())
+    return reduced_stats(world, total_loss, correct, seen, device)
 
 
 def print_metrics(epoch: int | str, split: str, stats: EpochStats) -> None:
-    print(metrics.format_metric_line(epoch, split, stats.loss, stats.accuracy), flush=True)
+    say(metrics.format_metric_line(epoch, split, stats.loss, stats.accuracy))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -586,7 +727,7 @@ def write_json(path: Path, value: Any) -> None:
 def report_skipped(splits: dict[str, data.Split]) -> list[dict[str, str]]:
     skipped = [entry for split in splits.values() for entry in split.skipped]
     for entry in skipped:
-        print(f"[data] skipped {entry['split']}/{entry['file']}: {entry['reason']}", flush=True)
+        say(f"[data] skipped {entry['split']}/{entry['file']}: {entry['reason']}")
     return skipped
 
 
@@ -602,10 +743,10 @@ def run_rules(trial_dir: str | None, out_dir: Path) -> None:
         results = rules.evaluate_rules(trial_dir)
     write_json(out_dir / "rule_statuses.json", results)
     words = " ".join(f"{r['RuleConfigurationName']}={r['RuleEvaluationStatus']}" for r in results)
-    print(f"[rules] {words} (rule_statuses.json)", flush=True)
+    say(f"[rules] {words} (rule_statuses.json)")
     for r in results:
         if r["RuleEvaluationStatus"] != rules.NO_ISSUES:
-            print(f"[rules] {r['RuleConfigurationName']}: {r['StatusDetails']}", flush=True)
+            say(f"[rules] {r['RuleConfigurationName']}: {r['StatusDetails']}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -651,7 +792,7 @@ def inject_setup_faults(
     """Apply the --inject-fault that acts before training; announce it in the log."""
     if args.inject_fault == "none":
         return
-    print(f"[setup] test-only fault injected: {args.inject_fault}", flush=True)
+    say(f"[setup] test-only fault injected: {args.inject_fault}")
     if args.inject_fault == "shuffled-labels":
         shuffle_labels(splits["train"], args.seed)
     elif args.inject_fault in ("zero-init", "constant-init"):
@@ -674,37 +815,76 @@ def run(args: argparse.Namespace) -> None:
     check_args(args)
     pin_threads()
     seed_everything(args.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    world = join_world()
+    if torch.cuda.is_available():
+        torch.cuda.set_device(world.local_rank)
+        device = torch.device("cuda", world.local_rank)
+    else:
+        device = torch.device("cpu")
     out_dir = output_data_dir()
 
     sampler = (
         profiler.SystemProfiler(out_dir, args.profile_interval).start()
-        if args.profile_interval > 0
+        if args.profile_interval > 0 and world.main
         else None
     )
     try:
-        train_and_evaluate(args, device, out_dir)
+        train_and_evaluate(args, device, out_dir, world)
     finally:
         if sampler is not None:
             sampler.stop()
+        leave_world(world)
 
 
-def train_and_evaluate(args: argparse.Namespace, device: torch.device, out_dir: Path) -> None:
+def shared_checkpoint(
+    directory: Path | None, args: argparse.Namespace, classes: list[str], world: World
+) -> dict:
+    """The checkpoint as rank 0 reads it, sent to every process (one copy decides the epoch
+    and the optimizer state everywhere); a refused checkpoint fails every process alike."""
+    if not world.distributed:
+        return load_checkpoint(directory, args, classes)
+    message: list[Any] = [None]
+    if world.main:
+        try:
+            message = [load_checkpoint(directory, args, classes)]
+        except SetupError as e:
+            message = [SetupError(str(e))]
+    dist.broadcast_object_list(message, src=0)
+    if isinstance(message[0], SetupError):
+        raise message[0]
+    return message[0]
+
+
+def sync_buffers(model: nn.Module, world: World) -> None:
+    """BatchNorm's running statistics from rank 0, so every process evaluates (and rank 0
+    saves) one model: DistributedDataParallel averages gradients, not buffers."""
+    if world.distributed:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+def train_and_evaluate(
+    args: argparse.Namespace, device: torch.device, out_dir: Path, world: World = SINGLE
+) -> None:
     classes, splits = load_data(args)
-    write_json(out_dir / "skipped_files.json", report_skipped(splits))
+    if world.main:
+        write_json(out_dir / "skipped_files.json", report_skipped(splits))
     for split in splits.values():
         data.require_images(split)
     model = build_model(args, len(classes))
-    optimizer, scheduler = build_optimizer(args, model)
+    optimizer, scheduler = build_optimizer(args, model, world.size)
     inject_setup_faults(args, splits, model, optimizer, scheduler)
-    loaders = build_loaders(args, splits)
+    loaders = build_loaders(args, splits, world)
     sizes = " ".join(f"{name}={len(s.samples)}" for name, s in splits.items())
-    print(f"[setup] model={args.model} classes={len(classes)} {sizes} device={device}", flush=True)
+    if world.main:
+        say(f"[setup] model={args.model} classes={len(classes)} {sizes} device={device}")
 
     criterion = nn.CrossEntropyLoss()
     ckpt_dir = checkpoint_dir(args)
-    state = load_checkpoint(ckpt_dir, args, classes)
-    hook = build_debug_hook(args, resuming=bool(state))
+    state = shared_checkpoint(ckpt_dir, args, classes, world)
+    # smdebug runs in rank 0 only: its tensors are one process's (its share of each batch);
+    # a hook in every process would write one trial per worker for the rules to merge.
+    hook = build_debug_hook(args, resuming=bool(state)) if world.main else None
     if hook is not None:
         attach_hook(hook, model, criterion)
     model.to(device)
@@ -718,8 +898,16 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, out_dir: 
         history = state["history"]
         start_epoch = state["epoch"] + 1
         restore_hook_steps(hook, state.get("debug_steps"))
-        print(
-            f"[setup] resumed from {ckpt_dir / CHECKPOINT_FILE} at epoch {start_epoch}", flush=True
+        if world.main:
+            say(f"[setup] resumed from {ckpt_dir / CHECKPOINT_FILE} at epoch {start_epoch}")
+    trained: nn.Module = model
+    if world.distributed:
+        trained = DistributedDataParallel(
+            model, device_ids=[world.local_rank] if device.type == "cuda" else None
+        )
+        say(
+            f"[worker] rank={world.rank} train share={len(loaders['train'].sampler)} images "
+            f"steps per epoch={len(loaders['train'])} lr={optimizer.param_groups[0]['lr']:g}"
         )
 
     for epoch in range(start_epoch, args.epochs + 1):
@@ -727,14 +915,21 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, out_dir: 
         lr = optimizer.param_groups[0]["lr"]
         seed_everything(args.seed + epoch)  # same shuffle/augmentation with or without resume
         loaders["train"].generator.manual_seed(args.seed + epoch)
+        if isinstance(loaders["train"].sampler, DistributedSampler):
+            loaders["train"].sampler.set_epoch(epoch)
         if epoch == nan_epoch(args):
             poison(model)
         set_mode(hook, ModeKeys.TRAIN)
-        train_stats = train_one_epoch(model, criterion, optimizer, loaders["train"], device)
-        print_metrics(epoch, "train", train_stats)
+        train_stats = train_one_epoch(
+            trained, criterion, optimizer, loaders["train"], device, world
+        )
+        if world.main:
+            print_metrics(epoch, "train", train_stats)
+        sync_buffers(model, world)
         set_mode(hook, ModeKeys.EVAL)
-        valid_stats = evaluate(model, criterion, loaders["valid"], device)
-        print_metrics(epoch, "valid", valid_stats)
+        valid_stats = evaluate(model, criterion, loaders["valid"], device, world=world)
+        if world.main:
+            print_metrics(epoch, "valid", valid_stats)
         scheduler.step()
         history.append(
             {
@@ -745,7 +940,9 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, out_dir: 
                 "valid": asdict(valid_stats),
             }
         )
-        if ckpt_dir is not None:
+        if world.distributed:
+            history[-1]["processes"] = world.size
+        if ckpt_dir is not None and world.main:
             save_checkpoint(
                 ckpt_dir,
                 {
@@ -760,18 +957,23 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, out_dir: 
                 },
             )
 
-    save_model(model_dir(), model, args, classes)
+    if world.main:
+        save_model(model_dir(), model, args, classes)
     # The test split is looked at once, after every training decision was made. PREDICT mode
     # keeps its losses apart from the TRAIN/EVAL steps that the rules compare.
     set_mode(hook, ModeKeys.PREDICT)
     confusion = torch.zeros(len(classes), len(classes), dtype=torch.int64)
-    test_stats = evaluate(model, criterion, loaders["test"], device, confusion)
+    test_stats = evaluate(model, criterion, loaders["test"], device, confusion, world)
+    if not world.main:
+        return
     print_metrics(metrics.FINAL_EPOCH, "test", test_stats)
     write_json(out_dir / "history.json", {"epochs": history, "test": asdict(test_stats)})
     write_json(
         out_dir / metrics.CONFUSION_FILE, metrics.confusion_record(classes, confusion.tolist())
     )
-    baseline.write_model_baseline(model_dir(), loaders["valid"], splits["valid"], classes, out_dir)
+    # The baseline is the whole validation split's, in its order: not rank 0's share of it.
+    valid = whole_split(loaders["valid"], args)
+    baseline.write_model_baseline(model_dir(), valid, splits["valid"], classes, out_dir)
     explain.record_explanations(model_dir(), splits["test"].samples, out_dir, channel_dir("test"))
 
     run_rules_now = args.run_rules if args.run_rules is not None else hook is not None

@@ -377,3 +377,136 @@ def load_lambda(name: str) -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# --- two instances: the retrain with TrainingInstanceCount=2 ---------------------------------
+
+HOSTS = ["algo-1", "algo-2"]
+
+
+def start_toolkit(base: Path, job_name: str, network: dict[str, str]) -> subprocess.Popen[str]:
+    """One host's container start, as `run_toolkit`, plus the one stand-in for the cluster's
+    network (algo-1 and port 7777 on 127.0.0.1: the local SageMaker's LocalNetwork shim)."""
+    env = {
+        **IMAGE_ENVIRONMENT,
+        "PATH": f"{IMAGE_VENV / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": os.environ.get("HOME", "/root"),
+        "SAGEMAKER_BASE_DIR": str(base),
+        "SM_STUDIO_LOCAL_MODE": "true",
+        "TRAINING_JOB_NAME": job_name,
+        "AWS_REGION": REGION,
+        "OMP_NUM_THREADS": "1",
+    }
+    env.update(network)  # PATH: the shim first, then the image's PATH as above
+    return subprocess.Popen(
+        [str(TOOLKIT_TRAIN)],
+        cwd=base,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def two_hosts(
+    image: Path, digits: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """The profiled retrain with TrainingInstanceCount=2: two /opt/ml trees, two toolkits."""
+    import dataclasses
+    import signal
+
+    from mlops.local.sagemaker.training_container import LocalNetwork
+
+    request = build_training_request(
+        job_name="mlops-digits-retrain-two-hosts",
+        common=COMMON,
+        training=dataclasses.replace(training_settings(), instance_count=2),
+        dataset="digits",
+        execution=EXECUTION,
+        channel_uris=channel_uris(),
+        metric_definitions=metrics.METRIC_DEFINITIONS,
+        tuned_hyperparameters={"model": '"resnet18"', "batch-size": "8", "lr": "0.01"},
+        debugger=False,
+    )
+    root = tmp_path_factory.mktemp("two-hosts")
+    network = LocalNetwork(root / "network", HOSTS, str(image / "bin" / "python"))
+    environment = network.toolkit_environment(f"{image / 'bin'}:/usr/local/bin:/usr/bin:/bin")
+    bases, processes = {}, {}
+    try:
+        for host in HOSTS:
+            base = bases[host] = root / host
+            lay_out(base, request, digits, pack_training_source())
+            config = base / "input" / "config" / "resourceconfig.json"
+            resource = json.loads(config.read_text())
+            resource["current_host"], resource["hosts"] = host, HOSTS
+            resource["instance_groups"][0]["hosts"] = HOSTS
+            config.write_text(json.dumps(resource))
+            processes[host] = start_toolkit(base, request["TrainingJobName"], environment)
+        logs = {host: process.communicate(timeout=800)[0] for host, process in processes.items()}
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    return {
+        "request": request,
+        "bases": bases,
+        "codes": {host: process.returncode for host, process in processes.items()},
+        "logs": logs,
+    }
+
+
+def test_training_contract_two_hosts_run_torchrun_through_the_toolkit(
+    two_hosts: dict[str, Any],
+) -> None:
+    logs = two_hosts["logs"]
+    assert two_hosts["request"]["ResourceConfig"]["InstanceCount"] == 2
+    assert two_hosts["request"]["HyperParameters"]["sagemaker_torch_distributed_enabled"] == "true"
+    assert two_hosts["codes"] == {"algo-1": 0, "algo-2": 0}, (
+        logs["algo-1"][-3000:] + logs["algo-2"][-3000:]
+    )
+    for rank, host in enumerate(HOSTS):
+        assert "Invoking TorchDistributed" in logs[host]
+        command = (
+            "torchrun --nnodes 2 --nproc_per_node 1 --master_addr algo-1 --master_port 7777 "
+            f"--node_rank {rank} train.py"
+        )
+        assert command in logs[host]
+        assert f"[worker] rank={rank} world_size=2 host={host} backend=gloo" in logs[host]
+
+
+def test_training_contract_two_hosts_metric_lines_and_outputs_come_from_rank_0(
+    two_hosts: dict[str, Any],
+) -> None:
+    first, second = (two_hosts["logs"][host] for host in HOSTS)
+    for definition in metrics.METRIC_DEFINITIONS:
+        assert len(re.findall(definition["Regex"], first)) == (
+            1 if definition["Name"].startswith("test:") else 2
+        ), definition
+    assert metrics.parse_metrics(second) == {}
+    one, two = (two_hosts["bases"][host] for host in HOSTS)
+    assert (one / "model" / "model.pth").is_file()
+    assert not any((two / "model").iterdir())
+    assert sorted(p.name for p in (two / "output" / "data").iterdir()) == []
+    history = json.loads((one / "output" / "data" / "history.json").read_text())
+    assert [epoch["processes"] for epoch in history["epochs"]] == [2, 2]
+    # 60 training images, batch 8: 8 steps alone, 4 for each of the two processes.
+    for rank, log in enumerate((first, second)):
+        assert re.findall(rf"\[worker\] rank={rank} split=train steps=(\d+)", log) == ["4", "4"]
+
+
+def test_training_contract_two_hosts_rules_judge_rank_0s_tensors(
+    two_hosts: dict[str, Any],
+) -> None:
+    one = two_hosts["bases"]["algo-1"]
+    assert (one / "output" / "tensors" / "index").is_dir()
+    assert not (two_hosts["bases"]["algo-2"] / "output" / "tensors").exists()
+    evaluate = load_lambda("evaluate_rules")
+    statuses = evaluate.statuses_from_output(tar_of(one / "output" / "data"), "s3://x/o.tar.gz")
+    assert {s.rule for s in statuses} == OWN_RULES
+    errors = [
+        (s.rule, s.details) for s in statuses if s.status not in ("NoIssuesFound", "IssuesFound")
+    ]
+    assert errors == []

@@ -213,6 +213,71 @@ def test_requests_seed_parameter_is_wired_to_both_training_functions():
         assert variables["SEED"] == {"Ref": "Seed"}, name
 
 
+def retrain(**changes):
+    return build_training_request(
+        job_name="mlops-digits-retrain-1a2b3c4d",
+        common=COMMON,
+        training=settings(**changes),
+        dataset="digits",
+        execution="digits-0123",
+        channel_uris=CHANNELS,
+        metric_definitions=METRICS,
+        tuned_hyperparameters={"model": '"resnet18"', "lr": "0.01"},
+        debug_rules=None,
+        profiler_rules=None,
+    )
+
+
+def test_requests_one_instance_is_started_without_torchrun():
+    """The default keeps today's jobs: one instance, no distribution hyperparameter."""
+    trial = tuning()["TrainingJobDefinition"]
+    job = retrain()
+
+    assert trial["ResourceConfig"]["InstanceCount"] == job["ResourceConfig"]["InstanceCount"] == 1
+    assert "sagemaker_torch_distributed_enabled" not in trial["StaticHyperParameters"]
+    assert "sagemaker_torch_distributed_enabled" not in job["HyperParameters"]
+
+
+def test_requests_several_instances_reach_trials_and_retrain_with_torchrun():
+    trial_request = tuning(instance_count=2)
+    job = retrain(instance_count=2)
+    trial = trial_request["TrainingJobDefinition"]
+
+    assert_valid("CreateHyperParameterTuningJob", trial_request)
+    assert_valid("CreateTrainingJob", job)
+    assert trial["ResourceConfig"]["InstanceCount"] == job["ResourceConfig"]["InstanceCount"] == 2
+    # The SDK's distribution={"torch_distributed": {"enabled": True}}, JSON-encoded.
+    assert trial["StaticHyperParameters"]["sagemaker_torch_distributed_enabled"] == "true"
+    assert job["HyperParameters"]["sagemaker_torch_distributed_enabled"] == "true"
+
+
+@pytest.mark.parametrize("value", ["0", "21", "two"])
+def test_requests_instance_count_out_of_range_is_a_configuration_error(monkeypatch, value):
+    from pipeline_common.config import ConfigurationError
+
+    for name, setting in {
+        "SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/r",
+        "TRAINING_IMAGE": "image",
+        "TRAINING_INSTANCE_TYPE": "ml.m5.large",
+        "LEARNING_RATE_MIN": "0.001",
+        "LEARNING_RATE_MAX": "0.1",
+        "TRAINING_INSTANCE_COUNT": value,
+    }.items():
+        monkeypatch.setenv(name, setting)
+
+    with pytest.raises(ConfigurationError, match="TRAINING_INSTANCE_COUNT"):
+        TrainingSettings.from_env()
+
+
+def test_requests_instance_count_parameter_is_wired_to_both_training_functions():
+    from tests.support import template as sam_template
+
+    assert sam_template.parameter_defaults()["TrainingInstanceCount"] == "1"
+    for name in ("StartTuningFunction", "StartProfiledTrainingFunction"):
+        variables = sam_template.functions()[name]["Environment"]["Variables"]
+        assert variables["TRAINING_INSTANCE_COUNT"] == {"Ref": "TrainingInstanceCount"}, name
+
+
 def test_requests_own_hook_settings_match_debugger_ones():
     """train.py's own hook settings (used without Debugger) save what the DebugHookConfig asks
     for where Debugger exists: the rules see the same tensors in every account."""

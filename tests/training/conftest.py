@@ -8,6 +8,7 @@ the rule trials are written by smdebug's own PyTorch hook over small networks.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections import OrderedDict
@@ -59,8 +60,12 @@ def run_train(
     debug: bool = True,
     checkpoints: bool = False,
     timeout: int = 300,
+    processes: int = 1,
 ) -> TrainRun:
-    """Start train.py the way SageMaker does: SM_* variables plus `--name value` arguments."""
+    """Start train.py the way SageMaker does: SM_* variables plus `--name value` arguments.
+
+    With `processes` > 1, under torchrun on this machine (one node, a free port on 127.0.0.1,
+    Gloo over the loopback), as the toolkit starts it for torch_distributed."""
     tmp.mkdir(parents=True, exist_ok=True)
     run = TrainRun(0, "", "", tmp / "model", tmp / "output", tmp / "tensors", tmp / "checkpoints")
     argv = {**FAST_ARGS, **(args or {})}
@@ -70,6 +75,15 @@ def run_train(
     if checkpoints:
         argv.setdefault("checkpoint-dir", str(run.checkpoint_dir))
     command = [sys.executable, str(TRAIN_SCRIPT)]
+    if processes > 1:
+        command[1:1] = [
+            "-m",
+            "torch.distributed.run",
+            "--nnodes=1",
+            f"--nproc_per_node={processes}",
+            "--master_addr=127.0.0.1",
+            f"--master_port={free_port()}",
+        ]
     for name, value in argv.items():
         command += [f"--{name}", value]
     inherited = {k: v for k, v in os.environ.items() if k != "SMDEBUG_CONFIG_FILE_PATH"}
@@ -80,6 +94,7 @@ def run_train(
         "SM_CHANNEL_TEST": str(data_dir / "test"),
         "SM_MODEL_DIR": str(run.model_dir),
         "SM_OUTPUT_DATA_DIR": str(run.output_dir),
+        **({"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"} if processes > 1 else {}),
         **(env or {}),
     }
     done = subprocess.run(
@@ -93,6 +108,12 @@ def run_train(
     )
     run.returncode, run.stdout, run.stderr = done.returncode, done.stdout, done.stderr
     return run
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

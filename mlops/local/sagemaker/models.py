@@ -22,6 +22,7 @@ from mlops.local.sagemaker.endpoint_state import Endpoint
 from mlops.local.sagemaker.endpoints import EndpointManager
 from mlops.local.sagemaker.errors import (
     ResourceInUse,
+    ResourceLimitExceeded,
     ResourceNotFound,
     ValidationException,
     already_exists,
@@ -37,6 +38,9 @@ from mlops.local.sagemaker.tuning import TuningJob
 
 logger = logging.getLogger(__name__)
 
+# SageMaker's default quota "Number of instances per training job" (adjustable; the template's
+# TrainingInstanceCount stops at the same number).
+MAX_INSTANCES_PER_TRAINING_JOB = 20
 ARN_RESOURCE = re.compile(r"^arn:aws[a-z-]*:sagemaker:[^:]*:[0-9]{12}:([a-z-]+)/(.+)$")
 
 
@@ -76,6 +80,7 @@ class SageMakerBackend:
         name = request["TrainingJobName"]
         arn = self.config.arn("training-job", name)
         self._check_metric_definitions(request)
+        self._check_instance_count(request)
         with self.lock:
             if name in self.training_jobs:
                 raise ResourceInUse(
@@ -115,6 +120,28 @@ class SageMakerBackend:
                     f"{definition['Regex']!r}: {error}"
                 ) from error
 
+    @staticmethod
+    def _check_instance_count(request: dict[str, Any]) -> None:
+        """What AWS checks beyond botocore's model (whose TrainingInstanceCount has only min 0):
+        at least one instance, and no more than the account's quota per training job."""
+        resource = request.get("ResourceConfig") or {}
+        if "InstanceGroups" in resource or "InstanceCount" not in resource:
+            return
+        count = resource["InstanceCount"]
+        if count < 1:
+            raise ValidationException(
+                f"1 validation error detected: Value '{count}' at 'resourceConfig.instanceCount' "
+                "failed to satisfy constraint: Member must have value greater than or equal to 1"
+            )
+        if count > MAX_INSTANCES_PER_TRAINING_JOB:
+            raise ResourceLimitExceeded(
+                "The account-level service limit 'Number of instances per training job' is "
+                f"{MAX_INSTANCES_PER_TRAINING_JOB} Instances, with current utilization of 0 "
+                f"Instances and a request delta of {count} Instances. Please use AWS Service "
+                "Quotas to request an increase for this quota. If AWS Service Quotas is not "
+                "available, contact AWS support to request an increase for this quota."
+            )
+
     def describe_training_job(self, request: dict[str, Any]) -> dict[str, Any]:
         job = self.training_jobs.get(request["TrainingJobName"])
         if job is None:
@@ -127,8 +154,10 @@ class SageMakerBackend:
         name = request["HyperParameterTuningJobName"]
         arn = self.config.arn("hyper-parameter-tuning-job", name)
         definition = request.get("TrainingJobDefinition")
-        if definition is not None:
-            self._check_metric_definitions(definition)
+        for each in [definition, *request.get("TrainingJobDefinitions", [])]:
+            if each is not None:
+                self._check_metric_definitions(each)
+                self._check_instance_count(each)
         with self.lock:
             if name in self.tuning_jobs:
                 raise ResourceInUse(

@@ -18,12 +18,20 @@ import queue
 import re
 import threading
 import time
+from dataclasses import dataclass, field
+
+from pipeline_common.jobs import TORCH_DISTRIBUTED_HYPERPARAMETER
 
 from mlops.local.faults import Faults
 from mlops.local.sagemaker.aws import AwsClients, LogShipper
 from mlops.local.sagemaker.config import SCRIPT_WITHOUT_TOOLKIT_ENV, SageMakerConfig
 from mlops.local.sagemaker.processes import ManagedProcess, ResourceMonitor
-from mlops.local.sagemaker.training_container import HOST, JobContainer
+from mlops.local.sagemaker.training_container import (
+    CONTAINER_MASTER_PORT,
+    HOST,
+    JobContainer,
+    LocalNetwork,
+)
 from mlops.local.sagemaker.training_job import (
     STATUS_MESSAGES,
     JobFailure,
@@ -38,6 +46,14 @@ logger = logging.getLogger(__name__)
 SMDEBUG_END_MARKER = "training_job_end.ts"
 STRAGGLER_GRACE_S = 2.0  # how long children of an exited script may hold its output open
 ERROR_LINE = re.compile(r"^\s*([\w.]*(Error|Exception|Interrupt)\b.*|.*\bError:.*)$")
+# A host whose collective broke because another host went away (Gloo's and NCCL's words).
+PEER_LOST = re.compile(
+    r"Connection (closed|reset) by peer|gloo.*(Connection|Timed out|timed out)|NCCL.*remote",
+    re.IGNORECASE,
+)
+# How long a host that failed only by losing a peer waits for the host that caused it to fail
+# on its own, before the others are stopped (so FailureReason names the cause).
+PEER_FAILURE_GRACE_S = 10.0
 
 
 class TrainingRunner:
@@ -106,8 +122,28 @@ class TrainingRunner:
             worker.join(max(deadline - time.monotonic(), 0.1))
 
 
+@dataclass(eq=False)
+class HostRun:
+    """One instance of a job: its /opt/ml tree, its log stream, its process and how it ended."""
+
+    name: str
+    container: JobContainer
+    logs: LogShipper
+    process: ManagedProcess | None = None
+    reader: threading.Thread | None = None
+    tail: list[str] = field(default_factory=list)
+    exit_code: int | None = None
+    stopped: bool = False  # stopped by the service (a stop, the runtime limit, a failed peer)
+
+
 class TrainingExecution:
-    """Runs one job through Starting, Downloading, Training, Uploading and rule evaluation."""
+    """Runs one job through Starting, Downloading, Training, Uploading and rule evaluation.
+
+    A job of InstanceCount N runs N hosts (algo-1 ... algo-N), each a process of the training
+    toolkit with its own /opt/ml tree and log stream; they rendezvous over 127.0.0.1 through
+    torchrun. The job fails, as on SageMaker, when one host fails: the others are stopped and
+    FailureReason names the host. Only algo-1's model and output are uploaded.
+    """
 
     def __init__(self, job: TrainingJob, runner: TrainingRunner) -> None:
         self.job = job
@@ -118,11 +154,11 @@ class TrainingExecution:
         data = runner.clients.for_role(job.request.get("RoleArn"))
         self.container = JobContainer(job, self.config, self.clients, data)
         self.outputs = JobOutputs(self.container)
-        self.logs: LogShipper | None = None
+        self.logs: LogShipper | None = None  # algo-1's
+        self.hosts: list[HostRun] = []
         self.monitor: ResourceMonitor | None = None
-        self.process: ManagedProcess | None = None
-        self.tail: list[str] = []
-        self.output_done = threading.Event()
+        self.process: ManagedProcess | None = None  # algo-1's
+        self.failed: HostRun | None = None
 
     # --- the steps ----------------------------------------------------------------------------
 
@@ -139,8 +175,8 @@ class TrainingExecution:
             logger.exception("training job %s broke inside the local SageMaker", job.name)
             self._end_failed(f"InternalServerError: {type(error).__name__}: {error}")
         finally:
-            if self.logs is not None:
-                self.logs.close()
+            for host in self.hosts:
+                host.logs.close()
             write_description(job)
             job.mark_done()
         RuleEvaluation(self.container, self.runner.faults, self.runner.shutting_down).run()
@@ -150,57 +186,92 @@ class TrainingExecution:
         job.update_status_message(STATUS_MESSAGES["Starting"])
         with job.lock:
             job.training_start_time = now()
-        self.container.create()
-        stream = f"{job.name}/{HOST}-{int(time.time())}"
-        self.logs = LogShipper(
-            self.clients,
-            "/aws/sagemaker/TrainingJobs",
-            stream,
-            job.job_dir / "logs" / "training.log",
-            self.config.log_flush_interval_s,
-        )
+        container = self.container
+        container.create()
+        if len(container.hosts) > 1 or distributed_launch(job):
+            container.network = LocalNetwork(
+                job.job_dir / "network", container.hosts, self.config.image_python
+            )
+        stamp = int(time.time())
+        for name in container.hosts:
+            host_container = container if name == HOST else container.host_container(name)
+            log_file = "training.log" if name == HOST else f"{name}.log"
+            logs = LogShipper(
+                self.clients,
+                "/aws/sagemaker/TrainingJobs",
+                f"{job.name}/{name}-{stamp}",  # SageMaker's stream name: <job>/algo-N-<epoch s>
+                job.job_dir / "logs" / log_file,
+                self.config.log_flush_interval_s,
+            )
+            self.hosts.append(HostRun(name, host_container, logs))
+        self.logs = self.hosts[0].logs
         if self.runner.faults.hits("training_fail", job.name):
             raise JobFailure(
                 "AlgorithmError: ExecuteUserScriptError:\nExitCode 1\nErrorMessage "
                 '"injected fault training_fail"\nCommand "(not run)", exit code: 1'
             )
-        self.container.check_image()
+        container.check_image()
 
     def _download(self) -> None:
         self.job.set_secondary_status("Downloading")
         self.container.download_inputs(self.logs.write)
+        for host in self.hosts[1:]:
+            self.container.replicate_to(host.container)
+            host.logs.write(f"Channels, source and checkpoints in place for {host.name}")
 
     def _train(self) -> int:
         job = self.job
         if job.stop_event.is_set():
             return -15  # stopped while downloading: the script never starts
         job.set_secondary_status("Training")
-        container = self.container
-        argv = container.command()
-        if self.config.image_python:
-            self.logs.write(f"Starting the training toolkit: {' '.join(argv)}")
-        else:
+        argv = self.container.command()
+        for host in self.hosts:
+            if self.config.image_python:
+                host.logs.write(f"Starting the training toolkit: {' '.join(argv)}")
+            else:
+                host.logs.write(
+                    f"No image environment (.venv-image) and {SCRIPT_WITHOUT_TOOLKIT_ENV} set: "
+                    "running the script without the sagemaker-training toolkit"
+                )
+                host.logs.write(f"Invoking script with the following command: {' '.join(argv)}")
+        if self.container.network is not None:
             self.logs.write(
-                f"No image environment (.venv-image) and {SCRIPT_WITHOUT_TOOLKIT_ENV} set: "
-                "running the script without the sagemaker-training toolkit"
+                f"Hosts {', '.join(self.container.hosts)} on 127.0.0.1, rendezvous port "
+                f"{self.container.network.port} (the container's {CONTAINER_MASTER_PORT})"
             )
-            self.logs.write(f"Invoking script with the following command: {' '.join(argv)}")
-        environment = container.environment()
-        self.process = ManagedProcess(argv, container.dirs["code"], environment, job.name)
+        for host in self.hosts:
+            name = job.name if host.name == HOST else f"{job.name}/{host.name}"
+            environment = host.container.environment()
+            host.process = ManagedProcess(argv, host.container.dirs["code"], environment, name)
+            host.reader = threading.Thread(
+                target=self._read, args=(host,), name=f"read-{job.name}-{host.name}", daemon=True
+            )
+            host.reader.start()
+        self.process = self.hosts[0].process
         self.monitor = ResourceMonitor(
             self.process.pgid,
             job.job_dir / "resource_usage.json",
             self.config.resource_sample_interval_s,
         ).start()
-        watchdog = threading.Thread(target=self._watch, name=f"watch-{job.name}", daemon=True)
-        watchdog.start()
-        for line in self.process.lines():
-            self._on_line(line)
-        self.output_done.set()
-        exit_code = self.process.wait()
-        watchdog.join(self.config.stop_grace_s + 5)
+        self._supervise()
+        for host in self.hosts:
+            self._drain(host)
         self.outputs.usage = self.monitor.stop()
-        return exit_code
+        if self.failed is not None:
+            return self.failed.exit_code or 1
+        return self.hosts[0].exit_code or 0
+
+    def _read(self, host: HostRun) -> None:
+        for line in host.process.lines():
+            self._on_line(host, line)
+
+    def _drain(self, host: HostRun) -> None:
+        """Wait for a host's output to end; a child left behind would keep it open forever."""
+        host.reader.join(STRAGGLER_GRACE_S)
+        if host.reader.is_alive():
+            logger.warning("%s left processes behind after exiting: killing them", host.name)
+            host.process.kill_group()
+            host.reader.join(STRAGGLER_GRACE_S)
 
     def _conclude(self, exit_code: int) -> None:
         job = self.job
@@ -211,7 +282,7 @@ class TrainingExecution:
             return
         if exit_code != 0:
             self.outputs.upload_output_data()
-            raise JobFailure(self._algorithm_error(exit_code))
+            raise JobFailure(self._failure_reason())
         job.set_secondary_status("Uploading")
         self.outputs.upload_artifacts(self.logs.write)
         job.finish("Completed", "Completed", STATUS_MESSAGES["Completed"])
@@ -226,40 +297,81 @@ class TrainingExecution:
     def _end_failed(self, reason: str) -> None:
         if self.logs is not None:
             self.logs.write(f"FailureReason: {reason}")
-        if self.process is not None and self.process.poll() is None:
-            self.process.stop(self.config.stop_grace_s)
+        self._stop_hosts()
         if self.monitor is not None:
             self.monitor.stop()
         self.job.finish("Failed", "Failed", STATUS_MESSAGES["Failed"], reason)
 
-    def _on_line(self, line: str) -> None:
-        self.logs.write(line)
-        self.job.metrics.feed(line)
+    def _on_line(self, host: HostRun, line: str) -> None:
+        host.logs.write(line)
+        self.job.metrics.feed(line)  # every host's log, as SageMaker reads each instance's
         if line.strip():
-            self.tail.append(line.rstrip())
-            del self.tail[:-50]
+            host.tail.append(line.rstrip())
+            del host.tail[:-50]
 
-    def _watch(self) -> None:
-        """Stop the process on request or when MaxRuntimeInSeconds is reached."""
-        job, process = self.job, self.process
+    def _supervise(self) -> None:
+        """Until every host exited: stop them all on request or at MaxRuntimeInSeconds; when
+        one host fails, stop the others (SageMaker ends the job when one instance fails)."""
+        job = self.job
         deadline = time.monotonic() + job.max_runtime_s()
-        while process.poll() is None:
+        peer_grace_until: float | None = None
+        while True:
+            for host in self.hosts:
+                if host.exit_code is None and (code := host.process.poll()) is not None:
+                    host.exit_code = code
+                    if code != 0 and not host.stopped:
+                        self._note_failure(host)
+                        if peer_grace_until is None:
+                            peer_grace_until = time.monotonic() + PEER_FAILURE_GRACE_S
+            running = [host for host in self.hosts if host.exit_code is None]
+            if not running:
+                return
+            if self.failed is not None and (
+                not lost_peer(self.failed) or time.monotonic() >= (peer_grace_until or 0)
+            ):
+                self.logs.write(f"Stopping the other hosts: {self.failed.name} failed")
+                self._stop_hosts()
+                continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 job.request_stop("MaxRuntimeExceeded")
-            if job.stop_event.wait(timeout=min(max(remaining, 0.01), 0.25)):
+            if job.stop_event.wait(timeout=min(max(remaining, 0.01), 0.1)):
                 job.set_secondary_status("Stopping")
                 self.logs.write(f"Stopping: {job.stop_message}")
-                process.stop(self.config.stop_grace_s)
-                return
-        # The script exited; a child it left behind would keep the log pipe open forever.
-        if not self.output_done.wait(STRAGGLER_GRACE_S):
-            logger.warning("%s left processes behind after exiting: killing them", job.name)
-            process.kill_group()
+                self._stop_hosts()
 
-    def _algorithm_error(self, exit_code: int) -> str:
+    def _note_failure(self, host: HostRun) -> None:
+        """The host to blame: the first that failed, unless its own error was losing a peer
+        (its collective broke because another host died) and another host failed on its own."""
+        if self.failed is None or (lost_peer(self.failed) and not lost_peer(host)):
+            self.failed = host
+
+    def _stop_hosts(self) -> None:
+        running = [h for h in self.hosts if h.process is not None and h.process.poll() is None]
+        for host in running:
+            host.stopped = True
+        threads = [
+            threading.Thread(target=h.process.stop, args=(self.config.stop_grace_s,), daemon=True)
+            for h in running
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for host in running:
+            host.exit_code = host.process.poll()
+
+    def _failure_reason(self) -> str:
+        host = self.failed or self.hosts[0]
+        reason = self._algorithm_error(host)
+        if len(self.hosts) == 1:
+            return reason
+        return reason.replace("AlgorithmError: ", f"AlgorithmError: host {host.name} failed: ", 1)
+
+    def _algorithm_error(self, host: HostRun) -> str:
         """AWS's FailureReason for a script that failed, with its last meaningful error line."""
-        failure_file = self.container.dirs["output"] / "failure"
+        exit_code = host.exit_code if host.exit_code is not None else 1
+        failure_file = host.container.dirs["output"] / "failure"
         written = failure_file.read_text().strip() if failure_file.is_file() else ""
         if self.config.image_python and written and exit_code > 0:
             # The toolkit wrote its own account (ExecuteUserScriptError: ExitCode, ErrorMessage
@@ -267,15 +379,25 @@ class TrainingExecution:
             return f"AlgorithmError: {written}"
         # A script may explain itself in /opt/ml/output/failure; SageMaker reports that text.
         message = written or next(
-            (ln.strip() for ln in reversed(self.tail) if ERROR_LINE.match(ln)), None
+            (ln.strip() for ln in reversed(host.tail) if ERROR_LINE.match(ln)), None
         )
-        message = message or (self.tail[-1].strip() if self.tail else "(no output)")
+        message = message or (host.tail[-1].strip() if host.tail else "(no output)")
         if exit_code < 0:
             message = f"killed by signal {-exit_code}" + (
                 " (out of memory?)" if exit_code == -9 else ""
             )
-        command = " ".join(self.process.argv) if self.process else ""
+        command = " ".join(host.process.argv) if host.process else ""
         return (
             f"AlgorithmError: ExecuteUserScriptError:\nExitCode {exit_code}\n"
             f'ErrorMessage "{message}"\nCommand "{command}", exit code: {exit_code}'
         )
+
+
+def distributed_launch(job: TrainingJob) -> bool:
+    """Whether the job asks the container for torchrun (the SDK's torch_distributed)."""
+    return str(job.hyperparameters.get(TORCH_DISTRIBUTED_HYPERPARAMETER, "")).lower() == "true"
+
+
+def lost_peer(host: HostRun) -> bool:
+    """Whether a host's last lines say its collective broke because a peer went away."""
+    return any(PEER_LOST.search(line) for line in host.tail[-30:])

@@ -8,6 +8,12 @@ through the training image's own ``train`` entry point (sagemaker-training-toolk
 .venv-image) with the image's environment, or, only where a test opts in
 (MLOPS_LOCAL_SCRIPT_WITHOUT_TOOLKIT), the script itself with the SM_* contract written out by
 hand.
+
+A job of InstanceCount N has N such trees, one per host (algo-1 ... algo-N): algo-1's is the
+job directory itself (what is uploaded), the others live in ``hosts/<host>/`` with their own
+resourceconfig.json (current_host) and a view of algo-1's channels, source and checkpoints
+(hard links, copies where a link is refused). `LocalNetwork` stands in for the cluster's
+network: the hosts' names and torchrun's port 7777 are this machine and a free port.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +40,9 @@ from mlops.local.sagemaker.config import SCRIPT_WITHOUT_TOOLKIT_ENV, SageMakerCo
 from mlops.local.sagemaker.training_job import JobFailure, TrainingJob
 
 HOST = "algo-1"
+HOSTS_FOLDER = "hosts"
+# torchrun's rendezvous port in the PyTorch container (sagemaker_training.torch_distributed).
+CONTAINER_MASTER_PORT = "7777"
 # SAGEMAKER_TRAINING_MODULE of the PyTorch training image (Dockerfile: ENV ...): the toolkit
 # hands the job to the PyTorch container's entry point, which runs the user script.
 TOOLKIT_FRAMEWORK_MODULE = "sagemaker_pytorch_container.training:main"
@@ -53,13 +63,22 @@ class JobContainer:
     """One job's /opt/ml tree and how its process starts (command and environment)."""
 
     def __init__(
-        self, job: TrainingJob, config: SageMakerConfig, clients: AwsClients, data: AwsClients
+        self,
+        job: TrainingJob,
+        config: SageMakerConfig,
+        clients: AwsClients,
+        data: AwsClients,
+        host: str = HOST,
     ) -> None:
         self.job = job
         self.config = config
         self.clients = clients  # the service's own
         self.data = data  # the execution role's: the job's S3 reads and writes
-        root = job.job_dir
+        self.host = host
+        self.hosts = host_names(job)
+        self.network: LocalNetwork | None = None  # set for a job of several hosts
+        root = job.job_dir if host == HOST else job.job_dir / HOSTS_FOLDER / host
+        self.root = root
         self.dirs = {
             "input": root / "input",
             "data": root / "input" / "data",
@@ -95,6 +114,35 @@ class JobContainer:
         self.fetch_source()
         self.restore_checkpoints(say)
 
+    def host_container(self, host: str) -> JobContainer:
+        """The tree of another host of this job (hosts/<host>/), same job, same clients."""
+        other = JobContainer(self.job, self.config, self.clients, self.data, host)
+        other.network = self.network
+        return other
+
+    def replicate_to(self, other: JobContainer) -> None:
+        """Give another host what SageMaker gives every instance: its own input config, every
+        channel (FullyReplicated), the source and the restored checkpoints, from algo-1's
+        downloads (linked, not downloaded again)."""
+        other.create()
+        other.write_input_config()
+        for channel in self.job.request.get("InputDataConfig", []):
+            name = channel["ChannelName"]
+            distribution = (
+                channel.get("DataSource", {})
+                .get("S3DataSource", {})
+                .get("S3DataDistributionType", "FullyReplicated")
+            )
+            if distribution != "FullyReplicated":
+                raise JobFailure(
+                    f"ClientError: channel {name!r}: S3DataDistributionType {distribution} with "
+                    "more than one instance is not emulated locally; use FullyReplicated"
+                )
+            link_tree(self.dirs["data"] / name, other.dirs["data"] / name)
+        link_tree(self.dirs["code"], other.dirs["code"])
+        if "CheckpointConfig" in self.job.request and self.checkpoint_dir().is_dir():
+            link_tree(self.checkpoint_dir(), other.checkpoint_dir())
+
     def write_input_config(self) -> None:
         request = self.job.request
         config_dir = self.dirs["config"]
@@ -103,15 +151,15 @@ class JobContainer:
         write_json(
             config_dir / "resourceconfig.json",
             {
-                "current_host": HOST,
+                "current_host": self.host,
                 "current_instance_type": resource.get("InstanceType", "local"),
                 "current_group_name": "homogeneousCluster",
-                "hosts": [HOST],
+                "hosts": self.hosts,
                 "instance_groups": [
                     {
                         "instance_group_name": "homogeneousCluster",
                         "instance_type": resource.get("InstanceType", "local"),
-                        "hosts": [HOST],
+                        "hosts": self.hosts,
                     }
                 ],
                 "network_interface_name": "eth0",
@@ -166,11 +214,11 @@ class JobContainer:
                 f"{path!r} would be a path on this machine: use a path under /opt/ml/"
             )
         try:
-            return contained(self.job.job_dir, path.removeprefix("/opt/ml/"))
+            return contained(self.root, path.removeprefix("/opt/ml/"))
         except PathEscapeError as error:
             raise JobFailure(
                 f"ClientError: LocalPath {path!r} resolves outside the job folder "
-                f"{self.job.job_dir}: refused"
+                f"{self.root}: refused"
             ) from error
 
     def tensor_dir(self) -> Path:
@@ -297,12 +345,14 @@ class JobContainer:
             **inherited,
             **aws_env_for_children(self.clients),
             **IMAGE_ENVIRONMENT,
-            "SAGEMAKER_BASE_DIR": str(job.job_dir),
+            "SAGEMAKER_BASE_DIR": str(self.root),
             "SM_STUDIO_LOCAL_MODE": "true",
-            "OMP_NUM_THREADS": str(max(1, cpus // self.config.max_concurrent_jobs)),
+            "OMP_NUM_THREADS": str(self.threads_per_host(cpus)),
             "TRAINING_JOB_NAME": job.name,
             "TRAINING_JOB_ARN": job.arn,
         }
+        if self.network is not None:
+            env.update(self.network.toolkit_environment(env.get("PATH", os.defpath)))
         if "s3" in self.clients.endpoint_urls:  # the toolkit's own S3 override (params.py)
             env["S3_ENDPOINT_URL"] = self.clients.endpoint_urls["s3"]
         if "DebugHookConfig" in job.request and job.debugger_available:
@@ -322,8 +372,8 @@ class JobContainer:
         cpus = os.cpu_count() or 1
         training_env = {
             "job_name": job.name,
-            "current_host": HOST,
-            "hosts": [HOST],
+            "current_host": self.host,
+            "hosts": self.hosts,
             "num_cpus": cpus,
             "num_gpus": 0,
             "model_dir": str(dirs["model"]),
@@ -335,8 +385,8 @@ class JobContainer:
             "hyperparameters": user_hps,
             "user_entry_point": str(job.hyperparameters["sagemaker_program"]),
             "module_dir": str(dirs["code"]),
-            "is_master": True,
-            "master_hostname": HOST,
+            "is_master": self.host == self.hosts[0],
+            "master_hostname": self.hosts[0],
             "network_interface_name": "eth0",
         }
         env = {
@@ -347,7 +397,7 @@ class JobContainer:
                 p for p in (str(dirs["code"]), os.environ.get("PYTHONPATH", "")) if p
             ),
             # Jobs share the cores: keep torch/BLAS from oversubscribing them.
-            "OMP_NUM_THREADS": str(max(1, cpus // self.config.max_concurrent_jobs)),
+            "OMP_NUM_THREADS": str(self.threads_per_host(cpus)),
             "TRAINING_JOB_NAME": job.name,
             "TRAINING_JOB_ARN": job.arn,
             "SM_MODEL_DIR": str(dirs["model"]),
@@ -361,8 +411,8 @@ class JobContainer:
             "SM_CHANNELS": json.dumps(sorted(channels)),
             "SM_HPS": json.dumps(user_hps, sort_keys=True),
             "SM_USER_ARGS": json.dumps(to_cmd_args(user_hps)),
-            "SM_CURRENT_HOST": HOST,
-            "SM_HOSTS": json.dumps([HOST]),
+            "SM_CURRENT_HOST": self.host,
+            "SM_HOSTS": json.dumps(self.hosts),
             "SM_NETWORK_INTERFACE_NAME": "eth0",
             "SM_NUM_CPUS": str(cpus),
             "SM_NUM_GPUS": "0",
@@ -371,6 +421,8 @@ class JobContainer:
             "SM_RESOURCE_CONFIG": (dirs["config"] / "resourceconfig.json").read_text(),
             "SM_INPUT_DATA_CONFIG": (dirs["config"] / "inputdataconfig.json").read_text(),
         }
+        if self.network is not None:  # what torchrun would set for one process per host
+            env.update(self.network.worker_environment(self.hosts.index(self.host)))
         for channel in channels:
             env[f"SM_CHANNEL_{channel.upper()}"] = str(dirs["data"] / channel)
         for key, value in user_hps.items():
@@ -381,6 +433,116 @@ class JobContainer:
             env["CHECKPOINT_CONFIG_FILE_PATH"] = str(dirs["config"] / "checkpointconfig.json")
         env.update(job.request.get("Environment") or {})
         return env
+
+    def threads_per_host(self, cpus: int) -> int:
+        """Jobs share the cores, and the hosts of one job share its share."""
+        return max(1, cpus // self.config.max_concurrent_jobs // len(self.hosts))
+
+
+def host_names(job: TrainingJob) -> list[str]:
+    """algo-1 ... algo-N, SageMaker's names for the instances of a job (sorted as it sorts)."""
+    count = int((job.request.get("ResourceConfig") or {}).get("InstanceCount", 1) or 1)
+    return [f"algo-{i}" for i in range(1, count + 1)]
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now (for torchrun's rendezvous)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class LocalNetwork:
+    """The network of a job's hosts, on one machine.
+
+    In SageMaker every instance is a container on the cluster's network: ``algo-1`` resolves to
+    the first instance, and torchrun's store listens on port 7777 of each container. Here every
+    host is this machine, so the names mean 127.0.0.1 and each job gets a free port of its own
+    (jobs run side by side). The training toolkit still builds its command as in the container
+    (``torchrun --nnodes N --master_addr algo-1 --master_port 7777 --node_rank i ...``); the
+    ``torchrun`` it finds first on PATH is a shim that rewrites those two values and runs
+    PyTorch's own torchrun, which is all that differs. Gloo's sockets use the loopback
+    interface (GLOO_SOCKET_IFNAME=lo) and so bind 127.0.0.1.
+    """
+
+    def __init__(self, folder: Path, hosts: list[str], image_python: str | None) -> None:
+        self.folder = folder
+        self.hosts = hosts
+        self.port = free_port()
+        self.image_python = image_python
+
+    def write_shim(self) -> Path:
+        """<job>/network/bin/torchrun, run by the image's Python."""
+        bin_dir = self.folder / "bin"
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        shim = bin_dir / "torchrun"
+        shim.write_text(TORCHRUN_SHIM.format(python=self.image_python, port=self.port))
+        shim.chmod(0o755)
+        return bin_dir
+
+    def toolkit_environment(self, path: str) -> dict[str, str]:
+        bin_dir = self.write_shim()
+        image_bin = str(Path(str(self.image_python)).parent)
+        return {
+            "PATH": os.pathsep.join((str(bin_dir), image_bin, path)),
+            "GLOO_SOCKET_IFNAME": "lo",
+        }
+
+    def worker_environment(self, rank: int) -> dict[str, str]:
+        """torchrun's variables for one process per host (the script-only fallback)."""
+        size = str(len(self.hosts))
+        return {
+            "RANK": str(rank),
+            "GROUP_RANK": str(rank),
+            "LOCAL_RANK": "0",
+            "LOCAL_WORLD_SIZE": "1",
+            "WORLD_SIZE": size,
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(self.port),
+            "GLOO_SOCKET_IFNAME": "lo",
+        }
+
+
+# The shim: algo-N -> 127.0.0.1 and port 7777 -> the job's port, then PyTorch's torchrun.
+TORCHRUN_SHIM = """#!{python}
+# torchrun as the local SageMaker's network sees it (mlops/local/sagemaker/training_container.py):
+# the hosts algo-N are this machine and the job's rendezvous port is {port}.
+import sys
+
+from torch.distributed.run import main
+
+
+def local(argv):
+    argv = list(argv)
+    for flag, value in (("--master_addr", "127.0.0.1"), ("--master_port", "{port}")):
+        if flag in argv:
+            argv[argv.index(flag) + 1] = value
+        else:
+            argv[:0] = [flag, value]
+    return argv
+
+
+if __name__ == "__main__":
+    sys.exit(main(local(sys.argv[1:])))
+"""
+
+
+def link_tree(source: Path, target: Path) -> None:
+    """Hard-link every file of `source` into `target` (copy where linking is refused)."""
+    if not source.is_dir():
+        return
+    for path in source.rglob("*"):
+        destination = target / path.relative_to(source)
+        if path.is_dir():
+            destination.mkdir(parents=True, exist_ok=True)
+            continue
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        if destination.exists():
+            destination.unlink()
+        try:
+            os.link(path, destination)
+        except OSError:
+            shutil.copy2(path, destination)
 
 
 def to_cmd_args(hyperparameters: dict[str, Any]) -> list[str]:

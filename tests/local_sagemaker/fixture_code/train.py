@@ -29,6 +29,10 @@ ENV_KEYS = (
     "SM_NUM_CPUS",
     "SM_CURRENT_HOST",
     "SM_HOSTS",
+    "RANK",
+    "WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
     "SM_TRAINING_ENV",
     "SM_HP_LR",
     "SMDEBUG_CONFIG_FILE_PATH",
@@ -46,6 +50,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--epoch-seconds", type=float, default=0.0)
     parser.add_argument("--fail", default="false")
+    parser.add_argument("--fail-on-host", default="", help="fail only on this host (algo-N)")
     parser.add_argument("--write-failure-file", default="false")
     parser.add_argument("--ignore-sigterm", default="false")
     parser.add_argument("--checkpoint-dir", default=None)
@@ -102,7 +107,7 @@ def main(args: argparse.Namespace) -> None:
     base = (math.log10(args.lr) + 2) ** 2
     history = []
     for epoch in range(first_epoch, args.epochs + 1):
-        if args.fail.lower() == "true":
+        if args.fail.lower() == "true" or args.fail_on_host == os.environ.get("SM_CURRENT_HOST"):
             if args.write_failure_file.lower() == "true":
                 failure = Path(os.environ["SM_OUTPUT_DATA_DIR"]).parent / "failure"
                 failure.write_text("the data set has no valid images")

@@ -17,6 +17,9 @@ MODELS = ("resnet18", "resnet34", "resnet50")
 APPROVAL_MODES = ("auto", "manual")
 # Template parameter DeploymentStrategy -> SageMaker's TrafficRoutingConfiguration Type.
 DEPLOYMENT_STRATEGIES = {"AllAtOnce": "ALL_AT_ONCE", "Canary": "CANARY", "Linear": "LINEAR"}
+# SageMaker's default quota "Number of instances per training job" (adjustable in Service
+# Quotas); the template's TrainingInstanceCount has the same MaxValue.
+MAX_TRAINING_INSTANCES = 20
 
 
 def env_str(name: str, default: str | None = None) -> str:
@@ -137,6 +140,9 @@ class TrainingSettings:
     debugger_available: bool
     rule_evaluator_image: str
     seed: int = 0
+    # Instances per training job (trials and retrain); above 1 train.py runs data-parallel
+    # under the container's torchrun (docs/training-at-scale.md).
+    instance_count: int = 1
 
     @classmethod
     def from_env(cls) -> TrainingSettings:
@@ -167,6 +173,13 @@ class TrainingSettings:
                 "DEBUGGER_AVAILABLE is true but RULE_EVALUATOR_IMAGE is empty; set the "
                 "RuleEvaluatorImage parameter (see docs/deploy.md) or DebuggerAvailable=false"
             )
+        instance_count = env_int("TRAINING_INSTANCE_COUNT", 1, minimum=1)
+        if instance_count > MAX_TRAINING_INSTANCES:
+            raise ConfigurationError(
+                f"TRAINING_INSTANCE_COUNT={instance_count} is above SageMaker's default quota of "
+                f"{MAX_TRAINING_INSTANCES} instances per training job (template parameter "
+                "TrainingInstanceCount; raise the quota in Service Quotas first)"
+            )
         return cls(
             role_arn=env_str("SAGEMAKER_ROLE_ARN"),
             training_image=env_str("TRAINING_IMAGE"),
@@ -186,6 +199,7 @@ class TrainingSettings:
             debugger_available=debugger,
             rule_evaluator_image=rule_image,
             seed=env_int("SEED", 0, minimum=0),
+            instance_count=instance_count,
         )
 
 

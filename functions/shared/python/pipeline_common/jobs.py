@@ -27,6 +27,10 @@ TRAINING_SOURCE_KEY = "code/training/sourcedir.tar.gz"
 METRIC_DEFINITIONS_KEY = "code/training/metric_definitions.json"
 ENTRY_POINT = "train.py"
 VOLUME_SIZE_GB = 30
+# The PyTorch estimator's distribution={"torch_distributed": {"enabled": True}}: the training
+# toolkit then starts the entry point with torchrun on every host (sagemaker_training's
+# TorchDistributedRunner), which sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT.
+TORCH_DISTRIBUTED_HYPERPARAMETER = "sagemaker_torch_distributed_enabled"
 
 
 def encode(value: Any) -> str:
@@ -45,7 +49,14 @@ def decode(value: str) -> Any:
 def static_hyperparameters(
     common: CommonSettings, training: TrainingSettings, *, run_rules: bool
 ) -> dict[str, str]:
-    """Hyperparameters fixed for every trial, plus the framework container's own."""
+    """Hyperparameters fixed for every trial, plus the framework container's own.
+
+    With more than one instance the job asks the container for torchrun (data-parallel
+    training across the hosts); with one it is started exactly as before, without it.
+    """
+    distributed = (
+        {TORCH_DISTRIBUTED_HYPERPARAMETER: encode(True)} if training.instance_count > 1 else {}
+    )
     return {
         "epochs": encode(training.epochs),
         "image-size": encode(training.image_size),
@@ -57,6 +68,7 @@ def static_hyperparameters(
         "sagemaker_program": encode(ENTRY_POINT),
         "sagemaker_submit_directory": encode(s3_uri(common.artifacts_bucket, TRAINING_SOURCE_KEY)),
         "sagemaker_region": encode(common.region),
+        **distributed,
     }
 
 
@@ -106,7 +118,7 @@ def spot_settings(
 def resource_config(training: TrainingSettings) -> dict[str, Any]:
     return {
         "InstanceType": training.instance_type,
-        "InstanceCount": 1,
+        "InstanceCount": training.instance_count,
         "VolumeSizeInGB": VOLUME_SIZE_GB,
     }
 
