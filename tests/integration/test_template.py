@@ -29,7 +29,6 @@ UNSCOPABLE_SIDS = {
     "ListTuningJobsNoResourceScope": {"sagemaker:ListHyperParameterTuningJobs"},
     "EcrAuthTokenNoResourceScope": {"ecr:GetAuthorizationToken"},
     "PutSageMakerMetricsNoResourceScope": {"cloudwatch:PutMetricData"},
-    "PutModelQualityMetricsNoResourceScope": {"cloudwatch:PutMetricData"},
     "ReadModelQualityBaselineNoResourceScope": {"cloudwatch:GetMetricStatistics"},
 }
 SAGEMAKER_ARN = re.compile(
@@ -215,12 +214,8 @@ def test_template_predict_may_only_invoke_the_project_endpoint():
 
     assert statement["Action"] == "sagemaker:InvokeEndpoint"
     assert statement["Resource"]["Fn::Sub"].endswith(":endpoint/${ProjectName}-${EndpointName}")
-    # Its only other right: metrics in the project's own namespace (model quality).
-    [metrics] = [s for s in statements if s is not statement]
-    assert metrics["Action"] == "cloudwatch:PutMetricData"
-    assert metrics["Condition"] == {
-        "StringEquals": {"cloudwatch:namespace": {"Ref": "ProjectName"}}
-    }
+    # No other right: its model-quality metrics are EMF log lines, which need no permission.
+    assert statements == [statement]
 
 
 def test_template_rollback_alarms_are_the_ones_deploy_endpoint_names():
