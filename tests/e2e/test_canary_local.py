@@ -28,12 +28,10 @@ import torch
 from pipeline_common.records import DEPLOYMENT, record_key
 from pipeline_common.registry import TRAINING_JOB_KEY
 
-from mlops.local.process import start_cloud_process, stop_cloud_process
 from mlops.models import deploy_version, find_version, list_versions
 from mlops.runs import follow, upload_dataset
 from mlops.sample_data import write_digits
-from mlops.target import local_target
-from tests.support.runs import WARN_ONLY_RULES, tiny_run
+from tests.support.runs import WARN_ONLY_RULES, local_cloud, tiny_run
 
 CANARY_PERCENT = 30
 PARAMETERS = tiny_run(
@@ -56,12 +54,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory):
-    root = tmp_path_factory.mktemp("canary-cloud")
-    process, _ = start_cloud_process(root, parameters=PARAMETERS)
-    try:
-        yield local_target(root)
-    finally:
-        stop_cloud_process(process)
+    with local_cloud(tmp_path_factory.mktemp("canary-cloud"), PARAMETERS) as target:
+        yield target
 
 
 @pytest.fixture(scope="module")

@@ -25,12 +25,10 @@ import pytest
 import requests
 from PIL import Image
 
-from mlops.local.process import start_cloud_process, stop_cloud_process
 from mlops.monitoring import latest_findings, run_monitor
 from mlops.runs import follow, upload_dataset
 from mlops.sample_data import write_digits
-from mlops.target import local_target
-from tests.support.runs import WARN_ONLY_RULES, tiny_run
+from tests.support.runs import WARN_ONLY_RULES, local_cloud, tiny_run
 from tests.support.shifts import SHIFTS, png
 
 PARAMETERS = tiny_run(
@@ -53,12 +51,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory):
-    root = tmp_path_factory.mktemp("monitoring-cloud")
-    process, _ = start_cloud_process(root, parameters=PARAMETERS)
-    try:
-        yield local_target(root)
-    finally:
-        stop_cloud_process(process)
+    with local_cloud(tmp_path_factory.mktemp("monitoring-cloud"), PARAMETERS) as target:
+        yield target
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,9 @@ rules' policy) and gets the rest from here.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from pipeline_report import executions as ex
@@ -76,3 +79,16 @@ def wait_for_state(target: Any, arn: str, state: str, timeout_s: float) -> ex.Ex
         done=lambda view: state in state_names(view) or view.status != "RUNNING",
         interval=1,
     )
+
+
+@contextlib.contextmanager
+def local_cloud(root: Path, parameters: dict[str, str]) -> Iterator[Any]:
+    """A local cloud with these template parameters, as a Target; stopped also on failure."""
+    from mlops.local.process import start_cloud_process, stop_cloud_process
+    from mlops.target import local_target
+
+    process, _ = start_cloud_process(root, parameters=parameters)
+    try:
+        yield local_target(root)
+    finally:
+        stop_cloud_process(process)
