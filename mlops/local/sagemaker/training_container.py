@@ -2,7 +2,8 @@
 
 A job directory mirrors the container's /opt/ml tree (input/data/<channel>, input/config,
 model, output/data, output/tensors, checkpoints, code). `JobContainer` fills it the way
-SageMaker fills the container before the script starts (input config files, channels from S3,
+SageMaker fills the container before the script starts (input config files, channels from S3
+- copied in File mode, placeholders fetched on first open in FastFile mode, see fastfile.py -
 the framework convention's source archive, restored checkpoints) and says how the job starts:
 through the training image's own ``train`` entry point (sagemaker-training-toolkit, from
 .venv-image) with the image's environment, or, only where a test opts in
@@ -121,7 +122,6 @@ class JobContainer:
         """The tree of another host of this job (hosts/<host>/), same job, same clients."""
         other = JobContainer(self.job, self.config, self.clients, self.data, host)
         other.network = self.network
-        other.fastfile = self.fastfile
         return other
 
     def close(self) -> None:
