@@ -9,6 +9,7 @@ that boto3 reads by itself, so nothing here knows whether it runs on AWS or loca
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,10 +57,15 @@ class LazyClient:
         self._service = service
         self._config = config
         self._client: Any = None
+        # boto3's default session must not build clients in two threads at once (a handler
+        # whose first use of a client is inside a thread pool would)
+        self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
         if self._client is None:
-            self._client = boto3.client(self._service, config=self._config)
+            with self._lock:
+                if self._client is None:
+                    self._client = boto3.client(self._service, config=self._config)
         return getattr(self._client, name)
 
     def __repr__(self) -> str:
