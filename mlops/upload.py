@@ -21,13 +21,13 @@ import hashlib
 import mimetypes
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from botocore.config import Config
 from pipeline_common.naming import MANIFEST_FILE
+from pipeline_common.parallel import bounded_map
 
 from mlops.manifest import DatasetFile
 
@@ -150,24 +150,6 @@ def _sha256_of_file(item: DatasetFile) -> str:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def bounded_map(
-    pool: ThreadPoolExecutor, work: Callable[[Any], Any], items: Iterable[Any], limit: int
-) -> Iterator[tuple[Any, Any]]:
-    """(item, result) as each finishes, with at most `limit` submitted and not yet done:
-    Executor.map would create every future up front (100k of them for 100k files)."""
-    pending: dict[Future, Any] = {}
-    for item in items:
-        if len(pending) >= limit:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield pending.pop(future), future.result()
-        pending[pool.submit(work, item)] = item
-    while pending:
-        done, _ = wait(pending, return_when=FIRST_COMPLETED)
-        for future in done:
-            yield pending.pop(future), future.result()
 
 
 def upload_files(

@@ -42,9 +42,16 @@ THROTTLING_CODES = frozenset(
 CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, user_agent_extra="mlops")
 
 
-def client(service: str) -> Any:
-    """A boto3 client with the project's retry settings (created once per container)."""
-    return boto3.client(service, config=CLIENT_CONFIG)
+def client(service: str, max_pool_connections: int | None = None) -> Any:
+    """A boto3 client with the project's retry settings (created once per container).
+
+    `max_pool_connections`: for a client shared by more threads than botocore's default
+    pool of 10 connections.
+    """
+    if max_pool_connections is None:
+        return boto3.client(service, config=CLIENT_CONFIG)
+    config = CLIENT_CONFIG.merge(Config(max_pool_connections=max_pool_connections))
+    return boto3.client(service, config=config)
 
 
 def error_code(error: ClientError) -> str:
