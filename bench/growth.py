@@ -15,12 +15,17 @@ classes (the dog-breed count) beside 10:
   once; `build_loaders`; one pass of the train loader: decode, resize, crop, to tensor) with
   its defaults (workers 0 here, batch 64, 32 px). The network's step is left out of the curve
   (its cost per image does not depend on the data set's size) and reported once per image.
+- **report**: drawing the figures and rendering the HTML of a run whose tuning job had 2 and
+  50 trials (pipeline_report's draw + render, what `mlops report` and the console's report
+  page run). The trials come from leaderboard.json in one GET whatever their number, so the
+  collection is left out; the console's /tuning-jobs page (SageMaker's own listing) is not
+  measured: the local SageMaker would have to run 50 trainings to list them.
 
 The images are scikit-learn's digits as 32-px PNGs (about 500 bytes), reused round-robin to
 reach 20k; labels are the folder names. Checks: each curve's growth exponent (slope of log
-time over log images, smallest to largest) <= 1.1; upload >= 200 files/s at the largest size;
-133 classes cost at most 1.25x the time per image of 10 at the same image count. Figures:
-docs/images/growth-images.png and docs/images/growth-classes.png.
+time over log size, smallest to largest; images, or trials for the report) <= 1.1; upload
+>= 200 files/s at the largest size; 133 classes cost at most 1.25x the time per image of 10
+at the same image count. Figures: docs/images/growth-images.png and docs/images/growth-classes.png.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import io
 import json
 import math
 import mimetypes
+import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -53,7 +59,7 @@ from bench.common import (
 )
 
 NAME = "growth"
-TITLE = "Growth with the data set: upload, validation, one epoch's data path (1k-20k images)"
+TITLE = "Growth: upload, validation, epoch data path at 1k-20k images; report at 2-50 trials"
 GOAL_EXPONENT = 1.1
 GOAL_FILES_PER_S = 200.0
 GOAL_CLASS_RATIO = 1.25
@@ -62,6 +68,7 @@ FIGURES = REPO_ROOT / "docs" / "images"
 EPOCH_LINE = "[growth-epoch] "
 # Per class: one valid and one test image first, then 80/10/10.
 SPLIT_CYCLE = ("train",) * 8 + ("valid", "test")
+REPORT_TRIALS = (2, 50)
 CLOUD_PARAMETERS = {"MinTrainImagesPerClass": "1", "MinEvalImagesPerClass": "1"}
 
 
@@ -290,6 +297,86 @@ class _Pngs:
 PNGS = _Pngs()
 
 
+# -- the report at 2 against 50 trials ---------------------------------------------------------
+def report_data(trials: int) -> Any:
+    """A finished run's report data with a tuning job of `trials` trials (no other records).
+
+    The report reads the trials from leaderboard.json in one GET whatever their number, so
+    what grows with them is drawing and rendering, timed here on this data."""
+    from datetime import UTC, datetime, timedelta
+
+    from pipeline_report import analysis as an
+    from pipeline_report import executions as ex
+    from pipeline_report.collect import RunData
+    from pipeline_report.describe import Tuning
+
+    started = datetime(2026, 12, 1, tzinfo=UTC)
+    rows = [
+        {
+            "name": f"bench-tuning-{index:03d}-abcdef",
+            "status": "Completed" if index % 7 else "Stopped",
+            "objective": 0.5 + 0.4 * math.sin(index),
+            "hyperparameters": {"lr": 10 ** (-4 + 3 * (index % 11) / 10), "batch_size": 64},
+            "failure_reason": None,
+            "started": (started + timedelta(minutes=index)).isoformat(),
+            "ended": (started + timedelta(minutes=index + 5)).isoformat(),
+        }
+        for index in range(trials)
+    ]
+    tuning = Tuning(
+        job_name="bench-tuning",
+        status="Completed",
+        strategy="Bayesian",
+        objective_metric="valid:loss",
+        objective_type="Minimize",
+        trials=an.sort_trials(rows, "Minimize"),
+        trials_source="leaderboard.json (written by FindBest)",
+        best_name=rows[0]["name"],
+        best_objective=rows[0]["objective"],
+        best_hyperparameters=rows[0]["hyperparameters"],
+        counters={"Completed": trials},
+        max_jobs=trials,
+        learning_rate="lr",
+        learning_rate_log=True,
+        learning_rate_range=(1e-4, 1e-1),
+    )
+    view = ex.ExecutionView(
+        arn="arn:aws:states:us-east-1:123456789012:execution:pipeline:bench",
+        name="bench",
+        status="SUCCEEDED",
+        started=started,
+        stopped=started + timedelta(hours=1),
+        input={},
+        output={},
+        error=None,
+        cause=None,
+    )
+    return RunData(
+        view=view,
+        target_name="bench",
+        generated=started,
+        timeline=[],
+        records={},
+        tuning=tuning,
+    )
+
+
+def measure_report(trials: int, rounds: int) -> dict[str, float]:
+    """Median seconds to draw the figures and render the HTML (the console serves the same)."""
+    from pipeline_report.build import draw as draw_figures
+    from pipeline_report.render import render
+
+    data = report_data(trials)
+    draw_figures(data)  # matplotlib's first figure pays its imports and font cache
+    timings, size = [], 0
+    for _ in range(rounds):
+        started = time.perf_counter()
+        html = render(data, draw_figures(data))
+        timings.append(time.perf_counter() - started)
+        size = len(html)
+    return {"trials": trials, "seconds": statistics.median(timings), "html_bytes": size}
+
+
 # -- checks, figures, run ------------------------------------------------------------------
 def exponent(points: list[tuple[int, float]]) -> float | None:
     """Slope of log(time) over log(size) between the smallest and largest size."""
@@ -395,6 +482,20 @@ def checks_for(
     return checks
 
 
+def report_checks(reports: list[dict[str, float]]) -> list[dict[str, Any]]:
+    points = [(int(r["trials"]), r["seconds"]) for r in reports]
+    few, many = reports[0], reports[-1]
+    return [
+        at_most(
+            f"report (draw + render): growth exponent, {points[0][0]} -> {points[-1][0]} trials",
+            exponent(points),
+            GOAL_EXPONENT,
+        ),
+        info(f"  report s at {few['trials']:.0f} trials", few["seconds"]),
+        info(f"  report s at {many['trials']:.0f} trials", many["seconds"]),
+    ]
+
+
 def run(settings: Settings) -> dict[str, Any]:
     plan = plan_for(settings.quick)
     middle = plan.sizes[len(plan.sizes) // 2] if len(plan.sizes) > 2 else plan.sizes[-1]
@@ -408,13 +509,20 @@ def run(settings: Settings) -> dict[str, Any]:
         few = next(row for row in curve_rows if row["images"] == middle)
         first = settings.work_dir / "data" / f"g{plan.sizes[0]}-c{plan.classes[0]}"
         baselines = measure_upload_baselines(target, first)
+    rounds = 1 if settings.quick else 3
+    reports = [measure_report(trials, rounds) for trials in REPORT_TRIALS]
     figures = [] if settings.quick else draw(curve_rows, [few, many])
     notes = [f"figure: {path.relative_to(REPO_ROOT)}" for path in figures]
     return result(
         NAME,
         TITLE,
-        checks_for(curve_rows, [few, many], baselines),
-        {"curve": curve_rows, "classes": [few, many], "upload_baselines": baselines},
+        checks_for(curve_rows, [few, many], baselines) + report_checks(reports),
+        {
+            "curve": curve_rows,
+            "classes": [few, many],
+            "upload_baselines": baselines,
+            "report": reports,
+        },
         notes,
     )
 
