@@ -13,13 +13,18 @@ classes (the dog-breed count) beside 10:
   ListObjectsV2, from here) is timed too: the rest is reading images.
 - **epoch**: train.py's own data path in a child process (`load_data`: every image checked
   once; `build_loaders`; one pass of the train loader: decode, resize, crop, to tensor) with
-  its defaults (workers 0 here, batch 64, 32 px). The network's step is left out of the curve
-  (its cost per image does not depend on the data set's size) and reported once per image.
+  its defaults (workers 0 here, batch 64, 32 px), in CPU seconds of the one-thread child.
+  The network's step is left out of the curve (its cost per image does not depend on the
+  data set's size) and reported once per image.
 - **report**: drawing the figures and rendering the HTML of a run whose tuning job had 2 and
   50 trials (pipeline_report's draw + render, what `mlops report` and the console's report
   page run). The trials come from leaderboard.json in one GET whatever their number, so the
   collection is left out; the console's /tuning-jobs page (SageMaker's own listing) is not
   measured: the local SageMaker would have to run 50 trainings to list them.
+
+Sizes are measured in the order 1k, 5k/10, 5k/133, 5k/133, 5k/10, 20k, 1k: the class
+comparison is A B B A and the smallest size is the mean of both ends, so a drift in the
+machine's load falls on both sides of each ratio (upload and validation are wall seconds).
 
 The images are scikit-learn's digits as 32-px PNGs (about 500 bytes), reused round-robin to
 reach 20k; labels are the folder names. Checks: each curve's growth exponent (slope of log
@@ -257,17 +262,26 @@ def measure_epoch(settings: Settings, data: Path, model_batches: int) -> dict[st
 
 
 def measure_set(
-    settings: Settings, target: Any, function: str, plan: Plan, images: int, classes: int
+    settings: Settings,
+    target: Any,
+    function: str,
+    plan: Plan,
+    images: int,
+    classes: int,
+    round_: int = 0,
 ) -> dict[str, Any]:
-    dataset = f"g{images}-c{classes}"
-    data = write_dataset(settings.work_dir / "data" / dataset, images, classes, PNGS.get())
+    """Upload, validate and pass over one data set; `round_` names a fresh prefix so a
+    repeat uploads everything again."""
+    folder = f"g{images}-c{classes}"
+    dataset = f"{folder}-r{round_}"
+    data = write_dataset(settings.work_dir / "data" / folder, images, classes, PNGS.get())
     upload = measure_upload(target, data, dataset)
     validation = measure_validation(target, function, dataset, upload.pop("manifest"))
     epoch = measure_epoch(settings, data, plan.model_batches)
     log(
         f"{NAME}: {images} images, {classes} classes: upload {upload['seconds']:.1f} s "
         f"({upload['files_per_s']:.0f}/s), validation {validation['seconds']:.1f} s, "
-        f"epoch data path {epoch['epoch_s']:.1f} s (+ check {epoch['scan_s']:.1f} s)"
+        f"epoch data path {epoch['epoch_s']:.1f} CPU s (+ check {epoch['scan_s']:.1f} CPU s)"
     )
     return {
         "images": images,
@@ -276,6 +290,17 @@ def measure_set(
         **_prefixed(validation, "validation"),
         **_prefixed(epoch, "epoch"),
     }
+
+
+def mean_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean of repeated measurements of one data set (numbers averaged, the rest kept)."""
+    merged = dict(rows[0])
+    for key, value in rows[0].items():
+        values = [row[key] for row in rows]
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        if numeric and len(set(values)) > 1:
+            merged[key] = statistics.fmean(values)
+    return merged
 
 
 def _prefixed(values: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -389,8 +414,8 @@ def exponent(points: list[tuple[int, float]]) -> float | None:
 CURVES = {
     "upload": "upload_seconds",
     "validation": "validation_seconds",
-    "epoch data path": "epoch_epoch_s",
-    "image check (train.py setup)": "epoch_scan_s",
+    "epoch data path (CPU s)": "epoch_epoch_s",
+    "image check, train.py setup (CPU s)": "epoch_scan_s",
 }
 
 
@@ -499,27 +524,41 @@ def report_checks(reports: list[dict[str, float]]) -> list[dict[str, Any]]:
 def run(settings: Settings) -> dict[str, Any]:
     plan = plan_for(settings.quick)
     middle = plan.sizes[len(plan.sizes) // 2] if len(plan.sizes) > 2 else plan.sizes[-1]
+    small = plan.sizes[0]
+    few_classes, many_classes = plan.classes
     with cloud(settings) as target:
         function = validate_function(target)
         warm_up(target, function)
-        curve_rows = [
-            measure_set(settings, target, function, plan, n, plan.classes[0]) for n in plan.sizes
-        ]
-        many = measure_set(settings, target, function, plan, middle, plan.classes[1])
-        few = next(row for row in curve_rows if row["images"] == middle)
-        first = settings.work_dir / "data" / f"g{plan.sizes[0]}-c{plan.classes[0]}"
-        baselines = measure_upload_baselines(target, first)
+
+        def measure(images: int, classes: int, round_: int) -> dict[str, Any]:
+            return measure_set(settings, target, function, plan, images, classes, round_)
+
+        # Order S, M10, M133, M133, M10, (others), L, S: the class comparison is A B B A and
+        # the smallest size is taken at both ends, so a drift in the machine's load falls on
+        # both sides of each ratio (wall-time figures; the epoch's are CPU seconds).
+        first = measure(small, few_classes, 0)
+        few = [measure(middle, few_classes, 1)]
+        many = [measure(middle, many_classes, 1), measure(middle, many_classes, 2)]
+        few.append(measure(middle, few_classes, 2))
+        others = [measure(n, few_classes, 1) for n in plan.sizes if n not in (small, middle)]
+        last = measure(small, few_classes, 3)
+        baselines = measure_upload_baselines(target, settings.work_dir / "data" / first["folder"])
+    curve_rows = sorted(
+        [mean_row([first, last]), mean_row(few), *others], key=lambda row: row["images"]
+    )
+    few_row, many_row = mean_row(few), mean_row(many)
     rounds = 1 if settings.quick else 3
     reports = [measure_report(trials, rounds) for trials in REPORT_TRIALS]
-    figures = [] if settings.quick else draw(curve_rows, [few, many])
+    figures = [] if settings.quick else draw(curve_rows, [few_row, many_row])
     notes = [f"figure: {path.relative_to(REPO_ROOT)}" for path in figures]
     return result(
         NAME,
         TITLE,
-        checks_for(curve_rows, [few, many], baselines) + report_checks(reports),
+        checks_for(curve_rows, [few_row, many_row], baselines) + report_checks(reports),
         {
             "curve": curve_rows,
-            "classes": [few, many],
+            "classes": [few_row, many_row],
+            "repeats": {"smallest": [first, last], "few_classes": few, "many_classes": many},
             "upload_baselines": baselines,
             "report": reports,
         },
@@ -542,29 +581,29 @@ def epoch_child(data: Path, model_batches: int) -> None:
     args = train.get_args_parser().parse_args(
         ["--image-size", str(IMAGE_SIZE), "--workers", "0", "--batch-size", "64"]
     )
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     classes, splits = train.load_data(args)
-    scan_s = time.perf_counter() - started
+    scan_s, scan_wall_s = time.process_time() - cpu, time.perf_counter() - started
     loaders = train.build_loaders(args, splits)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     kept = []  # a few batches for the network's step; the others are dropped as they come
     for batch in loaders["train"]:
         if len(kept) <= model_batches:
             kept.append(batch)
-    epoch_s = time.perf_counter() - started
+    epoch_s, epoch_wall_s = time.process_time() - cpu, time.perf_counter() - started
     model = train.build_model(args, len(classes))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     loss_fn = torch.nn.CrossEntropyLoss()
     timed = kept
-    started = images = 0
+    started, images = 0.0, 0
     for index, (inputs, targets) in enumerate(timed):
         if index == 1:  # the first step warms up
-            started = time.perf_counter()
+            started = time.process_time()
         optimizer.zero_grad()
         loss_fn(model(inputs), targets).backward()
         optimizer.step()
         images += len(targets) if index else 0
-    model_ms = 1000 * (time.perf_counter() - started) / images if images else math.nan
+    model_ms = 1000 * (time.process_time() - started) / images if images else math.nan
     train_images = len(splits["train"].samples)
     print(
         EPOCH_LINE
@@ -572,6 +611,8 @@ def epoch_child(data: Path, model_batches: int) -> None:
             {
                 "scan_s": scan_s,
                 "epoch_s": epoch_s,
+                "scan_wall_s": scan_wall_s,
+                "epoch_wall_s": epoch_wall_s,
                 "train_images": train_images,
                 "model_ms_per_image": model_ms,
             }
