@@ -496,6 +496,10 @@ def checks_for(
     checks.append(
         info("validation s per 100k images (local, from the largest)", 1e5 * seconds_each)
     )
+    listing = [(row["images"], row["validation_listing_s"]) for row in curve_rows]
+    checks.append(
+        info("  listing alone (moto's ListObjectsV2): growth exponent", exponent(listing))
+    )
     share = largest["validation_listing_s"] / largest["validation_seconds"]
     checks.append(info("  listing share of validation at the largest", share))
     checks.append(
