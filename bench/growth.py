@@ -286,6 +286,7 @@ def measure_set(
     return {
         "images": images,
         "classes": classes,
+        "folder": folder,
         **_prefixed(upload, "upload"),
         **_prefixed(validation, "validation"),
         **_prefixed(epoch, "epoch"),
