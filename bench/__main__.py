@@ -36,6 +36,7 @@ BENCHMARKS = {
     "persistence": "bench.persistence",
     "throughput": "bench.throughput",
     "growth": "bench.growth",
+    "scale": "bench.scale",
 }
 BENCH_DIR = REPO_ROOT / "bench"
 
