@@ -8,6 +8,7 @@ pipeline's (pipeline_common), so the uploader cannot drift from what ValidateDat
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,20 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def build_manifest(name: str, files: list[DatasetFile], checksums: bool = True) -> dict[str, Any]:
+def _digest(item: DatasetFile, known: Mapping[str, str]) -> str:
+    return known.get(item.key) or sha256_of(item.path)
+
+
+def build_manifest(
+    name: str,
+    files: list[DatasetFile],
+    checksums: bool = True,
+    sha256: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """The manifest for `files`; class list = union of class folders over the splits, sorted.
+
+    `sha256` maps keys to digests already computed (the upload reads each file once); a file
+    missing from it is read here.
 
     Checked against the pipeline's own schema (:class:`pipeline_common.manifest.Manifest`)
     before it is returned: a manifest the pipeline would refuse must not start a run.
@@ -103,8 +116,9 @@ def build_manifest(name: str, files: list[DatasetFile], checksums: bool = True) 
         "file_count": len(files),
     }
     if checksums:
+        known = sha256 or {}
         manifest["files"] = [
-            {"key": item.key, "size": item.size, "sha256": sha256_of(item.path)} for item in files
+            {"key": item.key, "size": item.size, "sha256": _digest(item, known)} for item in files
         ]
     Manifest.model_validate(manifest)
     return manifest

@@ -30,6 +30,7 @@ from pipeline_report import executions as ex
 
 from mlops.manifest import build_manifest, check_dataset_name, list_dataset_files
 from mlops.target import Target
+from mlops.upload import upload_client_config, upload_files
 
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
@@ -59,21 +60,25 @@ def upload_dataset(
         shown = ", ".join(str(link.relative_to(directory)) for link in links[:5])
         more = f" and {len(links) - 5} more" if len(links) > 5 else ""
         progress(f"Skipped {len(links)} symbolic link(s), not uploaded: {shown}{more}")
-    s3 = target.client("s3")
+    s3 = target.client("s3", config=upload_client_config())
     prefix = dataset_prefix(name)
-    total = len(files)
-    for index, item in enumerate(files, 1):
-        content_type = mimetypes.guess_type(item.path.name)[0] or "application/octet-stream"
-        s3.upload_file(
-            str(item.path),
-            target.data_bucket,
-            f"{prefix}{item.key}",
-            ExtraArgs={"ContentType": content_type},
+    sent = upload_files(s3, target.data_bucket, prefix, files, checksums=checksums)
+    if sent.strays:
+        shown = ", ".join(sent.strays[:5])
+        more = f" and {len(sent.strays) - 5} more" if len(sent.strays) > 5 else ""
+        progress(
+            f"s3://{target.data_bucket}/{prefix} also holds {len(sent.strays)} object(s) that "
+            f"{directory} does not: {shown}{more}; validation will name them (delete them "
+            f"with `aws s3 rm` if they are left from an older upload)"
         )
-        if index == total or index % 100 == 0:
-            progress(f"  uploaded {index}/{total} files ({100 * index // total}%)")
-    execution = put_manifest(target, name, build_manifest(name, files, checksums=checksums))
-    out(f"Uploaded {total} files and manifest.json to s3://{target.data_bucket}/{prefix}")
+    manifest = build_manifest(name, files, checksums=checksums, sha256=sent.sha256)
+    execution = put_manifest(target, name, manifest)
+    already = f" ({sent.skipped} already there)" if sent.skipped else ""
+    out(
+        f"Uploaded {len(files)} files{already} and manifest.json to "
+        f"s3://{target.data_bucket}/{prefix} in {sent.seconds:.1f} s "
+        f"({sent.files_per_s:.0f} files/s)"
+    )
     return started_execution(target, execution, timeout_s)
 
 

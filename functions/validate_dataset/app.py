@@ -13,8 +13,9 @@ decoded completely as plain 8-bit RGB or grayscale JPEG/PNG.
 
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline_common.aws import aws_call, client
 from pipeline_common.config import CommonSettings, ValidationSettings
-from pipeline_common.errors import DatasetInvalid
+from pipeline_common.errors import DatasetInvalid, DatasetTooLarge
 from pipeline_common.images import ImageCheck, check_image_bytes, unreadable
 from pipeline_common.kit import count, logger, step
 from pipeline_common.manifest import (
@@ -37,16 +38,22 @@ from pipeline_common.manifest import (
 )
 from pipeline_common.models import SampleImage, StepModel, ValidatedDataset
 from pipeline_common.naming import dataset_prefix
+from pipeline_common.parallel import bounded_map
 from pipeline_common.records import VALIDATION, record_key
 from pipeline_common.s3io import MISSING_CODES, s3_uri, write_json
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-s3 = client("s3")
-
-# botocore's default connection pool per client is 10: more threads would only wait for it.
-CHECK_WORKERS = 10
+# GETs in flight at once. S3's latency (tens of ms) is hidden by the threads while Pillow's
+# decoders release the GIL; the client's connection pool is as large, so none waits for one.
+CHECK_WORKERS = 16
+# Checks submitted and not yet read: memory stays flat at 100k images (pipeline_common.parallel).
+CHECK_BACKLOG = 4 * CHECK_WORKERS
+# Stop this long before the Lambda's timeout, so the run ends with DatasetTooLarge and the
+# numbers to act on instead of Sandbox.Timedout (which the state machine retries once, whole).
+DEADLINE_MARGIN_S = 20.0
+s3 = client("s3", max_pool_connections=CHECK_WORKERS)
 # Larger objects are not downloaded: no photo for a classifier is this big.
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
 SMOKE_TEST_IMAGES_PER_CLASS = 3
@@ -69,6 +76,24 @@ class ImageScan:
     @property
     def unreadable_count(self) -> int:
         return sum(len(files) for files in self.unreadable.values())
+
+    def add(self, split: str, class_name: str, relative: str, check: ImageCheck) -> None:
+        """Count one image's verdict (results arrive in completion order; see sort)."""
+        if not check.readable:
+            self.unreadable[(split, class_name)].append((relative, check.reason or "unreadable"))
+            return
+        self.readable[(split, class_name)] += 1
+        if split == "test":
+            self.readable_test[class_name].append(relative)
+            if check.plain:
+                self.plain_test[class_name].append(relative)
+
+    def sort(self) -> None:
+        """Key order, as if checked one by one: messages and smoke-test images stay stable."""
+        for files in (*self.unreadable.values(), *self.plain_test.values()):
+            files.sort()
+        for keys in self.readable_test.values():
+            keys.sort()
 
 
 class ValidateInput(StepModel):
@@ -121,31 +146,48 @@ def check_object(bucket: str, key: str, size: int, full_decode: bool) -> ImageCh
     return unreadable("deleted after the manifest was written")
 
 
-def scan_images(bucket: str, prefix: str, listing: ObjectListing) -> ImageScan:
+def scan_images(
+    bucket: str,
+    prefix: str,
+    listing: ObjectListing,
+    remaining_s: Callable[[], float] | None = None,
+) -> ImageScan:
     """Check every image, CHECK_WORKERS at a time (S3 latency dominates, Pillow frees the GIL).
 
     Test images are decoded completely (the smoke test sends one); train/valid JPEGs in
-    draft mode, which still reads every byte.
+    draft mode, which still reads every byte. `remaining_s` is the Lambda's time left: when
+    it falls under DEADLINE_MARGIN_S the scan stops with DatasetTooLarge (see there).
     """
     objects = image_objects(listing)
-    with ThreadPoolExecutor(max_workers=CHECK_WORKERS) as pool:
-        checks = list(
-            pool.map(
-                lambda o: check_object(bucket, prefix + o[2], o[3], full_decode=o[0] == "test"),
-                objects,
-            )
-        )
     scan = ImageScan()
-    for (split, class_name, relative, _size), check in zip(objects, checks, strict=True):
-        if not check.readable:
-            scan.unreadable[(split, class_name)].append((relative, check.reason or "unreadable"))
-            continue
-        scan.readable[(split, class_name)] += 1
-        if split == "test":
-            scan.readable_test[class_name].append(relative)
-            if check.plain:
-                scan.plain_test[class_name].append(relative)
+    started = time.monotonic()
+
+    def check(item: tuple[str, str, str, int]) -> ImageCheck:
+        split, _, relative, size = item
+        return check_object(bucket, prefix + relative, size, full_decode=split == "test")
+
+    with ThreadPoolExecutor(max_workers=CHECK_WORKERS) as pool:
+        results = bounded_map(pool, check, objects, CHECK_BACKLOG)
+        for done, ((split, class_name, relative, _), result) in enumerate(results, 1):
+            scan.add(split, class_name, relative, result)
+            if remaining_s is not None and remaining_s() < DEADLINE_MARGIN_S:
+                results.close()  # cancels what has not started
+                raise too_large(done, len(objects), time.monotonic() - started)
+    scan.sort()
     return scan
+
+
+def too_large(done: int, total: int, seconds: float) -> DatasetTooLarge:
+    """The numbers a person needs to size ValidateDatasetFunction for this data set."""
+    rate = done / seconds if seconds > 0 else 0.0
+    needed = f"about {total / rate:.0f} s" if rate > 0 else "longer"
+    return DatasetTooLarge(
+        f"validation read {done} of {total} images in {seconds:.0f} s ({rate:.0f} images/s) "
+        f"and stopped before the Lambda's timeout; all {total} need {needed}. Raise "
+        f"ValidateDatasetFunction's MemorySize in template.yaml (its CPU share grows with "
+        f"memory: 1769 MB is one vCPU) or its Timeout (at most 900 s, with the ASL's "
+        f"TimeoutSeconds above it), or split the data set"
+    )
 
 
 def _named_files(files: list[tuple[str, str]]) -> str:
@@ -279,7 +321,9 @@ def lambda_handler(event: ValidateInput, context: LambdaContext) -> ValidatedDat
     problems = find_problems(manifest, event.dataset, listing)
     if problems:
         raise reject(event, problems)
-    scan = scan_images(event.bucket, prefix, listing)
+    scan = scan_images(
+        event.bucket, prefix, listing, lambda: context.get_remaining_time_in_millis() / 1000
+    )
     problems = image_problems(manifest, scan, settings)
     if problems:
         raise reject(event, problems)

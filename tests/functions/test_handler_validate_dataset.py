@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
-from pipeline_common.errors import DatasetInvalid
+from pipeline_common.errors import DatasetInvalid, DatasetTooLarge
 
 from tests.functions.handler_helpers import load_event, messy_images, upload_dataset
 
@@ -287,3 +288,37 @@ def test_validate_dataset_smoke_test_image_is_plain(app, buckets, context):
     record = validation_record(buckets)
     assert record["images"]["unreadable_count"] == 0
     assert record["smoke_test_images"][0]["key"] == "datasets/digits/test/001.one/0002.png"
+
+
+def test_validate_dataset_near_its_timeout_stops_with_the_numbers_to_act_on(app, buckets, context):
+    """Too little time left ends in DatasetTooLarge (not Sandbox.Timedout), with the counts."""
+    upload_dataset(buckets.s3, buckets.data)
+    context.remaining_ms = int(app.DEADLINE_MARGIN_S * 1000) - 1
+
+    with pytest.raises(DatasetTooLarge) as error:
+        run(app, context)
+
+    message = str(error.value)
+    assert re.search(r"read \d+ of 18 images in \d+ s", message), message
+    assert "MemorySize" in message and "Timeout" in message, message
+
+
+def test_validate_dataset_lists_every_page(app, buckets, context):
+    """More objects than one ListObjectsV2 page (1,000) are all counted."""
+    per_class = 1_100
+    counts = {
+        "train": {"000.zero": per_class, "001.one": 5},
+        "valid": {"000.zero": 2, "001.one": 2},
+        "test": {"000.zero": 2, "001.one": 2},
+    }
+    prefix = "datasets/digits/"
+    for split, classes in counts.items():
+        for class_name, n in classes.items():
+            for i in range(n):
+                key = f"{prefix}{split}/{class_name}/{i:04d}.png"
+                buckets.s3.put_object(Bucket=buckets.data, Key=key, Body=b"x")
+
+    listed = list(app.list_relative_keys(buckets.data, prefix))
+
+    assert len(listed) == sum(sum(c.values()) for c in counts.values())
+    assert app.summarize_objects(listed).counts[("train", "000.zero")] == per_class

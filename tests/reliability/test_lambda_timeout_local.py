@@ -3,7 +3,7 @@
 ``lambda_hang`` makes the local Lambda worker block instead of calling the handler, so the
 runtime's real Timeout enforcement fires (the template's Timeout, the worker killed,
 ``Sandbox.Timedout``). StartTuning is the function hung: it is the earliest one with the
-template's default 60 s Timeout (ValidateDataset has 300 s), and it hangs before the handler
+template's default 60 s Timeout (ValidateDataset has 900 s), and it hangs before the handler
 creates the tuning job, so nothing trains. Two clouds run at the same time, one per fault spec:
 
 - hanga, ``lambda_hang=StartTuning``: both attempts time out (the first and the one retry of

@@ -28,9 +28,10 @@ class Target:
     # lead to `mlops console`'s pages instead (pipeline_report.lineage.link_url).
     local: bool = False
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, config: Any = None) -> Any:
+        """A client for `service` at this target's endpoint (`config`: a botocore Config)."""
         endpoint = self.endpoints.get(service) or self.endpoints.get("default")
-        return self.session.client(service, endpoint_url=endpoint)
+        return self.session.client(service, endpoint_url=endpoint, config=config)
 
     def output(self, key: str) -> str:
         try:

@@ -26,6 +26,10 @@ class DatasetInvalid(PipelineError):
     """The uploaded data set does not match its manifest or the expected layout."""
 
 
+class DatasetTooLarge(PipelineError):
+    """Reading every image would not finish within the validation Lambda's timeout."""
+
+
 class TuningFailed(PipelineError):
     """The hyperparameter tuning job ended Failed or Stopped."""
 
