@@ -73,15 +73,16 @@ class LazyClient:
         return f"<LazyClient {self._service} ({state})>"
 
 
-def client(service: str, max_pool_connections: int | None = None) -> Any:
+def client(
+    service: str, config: Config = CLIENT_CONFIG, *, max_pool_connections: int | None = None
+) -> Any:
     """A boto3 client with the project's retry settings, built at its first use (LazyClient).
 
     `max_pool_connections`: for a client shared by more threads than botocore's default
     pool of 10 connections.
     """
-    config = CLIENT_CONFIG
     if max_pool_connections is not None:
-        config = CLIENT_CONFIG.merge(Config(max_pool_connections=max_pool_connections))
+        config = config.merge(Config(max_pool_connections=max_pool_connections))
     return LazyClient(service, config)
 
 
