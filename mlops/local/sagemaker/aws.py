@@ -7,6 +7,7 @@ knows whether it talks to moto or to AWS.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 import tarfile
@@ -24,6 +25,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from mlops.local.paths import PathEscapeError, contained
 
 logger = logging.getLogger(__name__)
+
+
+DOWNLOAD_THREADS = 8  # below botocore's default pool of 10 connections per client
+DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 
 
 class S3UriError(ValueError):
@@ -125,9 +130,21 @@ class AwsClients:
                     raise UnsafeKeyError(bucket, key, target) from None
         if not planned:
             raise FileNotFoundError(f'No S3 objects found under S3 URL "{uri}"')
-        for key, destination in planned:
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            s3.download_file(bucket, key, str(destination))
+        for folder in {destination.parent for _, destination in planned}:
+            folder.mkdir(parents=True, exist_ok=True)
+
+        def fetch(job: tuple[str, Path]) -> None:
+            key, destination = job
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+            with destination.open("wb") as stream:
+                for chunk in body.iter_chunks(DOWNLOAD_CHUNK_BYTES):
+                    stream.write(chunk)
+
+        # Several GETs in flight, as SageMaker's File mode downloads a channel: one at a time
+        # through s3transfer's download_file cost 9-13 ms a small file here, 8 GetObjects in
+        # flight 6 ms (the 1,797 digits: about 22 s -> 11 s a job at load 10; docs/performance.md).
+        with concurrent.futures.ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:
+            list(pool.map(fetch, planned))  # re-raises the first error
         return len(planned)
 
     def download_file(self, uri: str, destination: Path) -> Path:
