@@ -331,8 +331,17 @@ class LambdaRuntime:
             warm = sum(1 for ws in self._idle.values() for w in ws if w.function_name == name)
             if self._idle.get(key) or self._busy.get(name, 0) + warm >= self.concurrency_limit(fn):
                 return
-        worker = self._start_worker(fn)
-        with self._lock:
+            # The starting environment holds one of the function's slots, as an invocation's
+            # would: invocations meanwhile cannot start more environments than the limit.
+            self._busy[name] = self._busy.get(name, 0) + 1
+        try:
+            worker = self._start_worker(fn)
+        except BaseException:
+            with self._lock:
+                self._busy[name] -= 1
+            raise
+        with self._lock:  # slot and idle environment change hands in one step
+            self._busy[name] -= 1
             if not self._stopping.is_set():
                 worker.last_used = time.monotonic()
                 self._idle.setdefault(key, []).append(worker)

@@ -257,6 +257,8 @@ def test_worker_pool_is_bounded_per_function_and_idle_workers_are_reaped(tmp_pat
     process, info = start_cloud_process(tmp_path, template=TOY, parameters=SLOW, extra_env=env)
     try:
         function = info.deployment["functions"]["ToyFunction"]
+        # The pre-warmed environment holds a slot while it starts: let it finish first.
+        wait_for(lambda: lambda_workers(info), 60, "the pre-warmed worker", done=bool)
         answers = burst(info, function, 6, {"sleep": 1.0})
         assert answers.count("ok") >= 2, answers
         assert "TooManyRequestsException/429" in answers, answers
