@@ -52,12 +52,12 @@ demo: venv sam-venv image-venv
 
 ## Unit, integration and the fast end-to-end tests, then lint and template checks.
 test: venv sam-venv checkov-venv image-venv
-	$(PYTEST) -m "not slow" --timeout 900
+	$(PYTEST) -m "not slow" --timeout 900 --durations=25
 	$(MAKE) lint
 
 ## Slower tests (whole pipelines, many trainings). CI runs them after `make test`.
 test-slow: venv sam-venv checkov-venv image-venv
-	$(PYTEST) -m slow --timeout 1800
+	$(PYTEST) -m slow --timeout 1800 --durations=0
 
 ## Bad input, fuzzing, load, template security and (slow) fault injection on the local cloud.
 test-reliability: venv sam-venv checkov-venv image-venv

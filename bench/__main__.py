@@ -35,6 +35,7 @@ BENCHMARKS = {
     "drift": "bench.drift",
     "persistence": "bench.persistence",
     "throughput": "bench.throughput",
+    "scale": "bench.scale",
 }
 BENCH_DIR = REPO_ROOT / "bench"
 

@@ -52,7 +52,7 @@ from bench.common import (
 
 NAME = "cold_start"
 TITLE = "Lambda cold start and predict package size"
-GOAL = 1.5
+GOAL = 2.0  # issue 17: the worst handler within twice a bare `import boto3`
 EVENTS = REPO_ROOT / "tests" / "events"
 LAMBDA_UNZIPPED_LIMIT_MB = 250.0  # function + layers, unzipped
 MB = 1024 * 1024

@@ -28,15 +28,20 @@ import contextlib
 import json
 from typing import TYPE_CHECKING, Any
 
-import boto3
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from pipeline_common.aws import CLIENT_CONFIG, THROTTLING_CODES, error_code, error_message
+from pipeline_common.aws import (
+    CLIENT_CONFIG,
+    THROTTLING_CODES,
+    client,
+    error_code,
+    error_message,
+)
 from pipeline_common.config import env_float, env_int, env_str
 from pipeline_common.errors import ConfigurationError
 from pipeline_common.quality import (
@@ -45,12 +50,12 @@ from pipeline_common.quality import (
     MODEL_DIMENSION,
     model_value,
 )
+from pipeline_common.tracing import traced
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 app = APIGatewayRestResolver()
 # InvokeEndpoint waits at most INVOKE_ATTEMPTS x (connect + read) plus botocore's standard
@@ -68,7 +73,7 @@ RUNTIME_CONFIG = CLIENT_CONFIG.merge(
         retries={"mode": "standard", "total_max_attempts": INVOKE_ATTEMPTS},
     )
 )
-runtime = boto3.client("sagemaker-runtime", config=RUNTIME_CONFIG)
+runtime = client("sagemaker-runtime", RUNTIME_CONFIG)  # built at the first InvokeEndpoint
 
 IMAGE_CONTENT_TYPES = frozenset(
     {"image/jpeg", "image/png", "application/x-image", "application/octet-stream"}
@@ -391,8 +396,12 @@ def handle_unexpected(error: Exception) -> Response:
     )
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     return app.resolve(event, context)
+
+
+# The Tracer only where tracing is on: its SDK costs cold start (pipeline_common.tracing)
+lambda_handler = logger.inject_lambda_context(
+    traced(lambda_handler, logger.service), correlation_id_path=correlation_paths.API_GATEWAY_REST
+)

@@ -291,3 +291,55 @@ def test_requests_own_hook_settings_match_debugger_ones():
     assert {c["CollectionName"] for c in shipped["CollectionConfigurations"]} == set(
         COLLECTION_SAVE_INTERVALS
     )
+
+
+@pytest.mark.parametrize("mode", ["File", "FastFile"])
+def test_requests_input_mode_reaches_trials_and_retrain(mode):
+    """The mode is in the algorithm specification and on every channel of both requests, and
+    botocore's model accepts it (channel InputMode and HyperParameterAlgorithmSpecification's
+    TrainingInputMode share the enum Pipe | File | FastFile)."""
+    trial_request = tuning(input_mode=mode, instance_count=2)
+    job = retrain(input_mode=mode, instance_count=2)
+    trial = trial_request["TrainingJobDefinition"]
+
+    assert_valid("CreateHyperParameterTuningJob", trial_request)
+    assert_valid("CreateTrainingJob", job)
+    for request in (trial, job):
+        assert request["AlgorithmSpecification"]["TrainingInputMode"] == mode
+        assert [c["InputMode"] for c in request["InputDataConfig"]] == [mode] * 3
+        # FastFile is documented for S3Prefix channels (augmented manifests need Pipe).
+        assert {
+            c["DataSource"]["S3DataSource"]["S3DataType"] for c in request["InputDataConfig"]
+        } == {"S3Prefix"}
+
+
+def test_requests_input_mode_unknown_value_is_a_configuration_error(monkeypatch):
+    from pipeline_common.config import ConfigurationError
+
+    for name, setting in {
+        "SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/r",
+        "TRAINING_IMAGE": "image",
+        "TRAINING_INSTANCE_TYPE": "ml.m5.large",
+        "LEARNING_RATE_MIN": "0.001",
+        "LEARNING_RATE_MAX": "0.1",
+        "INPUT_MODE": "Pipe",
+    }.items():
+        monkeypatch.setenv(name, setting)
+
+    with pytest.raises(ConfigurationError, match="INPUT_MODE='Pipe' is not one of File, FastFile"):
+        TrainingSettings.from_env()
+
+
+def test_requests_input_mode_parameter_is_wired_to_both_training_functions():
+    from pipeline_common.config import INPUT_MODES
+
+    from tests.support import template as sam_template
+
+    parameter = sam_template.load_template()["Parameters"]["InputMode"]
+    assert parameter["Default"] == "File"
+    assert tuple(parameter["AllowedValues"]) == INPUT_MODES
+    # Every value the template allows is one botocore's model allows.
+    assert set(INPUT_MODES) <= set(MODEL.shape_for("TrainingInputMode").enum)
+    for name in ("StartTuningFunction", "StartProfiledTrainingFunction"):
+        variables = sam_template.functions()[name]["Environment"]["Variables"]
+        assert variables["INPUT_MODE"] == {"Ref": "InputMode"}, name

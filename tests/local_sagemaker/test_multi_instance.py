@@ -365,3 +365,66 @@ def output_file(s3: Any, job: str, name: str) -> Any:
     body = s3.get_object(Bucket=ARTIFACTS_BUCKET, Key=f"jobs/{job}/output/output.tar.gz")
     with tarfile.open(fileobj=io.BytesIO(body["Body"].read())) as archive:
         return json.loads(archive.extractfile(name).read())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_spot_job_resumes_from_its_checkpoint_on_two_instances(
+    sm: Any, s3: Any, digits: dict[str, Any], service: Any
+) -> None:
+    """A managed spot job of two instances is interrupted after a checkpoint; the job that
+    replaces it (same CheckpointConfig) restores the checkpoint into algo-1, rank 0 loads it and
+    broadcasts it, and both workers train only the epochs that were left."""
+    import io
+
+    import torch
+
+    epochs = 8
+    checkpoints = f"s3://{ARTIFACTS_BUCKET}/checkpoints/digits-spot"
+
+    def spot(name: str) -> dict[str, Any]:
+        body = request(name, digits, 2, epochs=epochs)
+        body["EnableManagedSpotTraining"] = True
+        body["StoppingCondition"] = {"MaxRuntimeInSeconds": 900, "MaxWaitTimeInSeconds": 1800}
+        body["CheckpointConfig"] = {"S3Uri": checkpoints}
+        return body
+
+    sm.create_training_job(**spot("digits-spot-1"))
+    first_dir = service.config.state_dir / "jobs" / "digits-spot-1"
+    wait_for(
+        lambda: (first_dir / "checkpoints" / "checkpoint.pth").is_file(),
+        600,
+        "the first checkpoint of algo-1 (rank 0)",
+        interval=0.2,
+    )
+    sm.stop_training_job(TrainingJobName="digits-spot-1")  # the interruption
+    interrupted = wait_training(sm, "digits-spot-1", timeout=120)
+    assert interrupted["TrainingJobStatus"] == "Stopped", interrupted.get("FailureReason")
+    saved = s3.get_object(Bucket=ARTIFACTS_BUCKET, Key="checkpoints/digits-spot/checkpoint.pth")
+    state = torch.load(io.BytesIO(saved["Body"].read()), map_location="cpu", weights_only=True)
+    done = state["epoch"]
+    assert 1 <= done < epochs, f"the interruption came after epoch {done} of {epochs}"
+
+    sm.create_training_job(**spot("digits-spot-2"))
+    resumed = wait_training(sm, "digits-spot-2", timeout=800)
+
+    first, second = job_log(service, "digits-spot-2"), job_log(service, "digits-spot-2", "algo-2")
+    assert resumed["TrainingJobStatus"] == "Completed", (
+        resumed.get("FailureReason"),
+        first[-3000:],
+    )
+    assert " checkpoint files from " + checkpoints in first
+    assert f"checkpoint.pth at epoch {done + 1}" in first  # "[setup] resumed from ..."
+    # Both workers trained the epochs left, no more: rank 1 resumed at the same epoch.
+    share = math.ceil(math.ceil(digits["train_images"] / 2) / SETTINGS["batch-size"])
+    assert worker_steps(first, 0) == worker_steps(second, 1) == [share] * (epochs - done)
+    parsed = digits["parse"](first)
+    assert len(parsed["valid:loss"]) == epochs - done and len(parsed["test:accuracy"]) == 1
+    history = output_file(s3, "digits-spot-2", "history.json")
+    assert [e["epoch"] for e in history["epochs"]] == list(range(1, epochs + 1))
+    assert {e["processes"] for e in history["epochs"]} == {2}
+    metrics = {m["MetricName"]: m["Value"] for m in resumed["FinalMetricDataList"]}
+    print(
+        f"interrupted after epoch {done} of {epochs}; resumed at epoch {done + 1} with 2 "
+        f"workers of {share} steps each; test accuracy {metrics['test:accuracy']:.4f}"
+    )

@@ -397,3 +397,35 @@ def test_the_script_only_fallback_runs_when_a_test_opts_in(
     log = (service.config.state_dir / "jobs" / "tj-script-only" / "logs").glob("*.log")
     text = "".join(path.read_text() for path in log)
     assert f"{SCRIPT_WITHOUT_TOOLKIT_ENV} set" in text
+
+
+def test_stop_training_job_stops_it_and_uploads_its_checkpoints(
+    sm: Any, s3: Any, service: Any
+) -> None:
+    checkpoint = {"S3Uri": f"s3://{ARTIFACTS_BUCKET}/checkpoints/tj-stop"}
+    sm.create_training_job(
+        **training_request(
+            "tj-stop",
+            HyperParameters=hyperparameters(epochs=50, **{"epoch-seconds": 0.2}),
+            CheckpointConfig=checkpoint,
+        )
+    )
+    local = service.config.state_dir / "jobs" / "tj-stop" / "checkpoints" / "state.json"
+    wait_for(local.is_file, 60, "the first checkpoint of tj-stop", interval=0.05)
+
+    sm.stop_training_job(TrainingJobName="tj-stop")
+    job = wait_training(sm, "tj-stop")
+
+    assert (job["TrainingJobStatus"], job["SecondaryStatus"]) == ("Stopped", "Stopped")
+    state = s3.get_object(Bucket=ARTIFACTS_BUCKET, Key="checkpoints/tj-stop/state.json")
+    assert 1 <= json.loads(state["Body"].read())["epoch"] < 50
+    with pytest.raises(sm.exceptions.ClientError) as ended:
+        sm.stop_training_job(TrainingJobName="tj-stop")
+    assert ended.value.response["Error"]["Code"] == "ValidationException"
+    assert "already ended with status Stopped" in ended.value.response["Error"]["Message"]
+
+
+def test_stop_training_job_of_an_unknown_job_is_resource_not_found(sm: Any) -> None:
+    with pytest.raises(sm.exceptions.ClientError) as caught:
+        sm.stop_training_job(TrainingJobName="tj-nobody")
+    assert caught.value.response["Error"]["Code"] == "ResourceNotFound"

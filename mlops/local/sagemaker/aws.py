@@ -14,6 +14,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -114,29 +115,14 @@ class AwsClients:
         which SageMaker reports as a ClientError of the job, and UnsafeKeyError, before anything
         is written, when a key would land outside ``target`` (``..``, symlinks).
         """
-        bucket, prefix = parse_s3_uri(uri)
         s3 = self.client("s3")
-        planned: list[tuple[str, Path]] = []
-        paginator = s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                key = item["Key"]
-                if key.endswith("/"):
-                    continue
-                relative = key[len(prefix) :].lstrip("/") or Path(key).name
-                try:
-                    planned.append((key, contained(target, relative)))
-                except PathEscapeError:
-                    raise UnsafeKeyError(bucket, key, target) from None
-        if not planned:
-            raise FileNotFoundError(f'No S3 objects found under S3 URL "{uri}"')
-        for folder in {destination.parent for _, destination in planned}:
+        planned = list_prefix(self, uri, target)
+        for folder in {item.destination.parent for item in planned}:
             folder.mkdir(parents=True, exist_ok=True)
 
-        def fetch(job: tuple[str, Path]) -> None:
-            key, destination = job
-            body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-            with destination.open("wb") as stream:
+        def fetch(item: ListedObject) -> None:
+            body = s3.get_object(Bucket=item.bucket, Key=item.key)["Body"]
+            with item.destination.open("wb") as stream:
                 for chunk in body.iter_chunks(DOWNLOAD_CHUNK_BYTES):
                     stream.write(chunk)
 
@@ -166,6 +152,38 @@ class AwsClients:
             self.upload_file(path, uri.rstrip("/") + "/" + path.relative_to(source).as_posix())
             count += 1
         return count
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    """One object under a channel's prefix and where it lands in the channel folder."""
+
+    bucket: str
+    key: str
+    size: int
+    destination: Path
+
+
+def list_prefix(clients: AwsClients, uri: str, target: Path) -> list[ListedObject]:
+    """Every object under an S3 prefix with its place in ``target`` (keys relative to the
+    prefix; "folder" keys ending in / left out). FileNotFoundError when there is none;
+    UnsafeKeyError when a key would land outside ``target``. Nothing is written."""
+    bucket, prefix = parse_s3_uri(uri)
+    listed: list[ListedObject] = []
+    paginator = clients.client("s3").get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            key = item["Key"]
+            if key.endswith("/"):
+                continue
+            relative = key[len(prefix) :].lstrip("/") or Path(key).name
+            try:
+                listed.append(ListedObject(bucket, key, item["Size"], contained(target, relative)))
+            except PathEscapeError:
+                raise UnsafeKeyError(bucket, key, target) from None
+    if not listed:
+        raise FileNotFoundError(f'No S3 objects found under S3 URL "{uri}"')
+    return listed
 
 
 def make_tarball(source: Path, destination: Path) -> Path:

@@ -148,6 +148,21 @@ class SageMakerBackend:
             raise ValidationException("Requested resource not found.")
         return job.describe()
 
+    def stop_training_job(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Stop a job as SageMaker does: SIGTERM to every host, SIGKILL after the grace; what
+        the hosts saved is uploaded (checkpoints included), and the job ends Stopped."""
+        name = request["TrainingJobName"]
+        job = self.training_jobs.get(name)
+        if job is None:
+            raise ResourceNotFound(f"Requested resource not found: training job {name}")
+        if job.status in {"Completed", "Failed", "Stopped"}:
+            raise ValidationException(
+                f"The training job {name} has already ended with status {job.status} and "
+                "cannot be stopped."
+            )
+        job.request_stop("Stopped", "Stopped by StopTrainingJob")
+        return {}
+
     # --- tuning jobs --------------------------------------------------------------------------
 
     def create_hyper_parameter_tuning_job(self, request: dict[str, Any]) -> dict[str, Any]:

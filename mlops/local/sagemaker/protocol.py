@@ -35,6 +35,7 @@ CONTROL_PLANE_OPERATIONS = frozenset(
         "StopHyperParameterTuningJob",
         "CreateTrainingJob",
         "DescribeTrainingJob",
+        "StopTrainingJob",
         "CreateModel",
         "DescribeModel",
         "CreateModelPackageGroup",

@@ -175,6 +175,7 @@ class TrainingExecution:
             logger.exception("training job %s broke inside the local SageMaker", job.name)
             self._end_failed(f"InternalServerError: {type(error).__name__}: {error}")
         finally:
+            self.container.close()
             for host in self.hosts:
                 host.logs.close()
             write_description(job)

@@ -2,7 +2,8 @@
 
 A job directory mirrors the container's /opt/ml tree (input/data/<channel>, input/config,
 model, output/data, output/tensors, checkpoints, code). `JobContainer` fills it the way
-SageMaker fills the container before the script starts (input config files, channels from S3,
+SageMaker fills the container before the script starts (input config files, channels from S3
+- copied in File mode, placeholders fetched on first open in FastFile mode, see fastfile.py -
 the framework convention's source archive, restored checkpoints) and says how the job starts:
 through the training image's own ``train`` entry point (sagemaker-training-toolkit, from
 .venv-image) with the image's environment, or, only where a test opts in
@@ -37,6 +38,7 @@ from mlops.local.sagemaker.aws import (
     extract_tarball,
 )
 from mlops.local.sagemaker.config import SCRIPT_WITHOUT_TOOLKIT_ENV, SageMakerConfig
+from mlops.local.sagemaker.fastfile import ROOTS_ENV, ChannelServer, effective_input_mode
 from mlops.local.sagemaker.training_job import JobFailure, TrainingJob
 
 HOST = "algo-1"
@@ -77,6 +79,8 @@ class JobContainer:
         self.host = host
         self.hosts = host_names(job)
         self.network: LocalNetwork | None = None  # set for a job of several hosts
+        # Serves the job's FastFile channels (one for all hosts); None without such a channel.
+        self.fastfile: ChannelServer | None = None
         root = job.job_dir if host == HOST else job.job_dir / HOSTS_FOLDER / host
         self.root = root
         self.dirs = {
@@ -120,11 +124,17 @@ class JobContainer:
         other.network = self.network
         return other
 
+    def close(self) -> None:
+        """Stop what the job's processes used (the FastFile channel server)."""
+        if self.fastfile is not None:
+            self.fastfile.stop()
+
     def replicate_to(self, other: JobContainer) -> None:
         """Give another host what SageMaker gives every instance: its own input config, every
         channel (FullyReplicated), the source and the restored checkpoints, from algo-1's
         downloads (linked, not downloaded again)."""
         other.create()
+        other.fastfile = self.fastfile  # its FastFile placeholders are fetched from it too
         other.write_input_config()
         for channel in self.job.request.get("InputDataConfig", []):
             name = channel["ChannelName"]
@@ -243,11 +253,19 @@ class JobContainer:
                 f"ClientError: channel {name!r}: S3DataType {s3_source['S3DataType']} is not "
                 "supported locally; use S3Prefix"
             )
-        if (channel.get("InputMode") or "File") == "Pipe":
-            raise JobFailure(f"ClientError: channel {name!r}: Pipe input mode is not supported")
+        mode = effective_input_mode(channel, self.job.request)
+        if mode == "Pipe":
+            raise JobFailure(
+                f"ClientError: channel {name!r}: Pipe input mode is not emulated locally; "
+                "use File or FastFile"
+            )
         uri = s3_source["S3Uri"]
         try:
-            count = self.data.download_prefix(uri, contained(self.dirs["data"], name))
+            target = contained(self.dirs["data"], name)
+            if mode == "FastFile":
+                count = self.fastfile_server().lay_out_channel(name, uri, target)
+            else:
+                count = self.data.download_prefix(uri, target)
         except (PathEscapeError, UnsafeKeyError) as error:
             raise JobFailure(f"ClientError: channel {name!r}: {error}") from error
         except (FileNotFoundError, S3UriError, ClientError, BotoCoreError) as error:
@@ -255,7 +273,16 @@ class JobContainer:
                 f"ClientError: Data download failed:{error}. Please ensure that the bucket "
                 "exists in the selected region and that objects exist under that S3 prefix."
             ) from error
-        say(f"Downloaded {count} files for channel {name} from {uri}")
+        if mode == "FastFile":
+            say(f"Listed {count} objects for FastFile channel {name} from {uri} (read on open)")
+        else:
+            say(f"Downloaded {count} files for channel {name} from {uri}")
+
+    def fastfile_server(self) -> ChannelServer:
+        """The job's FastFile channel server, started on first use (the role's S3 access)."""
+        if self.fastfile is None:
+            self.fastfile = ChannelServer(self.data).start()
+        return self.fastfile
 
     def fetch_source(self) -> None:
         """Unpack sagemaker_submit_directory (an S3 or file:// tar.gz) into the code dir."""
@@ -322,8 +349,17 @@ class JobContainer:
 
     def environment(self) -> dict[str, str]:
         if self.config.image_python:
-            return self.toolkit_environment()
-        return self.contract_environment()
+            env = self.toolkit_environment()
+        else:
+            env = self.contract_environment()
+        if self.fastfile is not None:
+            # The hook first on PYTHONPATH: the toolkit passes its sys.path on to the script.
+            hook = self.fastfile.environment(self.dirs["data"])
+            env[ROOTS_ENV] = hook[ROOTS_ENV]
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (hook["PYTHONPATH"], env.get("PYTHONPATH", "")) if p
+            )
+        return env
 
     def toolkit_environment(self) -> dict[str, str]:
         """What the container starts with; every SM_* variable then comes from the toolkit.

@@ -90,6 +90,23 @@ def next_epoch_from_checkpoint(directory: Path | None) -> int:
     return json.loads((directory / "state.json").read_text())["epoch"] + 1
 
 
+def write_channel_report(channel: Path, report: Path) -> None:
+    """Each file of a channel: its size and blocks on disk before the script read it, then
+    what it read (with Python's open, as a real script does). In FastFile mode nothing should
+    be on disk before the read."""
+    files = {}
+    for path in sorted(p for p in channel.rglob("*") if p.is_file()):
+        before = path.stat()
+        text = path.read_text()
+        files[path.relative_to(channel).as_posix()] = {
+            "size": before.st_size,
+            "blocks_before_read": before.st_blocks,
+            "blocks_after_read": path.stat().st_blocks,
+            "text": text,
+        }
+    report.write_text(json.dumps(files))
+
+
 def main(args: argparse.Namespace) -> None:
     if args.ignore_sigterm.lower() == "true":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -100,6 +117,7 @@ def main(args: argparse.Namespace) -> None:
     output_data.mkdir(parents=True, exist_ok=True)
     env = {key: os.environ.get(key) for key in ENV_KEYS}
     (output_data / "env.json").write_text(json.dumps({"env": env, "argv": sys.argv[1:]}))
+    write_channel_report(train_dir, output_data / "channel.json")
     save_fake_tensors()
     checkpoints = Path(args.checkpoint_dir) if args.checkpoint_dir else configured_checkpoints()
     first_epoch = next_epoch_from_checkpoint(checkpoints)

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from pipeline_common.s3io import output_archive_uri, parse_s3_uri, read_tar_member
 
-from pipeline_report.records import output_archive_uri, parse_s3_uri, read_object, tar_member
+from pipeline_report.records import read_object
 from pipeline_report.target import Target
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def profile_from_job_output(s3: Any, job: dict[str, Any]) -> Profile | None:
     uri = output_archive_uri(model_uri)
     try:
         archive = read_object(s3, *parse_s3_uri(uri))
-        raw = tar_member(archive, SYSTEM_METRICS_FILE) if archive is not None else None
+        raw = read_tar_member(archive, SYSTEM_METRICS_FILE) if archive is not None else None
     except (ClientError, BotoCoreError, OSError, tarfile.TarError) as exc:
         log.warning("reading %s: %s", uri, exc)
         return None

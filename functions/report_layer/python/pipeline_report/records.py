@@ -17,18 +17,9 @@ from typing import Any
 from botocore.exceptions import ClientError
 from pipeline_common.naming import class_label
 from pipeline_common.records import RUN_RECORDS, record_key
-from pipeline_common.s3io import output_archive_uri
+from pipeline_common.s3io import MISSING_CODES, output_archive_uri, parse_s3_uri, read_tar_member
 
 from pipeline_report.target import Target
-
-MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
-
-
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise ValueError(f"not an s3:// URI: {uri!r}")
-    bucket, _, key = uri[len("s3://") :].partition("/")
-    return bucket, key
 
 
 def read_object(s3: Any, bucket: str, key: str) -> bytes | None:
@@ -51,16 +42,6 @@ def read_records(target: Target, execution: str) -> dict[str, dict[str, Any] | N
     return {name: read_record(target, execution, name) for name in RUN_RECORDS}
 
 
-def tar_member(archive: bytes, name: str) -> bytes | None:
-    """A file of a .tar.gz by its base name (SageMaker archives may prefix `./`)."""
-    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:*") as tar:
-        for member in tar.getmembers():
-            if member.isfile() and member.name.rsplit("/", 1)[-1] == name:
-                extracted = tar.extractfile(member)
-                return extracted.read() if extracted else None
-    return None
-
-
 def read_output_archive(s3: Any, model_artifacts_uri: str) -> bytes | None:
     """The job's output.tar.gz (SM_OUTPUT_DATA_DIR), or None when it has none."""
     bucket, key = parse_s3_uri(output_archive_uri(model_artifacts_uri))
@@ -77,7 +58,7 @@ def output_files(archive: bytes | None, names: tuple[str, ...]) -> dict[str, Any
     """read_output_files's JSON files from an output.tar.gz already read."""
     found: dict[str, Any] = {}
     for name in names if archive is not None else ():
-        raw = tar_member(archive, name)
+        raw = read_tar_member(archive, name)
         if raw is not None:
             found[name] = json.loads(raw)
     return found

@@ -20,6 +20,11 @@ DEPLOYMENT_STRATEGIES = {"AllAtOnce": "ALL_AT_ONCE", "Canary": "CANARY", "Linear
 # SageMaker's default quota "Number of instances per training job" (adjustable in Service
 # Quotas); the template's TrainingInstanceCount has the same MaxValue.
 MAX_TRAINING_INSTANCES = 20
+# How a training job reads its channels (template parameter InputMode): File copies each
+# channel to the instance before the script starts; FastFile shows the S3 objects as files that
+# are streamed as they are read (docs/training-at-scale.md). Pipe is left out: train.py reads
+# files, and a Pipe channel is a FIFO of records.
+INPUT_MODES = ("File", "FastFile")
 
 
 def env_str(name: str, default: str | None = None) -> str:
@@ -143,6 +148,8 @@ class TrainingSettings:
     # Instances per training job (trials and retrain); above 1 train.py runs data-parallel
     # under the container's torchrun (docs/training-at-scale.md).
     instance_count: int = 1
+    # AlgorithmSpecification.TrainingInputMode and every channel's InputMode.
+    input_mode: str = "File"
 
     @classmethod
     def from_env(cls) -> TrainingSettings:
@@ -180,6 +187,12 @@ class TrainingSettings:
                 f"{MAX_TRAINING_INSTANCES} instances per training job (template parameter "
                 "TrainingInstanceCount; raise the quota in Service Quotas first)"
             )
+        input_mode = env_str("INPUT_MODE", "File")
+        if input_mode not in INPUT_MODES:
+            raise ConfigurationError(
+                f"INPUT_MODE={input_mode!r} is not one of {', '.join(INPUT_MODES)} "
+                "(template parameter InputMode)"
+            )
         return cls(
             role_arn=env_str("SAGEMAKER_ROLE_ARN"),
             training_image=env_str("TRAINING_IMAGE"),
@@ -200,6 +213,7 @@ class TrainingSettings:
             rule_evaluator_image=rule_image,
             seed=env_int("SEED", 0, minimum=0),
             instance_count=instance_count,
+            input_mode=input_mode,
         )
 
 
@@ -273,6 +287,12 @@ class DeploySettings:
         wait = env_int("TRAFFIC_SHIFT_WAIT_SECONDS", 120, minimum=0)
         if wait > 3600:
             raise ConfigurationError(f"TRAFFIC_SHIFT_WAIT_SECONDS={wait} is above 3600")
+        input_mode = env_str("INPUT_MODE", "File")
+        if input_mode not in INPUT_MODES:
+            raise ConfigurationError(
+                f"INPUT_MODE={input_mode!r} is not one of {', '.join(INPUT_MODES)} "
+                "(template parameter InputMode)"
+            )
         return cls(
             role_arn=env_str("SAGEMAKER_ROLE_ARN"),
             instance_type=env_str("INFERENCE_INSTANCE_TYPE"),

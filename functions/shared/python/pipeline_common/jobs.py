@@ -72,8 +72,15 @@ def static_hyperparameters(
     }
 
 
-def input_channels(channel_uris: dict[str, str]) -> list[dict[str, Any]]:
-    """train/valid/test channels, each an S3 prefix copied whole to every instance."""
+def input_channels(channel_uris: dict[str, str], input_mode: str) -> list[dict[str, Any]]:
+    """train/valid/test channels, each an S3 prefix given whole to every instance.
+
+    ``input_mode`` is written on every channel as well as in the algorithm specification:
+    SageMaker takes the channel's value first, so a channel never falls back to a default
+    the template did not choose. With File the prefix is copied before the script starts;
+    with FastFile it is a file view of the objects, read from S3 as the script reads them
+    (S3Prefix is what FastFile documents; AugmentedManifestFile needs Pipe).
+    """
     return [
         {
             "ChannelName": name,
@@ -84,7 +91,7 @@ def input_channels(channel_uris: dict[str, str]) -> list[dict[str, Any]]:
                     "S3DataDistributionType": "FullyReplicated",
                 }
             },
-            "InputMode": "File",
+            "InputMode": input_mode,
         }
         for name in CHANNELS
     ]
@@ -128,7 +135,7 @@ def algorithm_specification(
 ) -> dict[str, Any]:
     return {
         "TrainingImage": training.training_image,
-        "TrainingInputMode": "File",
+        "TrainingInputMode": training.input_mode,
         "MetricDefinitions": metric_definitions,
     }
 

@@ -1,10 +1,11 @@
 """The frame every step handler shares: one ``@step(InputModel)`` line instead of four.
 
 ``step`` wraps a handler in Powertools' own decorators, in the order each handler used to
-write them: the Logger's Lambda context (cold start, request id), the Tracer's subsegment,
-the Metrics flush, and the parser turning the event into the input model. The handler
-returns its typed output model (a pydantic model), which becomes the plain JSON object the
-state machine's ResultSelector reads. A ClientError that no ``aws_call`` caught still
+write them: the Logger's Lambda context (cold start, request id), the Tracer's subsegment
+(where tracing is on, see pipeline_common.tracing), the Metrics flush, and the parser
+turning the event into the input model. The handler returns its typed output model (a
+pydantic model), which becomes the plain JSON object the state machine's ResultSelector
+reads. A ClientError that no ``aws_call`` caught still
 becomes the project's exception (throttling -> SageMakerThrottled, retried by the state
 machine), never a raw botocore error type the Retry clauses cannot name.
 
@@ -20,13 +21,14 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import event_parser
 from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
 from pipeline_common.aws import translate_client_error
+from pipeline_common.tracing import traced
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -91,7 +93,7 @@ def step(input_model: type[BaseModel], *, flush_metrics: bool = True) -> Callabl
 
     def decorate(handler: Handler) -> LambdaEntry:
         service = service_name()
-        log, tracer = service_logger(service), Tracer(service=service)
+        log = service_logger(service)
 
         @functools.wraps(handler)
         def run(event: Any, context: LambdaContext) -> Any:
@@ -103,7 +105,7 @@ def step(input_model: type[BaseModel], *, flush_metrics: bool = True) -> Callabl
         entry = event_parser(run, model=input_model)
         if flush_metrics:
             entry = Metrics(service=service).log_metrics(entry)
-        entry = log.inject_lambda_context(tracer.capture_lambda_handler(entry))
+        entry = log.inject_lambda_context(traced(entry, service))
         entry.input_model = input_model
         entry.output_model = output_model(handler)
         return entry

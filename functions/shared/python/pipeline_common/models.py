@@ -8,9 +8,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class StepModel(BaseModel):
-    """Base for step inputs: unknown keys are ignored so the state can grow."""
+    """Base for step inputs: unknown keys are ignored so the state can grow.
 
-    model_config = ConfigDict(extra="ignore")
+    ``defer_build``: pydantic builds a model's validator at its first use instead of at class
+    creation, so a handler's cold start pays for the few models its path uses, not for all
+    of this module's (about 45 ms of import for every handler otherwise).
+    """
+
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
 class SampleImage(StepModel):

@@ -104,7 +104,7 @@ def build_training_request(
         "HyperParameters": retrain_hyperparameters(common, training, tuned_hyperparameters),
         "AlgorithmSpecification": algorithm_specification(training, metric_definitions),
         "RoleArn": training.role_arn,
-        "InputDataConfig": input_channels(channel_uris),
+        "InputDataConfig": input_channels(channel_uris, training.input_mode),
         "OutputDataConfig": {"S3OutputPath": run_uri(common, execution, "training")},
         "ResourceConfig": resource_config(training),
         "StoppingCondition": stopping_condition(training),

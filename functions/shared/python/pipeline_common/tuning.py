@@ -110,7 +110,7 @@ def build_tuning_request(
         "StaticHyperParameters": static_hyperparameters(common, training, run_rules=False),
         "AlgorithmSpecification": algorithm_specification(training, metric_definitions),
         "RoleArn": training.role_arn,
-        "InputDataConfig": input_channels(channel_uris),
+        "InputDataConfig": input_channels(channel_uris, training.input_mode),
         "OutputDataConfig": {"S3OutputPath": run_uri(common, execution, "tuning")},
         "ResourceConfig": resource_config(training),
         "StoppingCondition": stopping_condition(training),
