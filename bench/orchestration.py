@@ -9,7 +9,7 @@ to its end, and then
 where training job time is the union of every job's TrainingStartTime..TrainingEndTime (the
 tuning trials and the profiled retrain; a union so parallel trials are not counted twice) and
 endpoint start time is DescribeEndpoint's CreationTime..LastModifiedTime (InService). Goal
-<= 10%. The overhead is then split into where it went: job provisioning (CreationTime ->
+<= 5%. The overhead is then split into where it went: job provisioning (CreationTime ->
 TrainingStartTime: channels copied from S3), rules evaluated after the retrain ended, Lambda
 task states, and the lag of each wait loop.
 
@@ -35,7 +35,7 @@ from bench.common import Settings, at_most, digits, info, log, result, skipped
 
 NAME = "orchestration"
 TITLE = "Orchestration overhead of a whole local pipeline run"
-GOAL = 0.10
+GOAL = 0.05
 POLL_SECONDS = 2
 WAIT_TOLERANCE_S = 1.0  # state transitions of moto's interpreter between check and next state
 RULES = "LossNotDecreasing,VanishingGradient,PoorWeightInitialization,Overfit,Overtraining"

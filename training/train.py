@@ -44,7 +44,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 # smdebug logs at INFO on import and on every hook action; that drowns the metric lines.
 # Set before smdebug is first imported (its logger reads this once); override from outside.
@@ -56,7 +57,6 @@ os.environ.setdefault("SMDEBUG_LOG_LEVEL", "warning")
 os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 
 import numpy as np
-import smdebug.pytorch as smd
 import torch
 import torch.distributed as dist
 from pipeline_common import metrics  # the metric lines' one home, vendored in the archive
@@ -66,15 +66,31 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, Subset
 
+if TYPE_CHECKING:
+    # smdebug.pytorch is imported where a hook is built (`build_debug_hook`), not here: it
+    # pulls in pandas and more of torch.distributed, and rules.py (`load_rules`) smdebug's
+    # trial reader: together about 20% of a job's start-up (docs/performance.md). Tuning
+    # trials run without a hook and without rules, so they never import either.
+    import smdebug.pytorch as smd
+
 try:  # imported as part of the `training` package (tests, tooling)
-    from . import baseline, data, explain, inference, profiler, rules
+    from . import baseline, data, explain, inference, profiler
 except ImportError:  # run as a script from inside training/ (SageMaker's entry point)
     import baseline
     import data
     import explain
     import inference
     import profiler
-    import rules
+
+
+def load_rules() -> ModuleType:
+    """training/rules.py, imported on first use (by a job that has a hook or runs rules)."""
+    try:
+        from . import rules
+    except ImportError:  # run as a script from inside training/
+        import rules
+    return rules
+
 
 SAGEMAKER_CHECKPOINT_DIR = Path("/opt/ml/checkpoints")
 SAGEMAKER_HOOK_CONFIG = Path("/opt/ml/input/config/debughookconfig.json")
@@ -480,6 +496,10 @@ def build_debug_hook(args: argparse.Namespace, resuming: bool) -> smd.Hook | Non
     """A hook from SageMaker's JSON config when present; else from --debug-out-dir; else, when
     the rules are to run, from the settings this script ships (debug_hook.json); else none."""
     config = hook_config_path()
+    if config is None and args.debug_out_dir is None and not args.run_rules:
+        return None  # no hook: smdebug.pytorch is never imported (start-up, see the top)
+    import smdebug.pytorch as smd
+
     source = "SageMaker's hook config"
     if config is None and args.debug_out_dir is None and args.run_rules:
         config = own_hook_config(output_dir() / OWN_TENSOR_FOLDER, output_data_dir())
@@ -523,7 +543,7 @@ def reopen_trial(out_dir: Path, resuming: bool) -> None:
     smdebug itself refuses a folder marked finished, but only by logging an error and quietly
     switching the hook off, so the job would run without the tensors it was asked to save.
     """
-    marker = out_dir / rules.END_OF_JOB_FILE
+    marker = out_dir / load_rules().END_OF_JOB_FILE
     if not marker.exists():
         return
     if not resuming:
@@ -542,7 +562,7 @@ def close_hook(hook: smd.Hook) -> None:
     only after this process exits, too late for rules that run at the end of the script.
     """
     hook.close()
-    marker = Path(hook.out_dir) / rules.END_OF_JOB_FILE
+    marker = Path(hook.out_dir) / load_rules().END_OF_JOB_FILE
     if not marker.exists():
         marker.touch()
 
@@ -733,6 +753,7 @@ def report_skipped(splits: dict[str, data.Split]) -> list[dict[str, str]]:
 
 def run_rules(trial_dir: str | None, out_dir: Path) -> None:
     """Evaluate the rules on the finished trial; write rule_statuses.json and one summary line."""
+    rules = load_rules()
     if trial_dir is None:
         reason = (
             "no debug hook was active (no hook config, no --debug-out-dir, --run-rules not set "

@@ -29,6 +29,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from moto.awslambda.utils import get_backend as lambda_backend
 from moto.core.config import default_user_config
 from moto.server import ThreadedMotoServer
 
@@ -132,6 +133,7 @@ class LocalCloud:
         self.state.restore_executions()
         self._start_schedules(session, moto_url, deployment)
         self.lambdas.logical_ids = {name: logical for logical, name in deployment.functions.items()}
+        self._prewarm_functions(deployment)
         artifacts = deployment.outputs.get("ArtifactsBucketName")
         if artifacts:
             publish_training_source(session.client("s3", endpoint_url=moto_url), artifacts)
@@ -155,6 +157,12 @@ class LocalCloud:
         self.state.start()
         write_private(self.root / "cloud.json", json.dumps(self.info.to_json(), indent=2))
         return self.info
+
+    def _prewarm_functions(self, deployment: Deployment) -> None:
+        """One warm environment per deployed function, in the background (provisioned
+        concurrency's effect: the first execution's steps find their handlers imported)."""
+        backend = lambda_backend(ACCOUNT_ID, REGION)
+        self.lambdas.prewarm([backend.get_function(n) for n in deployment.functions.values()])
 
     def _start_moto(self) -> str:
         default_user_config["stepfunctions"]["execute_state_machine"] = True

@@ -217,14 +217,19 @@ def test_kill_9_of_the_cloud_leaves_no_process_behind(tmp_path):
 
 
 # --- the Lambda worker pool ----------------------------------------------------------------------
-def lambda_workers(info) -> list[psutil.Process]:
-    return [p for p in descendants(info.pid) if is_lambda_worker(p)]
+def lambda_workers(info, handler: str = "app.lambda_handler") -> list[psutil.Process]:
+    """The live workers of one handler (ToyFunction's by default: the cloud pre-warms the
+    scheduled functions too)."""
+    return [p for p in descendants(info.pid) if is_lambda_worker(p, handler)]
 
 
-def is_lambda_worker(process: psutil.Process) -> bool:
+def is_lambda_worker(process: psutil.Process, handler: str) -> bool:
     """A live worker; one that exits while we look (a zombie until its parent waits) is not."""
     try:
-        return "mlops.local.lambda_worker" in process.cmdline() and running(process.pid)
+        command = process.cmdline()
+        return (
+            "mlops.local.lambda_worker" in command and handler in command and running(process.pid)
+        )
     except psutil.Error:
         return False
 
@@ -252,6 +257,8 @@ def test_worker_pool_is_bounded_per_function_and_idle_workers_are_reaped(tmp_pat
     process, info = start_cloud_process(tmp_path, template=TOY, parameters=SLOW, extra_env=env)
     try:
         function = info.deployment["functions"]["ToyFunction"]
+        # The pre-warmed environment holds a slot while it starts: let it finish first.
+        wait_for(lambda: lambda_workers(info), 60, "the pre-warmed worker", done=bool)
         answers = burst(info, function, 6, {"sleep": 1.0})
         assert answers.count("ok") >= 2, answers
         assert "TooManyRequestsException/429" in answers, answers
@@ -297,3 +304,18 @@ def test_a_throttled_task_fails_as_lambda_too_many_requests_in_step_functions(to
         assert execution["error"] == "Lambda.TooManyRequestsException"
     finally:
         lam.delete_function_concurrency(FunctionName=function)
+
+
+def test_deploy_prewarms_one_worker_that_serves_the_first_invocation(tmp_path):
+    """Provisioned concurrency's effect: the handler is imported before the first request."""
+    process, info = start_cloud_process(tmp_path, template=TOY, parameters=SLOW)
+    try:
+        warm = wait_for(lambda: lambda_workers(info), 60, "a pre-warmed worker", done=bool)
+        assert len(warm) == 1, warm  # one environment of ToyFunction
+        function = info.deployment["functions"]["ToyFunction"]
+        answer = client(info, "lambda").invoke(FunctionName=function, Payload=b'{"spawn": 60}')
+        child = psutil.Process(json.loads(answer["Payload"].read())["child_pid"])
+        assert child.ppid() == warm[0].pid  # the handler ran in the pre-warmed environment
+        assert [p.pid for p in lambda_workers(info)] == [warm[0].pid]
+    finally:
+        stop_cloud_process(process)

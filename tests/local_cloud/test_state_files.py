@@ -13,7 +13,7 @@ from moto import mock_aws
 from moto.core.config import default_user_config
 
 from mlops.local import paths, persistence
-from mlops.local.moto_state import STOPPED_ERROR, ChangeTracker, MotoState
+from mlops.local.moto_state import ALL_BUCKETS, STOPPED_ERROR, ChangeTracker, MotoState
 from mlops.local.paths import write_private
 from mlops.local.persistence import (
     Persister,
@@ -353,3 +353,41 @@ def test_deleted_version_body_is_removed_and_missing_body_is_refused(tmp_path, a
         with pytest.raises(StateError, match="missing") as raised:
             MotoState(tmp_path, ACCOUNT, REGION).restore_storage()
         assert name in str(raised.value) and "mlops reset" in str(raised.value)
+
+
+def test_change_tracker_names_the_bucket_of_a_path_style_request():
+    tracker = ChangeTracker(lambda environ, start: [b""])
+    scope = "Credential=testing/20261202/us-east-1/s3/aws4_request, SignedHeaders=host"
+    put = {"REQUEST_METHOD": "PUT", "HTTP_AUTHORIZATION": scope, "HTTP_HOST": "127.0.0.1:5000"}
+    tracker({**put, "PATH_INFO": "/bucket-a/records/1.json"}, None)
+    assert tracker.take_buckets() == {"bucket-a"} and tracker.take_buckets() == set()
+    tracker({**put, "HTTP_HOST": "bucket-a.s3.example.com", "PATH_INFO": "/x"}, None)
+    assert tracker.take_buckets() == {ALL_BUCKETS}  # virtual-host style: any bucket
+
+
+def test_s3_snapshot_reencodes_only_changed_buckets_and_keeps_the_others_bodies(tmp_path, aws_env):
+    with mock_aws():
+        s3 = boto3.client("s3")
+        for bucket in ("bucket-a", "bucket-b"):
+            s3.create_bucket(Bucket=bucket)
+            s3.put_object(Bucket=bucket, Key="first.png", Body=bucket.encode())
+        state = MotoState(tmp_path, ACCOUNT, REGION)
+        state.tracker = ChangeTracker(lambda environ, start: [b""])
+        persister = Persister(sources=[_s3_source(state)])
+        persister.save()
+        assert state.buckets.reencoded == 2
+        s3.put_object(Bucket="bucket-b", Key="second.json", Body=b"{}")
+        state.tracker.mark("s3", "bucket-b")
+        persister.save()
+        assert state.buckets.reencoded == 3  # bucket-a came from the cache
+        s3.put_object(Bucket="bucket-a", Key="unannounced.json", Body=b"[]")
+        persister.save()  # no mark: its keys are not the cached ones, so it is re-encoded
+        assert state.buckets.reencoded == 4
+        persister.save()
+        assert len(_bodies(tmp_path)) == 4  # no body of a cached bucket was collected
+    with mock_aws():
+        MotoState(tmp_path, ACCOUNT, REGION).restore_storage()
+        s3 = boto3.client("s3")
+        assert s3.get_object(Bucket="bucket-a", Key="first.png")["Body"].read() == b"bucket-a"
+        assert s3.get_object(Bucket="bucket-a", Key="unannounced.json")["Body"].read() == b"[]"
+        assert s3.get_object(Bucket="bucket-b", Key="second.json")["Body"].read() == b"{}"

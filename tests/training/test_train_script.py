@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -320,3 +321,25 @@ def test_train_fault_injection_is_test_only_and_off_by_default():
     assert parser.parse_args([]).inject_fault == "none"
     assert "inject-fault" not in parser.format_help()
     assert parser.parse_args(["--inject-fault", "frozen"]).inject_fault == "frozen"
+
+
+def test_train_without_hook_or_rules_does_not_import_smdebug_pytorch():
+    """A tuning trial (no hook config, no --debug-out-dir, run-rules false) must not pay for
+    smdebug's hook and trial reader at start-up (they pull in pandas): docs/performance.md."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2] / "training"
+    probe = (
+        "import sys, train\n"
+        "args = train.get_args_parser().parse_args(['--run-rules', 'false'])\n"
+        "assert train.build_debug_hook(args, resuming=False) is None\n"
+        "print(sorted(m for m in ('smdebug.pytorch', 'smdebug.trials', 'pandas', 'rules')"
+        " if m in sys.modules))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SMDEBUG_CONFIG_FILE_PATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

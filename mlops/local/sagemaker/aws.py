@@ -7,6 +7,7 @@ knows whether it talks to moto or to AWS.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 import tarfile
@@ -25,6 +26,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from mlops.local.paths import PathEscapeError, contained
 
 logger = logging.getLogger(__name__)
+
+
+DOWNLOAD_THREADS = 8  # below botocore's default pool of 10 connections per client
+DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 
 
 class S3UriError(ValueError):
@@ -112,9 +117,20 @@ class AwsClients:
         """
         s3 = self.client("s3")
         planned = list_prefix(self, uri, target)
-        for item in planned:
-            item.destination.parent.mkdir(parents=True, exist_ok=True)
-            s3.download_file(item.bucket, item.key, str(item.destination))
+        for folder in {item.destination.parent for item in planned}:
+            folder.mkdir(parents=True, exist_ok=True)
+
+        def fetch(item: ListedObject) -> None:
+            body = s3.get_object(Bucket=item.bucket, Key=item.key)["Body"]
+            with item.destination.open("wb") as stream:
+                for chunk in body.iter_chunks(DOWNLOAD_CHUNK_BYTES):
+                    stream.write(chunk)
+
+        # Several GETs in flight, as SageMaker's File mode downloads a channel: one at a time
+        # through s3transfer's download_file cost 9-13 ms a small file here, 8 GetObjects in
+        # flight 6 ms (the 1,797 digits: about 22 s -> 11 s a job at load 10; docs/performance.md).
+        with concurrent.futures.ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:
+            list(pool.map(fetch, planned))  # re-raises the first error
         return len(planned)
 
     def download_file(self, uri: str, destination: Path) -> Path:
