@@ -4,9 +4,9 @@ A synthetic data set of the dog-breed data's shape (133 classes; 50 train, 7 val
 images a class: 8,379 JPEGs against dogImages' 8,351), each a 32-pixel JPEG of its class's
 colour pattern with noise, goes through the local cloud's pieces, timed one by one:
 
-- **upload**: every file to the local S3 (moto on 127.0.0.1), one PutObject a file in the
-  listed order, as `mlops upload` sends them (mlops.manifest's file list and manifest), then
-  manifest.json;
+- **upload**: every file to the local S3 (moto on 127.0.0.1) with `mlops upload`'s transfer
+  (mlops/upload.py: parallel PutObjects on one client; mlops.manifest's file list and
+  manifest), then manifest.json;
 - **validation**: the ValidateData Lambda's handler (functions/validate_dataset/app.py), run
   in this process with the environment template.yaml gives it, against that S3;
 - **training**: one epoch of train.py (resnet18 from scratch, 16-pixel inputs, batch 64)
@@ -135,26 +135,29 @@ class LocalS3:
 
 
 def upload(local: LocalS3, root: Path, dataset: str) -> tuple[float, str]:
-    """Every file then manifest.json, as `mlops upload` sends them; (seconds, manifest key)."""
-    import mimetypes
+    """Every file then manifest.json, with `mlops upload`'s transfer (mlops/upload.py:
+    parallel PutObjects on one client); (seconds, manifest key)."""
+    import io
 
+    import boto3
     from pipeline_common.naming import dataset_prefix, manifest_key
 
     from mlops.manifest import build_manifest, list_dataset_files
+    from mlops.upload import upload_client_config, upload_files
 
     started = time.perf_counter()
     files = list_dataset_files(root)
-    prefix = dataset_prefix(dataset)
-    for item in files:
-        content_type = mimetypes.guess_type(item.path.name)[0] or "application/octet-stream"
-        local.s3.upload_file(
-            str(item.path),
-            local.data_bucket,
-            f"{prefix}{item.key}",
-            ExtraArgs={"ContentType": content_type},
-        )
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=local.url,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=upload_client_config(),
+    )
+    sent = upload_files(s3, local.data_bucket, dataset_prefix(dataset), files, stream=io.StringIO())
     key = manifest_key(dataset)
-    manifest = build_manifest(dataset, files)
+    manifest = build_manifest(dataset, files, sha256=sent.sha256)
     local.s3.put_object(Bucket=local.data_bucket, Key=key, Body=json.dumps(manifest).encode())
     return time.perf_counter() - started, key
 
