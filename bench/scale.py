@@ -100,6 +100,20 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def local_client(service: str, url: str, config: Any = None) -> Any:
+    """A boto3 client of the local cloud's `service` at `url`, with its test credentials."""
+    import boto3
+
+    return boto3.client(
+        service,
+        endpoint_url=url,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=config,
+    )
+
+
 class LocalS3:
     """moto's server on 127.0.0.1 (a free port) with the template's two buckets."""
 
@@ -109,7 +123,6 @@ class LocalS3:
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
 
     def __enter__(self) -> LocalS3:
-        import boto3
 
         from tests.support import template
 
@@ -119,13 +132,7 @@ class LocalS3:
         self.url = f"http://{host}:{port}"
         names = template.physical_names()
         self.data_bucket, self.artifacts_bucket = names["DataBucket"], names["ArtifactsBucket"]
-        self.s3 = boto3.client(
-            "s3",
-            endpoint_url=self.url,
-            region_name=REGION,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        self.s3 = local_client("s3", self.url)
         for bucket in (self.data_bucket, self.artifacts_bucket):
             self.s3.create_bucket(Bucket=bucket)
         return self
@@ -139,7 +146,6 @@ def upload(local: LocalS3, root: Path, dataset: str) -> tuple[float, str]:
     parallel PutObjects on one client); (seconds, manifest key)."""
     import io
 
-    import boto3
     from pipeline_common.naming import dataset_prefix, manifest_key
 
     from mlops.manifest import build_manifest, list_dataset_files
@@ -147,14 +153,7 @@ def upload(local: LocalS3, root: Path, dataset: str) -> tuple[float, str]:
 
     started = time.perf_counter()
     files = list_dataset_files(root)
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=local.url,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=upload_client_config(),
-    )
+    s3 = local_client("s3", local.url, upload_client_config())
     sent = upload_files(s3, local.data_bucket, dataset_prefix(dataset), files, stream=io.StringIO())
     key = manifest_key(dataset)
     manifest = build_manifest(dataset, files, sha256=sent.sha256)
@@ -293,7 +292,6 @@ def output_history(service: Any, name: str) -> dict[str, Any]:
 
 
 def run_trainings(local: LocalS3, work: Path, channels: dict[str, str], size: Size) -> dict:
-    import boto3
 
     from mlops.local.sagemaker.config import SageMakerConfig
     from mlops.local.sagemaker.service import LocalSageMakerService
@@ -313,13 +311,7 @@ def run_trainings(local: LocalS3, work: Path, channels: dict[str, str], size: Si
     )
     service = LocalSageMakerService(config).start()
     try:
-        sm = boto3.client(
-            "sagemaker",
-            endpoint_url=service.url,
-            region_name=REGION,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        sm = local_client("sagemaker", service.url)
         times = {}
         for mode in MODES:
             name = f"scale-{mode.lower()}"
