@@ -4,18 +4,18 @@ The objective is real small trainings, run live (no surrogate): a scikit-learn M
 digits with a fixed budget (12 epochs, fixed weight seed), scored by validation log loss
 (minimised, like the pipeline's valid:loss). With BLAS held to one thread a training costs
 0.03-0.2 s of CPU, so every trial of every seed is a real training (a surrogate table would
-only add an interpolation error); the objective is deterministic, so a configuration seen
-again is not trained twice. The search space has the pipeline's shape: a
-categorical "model" (hidden width), a categorical batch size, a log-scaled learning rate, plus
-a log-scaled weight decay. (train.py's ResNets over the template's space cost minutes a trial
-on this 2-core machine; thousands of trials are needed to judge a sampler over seeds.)
+only add an interpolation error); the objective is deterministic, so a configuration seen again
+is not trained twice. The search space has the pipeline's shape: a categorical "model" (hidden
+width), a categorical batch size, a log-scaled learning rate, plus a log-scaled weight decay.
+(train.py's ResNets over the template's space cost minutes a trial on this 2-core machine;
+thousands of trials are needed to judge a sampler over seeds.)
 
 The studies are made by the local SageMaker's own code: the space by tuning_space.py's
 `build_search_space` from SageMaker-shaped ParameterRanges, the study by tuning.py's
-`create_study` for strategy "Bayesian" and "Random" (same seed handling). Trials are asked and told
-as a tuning job with MaxParallelTrainingJobs=2 does (the template's default): trial i is asked
-once trials 1..i-2 are told, in index order, so the first two trials of every strategy are
-asked with nothing known. Hyperparameters pass through `Parameter.to_string`, the strings a
+`create_study` for strategy "Bayesian" and "Random" (same seed handling). Trials are asked and
+told as a tuning job with MaxParallelTrainingJobs=2 does (the template's default): trial i is
+asked once trials 1..i-2 are told, in index order, so the first two trials of every strategy
+are asked with nothing known. Hyperparameters pass through `Parameter.to_string`, the strings a
 training job receives. A diverged trial (no finite loss) is told as failed, as a training job
 that printed no objective metric.
 
