@@ -2,17 +2,20 @@
 
 The objective is real small trainings, run live (no surrogate): a scikit-learn MLP on the 8x8
 digits with a fixed budget (12 epochs, fixed weight seed), scored by validation log loss
-(minimised, like the pipeline's valid:loss). The search space has the pipeline's shape: a
-categorical "model" (hidden width), a categorical batch size, a log-scaled learning rate, plus
-a log-scaled weight decay. (train.py's ResNets over the template's space cost minutes a trial
-on this 2-core machine; thousands of trials are needed to judge a sampler over seeds.)
+(minimised, like the pipeline's valid:loss). With BLAS held to one thread a training costs
+0.03-0.2 s of CPU, so every trial of every seed is a real training (a surrogate table would
+only add an interpolation error); the objective is deterministic, so a configuration seen again
+is not trained twice. The search space has the pipeline's shape: a categorical "model" (hidden
+width), a categorical batch size, a log-scaled learning rate, plus a log-scaled weight decay.
+(train.py's ResNets over the template's space cost minutes a trial on this 2-core machine;
+thousands of trials are needed to judge a sampler over seeds.)
 
-The studies are made by the local SageMaker's own code: the space by tuning.py's
-`build_search_space` from SageMaker-shaped ParameterRanges, the sampler by `TuningJob`'s study
-factory for strategy "Bayesian" and "Random" (same seed handling). Trials are asked and told
-as a tuning job with MaxParallelTrainingJobs=2 does (the template's default): trial i is asked
-once trials 1..i-2 are told, in index order, so the first two trials of every strategy are
-asked with nothing known. Hyperparameters pass through `Parameter.to_string`, the strings a
+The studies are made by the local SageMaker's own code: the space by tuning_space.py's
+`build_search_space` from SageMaker-shaped ParameterRanges, the study by tuning.py's
+`create_study` for strategy "Bayesian" and "Random" (same seed handling). Trials are asked and
+told as a tuning job with MaxParallelTrainingJobs=2 does (the template's default): trial i is
+asked once trials 1..i-2 are told, in index order, so the first two trials of every strategy
+are asked with nothing known. Hyperparameters pass through `Parameter.to_string`, the strings a
 training job receives. A diverged trial (no finite loss) is told as failed, as a training job
 that printed no objective metric.
 
@@ -31,9 +34,10 @@ from __future__ import annotations
 
 import math
 import statistics
+import tempfile
 import warnings
 from dataclasses import dataclass
-from types import SimpleNamespace
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -73,7 +77,8 @@ def size_for(quick: bool) -> Size:
 
 
 class DigitsObjective:
-    """Validation log loss of an MLP trained with a fixed budget; deterministic per input."""
+    """Validation log loss of an MLP trained with a fixed budget; deterministic per input, so
+    a configuration met again (often: warm starts, categorical choices) is trained once."""
 
     def __init__(self) -> None:
         from sklearn.datasets import load_digits
@@ -84,9 +89,19 @@ class DigitsObjective:
             features / 16.0, labels, test_size=0.3, stratify=labels, random_state=0
         )
         self.x_train, self.x_valid, self.y_train, self.y_valid = split
+        self.known: dict[tuple[tuple[str, str], ...], float] = {}
+        self.trainings = 0
 
     def __call__(self, hyperparameters: dict[str, str]) -> float:
         """The strings a training job receives in, the objective value out (nan: diverged)."""
+        key = tuple(sorted(hyperparameters.items()))
+        if key not in self.known:
+            self.known[key] = self.train(hyperparameters)
+            self.trainings += 1
+        return self.known[key]
+
+    def train(self, hyperparameters: dict[str, str]) -> float:
+        """One real training. BLAS runs single-threaded (see `run`): 0.03-0.2 s of CPU each."""
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.metrics import log_loss
         from sklearn.neural_network import MLPClassifier
@@ -110,12 +125,9 @@ class DigitsObjective:
 
 
 def local_sagemaker_study(strategy: str, seed: int, max_jobs: int) -> tuple[optuna.Study, list]:
-    """The study the local SageMaker creates for a tuning job with this strategy and seed.
-
-    tuning.py has no public sampler factory, so its TuningJob._create_study is called on a
-    stand-in that carries only what that method reads (settings, config, name).
-    """
-    from mlops.local.sagemaker.tuning import TuningJob
+    """The study the local SageMaker creates for a tuning job with this strategy and seed."""
+    from mlops.local.sagemaker.config import SageMakerConfig
+    from mlops.local.sagemaker.tuning import create_study
     from mlops.local.sagemaker.tuning_request import TuningSettings
     from mlops.local.sagemaker.tuning_space import build_search_space
 
@@ -125,14 +137,14 @@ def local_sagemaker_study(strategy: str, seed: int, max_jobs: int) -> tuple[optu
         objective_name="valid:loss",
         direction="minimize",
         max_jobs=max_jobs,
-        max_parallel=1,
+        max_parallel=MAX_PARALLEL,
         max_runtime_s=None,
         early_stopping=False,
         seed=seed,
         parameters=parameters,
     )
-    stand_in = SimpleNamespace(name=f"bench-{strategy}-{seed}", settings=settings, config=None)
-    return TuningJob._create_study(stand_in), parameters
+    config = SageMakerConfig(state_dir=Path(tempfile.gettempdir()))  # read only for early stopping
+    return create_study(settings, config, f"bench-{strategy}-{seed}"), parameters
 
 
 def search(
@@ -236,11 +248,18 @@ def warm_start(
 
 
 def run(settings: Settings) -> dict[str, Any]:
+    """Both strategies over the same seeds, then the warm starts. BLAS is held to one thread:
+    a small MLP's matrix products gain nothing from a second thread on a shared 2-core machine,
+    and two threads made every training 10-20 times slower (the 30 minutes of 2026-12-02)."""
+    from threadpoolctl import threadpool_limits
+
     size = size_for(settings.quick)
     objective = DigitsObjective()
-    runs = run_strategies(size, objective)
-    summary = summarize(runs, size)
-    summary["warm_start"] = warm_start(size, objective, runs)
+    with threadpool_limits(limits=1):
+        runs = run_strategies(size, objective)
+        summary = summarize(runs, size)
+        summary["warm_start"] = warm_start(size, objective, runs)
+    summary["trainings"] = objective.trainings
     return result(
         NAME,
         TITLE,
@@ -285,7 +304,8 @@ def checks_for(summary: dict[str, Any], size: Size) -> list[dict[str, Any]]:
 def notes_for(summary: dict[str, Any], size: Size) -> list[str]:
     return [
         f"{size.seeds} seeds x {size.trials} trials per strategy, {MAX_PARALLEL} in parallel; "
-        "objective: MLP on digits, validation log loss (live trainings, no surrogate)",
+        "objective: MLP on digits, validation log loss (live trainings, one BLAS thread, no "
+        f"surrogate; {summary['trainings']} distinct trainings)",
         f"Bayesian better / equal / worse than random after {TEMPLATE_MAX_JOBS} trials: "
         + " / ".join(str(n) for n in summary["difference"]["at_max_jobs"]["better_equal_worse"]),
         f"failed (diverged) trials: random {summary['random']['failed_trials']}, "

@@ -1,8 +1,8 @@
 """Hyperparameter tuning jobs: a real optuna search whose trials are real training jobs.
 
-Strategies map onto optuna samplers (Bayesian -> TPE, Random -> random, Grid -> grid over the
-categorical values, Hyperband -> random with a Hyperband pruner). The study is driven with
-ask/tell from one thread per tuning job: it asks for a configuration whenever fewer than
+Strategies map onto optuna samplers (Bayesian -> samplers.py; Random -> random; Grid -> grid
+over the categorical values; Hyperband -> random with a Hyperband pruner). The study is driven
+with ask/tell from one thread per tuning job: it asks for a configuration whenever fewer than
 MaxParallelTrainingJobs trials are running, starts it as a training job (which still waits for
 a slot of the service-wide training queue), and tells the study the trial's final objective
 when the job ends. With TrainingJobEarlyStoppingType=Auto a MedianPruner sees every objective
@@ -30,7 +30,7 @@ from optuna.trial import TrialState
 from mlops.local.sagemaker.config import SageMakerConfig
 from mlops.local.sagemaker.samplers import bayesian_sampler
 from mlops.local.sagemaker.training_job import TrainingJob, now
-from mlops.local.sagemaker.tuning_request import validate_tuning_request
+from mlops.local.sagemaker.tuning_request import TuningSettings, validate_tuning_request
 
 logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -62,6 +62,31 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
 
     def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
         return None
+
+
+def create_study(settings: TuningSettings, config: SageMakerConfig, name: str) -> optuna.Study:
+    """The optuna study of a tuning job: the strategy's sampler (seeded with RandomSeed) and the
+    pruner of its early stopping. Public so that bench/tuning.py judges the very study a job
+    searches with."""
+    seed = settings.seed
+    pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
+    if settings.strategy == "Bayesian":
+        sampler: optuna.samplers.BaseSampler = bayesian_sampler(seed)
+    elif settings.strategy == "Grid":
+        space = {p.name: list(p.distribution.choices) for p in settings.parameters}  # type: ignore[attr-defined]
+        sampler = AskTellGridSampler(space, seed=seed)
+    else:
+        sampler = optuna.samplers.RandomSampler(seed=seed)
+    if settings.strategy == "Hyperband":
+        pruner = optuna.pruners.HyperbandPruner(min_resource=1)
+    elif settings.early_stopping:
+        pruner = optuna.pruners.MedianPruner(
+            n_startup_trials=config.early_stopping_startup_trials,
+            n_warmup_steps=config.early_stopping_warmup_steps,
+        )
+    return optuna.create_study(
+        study_name=name, direction=settings.direction, sampler=sampler, pruner=pruner
+    )
 
 
 # --- trials and the tuning job ----------------------------------------------------------------
@@ -157,26 +182,7 @@ class TuningJob:
             self._end("Failed", f"InternalServerError: {type(error).__name__}: {error}")
 
     def _create_study(self) -> optuna.Study:
-        settings = self.settings
-        seed = settings.seed
-        pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
-        if settings.strategy == "Bayesian":
-            sampler: optuna.samplers.BaseSampler = bayesian_sampler(seed)
-        elif settings.strategy == "Grid":
-            space = {p.name: list(p.distribution.choices) for p in settings.parameters}  # type: ignore[attr-defined]
-            sampler = AskTellGridSampler(space, seed=seed)
-        else:
-            sampler = optuna.samplers.RandomSampler(seed=seed)
-        if settings.strategy == "Hyperband":
-            pruner = optuna.pruners.HyperbandPruner(min_resource=1)
-        elif settings.early_stopping:
-            pruner = optuna.pruners.MedianPruner(
-                n_startup_trials=self.config.early_stopping_startup_trials,
-                n_warmup_steps=self.config.early_stopping_warmup_steps,
-            )
-        return optuna.create_study(
-            study_name=self.name, direction=settings.direction, sampler=sampler, pruner=pruner
-        )
+        return create_study(self.settings, self.config, self.name)
 
     def _seed_from_parents(self, study: optuna.Study) -> None:
         """Warm start: the parents' finished trials become known points of the study."""
