@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 MAX_PROFILER_FILES = 200
 # train.py's own profile (training/profiler.py), inside the job's output.tar.gz.
 SYSTEM_METRICS_FILE = "system-metrics.json"
+# Its path inside output.tar.gz (training/profiler.py writes it under SM_OUTPUT_DATA_DIR).
+SYSTEM_METRICS_MEMBER = f"profiler/{SYSTEM_METRICS_FILE}"
 
 
 @dataclass
@@ -68,14 +70,14 @@ def profile_from_job_output(s3: Any, job: dict[str, Any]) -> Profile | None:
     uri = output_archive_uri(model_uri)
     try:
         archive = read_object(s3, *parse_s3_uri(uri))
-        raw = read_tar_member(archive, SYSTEM_METRICS_FILE) if archive is not None else None
+        raw = read_tar_member(archive, SYSTEM_METRICS_MEMBER) if archive is not None else None
     except (ClientError, BotoCoreError, OSError, tarfile.TarError) as exc:
         log.warning("reading %s: %s", uri, exc)
         return None
     if raw is None:
         return None
     return profile_from_system_metrics(
-        raw.decode(errors="replace").splitlines(), f"{uri} ({SYSTEM_METRICS_FILE})", files=1
+        raw.decode(errors="replace").splitlines(), f"{uri} ({SYSTEM_METRICS_MEMBER})", files=1
     )
 
 
