@@ -251,19 +251,24 @@ def test_requests_several_instances_reach_trials_and_retrain_with_torchrun():
     assert job["HyperParameters"]["sagemaker_torch_distributed_enabled"] == "true"
 
 
-@pytest.mark.parametrize("value", ["0", "21", "two"])
-def test_requests_instance_count_out_of_range_is_a_configuration_error(monkeypatch, value):
-    from pipeline_common.config import ConfigurationError
-
+def set_training_environment(monkeypatch, **overrides: str) -> None:
+    """The variables TrainingSettings.from_env needs, plus `overrides`."""
     for name, setting in {
         "SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/r",
         "TRAINING_IMAGE": "image",
         "TRAINING_INSTANCE_TYPE": "ml.m5.large",
         "LEARNING_RATE_MIN": "0.001",
         "LEARNING_RATE_MAX": "0.1",
-        "TRAINING_INSTANCE_COUNT": value,
+        **overrides,
     }.items():
         monkeypatch.setenv(name, setting)
+
+
+@pytest.mark.parametrize("value", ["0", "21", "two"])
+def test_requests_instance_count_out_of_range_is_a_configuration_error(monkeypatch, value):
+    from pipeline_common.config import ConfigurationError
+
+    set_training_environment(monkeypatch, TRAINING_INSTANCE_COUNT=value)
 
     with pytest.raises(ConfigurationError, match="TRAINING_INSTANCE_COUNT"):
         TrainingSettings.from_env()
@@ -316,15 +321,7 @@ def test_requests_input_mode_reaches_trials_and_retrain(mode):
 def test_requests_input_mode_unknown_value_is_a_configuration_error(monkeypatch):
     from pipeline_common.config import ConfigurationError
 
-    for name, setting in {
-        "SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/r",
-        "TRAINING_IMAGE": "image",
-        "TRAINING_INSTANCE_TYPE": "ml.m5.large",
-        "LEARNING_RATE_MIN": "0.001",
-        "LEARNING_RATE_MAX": "0.1",
-        "INPUT_MODE": "Pipe",
-    }.items():
-        monkeypatch.setenv(name, setting)
+    set_training_environment(monkeypatch, INPUT_MODE="Pipe")
 
     with pytest.raises(ConfigurationError, match="INPUT_MODE='Pipe' is not one of File, FastFile"):
         TrainingSettings.from_env()
