@@ -1,0 +1,49 @@
+"""Disk hygiene for the whole suite.
+
+A module-scoped local cloud keeps gigabytes under pytest's base temp (models, Debugger tensors,
+the local S3), and pytest keeps every such folder to the end of the run: a CI run of the slow
+tests filled the disk half-way and every later test failed with ENOSPC. So a folder that a
+module-scoped fixture made with `tmp_path_factory` is removed once that fixture is torn down,
+unless a test failed meanwhile (then it stays for whoever reads the failure). Function-scoped
+`tmp_path` folders go by pytest's own `tmp_path_retention_policy = "failed"` (pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Generator
+from pathlib import Path
+
+import pytest
+
+# fixturedef -> (the folders it made, failures counted when it was set up)
+_made: dict[int, tuple[list[Path], int]] = {}
+
+
+def _entries(base: Path) -> set[Path]:
+    return set(base.iterdir()) if base.is_dir() else set()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef, request: pytest.FixtureRequest
+) -> Generator[None, object, object]:
+    if fixturedef.scope != "module" or "tmp_path_factory" not in fixturedef.argnames:
+        return (yield)
+    base = request.getfixturevalue("tmp_path_factory").getbasetemp()
+    before = _entries(base)
+    try:
+        return (yield)
+    finally:
+        _made[id(fixturedef)] = (sorted(_entries(base) - before), request.session.testsfailed)
+
+
+def pytest_fixture_post_finalizer(fixturedef: pytest.FixtureDef, request: pytest.FixtureRequest) -> None:
+    made, failures_then = _made.pop(id(fixturedef), ([], 0))
+    if request.session.testsfailed != failures_then:
+        return
+    for path in made:
+        if path.is_symlink():
+            path.unlink(missing_ok=True)  # pytest's "<name>current" link
+        elif path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
