@@ -15,7 +15,7 @@ import optuna
 import pytest
 
 from mlops.local.sagemaker.config import SageMakerConfig
-from mlops.local.sagemaker.tuning import create_study
+from mlops.local.sagemaker.tuning import create_study, tell_study
 from mlops.local.sagemaker.tuning_request import TuningSettings
 from mlops.local.sagemaker.tuning_space import Parameter, build_search_space
 
@@ -118,3 +118,31 @@ def test_bayesian_is_not_random_search_once_results_are_known(seed: int, tmp_pat
 
     assert bayesian[:PARALLEL] == random[:PARALLEL], "the first trials are asked blind"
     assert all(b != r for b, r in zip(bayesian[PARALLEL:], random[PARALLEL:], strict=True))
+
+
+@pytest.mark.parametrize(
+    ("strategy", "job_status", "value", "told_as"),
+    [
+        ("Bayesian", "Stopped", 2.5, optuna.trial.TrialState.COMPLETE),
+        ("Random", "Stopped", 2.5, optuna.trial.TrialState.PRUNED),
+        ("Bayesian", "Completed", 2.5, optuna.trial.TrialState.COMPLETE),
+        ("Bayesian", "Failed", None, optuna.trial.TrialState.FAIL),
+        ("Bayesian", "Stopped", None, optuna.trial.TrialState.FAIL),
+    ],
+)
+def test_an_early_stopped_trial_teaches_the_bayesian_model(
+    strategy: str, job_status: str, value: float | None, told_as: object, tmp_path: Path
+) -> None:
+    """GPSampler models complete trials only: an early-stopped job's last objective value must
+    reach it as a complete trial, or the GP never learns that the region is poor."""
+    parameters = build_search_space(EVERY_RANGE, strategy)
+    study = study_for(strategy, 0, parameters, tmp_path)
+    trial = study.ask({p.name: p.distribution for p in parameters})
+    trial.report(3.0, 0)
+
+    tell_study(study, trial, strategy, job_status, value)
+
+    (told,) = study.get_trials(deepcopy=False)
+    assert told.state == told_as
+    if told_as == optuna.trial.TrialState.COMPLETE:
+        assert told.value == value

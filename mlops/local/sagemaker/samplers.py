@@ -24,8 +24,9 @@ trainings:
   with a warm start, but not better than Random at 6 trials (within about one standard error
   of it: with 2 trials in parallel only 4 of 6 trials are modelled, from 1 to 4 results).
 
-Known gap: GPSampler learns from completed trials only, so a trial stopped by early stopping
-(told to the study as pruned, tuning.py) teaches it nothing; TPE used those too.
+GPSampler learns from completed trials only, so a trial stopped by early stopping is told to a
+Bayesian study as complete with its last objective value (tuning.tell_study): it teaches the
+model that its region is poor, as TPE learned from pruned trials.
 
 Random, Grid and Hyperband keep their plain optuna samplers (tuning.py). The sampler is seeded
 with the job's RandomSeed, so the same seed gives the same suggestions

@@ -89,6 +89,28 @@ def create_study(settings: TuningSettings, config: SageMakerConfig, name: str) -
     )
 
 
+def tell_study(
+    study: optuna.Study,
+    trial: optuna.trial.Trial,
+    strategy: str,
+    job_status: str,
+    value: float | None,
+) -> None:
+    """Tell the study how a trial's training job ended.
+
+    A job stopped by early stopping keeps its last objective value, and SageMaker counts it
+    (ObjectiveStatus Succeeded). The Bayesian strategy's GPSampler models complete trials only,
+    so there such a job is told as complete with that value: the model learns that the region
+    is poor instead of never hearing of it. The other strategies tell it as pruned, which keeps
+    it out of the MedianPruner's median. A failed job, or one without a value, is a failure."""
+    if value is None or job_status not in ("Completed", "Stopped"):
+        study.tell(trial, state=TrialState.FAIL)
+    elif job_status == "Stopped" and strategy != "Bayesian":
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, value)
+
+
 # --- trials and the tuning job ----------------------------------------------------------------
 
 
@@ -311,13 +333,7 @@ class TuningJob:
                 self._tell(study, trial, trial.objective)
 
     def _tell(self, study: optuna.Study, trial: Trial, value: float | None) -> None:
-        job = trial.job
-        if job.status == "Completed" and value is not None:
-            study.tell(trial.optuna_trial, value)
-        elif job.status == "Stopped" and value is not None:
-            study.tell(trial.optuna_trial, state=TrialState.PRUNED)
-        else:
-            study.tell(trial.optuna_trial, state=TrialState.FAIL)
+        tell_study(study, trial.optuna_trial, self.settings.strategy, trial.job.status, value)
 
     def _wait_for_trials(self, study: optuna.Study) -> None:
         with self.lock:
