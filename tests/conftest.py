@@ -38,7 +38,9 @@ def pytest_fixture_setup(
         _made[id(fixturedef)] = (sorted(_entries(base) - before), request.session.testsfailed)
 
 
-def pytest_fixture_post_finalizer(fixturedef: pytest.FixtureDef, request: pytest.FixtureRequest) -> None:
+def pytest_fixture_post_finalizer(
+    fixturedef: pytest.FixtureDef, request: pytest.FixtureRequest
+) -> None:
     made, failures_then = _made.pop(id(fixturedef), ([], 0))
     if request.session.testsfailed != failures_then:
         return
