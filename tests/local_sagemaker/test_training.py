@@ -138,18 +138,20 @@ def test_training_job_max_runtime_stops_it(sm: Any) -> None:
     sm.create_training_job(
         **training_request(
             "tj-max-runtime",
-            HyperParameters=hyperparameters(epochs=200, **{"epoch-seconds": 0.1}),
+            # 1,000 s if nothing stopped it: ending at all within the wait is the stop's doing
+            HyperParameters=hyperparameters(epochs=10_000, **{"epoch-seconds": 0.1}),
             StoppingCondition={"MaxRuntimeInSeconds": 1},
         )
     )
-    job = wait_training(sm, "tj-max-runtime", timeout=30)
+    job = wait_training(sm, "tj-max-runtime", timeout=180)
     assert job["TrainingJobStatus"] == "Stopped"
     assert job["SecondaryStatus"] == "MaxRuntimeExceeded"
     assert [t["Status"] for t in job["SecondaryStatusTransitions"]][-2:] == [
         "Stopping",
         "MaxRuntimeExceeded",
     ]
-    assert job["TrainingTimeInSeconds"] < 10
+    # A wall-clock bound here failed at load 15 (12 s); what matters is that the job was cut short.
+    assert job["TrainingTimeInSeconds"] < 180
 
 
 def test_training_job_ignoring_sigterm_is_killed_after_the_grace_period(
