@@ -8,6 +8,8 @@ CHECKOV_VENV := .venv-checkov
 IMAGE_VENV := .venv-image
 IMAGE_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python) python3.12)
 PYTEST := $(BIN)/python -m pytest
+# pytest-xdist workers for `make test` and `make test-slow` (0: one process, in file order).
+TEST_WORKERS ?= 2
 
 .PHONY: venv sam-venv checkov-venv image-venv test-reliability demo test test-slow lint format sample-data build deploy bench clean
 
@@ -52,12 +54,12 @@ demo: venv sam-venv image-venv
 
 ## Unit, integration and the fast end-to-end tests, then lint and template checks.
 test: venv sam-venv checkov-venv image-venv
-	$(PYTEST) -m "not slow" --timeout 900 --durations=25
+	$(PYTEST) -m "not slow" -n $(TEST_WORKERS) --timeout 900 --durations=25
 	$(MAKE) lint
 
 ## Slower tests (whole pipelines, many trainings). CI runs them after `make test`.
 test-slow: venv sam-venv checkov-venv image-venv
-	$(PYTEST) -m slow --timeout 1800 --durations=0
+	$(PYTEST) -m slow -n $(TEST_WORKERS) --timeout 1800 --durations=0
 
 ## Bad input, fuzzing, load, template security and (slow) fault injection on the local cloud.
 test-reliability: venv sam-venv checkov-venv image-venv

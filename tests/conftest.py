@@ -49,3 +49,23 @@ def pytest_fixture_post_finalizer(
             path.unlink(missing_ok=True)  # pytest's "<name>current" link
         elif path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
+
+
+# Packages whose tests share a costly session- or package-scoped fixture: one worker runs each
+# whole, so the fixture is built once (a local cloud with finished runs; a trained model).
+WHOLE_PACKAGES = ("tests/report/", "tests/training/")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """`make test` and `make test-slow` run on two pytest-xdist workers: on 2 cores about half
+    of the suite's time is spent waiting on the local cloud. A module goes to one worker whole,
+    so each module-scoped local cloud is started once; so do the WHOLE_PACKAGES."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return next((p for p in WHOLE_PACKAGES if module.startswith(p)), module)
+
+    return ModuleScheduling(config, log)
