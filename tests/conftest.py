@@ -51,21 +51,20 @@ def pytest_fixture_post_finalizer(
             shutil.rmtree(path, ignore_errors=True)
 
 
-# Packages whose tests share a costly session- or package-scoped fixture: one worker runs each
-# whole, so the fixture is built once (a local cloud with finished runs; a trained model).
-WHOLE_PACKAGES = ("tests/report/", "tests/training/")
-
-
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """`make test` and `make test-slow` run on two pytest-xdist workers: on 2 cores about half
-    of the suite's time is spent waiting on the local cloud. A module goes to one worker whole,
-    so each module-scoped local cloud is started once; so do the WHOLE_PACKAGES."""
+    of the suite's time is spent waiting on the local cloud. A test package goes to one worker
+    whole, in file order, as in one process: its session- and package-scoped fixtures (a local
+    cloud with finished runs, a trained model, a moto server) are built once, and no other
+    package's module runs between two of its modules. (Split by module, moto's in-process
+    `mock_aws` of a tests/functions module reset the buckets of tests/local_sagemaker's moto
+    server on the same worker: 50 tests failed.)"""
     from xdist.scheduler import LoadScopeScheduling
 
-    class ModuleScheduling(LoadScopeScheduling):
+    class PackageScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
-            return next((p for p in WHOLE_PACKAGES if module.startswith(p)), module)
+            parts = nodeid.split("::", 1)[0].split("/")
+            return "/".join(parts[:2]) if len(parts) > 2 else parts[0]
 
-    return ModuleScheduling(config, log)
+    return PackageScheduling(config, log)
