@@ -1,4 +1,4 @@
-"""Disk hygiene for the whole suite.
+"""Hooks for the whole suite: disk hygiene, and how pytest-xdist splits the suite.
 
 A module-scoped local cloud keeps gigabytes under pytest's base temp (models, Debugger tensors,
 the local S3), and pytest keeps every such folder to the end of the run: a CI run of the slow
