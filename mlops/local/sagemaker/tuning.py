@@ -330,10 +330,13 @@ class TuningJob:
                 break
             if trial.told and not trial.in_study:
                 trial.in_study = True
-                self._tell(study, trial, trial.objective)
-
-    def _tell(self, study: optuna.Study, trial: Trial, value: float | None) -> None:
-        tell_study(study, trial.optuna_trial, self.settings.strategy, trial.job.status, value)
+                tell_study(
+                    study,
+                    trial.optuna_trial,
+                    self.settings.strategy,
+                    trial.job.status,
+                    trial.objective,
+                )
 
     def _wait_for_trials(self, study: optuna.Study) -> None:
         with self.lock:
