@@ -91,8 +91,9 @@ def follow(target: Any, timeout_s: float) -> Any:
     sfn = target.client("stepfunctions")
     arn = executions.resolve_execution_arn(sfn, target.state_machine_arn, "latest")
     deadline = time.monotonic() + timeout_s
+    history = executions.History(arn)
     while True:
-        view = executions.describe(sfn, arn)
+        view = executions.describe(sfn, arn, history)
         if view.status in TERMINAL:
             return view
         if time.monotonic() > deadline:

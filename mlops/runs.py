@@ -231,8 +231,9 @@ def follow(
     started = time.time()
     printed: list[str] = []
     last_progress: str | None = None
+    history = ex.History(arn)
     while True:
-        view = _describe_when_answered(sfn, arn, deadline, started)
+        view = _describe_when_answered(sfn, arn, history, deadline, started)
         if view is None:
             time.sleep(poll_s)
             continue
@@ -253,7 +254,7 @@ def follow(
 
 
 def _describe_when_answered(
-    sfn: Any, arn: str, deadline: float, started: float
+    sfn: Any, arn: str, history: ex.History, deadline: float, started: float
 ) -> ex.ExecutionView | None:
     """The execution's view, or None when the cloud did not answer this time.
 
@@ -262,7 +263,7 @@ def _describe_when_answered(
     following goes on until its own deadline and then says what happened.
     """
     try:
-        return ex.describe(sfn, arn)
+        return ex.describe(sfn, arn, history)
     except (HTTPClientError, EndpointConnectionError) as exc:
         if time.time() > deadline:
             raise CliError(

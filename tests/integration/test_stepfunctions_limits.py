@@ -7,6 +7,7 @@ import json
 import boto3
 import pytest
 from moto import mock_aws
+from pipeline_report import executions as ex
 
 from mlops.local import stepfunctions_limits
 from tests.integration.pipeline_harness import fail
@@ -105,3 +106,89 @@ def test_execution_history_holds_at_most_25000_events(limits, iterations, status
         assert "25000" in details["cause"]
     else:
         assert len(events) < stepfunctions_limits.MAX_HISTORY_EVENTS
+
+
+def counting_loop(turns: int) -> tuple[dict, dict]:
+    """A Pass/Choice loop of `turns` turns (4 events a turn) and its input."""
+    definition = {
+        "StartAt": "Count",
+        "States": {
+            "Count": {
+                "Type": "Pass",
+                "Parameters": {"n.$": "States.MathAdd($.n, 1)", "limit.$": "$.limit"},
+                "Next": "More",
+            },
+            "More": {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.n", "NumericLessThanPath": "$.limit", "Next": "Count"}],
+                "Default": "Done",
+            },
+            "Done": {"Type": "Succeed"},
+        },
+    }
+    return definition, {"n": 0, "limit": turns}
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    for name, value in {
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_execution_history_is_paged_as_aws_pages_it(limits, aws_env):
+    """Default page 100, `maxResults`, `reverseOrder`, and tokens that stay valid."""
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        _, events = run(*counting_loop(60))
+        sfn = boto3.client("stepfunctions")
+        arn = sfn.list_executions(
+            stateMachineArn=sfn.list_state_machines()["stateMachines"][0]["stateMachineArn"]
+        )["executions"][0]["executionArn"]
+        ids = [event["id"] for event in events]
+        assert ids == list(range(1, len(ids) + 1)) and len(ids) > 240
+
+        first = sfn.get_execution_history(executionArn=arn)
+        assert [e["id"] for e in first["events"]] == ids[:100] and "nextToken" in first
+
+        newest = sfn.get_execution_history(executionArn=arn, maxResults=10, reverseOrder=True)
+        assert [e["id"] for e in newest["events"]] == ids[::-1][:10]
+        older = sfn.get_execution_history(
+            executionArn=arn, maxResults=10, reverseOrder=True, nextToken=newest["nextToken"]
+        )
+        assert [e["id"] for e in older["events"]] == ids[::-1][10:20]
+
+        whole = sfn.get_execution_history(executionArn=arn, maxResults=1000)
+        assert len(whole["events"]) == len(ids) and "nextToken" not in whole
+
+        with pytest.raises(sfn.exceptions.InvalidToken):
+            sfn.get_execution_history(executionArn=arn, nextToken="not-a-token")
+        with pytest.raises(sfn.exceptions.InvalidToken):  # a newest-first token, read oldest first
+            sfn.get_execution_history(executionArn=arn, nextToken=newest["nextToken"])
+
+
+def test_history_reader_reads_only_new_events_after_the_first_read(limits, aws_env):
+    """executions.History: the same events as a full read, and a second read of a finished
+    execution asks for one short newest-first page instead of every event again."""
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        _, events = run(*counting_loop(60))
+        sfn = boto3.client("stepfunctions")
+        arn = sfn.list_executions(
+            stateMachineArn=sfn.list_state_machines()["stateMachines"][0]["stateMachineArn"]
+        )["executions"][0]["executionArn"]
+        history = ex.History(arn)
+        partial = history.read(sfn)[:-30]  # as if the first read came 30 events earlier
+        history.events = list(partial)
+        served: list[int] = []
+        sfn.meta.events.register(
+            "after-call.sfn.GetExecutionHistory",
+            lambda parsed, **_: served.append(len(parsed["events"])),
+        )
+
+        assert history.read(sfn) == events
+        assert sum(served) <= 30 + ex.NEW_EVENTS_PAGE
+        served.clear()
+        assert history.read(sfn) == events
+        assert served == [ex.NEW_EVENTS_PAGE]

@@ -61,9 +61,10 @@ def start_run_and_wait_for_training(target, digits: Path) -> str:
     """Upload; return the execution ARN once it waits for its tuning job (a training runs)."""
     execution = upload_dataset(target, digits, "digits")
     sfn = target.client("stepfunctions")
+    history = ex.History(execution["executionArn"])
 
     def at_check_tuning() -> bool:
-        view = ex.describe(sfn, execution["executionArn"])
+        view = ex.describe(sfn, execution["executionArn"], history)
         assert view.status == "RUNNING", f"{view.status}: {view.error}: {view.cause}"
         return any(step.name == "CheckTuning" for step in view.steps)
 

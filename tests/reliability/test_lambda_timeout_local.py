@@ -172,9 +172,10 @@ def test_lambda_timeout_once_is_cured_by_the_retry_and_the_run_goes_on(
 ) -> None:
     run = hang_runs["hangb"]
     sfn = run.target.client("stepfunctions")
+    history = ex.History(run.arn)
 
     view = wait_for(
-        lambda: ex.describe(sfn, run.arn),
+        lambda: ex.describe(sfn, run.arn, history),
         EXECUTION_TIMEOUT_S,
         f"{HUNG_STATE} of {run.arn} to end",
         done=lambda v: v.status != "RUNNING" or any(ended_hung_state(v)),

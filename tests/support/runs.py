@@ -72,8 +72,9 @@ def state_names(view: ex.ExecutionView) -> list[str]:
 def wait_for_state(target: Any, arn: str, state: str, timeout_s: float) -> ex.ExecutionView:
     """Wait until execution ``arn`` entered ``state`` (or ended); return what it looks like."""
     sfn = target.client("stepfunctions")
+    history = ex.History(arn)
     return wait_for(
-        lambda: ex.describe(sfn, arn),
+        lambda: ex.describe(sfn, arn, history),
         timeout_s,
         f"{arn} to reach {state}",
         done=lambda view: state in state_names(view) or view.status != "RUNNING",

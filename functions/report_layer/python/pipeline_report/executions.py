@@ -137,6 +137,48 @@ def full_history(sfn: Any, execution_arn: str) -> list[dict[str, Any]]:
             return events
 
 
+# Newest-first page size when looking for new events: about what one poll of a wait loop adds.
+NEW_EVENTS_PAGE = 25
+
+
+class History:
+    """An execution's history, read in full once and then only its new events on each read.
+
+    A poll loop that re-read every event made each poll cost the whole history: a local run
+    with 3,366 events took 5.6 s of the local cloud's CPU per read, and on AWS a read is pages
+    of 1,000 against GetExecutionHistory's throttle. Events are only ever appended (ids 1, 2,
+    ...), so the new ones are those read newest first until a known id.
+    """
+
+    def __init__(self, execution_arn: str) -> None:
+        self.execution_arn = execution_arn
+        self.events: list[dict[str, Any]] = []
+
+    def read(self, sfn: Any) -> list[dict[str, Any]]:
+        if not self.events:
+            self.events = full_history(sfn, self.execution_arn)
+        else:
+            self.events.extend(self._events_after(sfn, self.events[-1]["id"]))
+        return self.events
+
+    def _events_after(self, sfn: Any, known_id: int) -> list[dict[str, Any]]:
+        newest_first: list[dict[str, Any]] = []
+        kwargs = {
+            "executionArn": self.execution_arn,
+            "maxResults": NEW_EVENTS_PAGE,
+            "reverseOrder": True,
+        }
+        while True:
+            page = sfn.get_execution_history(**kwargs)
+            for event in page["events"]:
+                if event["id"] <= known_id:
+                    return newest_first[::-1]
+                newest_first.append(event)
+            if "nextToken" not in page:
+                return newest_first[::-1]
+            kwargs["nextToken"] = page["nextToken"]
+
+
 def steps_from_history(events: list[dict[str, Any]]) -> list[StepRecord]:
     """Pair each StateEntered with its StateExited; task failures and retries fill the errors."""
     steps: list[StepRecord] = []
@@ -176,7 +218,9 @@ def steps_from_history(events: list[dict[str, Any]]) -> list[StepRecord]:
     return steps
 
 
-def describe(sfn: Any, execution_arn: str) -> ExecutionView:
+def describe(sfn: Any, execution_arn: str, history: History | None = None) -> ExecutionView:
+    """The execution as it is now; pass the same `history` on every poll of one execution."""
+    history = history or History(execution_arn)
     description = sfn.describe_execution(executionArn=execution_arn)
     return ExecutionView(
         arn=execution_arn,
@@ -188,7 +232,7 @@ def describe(sfn: Any, execution_arn: str) -> ExecutionView:
         output=_loads(description.get("output")),
         error=description.get("error"),
         cause=description.get("cause"),
-        steps=steps_from_history(full_history(sfn, execution_arn)),
+        steps=steps_from_history(history.read(sfn)),
     )
 
 
