@@ -48,66 +48,6 @@ def run(definition: dict, execution_input: dict, timeout_s: float = 120) -> tupl
         kwargs["nextToken"] = page["nextToken"]
 
 
-def test_pipeline_data_limit_exceeded_is_not_caught_by_states_all(pipeline, limits):
-    """A Lambda result over 256 KiB ends the execution: States.ALL does not catch it on AWS."""
-    pipeline.scripts["FindBestFunction"] = lambda _payload: {"padding": "x" * 300_000}
-
-    execution = pipeline.run()
-
-    assert execution.status == "FAILED"
-    assert execution.error == "States.DataLimitExceeded"
-    assert "NotifyFailure" not in execution.states
-
-
-def test_pipeline_other_errors_are_still_caught_with_the_limits_installed(pipeline, limits):
-    pipeline.scripts["EvaluateRulesFunction"] = fail("KeyError", "'ModelArtifacts'")
-
-    execution = pipeline.run()
-
-    assert "NotifyFailure" in execution.states
-    assert execution.error == "KeyError"
-
-
-@pytest.mark.slow  # about 25,000 events through the interpreter, twice
-@pytest.mark.parametrize("iterations, status", [(6_000, "SUCCEEDED"), (6_300, "FAILED")])
-def test_execution_history_holds_at_most_25000_events(limits, iterations, status, monkeypatch):
-    """A Pass/Choice loop writes 4 events per turn: 6,000 turns fit, 6,300 do not."""
-    for name, value in {
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-    }.items():
-        monkeypatch.setenv(name, value)
-    loop = {
-        "StartAt": "Count",
-        "States": {
-            "Count": {
-                "Type": "Pass",
-                "Parameters": {"n.$": "States.MathAdd($.n, 1)", "limit.$": "$.limit"},
-                "Next": "More",
-            },
-            "More": {
-                "Type": "Choice",
-                "Choices": [{"Variable": "$.n", "NumericLessThanPath": "$.limit", "Next": "Count"}],
-                "Default": "Done",
-            },
-            "Done": {"Type": "Succeed"},
-        },
-    }
-    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
-        described, events = run(loop, {"n": 0, "limit": iterations}, timeout_s=300)
-
-    assert described["status"] == status
-    if status == "FAILED":
-        assert len(events) == stepfunctions_limits.MAX_HISTORY_EVENTS
-        assert events[-1]["type"] == "ExecutionFailed"
-        details = events[-1]["executionFailedEventDetails"]
-        assert details["error"] == "States.Runtime"
-        assert "25000" in details["cause"]
-    else:
-        assert len(events) < stepfunctions_limits.MAX_HISTORY_EVENTS
-
-
 def counting_loop(turns: int) -> tuple[dict, dict]:
     """A Pass/Choice loop of `turns` turns (4 events a turn) and its input."""
     definition = {
@@ -139,14 +79,50 @@ def aws_env(monkeypatch):
         monkeypatch.setenv(name, value)
 
 
+def test_pipeline_data_limit_exceeded_is_not_caught_by_states_all(pipeline, limits):
+    """A Lambda result over 256 KiB ends the execution: States.ALL does not catch it on AWS."""
+    pipeline.scripts["FindBestFunction"] = lambda _payload: {"padding": "x" * 300_000}
+
+    execution = pipeline.run()
+
+    assert execution.status == "FAILED"
+    assert execution.error == "States.DataLimitExceeded"
+    assert "NotifyFailure" not in execution.states
+
+
+def test_pipeline_other_errors_are_still_caught_with_the_limits_installed(pipeline, limits):
+    pipeline.scripts["EvaluateRulesFunction"] = fail("KeyError", "'ModelArtifacts'")
+
+    execution = pipeline.run()
+
+    assert "NotifyFailure" in execution.states
+    assert execution.error == "KeyError"
+
+
+@pytest.mark.slow  # about 25,000 events through the interpreter, twice
+@pytest.mark.parametrize("iterations, status", [(6_000, "SUCCEEDED"), (6_300, "FAILED")])
+def test_execution_history_holds_at_most_25000_events(limits, aws_env, iterations, status):
+    """A Pass/Choice loop writes 4 events per turn: 6,000 turns fit, 6,300 do not."""
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        described, events = run(*counting_loop(iterations), timeout_s=300)
+
+    assert described["status"] == status
+    if status == "FAILED":
+        assert len(events) == stepfunctions_limits.MAX_HISTORY_EVENTS
+        assert events[-1]["type"] == "ExecutionFailed"
+        details = events[-1]["executionFailedEventDetails"]
+        assert details["error"] == "States.Runtime"
+        assert "25000" in details["cause"]
+    else:
+        assert len(events) < stepfunctions_limits.MAX_HISTORY_EVENTS
+
+
 def test_execution_history_is_paged_as_aws_pages_it(limits, aws_env):
     """Default page 100, `maxResults`, `reverseOrder`, and tokens that stay valid."""
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
-        _, events = run(*counting_loop(60))
+        described, events = run(*counting_loop(60))
         sfn = boto3.client("stepfunctions")
-        arn = sfn.list_executions(
-            stateMachineArn=sfn.list_state_machines()["stateMachines"][0]["stateMachineArn"]
-        )["executions"][0]["executionArn"]
+        arn = described["executionArn"]
         ids = [event["id"] for event in events]
         assert ids == list(range(1, len(ids) + 1)) and len(ids) > 240
 
@@ -173,11 +149,9 @@ def test_history_reader_reads_only_new_events_after_the_first_read(limits, aws_e
     """executions.History: the same events as a full read, and a second read of a finished
     execution asks for one short newest-first page instead of every event again."""
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
-        _, events = run(*counting_loop(60))
+        described, events = run(*counting_loop(60))
         sfn = boto3.client("stepfunctions")
-        arn = sfn.list_executions(
-            stateMachineArn=sfn.list_state_machines()["stateMachines"][0]["stateMachineArn"]
-        )["executions"][0]["executionArn"]
+        arn = described["executionArn"]
         history = ex.History(arn)
         partial = history.read(sfn)[:-30]  # as if the first read came 30 events earlier
         history.events = list(partial)
