@@ -283,7 +283,7 @@ def test_train_demo_reaches_95_percent_on_digits(tmp_path, train_runner):
         tmp_path / "digits",
         args={"epochs": "12", "batch-size": "64", "image-size": "32", "lr": "0.02", "workers": "1"},
         debug=False,
-        timeout=600,
+        timeout=1500,  # ~110 s on a quiet machine; 600 s ran out on one 3x slower and shared
     )
     assert run.returncode == 0, run.stderr
     assert metrics.parse_metrics(run.stdout)["test:accuracy"][0] >= 0.95
