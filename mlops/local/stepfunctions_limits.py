@@ -119,7 +119,7 @@ def history_page(
             f"1 validation error detected: Value '{size}' at 'maxResults' failed to satisfy "
             f"constraint: Member must have value less than or equal to {MAX_HISTORY_PAGE}"
         )
-    ordered = sorted(events, key=lambda event: event["id"], reverse=reverse)
+    ordered = events[::-1] if reverse else events  # the interpreter appends in id order
     if token is not None:
         after = _token_event_id(token, reverse)
         ordered = [e for e in ordered if (e["id"] < after if reverse else e["id"] > after)]

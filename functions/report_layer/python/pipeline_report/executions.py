@@ -7,6 +7,7 @@ read states from here rather than keeping their own records.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -124,17 +125,19 @@ def _loads(text: str | None) -> Any:
         return text
 
 
-def full_history(sfn: Any, execution_arn: str) -> list[dict[str, Any]]:
-    events, token = [], None
+def _history_pages(sfn: Any, **kwargs: Any) -> Iterator[list[dict[str, Any]]]:
+    """GetExecutionHistory's pages for these arguments, following nextToken."""
     while True:
-        kwargs = {"executionArn": execution_arn, "maxResults": 1000}
-        if token:
-            kwargs["nextToken"] = token
         page = sfn.get_execution_history(**kwargs)
-        events.extend(page["events"])
-        token = page.get("nextToken")
-        if not token:
-            return events
+        yield page["events"]
+        if "nextToken" not in page:
+            return
+        kwargs["nextToken"] = page["nextToken"]
+
+
+def full_history(sfn: Any, execution_arn: str) -> list[dict[str, Any]]:
+    pages = _history_pages(sfn, executionArn=execution_arn, maxResults=1000)
+    return [event for page in pages for event in page]
 
 
 # Newest-first page size when looking for new events: about what one poll of a wait loop adds.
@@ -163,20 +166,15 @@ class History:
 
     def _events_after(self, sfn: Any, known_id: int) -> list[dict[str, Any]]:
         newest_first: list[dict[str, Any]] = []
-        kwargs = {
-            "executionArn": self.execution_arn,
-            "maxResults": NEW_EVENTS_PAGE,
-            "reverseOrder": True,
-        }
-        while True:
-            page = sfn.get_execution_history(**kwargs)
-            for event in page["events"]:
+        pages = _history_pages(
+            sfn, executionArn=self.execution_arn, maxResults=NEW_EVENTS_PAGE, reverseOrder=True
+        )
+        for page in pages:
+            for event in page:
                 if event["id"] <= known_id:
                     return newest_first[::-1]
                 newest_first.append(event)
-            if "nextToken" not in page:
-                return newest_first[::-1]
-            kwargs["nextToken"] = page["nextToken"]
+        return newest_first[::-1]
 
 
 def steps_from_history(events: list[dict[str, Any]]) -> list[StepRecord]:
