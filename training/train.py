@@ -173,8 +173,9 @@ def positive_float(text: str) -> float:
 
 
 def default_workers() -> int:
-    """Leave a core for the training loop; decoding small images rarely needs more than four."""
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    """Leave a core for the training loop; decoding small images rarely needs more than four.
+    Counted from the CPU affinity (a container's cpuset), not os.cpu_count()."""
+    return max(0, min(4, len(os.sched_getaffinity(0)) - 1))
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -39,6 +39,7 @@ from mlops.local.sagemaker.aws import (
 )
 from mlops.local.sagemaker.config import SCRIPT_WITHOUT_TOOLKIT_ENV, SageMakerConfig
 from mlops.local.sagemaker.fastfile import ROOTS_ENV, ChannelServer, effective_input_mode
+from mlops.local.sagemaker.processes import usable_cores
 from mlops.local.sagemaker.training_job import JobFailure, TrainingJob
 
 HOST = "algo-1"
@@ -370,7 +371,7 @@ class JobContainer:
         this process's Python setup (PYTHONPATH, VIRTUAL_ENV, SM_*) leaks into the job.
         """
         job = self.job
-        cpus = os.cpu_count() or 1
+        cpus = usable_cores()
         inherited = {
             key: value
             for key, value in os.environ.items()
@@ -405,7 +406,7 @@ class JobContainer:
         user_hps = job.user_hyperparameters()
         channels = job.channels()
         dirs = self.dirs
-        cpus = os.cpu_count() or 1
+        cpus = usable_cores()
         training_env = {
             "job_name": job.name,
             "current_host": self.host,
