@@ -24,6 +24,11 @@ from typing import Any
 
 from mlops.local.process import forget_group, spawn
 
+logger = logging.getLogger(__name__)
+
+_LIVE: set[ManagedProcess] = set()
+_LIVE_LOCK = threading.Lock()
+
 
 def usable_cores() -> int:
     """The cores this process may run on: its CPU affinity (a cpuset, `taskset`, a test
@@ -31,12 +36,6 @@ def usable_cores() -> int:
     work oversubscribe the cores, and spinning OpenMP threads then cost far more than a fair
     share: two 2-thread trainings on 2 cores each ran 3x slower than alone."""
     return len(os.sched_getaffinity(0)) or 1
-
-
-logger = logging.getLogger(__name__)
-
-_LIVE: set[ManagedProcess] = set()
-_LIVE_LOCK = threading.Lock()
 
 
 class ManagedProcess:
