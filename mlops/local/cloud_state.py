@@ -90,8 +90,13 @@ class CloudState:
         )
 
     def restore_executions(self) -> None:
-        if self.enabled:
-            self.restored.update(self.moto.restore_executions())
+        """After the deployment; saved after storage and SageMaker, and at once when an
+        execution starts or ends."""
+        if not self.enabled:
+            return
+        self.restored.update(self.moto.restore_executions())
+        self.persister.add(self.moto.execution_source())
+        self.persister.milestone = self.moto.execution_started_or_ended
 
     def restore_schedules(self, scheduler: Any) -> None:
         """After the deployment created the template's rules and schedules again."""

@@ -184,6 +184,9 @@ class Persister:
     # waiting for a core or the GIL must not push the next snapshot minutes away.
     spacing: float = 20.0
     max_delay_s: float = 10.0
+    # A milestone (the local cloud: an execution started or ended) saves every source at the
+    # next tick, whatever its spacing: milestones are rare and are what a user must not lose.
+    milestone: Callable[[], bool] = lambda: False
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -203,8 +206,9 @@ class Persister:
 
     def save(self, only_due: bool = False) -> None:
         with self._lock:
+            every_source = not only_due or self.milestone()
             for source in self.sources:
-                if only_due and (time.monotonic() < source.next_at or not source.due()):
+                if not every_source and (time.monotonic() < source.next_at or not source.due()):
                     continue
                 self._save_one(source)
 

@@ -200,7 +200,7 @@ def test_step_functions_history_survives_and_running_ends_aborted(tmp_path, aws_
         sfn.update_state_machine(stateMachineArn=machine, definition=json.dumps(slow))
         running = sfn.start_execution(stateMachineArn=machine, name="run-2", input="{}")
         state = MotoState(tmp_path, ACCOUNT, REGION)
-        [source] = [s for s in state.sources() if s.name == "stepfunctions"]
+        source = state.execution_source()
         Persister(sources=[source]).save()
         sfn.stop_execution(executionArn=running["executionArn"])
     with mock_aws():
@@ -221,6 +221,46 @@ def test_step_functions_history_survives_and_running_ends_aborted(tmp_path, aws_
         assert last["type"] == "ExecutionAborted"
         with pytest.raises(sfn.exceptions.ExecutionAlreadyExists):
             sfn.start_execution(stateMachineArn=machine, name="run-1", input='{"a": 1}')
+
+
+def test_a_run_that_ends_is_saved_at_the_next_tick_whatever_the_spacing(
+    tmp_path, aws_env, monkeypatch
+):
+    """CI: kill -9 a few seconds after a run SUCCEEDED brought it back ABORTED, because the
+    last snapshot's CPU had spaced the next one past the kill. A start or an end of an
+    execution now saves every service at the next tick."""
+    monkeypatch.setitem(default_user_config["stepfunctions"], "execute_state_machine", True)
+    short = {"StartAt": "Wait", "States": {"Wait": {"Type": "Wait", "Seconds": 1, "End": True}}}
+    with mock_aws():
+        sfn = boto3.client("stepfunctions")
+        machine = _machine(sfn, short)
+        state = MotoState(tmp_path, ACCOUNT, REGION)
+        state.tracker = ChangeTracker(lambda environ, start: [])  # no request marks a service
+        persister = Persister(sources=[*state.sources(), state.execution_source()])
+        persister.milestone = state.execution_started_or_ended
+        persister.save()
+        run = sfn.start_execution(stateMachineArn=machine, name="run-1", input="{}")
+        assert state.execution_started_or_ended()
+        persister.save(only_due=True)
+        assert not state.execution_started_or_ended()
+        for source in persister.sources:  # as after a costly snapshot: 10 s until the next
+            source.next_at = time.monotonic() + 3600
+        assert _wait_status(sfn, run["executionArn"])["status"] == "SUCCEEDED"
+        persister.save(only_due=True)  # the milestone, not the spacing, decides
+        persister.save(only_due=True)
+        # Two snapshots saw it ended: its record is final and moto is not asked again.
+        monkeypatch.setattr("mlops.local.moto_state.execution_record", _not_called)
+        persister.save()
+    with mock_aws():
+        sfn = boto3.client("stepfunctions")
+        _machine(sfn, short)
+        counts = MotoState(tmp_path, ACCOUNT, REGION).restore_executions()
+        assert counts == {"executions": 1, "aborted": 0, "orphaned": 0}
+        assert sfn.describe_execution(executionArn=run["executionArn"])["status"] == "SUCCEEDED"
+
+
+def _not_called(*args):
+    raise AssertionError("execution_record called for a final record")
 
 
 def test_logs_survive(tmp_path, aws_env):
