@@ -628,25 +628,24 @@ class MotoState:
         return due
 
     def _sfn_snapshot(self) -> dict[str, Any]:
-        previous = self._statuses_in_snapshot
         # Statuses read before the records: one that ends in between shows as a change again.
         self._statuses_in_snapshot = self._execution_statuses()
         executions = {
-            machine.arn: [self._record(e, previous) for e in list(machine.executions)]
+            machine.arn: [self._record(e) for e in list(machine.executions)]
             for machine in list(self.stepfunctions.state_machines)
         }
         for arn, records in self._orphans.items():
             executions.setdefault(arn, records)
         return {"saved_at": dt.datetime.now(dt.UTC), "executions": executions}
 
-    def _record(self, execution: Execution, previous: dict[str, str]) -> dict[str, Any]:
-        """The execution's record; cached once two snapshots in a row saw it ended (moto sets
-        an ending execution's output and error just after its status)."""
+    def _record(self, execution: Execution) -> dict[str, Any]:
+        """The execution's record; cached once the last snapshot on disk saw it ended too
+        (moto sets an ending execution's output and error just after its status)."""
         arn = execution.exec_arn
         if arn in self._final_records:
             return self._final_records[arn]
         record = execution_record(execution)
-        if record["status"] != "RUNNING" and previous.get(arn) == record["status"]:
+        if record["status"] != "RUNNING" and self._saved_statuses.get(arn) == record["status"]:
             self._final_records[arn] = record
         return record
 
