@@ -617,12 +617,7 @@ class MotoState:
 
     def _sfn_due(self) -> bool:
         """While an execution runs its history grows without a request to moto."""
-        running = any(
-            execution.status == "RUNNING"
-            for machine in list(self.stepfunctions.state_machines)
-            for execution in list(machine.executions)
-            if execution.exec_status is not None
-        )
+        running = "RUNNING" in self._execution_statuses().values()
         due = running or self._had_running or self._changed("states")
         self._had_running = running
         return due
